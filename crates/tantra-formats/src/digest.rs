@@ -1,0 +1,51 @@
+//! Tensor digests: sha256 of a tensor's row-major little-endian bytes.
+//!
+//! This is the definition in DESIGN.md ("Names") and the one `torch-check digest` computes:
+//! two files hold the same weights exactly when names, dtypes, shapes and digests agree,
+//! whatever container they are in.
+
+use sha2::{Digest, Sha256};
+
+use crate::error::FormatError;
+use crate::tensor::TensorSource;
+
+/// Hex sha256 of tensor `index` of `src`, streamed (no copy of the tensor is made where the
+/// source can stream).
+pub fn tensor_digest(src: &dyn TensorSource, index: usize) -> Result<String, FormatError> {
+    let mut h = Sha256::new();
+    src.stream_tensor(index, &mut |chunk| {
+        h.update(chunk);
+        Ok(())
+    })?;
+    Ok(hex::encode(h.finalize()))
+}
+
+/// Hex sha256 of some bytes.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// Digests of every tensor of `src`, in `src`'s order, as `(name, hex)`.
+pub fn all_digests(src: &dyn TensorSource) -> Result<Vec<(String, String)>, FormatError> {
+    src.tensors()
+        .iter()
+        .enumerate()
+        .map(|(i, t)| Ok((t.name.clone(), tensor_digest(src, i)?)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tensor::MemorySource;
+
+    #[test]
+    fn empty_tensor_digest_is_sha256_of_nothing() {
+        let mut m = MemorySource::new();
+        m.push_f32("e", vec![0, 4], &[]).unwrap();
+        assert_eq!(
+            tensor_digest(&m, 0).unwrap(),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+    }
+}

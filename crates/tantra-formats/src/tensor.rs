@@ -1,0 +1,251 @@
+//! The one shape every reader produces and every writer consumes.
+//!
+//! A [`TensorSource`] is a list of tensor descriptions plus, on demand, each tensor's bytes in
+//! row-major little-endian order. Readers hide their container (strides, shared storages,
+//! memory maps) behind it; writers pull one tensor at a time from it, which is what keeps a
+//! conversion's memory bounded by the largest tensor instead of the file.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+use crate::dtype::DType;
+use crate::error::FormatError;
+use crate::Format;
+
+/// Name, dtype and shape of one tensor.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TensorInfo {
+    /// The dotted name (`backbone.layers.0.mixer.in_proj.weight`).
+    pub name: String,
+    pub dtype: DType,
+    /// Dimensions, outermost first. Empty for a 0-rank (scalar) tensor.
+    pub shape: Vec<u64>,
+}
+
+impl TensorInfo {
+    pub fn new(name: impl Into<String>, dtype: DType, shape: Vec<u64>) -> Self {
+        TensorInfo {
+            name: name.into(),
+            dtype,
+            shape,
+        }
+    }
+
+    /// Number of elements, `None` if the product overflows `u64`.
+    pub fn numel(&self) -> Option<u64> {
+        self.shape.iter().try_fold(1u64, |acc, &d| acc.checked_mul(d))
+    }
+
+    /// Size of the row-major data in bytes, `None` on overflow or a fractional byte count.
+    pub fn byte_len(&self) -> Option<u64> {
+        self.dtype.byte_len(self.numel()?)
+    }
+}
+
+/// A non-tensor leaf of a checkpoint (epoch, step, loss, a learning rate, a run name).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    None,
+    Bool(bool),
+    Int(i64),
+    /// An integer that does not fit `i64`, in decimal.
+    BigInt(String),
+    Float(f64),
+    Str(String),
+    Bytes(Vec<u8>),
+}
+
+impl Value {
+    /// The JSON form used by `inspect --json` and by the safetensors `__metadata__` key
+    /// [`crate::VALUES_METADATA_KEY`]. Bytes become `{"bytes_hex": "..."}`, big integers
+    /// `{"bigint": "..."}`, non-finite floats the strings `"nan"`, `"inf"`, `"-inf"`.
+    pub fn to_json(&self) -> serde_json::Value {
+        use serde_json::Value as J;
+        match self {
+            Value::None => J::Null,
+            Value::Bool(b) => J::Bool(*b),
+            Value::Int(i) => J::from(*i),
+            Value::BigInt(s) => serde_json::json!({ "bigint": s }),
+            Value::Float(f) => match serde_json::Number::from_f64(*f) {
+                Some(n) => J::Number(n),
+                None if f.is_nan() => J::String("nan".into()),
+                None if *f > 0.0 => J::String("inf".into()),
+                None => J::String("-inf".into()),
+            },
+            Value::Str(s) => J::String(s.clone()),
+            Value::Bytes(b) => serde_json::json!({ "bytes_hex": hex::encode(b) }),
+        }
+    }
+
+    /// The inverse of [`Value::to_json`]; `None` for JSON that no `Value` produces.
+    pub fn from_json(j: &serde_json::Value) -> Option<Value> {
+        use serde_json::Value as J;
+        Some(match j {
+            J::Null => Value::None,
+            J::Bool(b) => Value::Bool(*b),
+            J::Number(n) => match n.as_i64() {
+                Some(i) => Value::Int(i),
+                None => Value::Float(n.as_f64()?),
+            },
+            J::String(s) => match s.as_str() {
+                "nan" => Value::Float(f64::NAN),
+                "inf" => Value::Float(f64::INFINITY),
+                "-inf" => Value::Float(f64::NEG_INFINITY),
+                _ => Value::Str(s.clone()),
+            },
+            J::Object(o) if o.len() == 1 => {
+                if let Some(J::String(s)) = o.get("bigint") {
+                    Value::BigInt(s.clone())
+                } else if let Some(J::String(h)) = o.get("bytes_hex") {
+                    Value::Bytes(hex::decode(h).ok()?)
+                } else {
+                    return None;
+                }
+            }
+            _ => return None,
+        })
+    }
+}
+
+/// Anything that can hand out tensors: an open file of any format, or tensors in memory.
+///
+/// Tensor bytes are always row-major, little-endian, with `bool` as one byte (0 or 1) and
+/// sub-byte types packed as safetensors packs them.
+pub trait TensorSource {
+    /// The container this came from ([`Format::Memory`] for in-memory tensors).
+    fn format(&self) -> Format;
+
+    /// The tensors, in the order the source stores or lists them.
+    fn tensors(&self) -> &[TensorInfo];
+
+    /// The bytes of tensor `index` (an index into [`TensorSource::tensors`]). Borrowed where
+    /// the container holds them contiguously (a memory map), owned where a view had to be
+    /// materialized.
+    fn tensor_bytes(&self, index: usize) -> Result<Cow<'_, [u8]>, FormatError>;
+
+    /// Feeds the bytes of tensor `index` to `sink` in one or more chunks, in order. Sources
+    /// backed by a memory map override this to hand out bounded chunks and release the pages
+    /// they are done with, so that streaming a large file does not grow the resident set.
+    fn stream_tensor(
+        &self,
+        index: usize,
+        sink: &mut dyn FnMut(&[u8]) -> Result<(), FormatError>,
+    ) -> Result<(), FormatError> {
+        let bytes = self.tensor_bytes(index)?;
+        sink(&bytes)
+    }
+
+    /// String metadata (the safetensors `__metadata__`); empty for formats without it.
+    fn metadata(&self) -> &BTreeMap<String, String>;
+
+    /// Non-tensor leaves by dotted name (`epoch`, `optimizer.param_groups.0.lr`).
+    fn values(&self) -> &BTreeMap<String, Value>;
+
+    /// Index of the tensor called `name`.
+    fn find(&self, name: &str) -> Option<usize> {
+        self.tensors().iter().position(|t| t.name == name)
+    }
+
+    /// Sum of element counts over all tensors (saturating).
+    fn parameter_count(&self) -> u64 {
+        self.tensors()
+            .iter()
+            .map(|t| t.numel().unwrap_or(u64::MAX))
+            .fold(0u64, |a, b| a.saturating_add(b))
+    }
+}
+
+/// Tensors held in memory: what model initialization produces and what tests build.
+#[derive(Debug, Clone, Default)]
+pub struct MemorySource {
+    infos: Vec<TensorInfo>,
+    data: Vec<Vec<u8>>,
+    metadata: BTreeMap<String, String>,
+    values: BTreeMap<String, Value>,
+}
+
+impl MemorySource {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a tensor. Fails if the name is taken or `data` does not match dtype and shape.
+    pub fn push(&mut self, info: TensorInfo, data: Vec<u8>) -> Result<(), FormatError> {
+        if self.infos.iter().any(|t| t.name == info.name) {
+            return Err(FormatError::memory(format!(
+                "duplicate tensor name {:?}",
+                info.name
+            )));
+        }
+        match info.byte_len() {
+            Some(n) if n == data.len() as u64 => {}
+            _ => {
+                return Err(FormatError::memory(format!(
+                    "tensor {:?}: {} bytes do not match dtype {} and shape {:?}",
+                    info.name,
+                    data.len(),
+                    info.dtype,
+                    info.shape
+                )))
+            }
+        }
+        self.infos.push(info);
+        self.data.push(data);
+        Ok(())
+    }
+
+    /// Adds an `F32` tensor from values.
+    pub fn push_f32(
+        &mut self,
+        name: impl Into<String>,
+        shape: Vec<u64>,
+        values: &[f32],
+    ) -> Result<(), FormatError> {
+        let data = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        self.push(TensorInfo::new(name, DType::F32, shape), data)
+    }
+
+    pub fn metadata_mut(&mut self) -> &mut BTreeMap<String, String> {
+        &mut self.metadata
+    }
+
+    pub fn values_mut(&mut self) -> &mut BTreeMap<String, Value> {
+        &mut self.values
+    }
+
+    /// Copies every tensor, the metadata and the values out of another source.
+    pub fn copy_from(src: &dyn TensorSource) -> Result<Self, FormatError> {
+        let mut out = MemorySource::new();
+        for (i, info) in src.tensors().iter().enumerate() {
+            out.push(info.clone(), src.tensor_bytes(i)?.into_owned())?;
+        }
+        out.metadata = src.metadata().clone();
+        out.values = src.values().clone();
+        Ok(out)
+    }
+}
+
+impl TensorSource for MemorySource {
+    fn format(&self) -> Format {
+        Format::Memory
+    }
+
+    fn tensors(&self) -> &[TensorInfo] {
+        &self.infos
+    }
+
+    fn tensor_bytes(&self, index: usize) -> Result<Cow<'_, [u8]>, FormatError> {
+        self.data
+            .get(index)
+            .map(|d| Cow::Borrowed(d.as_slice()))
+            .ok_or_else(|| FormatError::memory(format!("no tensor at index {index}")))
+    }
+
+    fn metadata(&self) -> &BTreeMap<String, String> {
+        &self.metadata
+    }
+
+    fn values(&self) -> &BTreeMap<String, Value> {
+        &self.values
+    }
+}

@@ -1,0 +1,1 @@
+//! tantra-models: the Tantra model families.

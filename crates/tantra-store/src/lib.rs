@@ -1,0 +1,1 @@
+//! tantra-store: the weights root (`Model/`): WeightManager, ConfigManager, registry.
