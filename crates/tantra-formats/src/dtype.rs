@@ -113,7 +113,7 @@ impl DType {
     /// Whole bytes per element, or `None` for the sub-byte types.
     pub fn size(self) -> Option<u64> {
         let bits = self.bits();
-        (bits % 8 == 0).then_some(bits / 8)
+        bits.is_multiple_of(8).then_some(bits / 8)
     }
 
     /// The alignment the reference writer gives this dtype's data (its element size, 1 for
@@ -126,7 +126,7 @@ impl DType {
     /// whole number of bytes.
     pub fn byte_len(self, numel: u64) -> Option<u64> {
         let bits = numel.checked_mul(self.bits())?;
-        (bits % 8 == 0).then_some(bits / 8)
+        bits.is_multiple_of(8).then_some(bits / 8)
     }
 
     /// True for the floating-point types (including the 8-, 6- and 4-bit ones).

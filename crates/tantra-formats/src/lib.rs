@@ -22,6 +22,7 @@ pub mod error;
 pub mod fsutil;
 pub mod pickle;
 pub mod pytorch;
+pub mod pytorch_write;
 pub mod safetensors;
 pub mod tensor;
 pub mod zip;
@@ -173,7 +174,7 @@ pub fn write_to(
     match format {
         OutputFormat::Safetensors => safetensors::write_safetensors(out, src, progress),
         OutputFormat::Pt | OutputFormat::Bin => {
-            pytorch::write_pytorch(out, src, archive_name, progress)
+            pytorch_write::write_pytorch(out, src, archive_name, progress)
         }
     }
 }

@@ -58,7 +58,8 @@ pub enum Value {
 impl Value {
     /// The JSON form used by `inspect --json` and by the safetensors `__metadata__` key
     /// [`crate::VALUES_METADATA_KEY`]. Bytes become `{"bytes_hex": "..."}`, big integers
-    /// `{"bigint": "..."}`, non-finite floats the strings `"nan"`, `"inf"`, `"-inf"`.
+    /// `{"bigint": "..."}`, non-finite floats `{"float": "nan"}` (or `"inf"`, `"-inf"`), so that
+    /// a string value never turns into a float on the way back.
     pub fn to_json(&self) -> serde_json::Value {
         use serde_json::Value as J;
         match self {
@@ -68,9 +69,9 @@ impl Value {
             Value::BigInt(s) => serde_json::json!({ "bigint": s }),
             Value::Float(f) => match serde_json::Number::from_f64(*f) {
                 Some(n) => J::Number(n),
-                None if f.is_nan() => J::String("nan".into()),
-                None if *f > 0.0 => J::String("inf".into()),
-                None => J::String("-inf".into()),
+                None if f.is_nan() => serde_json::json!({ "float": "nan" }),
+                None if *f > 0.0 => serde_json::json!({ "float": "inf" }),
+                None => serde_json::json!({ "float": "-inf" }),
             },
             Value::Str(s) => J::String(s.clone()),
             Value::Bytes(b) => serde_json::json!({ "bytes_hex": hex::encode(b) }),
@@ -87,17 +88,19 @@ impl Value {
                 Some(i) => Value::Int(i),
                 None => Value::Float(n.as_f64()?),
             },
-            J::String(s) => match s.as_str() {
-                "nan" => Value::Float(f64::NAN),
-                "inf" => Value::Float(f64::INFINITY),
-                "-inf" => Value::Float(f64::NEG_INFINITY),
-                _ => Value::Str(s.clone()),
-            },
+            J::String(s) => Value::Str(s.clone()),
             J::Object(o) if o.len() == 1 => {
                 if let Some(J::String(s)) = o.get("bigint") {
                     Value::BigInt(s.clone())
                 } else if let Some(J::String(h)) = o.get("bytes_hex") {
                     Value::Bytes(hex::decode(h).ok()?)
+                } else if let Some(J::String(f)) = o.get("float") {
+                    Value::Float(match f.as_str() {
+                        "nan" => f64::NAN,
+                        "inf" => f64::INFINITY,
+                        "-inf" => f64::NEG_INFINITY,
+                        _ => return None,
+                    })
                 } else {
                     return None;
                 }
@@ -247,5 +250,40 @@ impl TensorSource for MemorySource {
 
     fn values(&self) -> &BTreeMap<String, Value> {
         &self.values
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_round_trip_through_json() {
+        for v in [
+            Value::None,
+            Value::Bool(true),
+            Value::Int(-3),
+            Value::BigInt("123456789012345678901234567890".into()),
+            Value::Float(0.125),
+            Value::Float(f64::INFINITY),
+            Value::Float(f64::NEG_INFINITY),
+            Value::Str("nan".into()),
+            Value::Str("inf".into()),
+            Value::Bytes(vec![0, 1, 255]),
+        ] {
+            assert_eq!(Value::from_json(&v.to_json()), Some(v.clone()), "{v:?}");
+        }
+        let nan = Value::from_json(&Value::Float(f64::NAN).to_json());
+        assert!(matches!(nan, Some(Value::Float(f)) if f.is_nan()));
+    }
+
+    #[test]
+    fn memory_source_checks_sizes_and_names() {
+        let mut m = MemorySource::new();
+        m.push_f32("a", vec![2], &[1.0, 2.0]).unwrap();
+        assert!(m.push_f32("a", vec![1], &[1.0]).is_err());
+        assert!(m.push_f32("b", vec![3], &[1.0]).is_err());
+        assert_eq!(m.parameter_count(), 2);
+        assert_eq!(m.find("a"), Some(0));
     }
 }

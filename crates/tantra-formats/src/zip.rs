@@ -1,8 +1,1245 @@
-//! The zip container of PyTorch archives. (Being implemented.)
+//! Reading the zip container of PyTorch archives, over a byte slice (a memory map).
+//!
+//! Why not the `zip` crate: torch writes archives that strict zip readers refuse (zero CRCs,
+//! zero sizes in local headers with a data descriptor after the data), and a general reader
+//! does far more than we want (compression, streaming, extraction to paths). A PyTorch archive
+//! needs a small subset: stored entries under one top-level folder. This reader accepts exactly
+//! that and refuses anything ambiguous, because an archive that two readers see differently is
+//! how polyglot and smuggling attacks work:
+//!
+//! - the end records (EOCD, and the ZIP64 locator and record that torch always writes) must end
+//!   the file, and the central directory must end where they begin;
+//! - every count, offset and length is checked against the file size before anything is
+//!   allocated or sliced;
+//! - an entry's data starts after its LOCAL header's own name and extra field (torch pads with
+//!   an `FB` extra field there only), and the local name must equal the central name;
+//! - the first local header is at offset 0 and entries do not overlap;
+//! - names are relative, `/`-separated, free of `..`, backslashes and NUL, unique, and all under
+//!   one top-level prefix; they are never used as file system paths;
+//! - stored entries only; encrypted entries are refused.
+//!
+//! CRCs are not checked: torch writes zero CRCs (`compute_crc32=False`) and ignores them on
+//! load, and checking them would mean reading every byte of a multi-gigabyte file at open.
 
-/// A rule of the zip container that the input breaks.
+use std::collections::HashMap;
+
+/// A rule of the zip container that the input breaks. Offsets are byte offsets in the file.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ZipError {
-    #[error("no end of central directory record")]
+    #[error("file of {0} bytes is too short to be a zip archive")]
+    TooShort(u64),
+    #[error("no end of central directory record in the last 64 KiB of the file (not a zip archive, or data was appended after it)")]
     NoEndRecord,
+    #[error("{bytes} bytes after the end of central directory record (a polyglot file?)")]
+    TrailingData { bytes: u64 },
+    #[error("multi-disk (spanned) archives are not supported")]
+    MultiDisk,
+    #[error("malformed ZIP64 end of central directory locator at offset {offset}")]
+    BadZip64Locator { offset: u64 },
+    #[error("malformed ZIP64 end of central directory record at offset {offset}")]
+    BadZip64Record { offset: u64 },
+    #[error(
+        "the ZIP64 end record disagrees with the end of central directory record about {field}"
+    )]
+    EndRecordMismatch { field: &'static str },
+    #[error("{bytes} bytes between the ZIP64 end record and its locator")]
+    GapInEndRecords { bytes: u64 },
+    #[error("central directory (offset {offset}, {size} bytes) lies outside the file of {file_len} bytes")]
+    CentralDirectoryOutOfBounds {
+        offset: u64,
+        size: u64,
+        file_len: u64,
+    },
+    #[error("{bytes} bytes between the central directory and the end records")]
+    GapBeforeEndRecords { bytes: u64 },
+    #[error("the archive declares {count} entries, more than its central directory of {cd_size} bytes can hold")]
+    TooManyEntries { count: u64, cd_size: u64 },
+    #[error("the archive declares {declared} entries but its central directory holds {found}")]
+    EntryCountMismatch { declared: u64, found: u64 },
+    #[error("the archive has no entries")]
+    NoEntries,
+    #[error("bad central directory header at offset {offset}")]
+    BadCentralHeader { offset: u64 },
+    #[error("entry {entry:?}: bad local header at offset {offset}")]
+    BadLocalHeader { entry: String, offset: u64 },
+    #[error("entry {entry:?}: malformed extra field")]
+    BadExtraField { entry: String },
+    #[error("entry {entry:?}: a size or offset is 0xFFFFFFFF but the ZIP64 extra field does not supply it")]
+    MissingZip64Field { entry: String },
+    #[error("entry {entry:?} is encrypted")]
+    Encrypted { entry: String },
+    #[error("entry {entry:?} is compressed (method {method}); PyTorch archives store entries uncompressed")]
+    Compressed { entry: String, method: u16 },
+    #[error("entry {entry:?} is stored but its compressed size {compressed} differs from its size {uncompressed}")]
+    StoredSizeMismatch {
+        entry: String,
+        compressed: u64,
+        uncompressed: u64,
+    },
+    #[error("entry name at central directory offset {offset} is not UTF-8")]
+    NonUtf8Name { offset: u64 },
+    #[error("entry {entry:?}: name contains NUL")]
+    NulInName { entry: String },
+    #[error("entry {entry:?}: name contains a backslash")]
+    BackslashInName { entry: String },
+    #[error("entry {entry:?}: absolute path")]
+    AbsolutePath { entry: String },
+    #[error("entry {entry:?}: name contains a `..` component")]
+    ParentComponent { entry: String },
+    #[error("entry {entry:?}: name has an empty or `.` component")]
+    EmptyComponent { entry: String },
+    #[error("entry {entry:?} is not under a top-level folder")]
+    NoPrefix { entry: String },
+    #[error("entry {entry:?} is outside the archive's top-level folder {prefix:?}")]
+    OutsidePrefix { entry: String, prefix: String },
+    #[error("entry {entry:?} appears twice")]
+    DuplicateName { entry: String },
+    #[error("entry {entry:?}: the local header names it {local:?}")]
+    LocalNameMismatch { entry: String, local: String },
+    #[error(
+        "entry {entry:?}: the local header disagrees with the central directory about {field}"
+    )]
+    LocalHeaderMismatch { entry: String, field: &'static str },
+    #[error("entry {entry:?}: data (offset {offset}, {size} bytes) runs past the start of the central directory")]
+    DataOutOfBounds {
+        entry: String,
+        offset: u64,
+        size: u64,
+    },
+    #[error("{bytes} bytes before the first local header (a polyglot file?)")]
+    DataBeforeFirstEntry { bytes: u64 },
+    #[error("entries {entry:?} and {other:?} overlap")]
+    OverlappingEntries { entry: String, other: String },
+    #[error("entry {entry:?}: directory entry with {size} bytes of data")]
+    DirectoryWithData { entry: String, size: u64 },
+}
+
+const LOCAL_SIG: u32 = 0x0403_4b50;
+const CENTRAL_SIG: u32 = 0x0201_4b50;
+const EOCD_SIG: u32 = 0x0605_4b50;
+const ZIP64_LOCATOR_SIG: u32 = 0x0706_4b50;
+const ZIP64_EOCD_SIG: u32 = 0x0606_4b50;
+const LOCAL_LEN: u64 = 30;
+const CENTRAL_LEN: u64 = 46;
+const EOCD_LEN: u64 = 22;
+const ZIP64_LOCATOR_LEN: u64 = 20;
+const ZIP64_EOCD_LEN: u64 = 56;
+/// Flag bits that mean encryption: 0 (encrypted), 6 (strong encryption), 13 (masked header).
+const ENCRYPTION_FLAGS: u16 = 0x0001 | 0x0040 | 0x2000;
+/// Flag bit 3: sizes and CRC are in a data descriptor after the data (torch sets it).
+const DATA_DESCRIPTOR_FLAG: u16 = 0x0008;
+
+/// One stored entry of an archive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ZipEntry {
+    /// Full name, including the top-level prefix (`archive/data.pkl`).
+    pub name: String,
+    /// Offset of the local header.
+    pub header_offset: u64,
+    /// Offset of the first data byte (after the local header's name and extra field).
+    pub data_offset: u64,
+    /// Data length in bytes.
+    pub size: u64,
+    /// The CRC the central directory records (often 0 in torch files; never checked).
+    pub crc32: u32,
+}
+
+impl ZipEntry {
+    /// The byte range of the data in the file.
+    pub fn range(&self) -> std::ops::Range<u64> {
+        // data_offset + size was checked against the file length when parsing.
+        self.data_offset..self.data_offset.saturating_add(self.size)
+    }
+}
+
+/// The index of a zip archive: its entries and their data ranges. It holds no bytes; slice the
+/// same bytes it was parsed from with [`ZipArchive::data`].
+#[derive(Debug, Clone)]
+pub struct ZipArchive {
+    prefix: String,
+    entries: Vec<ZipEntry>,
+    by_name: HashMap<String, usize>,
+}
+
+fn u16_at(b: &[u8], off: u64) -> Option<u16> {
+    let o = usize::try_from(off).ok()?;
+    let s = b.get(o..o.checked_add(2)?)?;
+    Some(u16::from_le_bytes([s[0], s[1]]))
+}
+
+fn u32_at(b: &[u8], off: u64) -> Option<u32> {
+    let o = usize::try_from(off).ok()?;
+    let s = b.get(o..o.checked_add(4)?)?;
+    Some(u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
+}
+
+fn u64_at(b: &[u8], off: u64) -> Option<u64> {
+    let o = usize::try_from(off).ok()?;
+    let s = b.get(o..o.checked_add(8)?)?;
+    let mut a = [0u8; 8];
+    a.copy_from_slice(s);
+    Some(u64::from_le_bytes(a))
+}
+
+fn slice_at(b: &[u8], off: u64, len: u64) -> Option<&[u8]> {
+    let o = usize::try_from(off).ok()?;
+    let l = usize::try_from(len).ok()?;
+    b.get(o..o.checked_add(l)?)
+}
+
+/// Where the central directory is, from the end records.
+struct EndRecords {
+    /// Offset where the end records (ZIP64 record, or EOCD) begin.
+    start: u64,
+    entries: u64,
+    cd_size: u64,
+    cd_offset: u64,
+}
+
+fn find_eocd(data: &[u8]) -> Result<u64, ZipError> {
+    let len = data.len() as u64;
+    if len < EOCD_LEN {
+        return Err(ZipError::TooShort(len));
+    }
+    let last = len - EOCD_LEN;
+    let first = last.saturating_sub(u64::from(u16::MAX));
+    let mut nearest_short: Option<u64> = None;
+    let mut p = last;
+    loop {
+        if u32_at(data, p) == Some(EOCD_SIG) {
+            let comment = u64::from(u16_at(data, p + 20).unwrap_or(0));
+            let end = p + EOCD_LEN + comment;
+            if end == len {
+                return Ok(p);
+            }
+            if end < len && nearest_short.is_none() {
+                nearest_short = Some(len - end);
+            }
+        }
+        if p == first {
+            break;
+        }
+        p -= 1;
+    }
+    match nearest_short {
+        Some(bytes) => Err(ZipError::TrailingData { bytes }),
+        None => Err(ZipError::NoEndRecord),
+    }
+}
+
+fn read_end_records(data: &[u8]) -> Result<EndRecords, ZipError> {
+    let p = find_eocd(data)?;
+    let rd16 = |o: u64| u64::from(u16_at(data, p + o).unwrap_or(0));
+    let rd32 = |o: u64| u64::from(u32_at(data, p + o).unwrap_or(0));
+    let (disk, cd_disk, n_disk, n_total) = (rd16(4), rd16(6), rd16(8), rd16(10));
+    let (cd_size, cd_offset) = (rd32(12), rd32(16));
+    if disk != 0 || cd_disk != 0 || n_disk != n_total {
+        return Err(ZipError::MultiDisk);
+    }
+    let locator = p.checked_sub(ZIP64_LOCATOR_LEN);
+    let has_locator = locator.is_some_and(|l| u32_at(data, l) == Some(ZIP64_LOCATOR_SIG));
+    let needs_zip64 = n_total == 0xFFFF || cd_size == 0xFFFF_FFFF || cd_offset == 0xFFFF_FFFF;
+    let Some(loc) = locator.filter(|_| has_locator) else {
+        if needs_zip64 {
+            return Err(ZipError::BadZip64Locator {
+                offset: p.saturating_sub(ZIP64_LOCATOR_LEN),
+            });
+        }
+        return Ok(EndRecords {
+            start: p,
+            entries: n_total,
+            cd_size,
+            cd_offset,
+        });
+    };
+    let bad_loc = ZipError::BadZip64Locator { offset: loc };
+    let z64_disk = u32_at(data, loc + 4).ok_or(bad_loc.clone())?;
+    let z64_off = u64_at(data, loc + 8).ok_or(bad_loc.clone())?;
+    let disks = u32_at(data, loc + 16).ok_or(bad_loc.clone())?;
+    if z64_disk != 0 || disks > 1 {
+        return Err(ZipError::MultiDisk);
+    }
+    let bad_rec = ZipError::BadZip64Record { offset: z64_off };
+    if z64_off.checked_add(ZIP64_EOCD_LEN).is_none_or(|e| e > loc)
+        || u32_at(data, z64_off) != Some(ZIP64_EOCD_SIG)
+    {
+        return Err(bad_rec);
+    }
+    // The record's size field counts the bytes after its first 12.
+    let rec_size = u64_at(data, z64_off + 4).ok_or(bad_rec.clone())?;
+    let rec_end = rec_size
+        .checked_add(12)
+        .and_then(|s| s.checked_add(z64_off))
+        .ok_or(bad_rec.clone())?;
+    if rec_size < ZIP64_EOCD_LEN - 12 || rec_end > loc {
+        return Err(bad_rec);
+    }
+    if rec_end != loc {
+        return Err(ZipError::GapInEndRecords {
+            bytes: loc - rec_end,
+        });
+    }
+    let r32 = |o: u64| u32_at(data, z64_off + o).unwrap_or(0);
+    let r64 = |o: u64| u64_at(data, z64_off + o).unwrap_or(0);
+    if r32(16) != 0 || r32(20) != 0 || r64(24) != r64(32) {
+        return Err(ZipError::MultiDisk);
+    }
+    let (z_total, z_cd_size, z_cd_off) = (r64(32), r64(40), r64(48));
+    if n_total != 0xFFFF && n_total != z_total {
+        return Err(ZipError::EndRecordMismatch {
+            field: "the entry count",
+        });
+    }
+    if cd_size != 0xFFFF_FFFF && cd_size != z_cd_size {
+        return Err(ZipError::EndRecordMismatch {
+            field: "the central directory size",
+        });
+    }
+    if cd_offset != 0xFFFF_FFFF && cd_offset != z_cd_off {
+        return Err(ZipError::EndRecordMismatch {
+            field: "the central directory offset",
+        });
+    }
+    Ok(EndRecords {
+        start: z64_off,
+        entries: z_total,
+        cd_size: z_cd_size,
+        cd_offset: z_cd_off,
+    })
+}
+
+/// Walks the extra fields of a header, calling `f(id, body)` for each.
+fn for_each_extra(extra: &[u8], mut f: impl FnMut(u16, &[u8]) -> bool) -> bool {
+    let mut rest = extra;
+    while !rest.is_empty() {
+        if rest.len() < 4 {
+            return false;
+        }
+        let id = u16::from_le_bytes([rest[0], rest[1]]);
+        let len = usize::from(u16::from_le_bytes([rest[2], rest[3]]));
+        let Some(body) = rest.get(4..4 + len) else {
+            return false;
+        };
+        if !f(id, body) {
+            return false;
+        }
+        rest = &rest[4 + len..];
+    }
+    true
+}
+
+fn check_name(name: &str) -> Result<(), ZipError> {
+    let entry = || name.to_string();
+    if name.is_empty() {
+        return Err(ZipError::EmptyComponent { entry: entry() });
+    }
+    if name.contains('\0') {
+        return Err(ZipError::NulInName { entry: entry() });
+    }
+    if name.contains('\\') {
+        return Err(ZipError::BackslashInName { entry: entry() });
+    }
+    let bytes = name.as_bytes();
+    let drive = bytes.len() >= 2 && bytes[0].is_ascii_alphabetic() && bytes[1] == b':';
+    if name.starts_with('/') || drive {
+        return Err(ZipError::AbsolutePath { entry: entry() });
+    }
+    let body = name.strip_suffix('/').unwrap_or(name);
+    for comp in body.split('/') {
+        if comp == ".." {
+            return Err(ZipError::ParentComponent { entry: entry() });
+        }
+        if comp.is_empty() || comp == "." {
+            return Err(ZipError::EmptyComponent { entry: entry() });
+        }
+    }
+    Ok(())
+}
+
+impl ZipArchive {
+    /// Parses the archive in `data` (the whole file).
+    ///
+    /// # Errors
+    /// A [`ZipError`] naming the first rule the archive breaks.
+    pub fn parse(data: &[u8]) -> Result<ZipArchive, ZipError> {
+        let file_len = data.len() as u64;
+        let end = read_end_records(data)?;
+        let cd_end = end.cd_offset.checked_add(end.cd_size);
+        if cd_end.is_none_or(|e| e > end.start) {
+            return Err(ZipError::CentralDirectoryOutOfBounds {
+                offset: end.cd_offset,
+                size: end.cd_size,
+                file_len,
+            });
+        }
+        let cd_end = end.cd_offset + end.cd_size;
+        if cd_end != end.start {
+            return Err(ZipError::GapBeforeEndRecords {
+                bytes: end.start - cd_end,
+            });
+        }
+        if end.entries > end.cd_size / CENTRAL_LEN {
+            return Err(ZipError::TooManyEntries {
+                count: end.entries,
+                cd_size: end.cd_size,
+            });
+        }
+        if end.entries == 0 {
+            return Err(ZipError::NoEntries);
+        }
+        // Bounded by cd_size / 46 <= file length / 46 above.
+        let count = usize::try_from(end.entries).map_err(|_| ZipError::TooManyEntries {
+            count: end.entries,
+            cd_size: end.cd_size,
+        })?;
+        let mut entries: Vec<ZipEntry> = Vec::with_capacity(count);
+        let mut by_name: HashMap<String, usize> = HashMap::with_capacity(count);
+        let mut prefix: Option<String> = None;
+        let mut pos = end.cd_offset;
+        while pos < cd_end {
+            let entry = read_central(data, pos, cd_end, end.cd_offset)?;
+            pos = entry.1;
+            let e = entry.0;
+            let top = match &prefix {
+                Some(p) => p.clone(),
+                None => {
+                    let Some((p, _)) = e.name.split_once('/') else {
+                        return Err(ZipError::NoPrefix { entry: e.name });
+                    };
+                    prefix = Some(p.to_string());
+                    p.to_string()
+                }
+            };
+            let under = e
+                .name
+                .strip_prefix(top.as_str())
+                .and_then(|r| r.strip_prefix('/'))
+                .is_some_and(|r| !r.is_empty());
+            if !under {
+                return Err(ZipError::OutsidePrefix {
+                    entry: e.name,
+                    prefix: top,
+                });
+            }
+            if by_name.contains_key(&e.name) {
+                return Err(ZipError::DuplicateName { entry: e.name });
+            }
+            by_name.insert(e.name.clone(), entries.len());
+            entries.push(e);
+            if entries.len() as u64 > end.entries {
+                break;
+            }
+        }
+        if entries.len() as u64 != end.entries || pos != cd_end {
+            return Err(ZipError::EntryCountMismatch {
+                declared: end.entries,
+                found: entries.len() as u64,
+            });
+        }
+        // Entries in file order: the first starts at 0, none overlaps the next.
+        let mut order: Vec<usize> = (0..entries.len()).collect();
+        order.sort_by_key(|&i| entries[i].header_offset);
+        if let Some(&first) = order.first() {
+            let off = entries[first].header_offset;
+            if off != 0 {
+                return Err(ZipError::DataBeforeFirstEntry { bytes: off });
+            }
+        }
+        for w in order.windows(2) {
+            let (a, b) = (&entries[w[0]], &entries[w[1]]);
+            if a.data_offset.saturating_add(a.size) > b.header_offset {
+                return Err(ZipError::OverlappingEntries {
+                    entry: a.name.clone(),
+                    other: b.name.clone(),
+                });
+            }
+        }
+        // Directory entries carry no data and are not listed.
+        entries.retain(|e| !e.name.ends_with('/'));
+        by_name = entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.name.clone(), i))
+            .collect();
+        Ok(ZipArchive {
+            prefix: prefix.unwrap_or_default(),
+            entries,
+            by_name,
+        })
+    }
+
+    /// The top-level folder every entry lives under (without the slash).
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The entries (directories left out), in central directory order.
+    pub fn entries(&self) -> &[ZipEntry] {
+        &self.entries
+    }
+
+    /// The entry at `relative` under the prefix (`data.pkl`, `data/0`).
+    pub fn get(&self, relative: &str) -> Option<&ZipEntry> {
+        let full = format!("{}/{}", self.prefix, relative);
+        self.by_name.get(&full).map(|&i| &self.entries[i])
+    }
+
+    /// An entry's name relative to the prefix.
+    pub fn relative_name<'e>(&self, entry: &'e ZipEntry) -> &'e str {
+        entry
+            .name
+            .strip_prefix(self.prefix.as_str())
+            .and_then(|r| r.strip_prefix('/'))
+            .unwrap_or(&entry.name)
+    }
+
+    /// The data of `entry`, sliced out of `data` (the bytes the archive was parsed from).
+    ///
+    /// # Errors
+    /// [`ZipError::DataOutOfBounds`] when `data` is not those bytes.
+    pub fn data<'a>(&self, data: &'a [u8], entry: &ZipEntry) -> Result<&'a [u8], ZipError> {
+        slice_at(data, entry.data_offset, entry.size).ok_or_else(|| ZipError::DataOutOfBounds {
+            entry: entry.name.clone(),
+            offset: entry.data_offset,
+            size: entry.size,
+        })
+    }
+}
+
+/// Reads the central header at `pos` and its local header; returns the entry and the offset of
+/// the next central header.
+fn read_central(
+    data: &[u8],
+    pos: u64,
+    cd_end: u64,
+    cd_offset: u64,
+) -> Result<(ZipEntry, u64), ZipError> {
+    let bad = ZipError::BadCentralHeader { offset: pos };
+    if pos.checked_add(CENTRAL_LEN).is_none_or(|e| e > cd_end)
+        || u32_at(data, pos) != Some(CENTRAL_SIG)
+    {
+        return Err(bad);
+    }
+    let r16 = |o: u64| u16_at(data, pos + o).unwrap_or(0);
+    let r32 = |o: u64| u32_at(data, pos + o).unwrap_or(0);
+    let flags = r16(8);
+    let method = r16(10);
+    let crc32 = r32(16);
+    let mut csize = u64::from(r32(20));
+    let mut usize_ = u64::from(r32(24));
+    let name_len = u64::from(r16(28));
+    let extra_len = u64::from(r16(30));
+    let comment_len = u64::from(r16(32));
+    let disk = r16(34);
+    let mut header_offset = u64::from(r32(42));
+    let next = pos + CENTRAL_LEN + name_len + extra_len + comment_len;
+    if next > cd_end {
+        return Err(bad);
+    }
+    let name_bytes = slice_at(data, pos + CENTRAL_LEN, name_len).ok_or(bad.clone())?;
+    let name = std::str::from_utf8(name_bytes)
+        .map_err(|_| ZipError::NonUtf8Name { offset: pos })?
+        .to_string();
+    check_name(&name)?;
+    let extra = slice_at(data, pos + CENTRAL_LEN + name_len, extra_len).ok_or(bad)?;
+    // ZIP64 extra: only the fields whose 32-bit value is 0xFFFFFFFF, in this order.
+    let (need_u, need_c, need_o) = (
+        usize_ == 0xFFFF_FFFF,
+        csize == 0xFFFF_FFFF,
+        header_offset == 0xFFFF_FFFF,
+    );
+    let mut found_zip64 = false;
+    let mut zip64_short = false;
+    let ok = for_each_extra(extra, |id, body| {
+        if id == 0x0001 && !found_zip64 {
+            found_zip64 = true;
+            let mut at = 0usize;
+            let mut take = |want: bool, slot: &mut u64| {
+                if !want {
+                    return;
+                }
+                match body.get(at..at + 8) {
+                    Some(s) => {
+                        let mut a = [0u8; 8];
+                        a.copy_from_slice(s);
+                        *slot = u64::from_le_bytes(a);
+                        at += 8;
+                    }
+                    None => zip64_short = true,
+                }
+            };
+            take(need_u, &mut usize_);
+            take(need_c, &mut csize);
+            take(need_o, &mut header_offset);
+        }
+        true
+    });
+    if !ok {
+        return Err(ZipError::BadExtraField { entry: name });
+    }
+    if zip64_short || ((need_u || need_c || need_o) && !found_zip64) {
+        return Err(ZipError::MissingZip64Field { entry: name });
+    }
+    if disk != 0 && disk != 0xFFFF {
+        return Err(ZipError::MultiDisk);
+    }
+    if flags & ENCRYPTION_FLAGS != 0 {
+        return Err(ZipError::Encrypted { entry: name });
+    }
+    if method != 0 {
+        return Err(ZipError::Compressed {
+            entry: name,
+            method,
+        });
+    }
+    if csize != usize_ {
+        return Err(ZipError::StoredSizeMismatch {
+            entry: name,
+            compressed: csize,
+            uncompressed: usize_,
+        });
+    }
+    if name.ends_with('/') && usize_ != 0 {
+        return Err(ZipError::DirectoryWithData {
+            entry: name,
+            size: usize_,
+        });
+    }
+    let entry = read_local(data, name, header_offset, usize_, crc32, cd_offset)?;
+    Ok((entry, next))
+}
+
+fn read_local(
+    data: &[u8],
+    name: String,
+    off: u64,
+    size: u64,
+    crc32: u32,
+    cd_offset: u64,
+) -> Result<ZipEntry, ZipError> {
+    let bad = |name: String| ZipError::BadLocalHeader {
+        entry: name,
+        offset: off,
+    };
+    if off.checked_add(LOCAL_LEN).is_none_or(|e| e > cd_offset)
+        || u32_at(data, off) != Some(LOCAL_SIG)
+    {
+        return Err(bad(name));
+    }
+    let r16 = |o: u64| u16_at(data, off + o).unwrap_or(0);
+    let r32 = |o: u64| u32_at(data, off + o).unwrap_or(0);
+    let flags = r16(6);
+    let method = r16(8);
+    let l_crc = r32(14);
+    let l_csize = r32(18);
+    let l_usize = r32(22);
+    let name_len = u64::from(r16(26));
+    let extra_len = u64::from(r16(28));
+    let Some(local_name) = slice_at(data, off + LOCAL_LEN, name_len) else {
+        return Err(bad(name));
+    };
+    if local_name != name.as_bytes() {
+        return Err(ZipError::LocalNameMismatch {
+            local: String::from_utf8_lossy(local_name).into_owned(),
+            entry: name,
+        });
+    }
+    let Some(extra) = slice_at(data, off + LOCAL_LEN + name_len, extra_len) else {
+        return Err(bad(name));
+    };
+    if !for_each_extra(extra, |_, _| true) {
+        return Err(ZipError::BadExtraField { entry: name });
+    }
+    if flags & ENCRYPTION_FLAGS != 0 {
+        return Err(ZipError::Encrypted { entry: name });
+    }
+    if method != 0 {
+        return Err(ZipError::LocalHeaderMismatch {
+            entry: name,
+            field: "the compression method",
+        });
+    }
+    // Without a data descriptor the local header carries the real CRC and sizes (0xFFFFFFFF
+    // means they are in its ZIP64 extra). With one (torch), they may be zero.
+    if flags & DATA_DESCRIPTOR_FLAG == 0 {
+        let sizes_ok = (l_usize == 0xFFFF_FFFF || u64::from(l_usize) == size)
+            && (l_csize == 0xFFFF_FFFF || u64::from(l_csize) == size);
+        if !sizes_ok {
+            return Err(ZipError::LocalHeaderMismatch {
+                entry: name,
+                field: "the entry size",
+            });
+        }
+        if l_crc != crc32 {
+            return Err(ZipError::LocalHeaderMismatch {
+                entry: name,
+                field: "the CRC",
+            });
+        }
+    }
+    let data_offset = off + LOCAL_LEN + name_len + extra_len;
+    if data_offset.checked_add(size).is_none_or(|e| e > cd_offset) {
+        return Err(ZipError::DataOutOfBounds {
+            entry: name,
+            offset: data_offset,
+            size,
+        });
+    }
+    Ok(ZipEntry {
+        name,
+        header_offset: off,
+        data_offset,
+        size,
+        crc32,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One entry for [`build`].
+    #[derive(Clone)]
+    struct E {
+        name: &'static str,
+        local_name: &'static str,
+        data: Vec<u8>,
+        flags: u16,
+        method: u16,
+        /// Padding extra field in the local header (torch's `FB` field).
+        pad: u16,
+        /// Local header sizes zero (torch, with flag 0x08).
+        zero_local: bool,
+        crc: u32,
+    }
+
+    fn e(name: &'static str, data: &[u8]) -> E {
+        E {
+            name,
+            local_name: name,
+            data: data.to_vec(),
+            flags: 0x0808,
+            method: 0,
+            pad: 0,
+            zero_local: true,
+            crc: 0,
+        }
+    }
+
+    #[derive(Default)]
+    struct Opts {
+        zip64: bool,
+        prepend: Vec<u8>,
+        append: Vec<u8>,
+        gap_before_end: usize,
+        count_delta: i32,
+        cd_offset_delta: i64,
+    }
+
+    /// A small zip written by hand, the way torch writes them (data descriptor after data).
+    fn build(entries: &[E], o: Opts) -> Vec<u8> {
+        let mut out = o.prepend.clone();
+        let mut cd = Vec::new();
+        for en in entries {
+            let off = out.len() as u32;
+            let size = en.data.len() as u32;
+            out.extend_from_slice(&LOCAL_SIG.to_le_bytes());
+            out.extend_from_slice(&20u16.to_le_bytes());
+            out.extend_from_slice(&en.flags.to_le_bytes());
+            out.extend_from_slice(&en.method.to_le_bytes());
+            out.extend_from_slice(&[0u8; 4]);
+            let (lc, ls) = if en.zero_local {
+                (0, 0)
+            } else {
+                (en.crc, size)
+            };
+            out.extend_from_slice(&lc.to_le_bytes());
+            out.extend_from_slice(&ls.to_le_bytes());
+            out.extend_from_slice(&ls.to_le_bytes());
+            out.extend_from_slice(&(en.local_name.len() as u16).to_le_bytes());
+            let extra_len = if en.pad > 0 { en.pad + 4 } else { 0 };
+            out.extend_from_slice(&extra_len.to_le_bytes());
+            out.extend_from_slice(en.local_name.as_bytes());
+            if en.pad > 0 {
+                out.extend_from_slice(&0x4246u16.to_le_bytes());
+                out.extend_from_slice(&en.pad.to_le_bytes());
+                out.extend(std::iter::repeat_n(b'Z', en.pad as usize));
+            }
+            out.extend_from_slice(&en.data);
+            if en.flags & 8 != 0 {
+                out.extend_from_slice(&0x0807_4b50u32.to_le_bytes());
+                out.extend_from_slice(&en.crc.to_le_bytes());
+                out.extend_from_slice(&size.to_le_bytes());
+                out.extend_from_slice(&size.to_le_bytes());
+            }
+            cd.extend_from_slice(&CENTRAL_SIG.to_le_bytes());
+            cd.extend_from_slice(&20u16.to_le_bytes());
+            cd.extend_from_slice(&20u16.to_le_bytes());
+            cd.extend_from_slice(&en.flags.to_le_bytes());
+            cd.extend_from_slice(&en.method.to_le_bytes());
+            cd.extend_from_slice(&[0u8; 4]);
+            cd.extend_from_slice(&en.crc.to_le_bytes());
+            cd.extend_from_slice(&size.to_le_bytes());
+            cd.extend_from_slice(&size.to_le_bytes());
+            cd.extend_from_slice(&(en.name.len() as u16).to_le_bytes());
+            cd.extend_from_slice(&[0u8; 8]);
+            cd.extend_from_slice(&[0u8; 4]);
+            cd.extend_from_slice(&off.to_le_bytes());
+            cd.extend_from_slice(en.name.as_bytes());
+        }
+        let cd_off = (out.len() as i64 + o.cd_offset_delta) as u64;
+        let cd_size = cd.len() as u64;
+        out.extend_from_slice(&cd);
+        out.extend(std::iter::repeat_n(0u8, o.gap_before_end));
+        let n = (entries.len() as i64 + i64::from(o.count_delta)) as u64;
+        if o.zip64 {
+            let z_off = out.len() as u64;
+            out.extend_from_slice(&ZIP64_EOCD_SIG.to_le_bytes());
+            out.extend_from_slice(&44u64.to_le_bytes());
+            out.extend_from_slice(&[0x1e, 3, 0x2d, 0]);
+            out.extend_from_slice(&[0u8; 8]);
+            out.extend_from_slice(&n.to_le_bytes());
+            out.extend_from_slice(&n.to_le_bytes());
+            out.extend_from_slice(&cd_size.to_le_bytes());
+            out.extend_from_slice(&cd_off.to_le_bytes());
+            out.extend_from_slice(&ZIP64_LOCATOR_SIG.to_le_bytes());
+            out.extend_from_slice(&0u32.to_le_bytes());
+            out.extend_from_slice(&z_off.to_le_bytes());
+            out.extend_from_slice(&1u32.to_le_bytes());
+        }
+        out.extend_from_slice(&EOCD_SIG.to_le_bytes());
+        out.extend_from_slice(&[0u8; 4]);
+        out.extend_from_slice(&(n as u16).to_le_bytes());
+        out.extend_from_slice(&(n as u16).to_le_bytes());
+        out.extend_from_slice(&(cd_size as u32).to_le_bytes());
+        out.extend_from_slice(&(cd_off as u32).to_le_bytes());
+        out.extend_from_slice(&0u16.to_le_bytes());
+        out.extend_from_slice(&o.append);
+        out
+    }
+
+    fn ok_entries() -> Vec<E> {
+        vec![e("arch/data.pkl", b"\x80\x02."), e("arch/data/0", b"abcd")]
+    }
+
+    #[test]
+    fn reads_torch_style_archive_with_zero_crcs_and_padding() {
+        let mut es = ok_entries();
+        es[1].pad = 27;
+        for z in [false, true] {
+            let bytes = build(
+                &es,
+                Opts {
+                    zip64: z,
+                    ..Default::default()
+                },
+            );
+            let a = ZipArchive::parse(&bytes).unwrap();
+            assert_eq!(a.prefix(), "arch");
+            assert_eq!(a.entries().len(), 2);
+            let d = a.get("data/0").unwrap();
+            assert_eq!(a.data(&bytes, d).unwrap(), b"abcd");
+            assert_eq!(a.relative_name(d), "data/0");
+            assert_eq!(d.crc32, 0);
+        }
+    }
+
+    #[test]
+    fn reads_plain_local_sizes() {
+        let mut es = ok_entries();
+        for x in &mut es {
+            x.flags = 0;
+            x.zero_local = false;
+            x.crc = 7;
+        }
+        let bytes = build(&es, Opts::default());
+        assert!(ZipArchive::parse(&bytes).is_ok());
+    }
+
+    fn err(es: &[E], o: Opts) -> ZipError {
+        ZipArchive::parse(&build(es, o)).unwrap_err()
+    }
+
+    #[test]
+    fn too_short_and_no_end_record() {
+        assert_eq!(ZipArchive::parse(b"PK").unwrap_err(), ZipError::TooShort(2));
+        assert_eq!(
+            ZipArchive::parse(&[0u8; 100]).unwrap_err(),
+            ZipError::NoEndRecord
+        );
+    }
+
+    #[test]
+    fn trailing_data_is_refused() {
+        let o = Opts {
+            append: b"junk".to_vec(),
+            ..Default::default()
+        };
+        assert_eq!(err(&ok_entries(), o), ZipError::TrailingData { bytes: 4 });
+    }
+
+    #[test]
+    fn data_before_first_header_is_refused() {
+        let o = Opts {
+            prepend: b"#!/bin/sh\n".to_vec(),
+            ..Default::default()
+        };
+        assert_eq!(
+            err(&ok_entries(), o),
+            ZipError::DataBeforeFirstEntry { bytes: 10 }
+        );
+    }
+
+    #[test]
+    fn gap_before_end_records_is_refused() {
+        let o = Opts {
+            gap_before_end: 3,
+            ..Default::default()
+        };
+        assert_eq!(
+            err(&ok_entries(), o),
+            ZipError::GapBeforeEndRecords { bytes: 3 }
+        );
+    }
+
+    #[test]
+    fn central_directory_out_of_bounds() {
+        let o = Opts {
+            cd_offset_delta: 1000,
+            ..Default::default()
+        };
+        assert!(matches!(
+            err(&ok_entries(), o),
+            ZipError::CentralDirectoryOutOfBounds { .. }
+        ));
+    }
+
+    #[test]
+    fn entry_count_mismatch_and_absurd_counts() {
+        let o = Opts {
+            count_delta: -1,
+            ..Default::default()
+        };
+        assert!(matches!(
+            err(&ok_entries(), o),
+            ZipError::EntryCountMismatch { declared: 1, .. }
+        ));
+        let o = Opts {
+            count_delta: 1000,
+            zip64: true,
+            ..Default::default()
+        };
+        assert!(matches!(
+            err(&ok_entries(), o),
+            ZipError::TooManyEntries { .. }
+        ));
+    }
+
+    #[test]
+    fn end_record_mismatch_is_refused() {
+        let mut bytes = build(
+            &ok_entries(),
+            Opts {
+                zip64: true,
+                ..Default::default()
+            },
+        );
+        let n = bytes.len();
+        // EOCD entry count (offset 10 in the EOCD) says 1, the ZIP64 record 2.
+        bytes[n - 22 + 10] = 1;
+        bytes[n - 22 + 8] = 1;
+        assert!(matches!(
+            ZipArchive::parse(&bytes).unwrap_err(),
+            ZipError::EndRecordMismatch { .. }
+        ));
+    }
+
+    #[test]
+    fn bad_zip64_locator_is_refused() {
+        let mut bytes = build(
+            &ok_entries(),
+            Opts {
+                zip64: true,
+                ..Default::default()
+            },
+        );
+        let n = bytes.len();
+        // Locator points past itself.
+        let loc = n - 22 - 20;
+        bytes[loc + 8..loc + 16].copy_from_slice(&(n as u64).to_le_bytes());
+        assert!(matches!(
+            ZipArchive::parse(&bytes).unwrap_err(),
+            ZipError::BadZip64Record { .. }
+        ));
+        // EOCD says ZIP64 but there is no locator.
+        let mut bytes = build(&ok_entries(), Opts::default());
+        let n = bytes.len();
+        bytes[n - 22 + 16..n - 22 + 20].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(matches!(
+            ZipArchive::parse(&bytes).unwrap_err(),
+            ZipError::BadZip64Locator { .. }
+        ));
+    }
+
+    #[test]
+    fn multi_disk_is_refused() {
+        let mut bytes = build(&ok_entries(), Opts::default());
+        let n = bytes.len();
+        bytes[n - 22 + 4] = 1;
+        assert_eq!(ZipArchive::parse(&bytes).unwrap_err(), ZipError::MultiDisk);
+    }
+
+    #[test]
+    fn encryption_is_refused() {
+        let mut es = ok_entries();
+        es[0].flags |= 1;
+        assert!(matches!(
+            err(&es, Opts::default()),
+            ZipError::Encrypted { .. }
+        ));
+    }
+
+    #[test]
+    fn compression_is_refused() {
+        let mut es = ok_entries();
+        es[1].method = 8;
+        assert!(matches!(
+            err(&es, Opts::default()),
+            ZipError::Compressed { method: 8, .. }
+        ));
+    }
+
+    #[test]
+    fn bad_names_are_refused() {
+        type Check = fn(&ZipError) -> bool;
+        let cases: [(&'static str, Check); 7] = [
+            ("arch/../etc/passwd", |e| {
+                matches!(e, ZipError::ParentComponent { .. })
+            }),
+            ("/arch/x", |e| matches!(e, ZipError::AbsolutePath { .. })),
+            ("C:/arch/x", |e| matches!(e, ZipError::AbsolutePath { .. })),
+            ("arch\\x", |e| matches!(e, ZipError::BackslashInName { .. })),
+            ("arch/x\0y", |e| matches!(e, ZipError::NulInName { .. })),
+            ("arch//x", |e| matches!(e, ZipError::EmptyComponent { .. })),
+            ("other/x", |e| matches!(e, ZipError::OutsidePrefix { .. })),
+        ];
+        for (name, check) in cases {
+            let mut es = ok_entries();
+            es[1].name = name;
+            es[1].local_name = name;
+            let got = err(&es, Opts::default());
+            assert!(check(&got), "{name:?}: {got:?}");
+        }
+        let es = vec![e("data.pkl", b"x")];
+        assert!(matches!(
+            err(&es, Opts::default()),
+            ZipError::NoPrefix { .. }
+        ));
+        let mut es = ok_entries();
+        es[1].name = "arch/";
+        es[1].local_name = "arch/";
+        es[1].data = Vec::new();
+        assert!(matches!(
+            err(&es, Opts::default()),
+            ZipError::OutsidePrefix { .. }
+        ));
+    }
+
+    #[test]
+    fn non_utf8_name_is_refused() {
+        let mut bytes = build(&ok_entries(), Opts::default());
+        // Patch the first central name's first byte.
+        let cd = bytes
+            .windows(4)
+            .position(|w| w == CENTRAL_SIG.to_le_bytes())
+            .unwrap();
+        bytes[cd + 46] = 0xFF;
+        assert!(matches!(
+            ZipArchive::parse(&bytes).unwrap_err(),
+            ZipError::NonUtf8Name { .. }
+        ));
+    }
+
+    #[test]
+    fn duplicate_names_are_refused() {
+        let es = vec![e("arch/data.pkl", b"a"), e("arch/data.pkl", b"b")];
+        assert!(matches!(
+            err(&es, Opts::default()),
+            ZipError::DuplicateName { .. }
+        ));
+    }
+
+    #[test]
+    fn local_name_must_match() {
+        let mut es = ok_entries();
+        es[1].local_name = "arch/data/1";
+        assert!(matches!(
+            err(&es, Opts::default()),
+            ZipError::LocalNameMismatch { .. }
+        ));
+    }
+
+    #[test]
+    fn local_sizes_must_match_without_descriptor() {
+        let mut es = ok_entries();
+        es[1].flags = 0;
+        es[1].zero_local = true;
+        es[1].data = b"abcd".to_vec();
+        assert!(matches!(
+            err(&es, Opts::default()),
+            ZipError::LocalHeaderMismatch { .. }
+        ));
+    }
+
+    #[test]
+    fn overlapping_entries_are_refused() {
+        let mut bytes = build(&ok_entries(), Opts::default());
+        // Point the second central entry at the first local header.
+        let cds: Vec<usize> = bytes
+            .windows(4)
+            .enumerate()
+            .filter(|(_, w)| *w == CENTRAL_SIG.to_le_bytes())
+            .map(|(i, _)| i)
+            .collect();
+        let second = cds[1];
+        // Also make the names agree so only the overlap rule fires: rename to the first's.
+        bytes[second + 42..second + 46].copy_from_slice(&0u32.to_le_bytes());
+        let got = ZipArchive::parse(&bytes).unwrap_err();
+        assert!(
+            matches!(
+                got,
+                ZipError::LocalNameMismatch { .. } | ZipError::OverlappingEntries { .. }
+            ),
+            "{got:?}"
+        );
+    }
+
+    #[test]
+    fn overlap_of_data_is_refused() {
+        let mut bytes = build(&ok_entries(), Opts::default());
+        let cds: Vec<usize> = bytes
+            .windows(4)
+            .enumerate()
+            .filter(|(_, w)| *w == CENTRAL_SIG.to_le_bytes())
+            .map(|(i, _)| i)
+            .collect();
+        // Grow the first entry so it runs into the second local header.
+        let first = cds[0];
+        bytes[first + 20..first + 28].copy_from_slice(&[40, 0, 0, 0, 40, 0, 0, 0]);
+        assert!(matches!(
+            ZipArchive::parse(&bytes).unwrap_err(),
+            ZipError::OverlappingEntries { .. }
+        ));
+    }
+
+    #[test]
+    fn data_past_central_directory_is_refused() {
+        let mut bytes = build(&ok_entries(), Opts::default());
+        let cds: Vec<usize> = bytes
+            .windows(4)
+            .enumerate()
+            .filter(|(_, w)| *w == CENTRAL_SIG.to_le_bytes())
+            .map(|(i, _)| i)
+            .collect();
+        let second = cds[1];
+        bytes[second + 20..second + 28].copy_from_slice(&[0, 1, 0, 0, 0, 1, 0, 0]);
+        assert!(matches!(
+            ZipArchive::parse(&bytes).unwrap_err(),
+            ZipError::DataOutOfBounds { .. }
+        ));
+    }
+
+    #[test]
+    fn stored_size_mismatch_is_refused() {
+        let mut bytes = build(&ok_entries(), Opts::default());
+        let cd = bytes
+            .windows(4)
+            .position(|w| w == CENTRAL_SIG.to_le_bytes())
+            .unwrap();
+        bytes[cd + 20] = 2;
+        assert!(matches!(
+            ZipArchive::parse(&bytes).unwrap_err(),
+            ZipError::StoredSizeMismatch { .. }
+        ));
+    }
+
+    #[test]
+    fn bad_extra_and_missing_zip64_fields() {
+        let mut bytes = build(&ok_entries(), Opts::default());
+        let cd = bytes
+            .windows(4)
+            .position(|w| w == CENTRAL_SIG.to_le_bytes())
+            .unwrap();
+        // Size 0xFFFFFFFF without a ZIP64 extra.
+        bytes[cd + 20..cd + 28].copy_from_slice(&[0xFF; 8]);
+        assert!(matches!(
+            ZipArchive::parse(&bytes).unwrap_err(),
+            ZipError::MissingZip64Field { .. }
+        ));
+        // A local extra field whose length runs past its area.
+        let mut es = ok_entries();
+        es[0].pad = 4;
+        let mut bytes = build(&es, Opts::default());
+        let name_len = es[0].name.len();
+        bytes[30 + name_len + 2] = 9;
+        assert!(matches!(
+            ZipArchive::parse(&bytes).unwrap_err(),
+            ZipError::BadExtraField { .. }
+        ));
+    }
+
+    #[test]
+    fn bad_headers_are_refused() {
+        let mut bytes = build(&ok_entries(), Opts::default());
+        bytes[0] = b'X';
+        assert!(matches!(
+            ZipArchive::parse(&bytes).unwrap_err(),
+            ZipError::BadLocalHeader { .. }
+        ));
+        let mut bytes = build(&ok_entries(), Opts::default());
+        let cd = bytes
+            .windows(4)
+            .position(|w| w == CENTRAL_SIG.to_le_bytes())
+            .unwrap();
+        bytes[cd] = b'X';
+        assert!(matches!(
+            ZipArchive::parse(&bytes).unwrap_err(),
+            ZipError::BadCentralHeader { .. }
+        ));
+    }
+
+    #[test]
+    fn directory_entries_are_skipped_but_must_be_empty() {
+        let es = vec![e("arch/data/", b""), e("arch/data.pkl", b".")];
+        let bytes = build(&es, Opts::default());
+        let a = ZipArchive::parse(&bytes).unwrap();
+        assert_eq!(a.entries().len(), 1);
+        let es = vec![e("arch/data/", b"xx"), e("arch/data.pkl", b".")];
+        assert!(matches!(
+            err(&es, Opts::default()),
+            ZipError::DirectoryWithData { .. }
+        ));
+    }
+
+    #[test]
+    fn empty_archive_is_refused() {
+        assert_eq!(err(&[], Opts::default()), ZipError::NoEntries);
+    }
+
+    #[test]
+    fn never_panics_on_truncations() {
+        let bytes = build(
+            &ok_entries(),
+            Opts {
+                zip64: true,
+                ..Default::default()
+            },
+        );
+        for n in 0..bytes.len() {
+            let _ = ZipArchive::parse(&bytes[..n]);
+            let mut b = bytes.clone();
+            b[n] ^= 0xFF;
+            let _ = ZipArchive::parse(&b);
+        }
+    }
 }

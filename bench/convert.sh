@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# Benchmark: convert a >= 200 MB PyTorch file to safetensors, next to `cp` of the same file,
+# and peak memory next to the file size, in one run.
+#
+#   bash bench/convert.sh [SIZE_MB]      (default 256)
+#
+# The input is written by real torch.save when a Python with torch is available
+# (TORCH_PYTHON, default the torch-check venv), otherwise by tantra itself from a synthetic
+# safetensors file. Reports the median of 3 runs each, page cache warm for all.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SIZE_MB="${1:-256}"
+OUT="${BENCH_DIR:-bench/out}"
+mkdir -p "$OUT"
+cargo build --release --quiet --bin tantra
+TANTRA="$PWD/target/release/tantra"
+PY="${TORCH_PYTHON:-$HOME/.cache/torch-check-venv/bin/python}"
+IN="$OUT/input.pt"
+
+if [ ! -f "$IN" ] || [ "$(stat -c %s "$IN")" -lt $((SIZE_MB * 1000000)) ]; then
+  if [ -x "$PY" ] && "$PY" -c "import torch" 2>/dev/null; then
+    echo "writing $IN with torch.save (${SIZE_MB} MB of f32 in 16 tensors)" >&2
+    "$PY" - "$IN" "$SIZE_MB" <<'PYEOF'
+import sys, torch
+path, mb = sys.argv[1], int(sys.argv[2])
+g = torch.Generator().manual_seed(0)
+per = mb * 1024 * 1024 // 4 // 16
+sd = {f"layers.{i}.weight": torch.randn(per // 1024, 1024, generator=g) for i in range(16)}
+torch.save(sd, path)
+PYEOF
+  else
+    echo "no torch: writing $IN with tantra from a synthetic safetensors file" >&2
+    python3 - "$OUT/input.safetensors" "$SIZE_MB" <<'PYEOF'
+import sys, json, struct, random
+path, mb = sys.argv[1], int(sys.argv[2])
+per = mb * 1024 * 1024 // 4 // 16
+rows = per // 1024
+header, off = {}, 0
+for i in range(16):
+    n = rows * 1024 * 4
+    header[f"layers.{i}.weight"] = {"dtype": "F32", "shape": [rows, 1024], "data_offsets": [off, off + n]}
+    off += n
+h = json.dumps(header).encode()
+h += b" " * ((8 - len(h) % 8) % 8)
+rnd = random.Random(0)
+block = bytes(rnd.getrandbits(8) for _ in range(1 << 20))
+with open(path, "wb") as f:
+    f.write(struct.pack("<Q", len(h))); f.write(h)
+    left = off
+    while left:
+        k = min(left, len(block)); f.write(block[:k]); left -= k
+PYEOF
+    "$TANTRA" convert --force "$OUT/input.safetensors" "$IN" 2>/dev/null
+  fi
+fi
+BYTES=$(stat -c %s "$IN")
+cat "$IN" > /dev/null   # warm the page cache
+
+median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+timeit() { # prints seconds
+  local s e; s=$(date +%s%N); "$@" >/dev/null 2>&1; e=$(date +%s%N)
+  awk -v d=$((e - s)) 'BEGIN { printf "%.4f\n", d / 1e9 }'
+}
+run3() { for _ in 1 2 3; do rm -f "$OUT/out.safetensors" "$OUT/copy.pt"; timeit "$@"; done | median; }
+
+T_CP=$(run3 cp "$IN" "$OUT/copy.pt")
+T_CONV=$(run3 "$TANTRA" convert --force "$IN" "$OUT/out.safetensors")
+T_NOVERIFY=$(run3 "$TANTRA" convert --force --no-verify "$IN" "$OUT/out.safetensors")
+RSS_KB=$(/usr/bin/time -f %M "$TANTRA" convert --force "$IN" "$OUT/out.safetensors" 2>&1 >/dev/null | tail -n 1)
+T_PY=""
+if [ -x "$PY" ] && "$PY" -c "import torch, safetensors" 2>/dev/null; then
+  T_PY=$(for _ in 1 2 3; do
+    "$PY" - "$IN" "$OUT/py.safetensors" <<'PYEOF'
+import sys, time, torch
+from safetensors.torch import save_file
+s = time.perf_counter()
+sd = torch.load(sys.argv[1], weights_only=True, map_location="cpu")
+save_file({k: v.contiguous() for k, v in sd.items()}, sys.argv[2], metadata={"format": "pt"})
+print(time.perf_counter() - s)
+PYEOF
+  done | median)
+fi
+
+awk -v b="$BYTES" -v cp="$T_CP" -v conv="$T_CONV" -v nov="$T_NOVERIFY" -v rss="$RSS_KB" -v py="$T_PY" 'BEGIN {
+  printf "input                      %.1f MB (%s)\n", b/1e6, "'"$IN"'"
+  printf "cp                         %.3f s\n", cp
+  printf "tantra convert (verified)  %.3f s   %.2fx cp\n", conv, conv/cp
+  printf "tantra convert --no-verify %.3f s   %.2fx cp\n", nov, nov/cp
+  if (py != "") printf "torch.load + save_file     %.3f s   %.2fx cp  (tantra verified is %.1fx faster)\n", py, py/cp, py/conv
+  printf "peak RSS (verified)        %.1f MB  = %.3f of the file size\n", rss/1024, rss*1024/b
+}'

@@ -1,0 +1,53 @@
+//! `tantra convert INPUT OUTPUT [--to F] [--force] [--no-verify]`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use tantra_formats::{convert, ConvertOptions, OutputFormat};
+
+use crate::progress::Bar;
+use crate::table::{group_digits, human_bytes};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The weight file to read (any format, detected by content).
+    pub input: PathBuf,
+    /// Where to write; the format comes from --to or the extension (.safetensors, .pt, .pth, .bin).
+    pub output: PathBuf,
+    /// Output format: safetensors, pt or bin.
+    #[arg(long, value_name = "FORMAT")]
+    pub to: Option<OutputFormat>,
+    /// Overwrite OUTPUT if it exists.
+    #[arg(long)]
+    pub force: bool,
+    /// Skip re-reading the output and comparing every tensor with the input.
+    #[arg(long)]
+    pub no_verify: bool,
+}
+
+pub fn run(a: Args) -> anyhow::Result<ExitCode> {
+    let start = Instant::now();
+    let opts = ConvertOptions {
+        format: a.to,
+        force: a.force,
+        verify: !a.no_verify,
+    };
+    let report = convert(&a.input, &a.output, &opts, &Bar::new())?;
+    for w in &report.warnings {
+        eprintln!("warning: {w}");
+    }
+    eprintln!(
+        "{} ({}) -> {} ({}): {} tensors, {} parameters, {} written{} in {:.2}s",
+        a.input.display(),
+        report.input_format,
+        a.output.display(),
+        report.output_format,
+        report.tensors,
+        group_digits(report.parameters),
+        human_bytes(report.bytes_written),
+        if report.verified { ", verified" } else { ", not verified" },
+        start.elapsed().as_secs_f64()
+    );
+    Ok(ExitCode::SUCCESS)
+}

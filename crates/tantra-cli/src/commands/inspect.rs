@@ -1,0 +1,112 @@
+//! `tantra inspect FILE [--json] [--hash]`: what a weight file holds.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use serde_json::json;
+use tantra_formats::{detect::extension_mismatch, open, tensor_digest};
+
+use crate::table::{group_digits, human_bytes, render};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The weight file (.safetensors, .pt, .pth, .bin; detected by content).
+    pub file: PathBuf,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Also compute each tensor's sha256 (of its row-major little-endian bytes).
+    #[arg(long)]
+    pub hash: bool,
+}
+
+pub fn run(a: Args) -> anyhow::Result<ExitCode> {
+    let src = open(&a.file)?;
+    if let Some(w) = extension_mismatch(&a.file, src.format()) {
+        eprintln!("warning: {w}");
+    }
+    let bytes = std::fs::metadata(&a.file)
+        .with_context(|| format!("{}: cannot stat", a.file.display()))?
+        .len();
+    let mut digests = Vec::new();
+    if a.hash {
+        for i in 0..src.tensors().len() {
+            digests.push(tensor_digest(src.as_ref(), i)?);
+        }
+    }
+    if a.json {
+        let tensors: Vec<_> = src
+            .tensors()
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let mut o = json!({"name": t.name, "dtype": t.dtype.as_str(), "shape": t.shape});
+                if let Some(d) = digests.get(i) {
+                    o["sha256"] = json!(d);
+                }
+                o
+            })
+            .collect();
+        let values: serde_json::Map<String, serde_json::Value> = src
+            .values()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.to_json()))
+            .collect();
+        let out = json!({
+            "path": a.file.display().to_string(),
+            "format": src.format().name(),
+            "bytes": bytes,
+            "parameters": src.parameter_count(),
+            "tensors": tensors,
+            "metadata": src.metadata(),
+            "values": values,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{}: {}, {}, {} tensors, {} parameters",
+        a.file.display(),
+        src.format().name(),
+        human_bytes(bytes),
+        src.tensors().len(),
+        group_digits(src.parameter_count())
+    );
+    let mut header = vec!["name", "dtype", "shape", "elements"];
+    if a.hash {
+        header.push("sha256");
+    }
+    let rows: Vec<Vec<String>> = src
+        .tensors()
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let shape: Vec<String> = t.shape.iter().map(u64::to_string).collect();
+            let mut row = vec![
+                t.name.clone(),
+                t.dtype.to_string(),
+                format!("[{}]", shape.join(", ")),
+                t.numel().map(group_digits).unwrap_or_else(|| "overflow".into()),
+            ];
+            if let Some(d) = digests.get(i) {
+                row.push(d.clone());
+            }
+            row
+        })
+        .collect();
+    print!("{}", render(&header, &rows));
+    if !src.metadata().is_empty() {
+        println!("metadata:");
+        for (k, v) in src.metadata() {
+            println!("  {k} = {v}");
+        }
+    }
+    if !src.values().is_empty() {
+        println!("values:");
+        for (k, v) in src.values() {
+            println!("  {k} = {}", v.to_json());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,127 @@
+//! The subcommands, one file each. Each `run` returns the exit code: 0 success, 1 a check that
+//! found something (differences, unsafe files, problems), errors become 2 in `main`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod convert;
+mod create_weights;
+mod diff;
+mod export_hf;
+mod import_hf;
+mod inspect;
+mod run;
+mod scan;
+// The weights root (tantra-store).
+mod backups;
+mod checkpoint;
+mod cleanup;
+mod config;
+mod list_weights;
+mod register;
+mod remove;
+mod restore;
+mod set_default;
+mod tag;
+mod verify;
+mod versions;
+
+/// tantra: load, convert, check, version and ship model weights.
+#[derive(Parser)]
+#[command(name = "tantra", version, about, long_about = None)]
+pub struct Cli {
+    /// The weights root (default ./Model).
+    #[arg(long, global = true, env = "TANTRA_ROOT", value_name = "DIR")]
+    pub root: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+impl Cli {
+    /// The weights root: `--root`, else `TANTRA_ROOT`, else `./Model`.
+    #[allow(dead_code)]
+    pub fn root(&self) -> PathBuf {
+        self.root.clone().unwrap_or_else(|| PathBuf::from("Model"))
+    }
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// List registered weight files (model, version, format, size, sha256).
+    ListWeights(list_weights::Args),
+    /// Register a weight file as MODEL:VERSION (validated, hashed, optionally converted).
+    Register(register::Args),
+    /// List the versions of a model.
+    Versions(versions::Args),
+    /// Make a version the model's default.
+    SetDefault(set_default::Args),
+    /// Add or remove a tag of a version.
+    Tag(tag::Args),
+    /// Remove a version or one of its formats (backed up first).
+    Remove(remove::Args),
+    /// List backups of overwritten or removed files.
+    Backups(backups::Args),
+    /// Restore a backup to where it was.
+    Restore(restore::Args),
+    /// Training checkpoints: save, list, prune, promote.
+    Checkpoint(checkpoint::Args),
+    /// Retention and removal of orphans and temp files (--dry-run to preview).
+    Cleanup(cleanup::Args),
+    /// Re-hash registered files; exit 1 if anything is missing, changed or unregistered.
+    Verify(verify::Args),
+    /// Model configurations: list, show, set, validate, check, import.
+    Config(config::Args),
+    /// Show the tensors of a weight file (any format).
+    Inspect(inspect::Args),
+    /// Convert a weight file to safetensors, pt or bin, verified.
+    Convert(convert::Args),
+    /// Compare the tensors of two weight files (exit 1 when they differ).
+    Diff(diff::Args),
+    /// Check pickles for anything but plain tensors, without loading them (exit 1 if unsafe).
+    Scan(scan::Args),
+    /// Run a model: a prompt (and an image) in, generated text out, with its speed.
+    Run(run::Args),
+    /// Create the small sample weights of the models (all formats), with configs, registered.
+    CreateSampleWeights(create_weights::Args),
+    /// Create full-size weights of the models (all formats), with configs, registered.
+    CreateModelWeights(create_weights::Args),
+    /// Write a registered mamba version as a Hugging Face directory (config.json + safetensors).
+    ExportHf(export_hf::Args),
+    /// Register a Hugging Face Mamba directory (safetensors or pytorch_model.bin) as a version.
+    ImportHf(import_hf::Args),
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let root = cli.root();
+    let _ = &root;
+    match cli.command {
+        Command::ListWeights(a) => list_weights::run(a, &root),
+        Command::Register(a) => register::run(a, &root),
+        Command::Versions(a) => versions::run(a, &root),
+        Command::SetDefault(a) => set_default::run(a, &root),
+        Command::Tag(a) => tag::run(a, &root),
+        Command::Remove(a) => remove::run(a, &root),
+        Command::Backups(a) => backups::run(a, &root),
+        Command::Restore(a) => restore::run(a, &root),
+        Command::Checkpoint(a) => checkpoint::run(a, &root),
+        Command::Cleanup(a) => cleanup::run(a, &root),
+        Command::Verify(a) => verify::run(a, &root),
+        Command::Config(a) => config::run(a, &root),
+        Command::CreateSampleWeights(a) => {
+            create_weights::run(a, &root, tantra_models::Preset::SampleSmall)
+        }
+        Command::CreateModelWeights(a) => {
+            create_weights::run(a, &root, tantra_models::Preset::Full)
+        }
+        Command::ExportHf(a) => export_hf::run(a, &root),
+        Command::ImportHf(a) => import_hf::run(a, &root),
+        Command::Inspect(a) => inspect::run(a),
+        Command::Convert(a) => convert::run(a),
+        Command::Diff(a) => diff::run(a),
+        Command::Scan(a) => scan::run(a),
+        Command::Run(a) => run::run(a, &root),
+    }
+}

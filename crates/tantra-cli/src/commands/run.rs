@@ -1,0 +1,335 @@
+//! `tantra run MODEL`: run a model on a prompt (and an image), from the weights root or from a
+//! path.
+//!
+//! The text is streamed to stdout as tokens come (byte tokens are decoded as UTF-8 as soon
+//! as a character is complete); prefill and decode speed go to stderr. `--json` prints one
+//! object at the end instead. The byte-level tokenizer is used for vocabularies of its size;
+//! checkpoints with other vocabularies take `--input-ids`.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use serde_json::json;
+use tantra_formats::OutputFormat;
+use tantra_models::runtime::image::load_image;
+use tantra_models::runtime::{
+    GenerateOptions, Generation, LoadedModel, MambaModel, OcrOutput, SamplingConfig,
+};
+use tantra_models::{Architecture, ByteTokenizer};
+
+#[derive(clap::Args)]
+#[command(group(clap::ArgGroup::new("input").args(["prompt", "input_ids"])))]
+pub struct Args {
+    /// The model: mamba, mamba_multimodal or ocr_native (a name in the weights root), or a
+    /// model directory / weight file.
+    pub model: String,
+    /// The version in the weights root (default: the model's default version).
+    #[arg(long, conflicts_with = "weights")]
+    pub version: Option<String>,
+    /// Run these weights instead of the root's: a model directory (config.json plus
+    /// safetensors or pytorch_model*.bin, single or sharded) or one weight file.
+    #[arg(long, value_name = "PATH")]
+    pub weights: Option<PathBuf>,
+    /// Prefer this format in the weights root (default: safetensors, then pt, then bin).
+    #[arg(long, conflicts_with = "weights")]
+    pub format: Option<OutputFormat>,
+    /// The prompt, encoded with the byte-level tokenizer.
+    #[arg(long)]
+    pub prompt: Option<String>,
+    /// The prompt as token ids, comma-separated (for checkpoints with other vocabularies).
+    #[arg(long, value_delimiter = ',', value_name = "IDS")]
+    pub input_ids: Option<Vec<u32>>,
+    /// An image (PNG or JPEG): prefilled before the prompt (mamba_multimodal), or the text
+    /// line to read (ocr_native).
+    #[arg(long, value_name = "FILE")]
+    pub image: Option<PathBuf>,
+    /// At most this many new tokens.
+    #[arg(long, default_value_t = 64)]
+    pub max_new_tokens: usize,
+    /// Sampling temperature; 0 is greedy.
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f32,
+    /// Sample only from the K most likely tokens.
+    #[arg(long)]
+    pub top_k: Option<usize>,
+    /// Sample only from the most likely tokens whose probability adds up to P.
+    #[arg(long, default_value_t = 1.0)]
+    pub top_p: f32,
+    /// Seed of the sampling.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// With --json: include the logits of every prompt position.
+    #[arg(long)]
+    pub dump_logits: bool,
+    /// Print one JSON object at the end instead of streaming text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(a: Args, root: &Path) -> anyhow::Result<ExitCode> {
+    let (loaded, name) = load(&a, root)?;
+    match &loaded {
+        LoadedModel::Mamba(rt) => {
+            if a.image.is_some() {
+                bail!("{name} is a text model: --image is for mamba_multimodal and ocr_native");
+            }
+            let ids = prompt_ids(&a, rt.model(), false)?;
+            let g = generate(&a, rt.model(), &mut |opts, sink| rt.generate(&ids, opts, sink))?;
+            report(&a, &name, rt.model(), &g)
+        }
+        LoadedModel::Multimodal(m) => {
+            let image = match &a.image {
+                Some(p) => Some(load_image(p)?),
+                None => None,
+            };
+            let ids = prompt_ids(&a, m.language(), image.is_some())?;
+            let g = generate(&a, m.language(), &mut |opts, sink| {
+                m.generate(image.as_ref(), &ids, opts, sink)
+            })?;
+            report(&a, &name, m.language(), &g)
+        }
+        LoadedModel::Ocr(m) => {
+            if a.prompt.is_some() || a.input_ids.is_some() {
+                bail!("ocr_native reads an image: give --image FILE and no prompt");
+            }
+            let Some(path) = &a.image else {
+                bail!("ocr_native reads an image: give --image FILE");
+            };
+            let image = load_image(path)?;
+            let start = std::time::Instant::now();
+            let out = m.recognize(&image)?;
+            let secs = start.elapsed().as_secs_f64();
+            report_ocr(&a, &name, m.config().num_classes(), &out, secs)
+        }
+    }
+}
+
+/// The runtime the arguments name, and a name for messages.
+fn load(a: &Args, root: &Path) -> anyhow::Result<(LoadedModel, String)> {
+    let arch = Architecture::parse(&a.model).ok();
+    if let Some(path) = &a.weights {
+        let arch = arch.with_context(|| {
+            format!("unknown model {:?} (expected mamba, mamba_multimodal or ocr_native)", a.model)
+        })?;
+        let m = LoadedModel::from_path(path, Some(arch))
+            .with_context(|| format!("cannot load {} weights from {}", arch, path.display()))?;
+        return Ok((m, format!("{} ({})", arch, path.display())));
+    }
+    let as_path = Path::new(&a.model);
+    if arch.is_none() && as_path.exists() {
+        let m = LoadedModel::from_path(as_path, None)
+            .with_context(|| format!("cannot load weights from {}", as_path.display()))?;
+        return Ok((m, a.model.clone()));
+    }
+    let m = LoadedModel::from_store(root, &a.model, a.version.as_deref(), a.format)
+        .with_context(|| format!("cannot load {} from {}", a.model, root.display()))?;
+    let name = match &a.version {
+        Some(v) => format!("{} {v}", a.model),
+        None => a.model.clone(),
+    };
+    Ok((m, name))
+}
+
+/// True for tantra's byte-level vocabulary.
+fn byte_level(model: &MambaModel) -> bool {
+    model.vocab_size() == ByteTokenizer::VOCAB_SIZE
+}
+
+/// The prompt as ids: `--input-ids` as given, or `--prompt` through the byte-level tokenizer
+/// (with `<bos>` first when the config names it).
+fn prompt_ids(a: &Args, model: &MambaModel, has_image: bool) -> anyhow::Result<Vec<u32>> {
+    if let Some(ids) = &a.input_ids {
+        return Ok(ids.clone());
+    }
+    let Some(text) = &a.prompt else {
+        if has_image {
+            return Ok(Vec::new());
+        }
+        bail!("give a prompt: --prompt TEXT or --input-ids 1,5,9");
+    };
+    if !byte_level(model) {
+        bail!(
+            "this checkpoint's vocabulary ({} tokens) is not tantra's byte-level one; give the prompt as --input-ids",
+            model.vocab_size()
+        );
+    }
+    let t = ByteTokenizer::new();
+    Ok(if model.config().bos_token_id == Some(ByteTokenizer::BOS) {
+        t.encode_with_bos(text)
+    } else {
+        t.encode(text)
+    })
+}
+
+type GenerateFn<'a> = dyn FnMut(
+        &GenerateOptions,
+        &mut dyn FnMut(u32),
+    ) -> Result<Generation, tantra_models::runtime::RuntimeError>
+    + 'a;
+
+/// Runs generation with the sampling options of `a`, streaming text to stdout unless `--json`.
+fn generate(a: &Args, model: &MambaModel, run: &mut GenerateFn<'_>) -> anyhow::Result<Generation> {
+    let options = GenerateOptions {
+        max_new_tokens: a.max_new_tokens,
+        sampling: SamplingConfig {
+            temperature: a.temperature,
+            top_k: a.top_k,
+            top_p: a.top_p,
+            seed: a.seed,
+        },
+        eos_token_id: model.config().eos_token_id,
+        prompt_logits: a.dump_logits,
+    };
+    let stream = !a.json;
+    let bytes = byte_level(model);
+    let mut out = Utf8Stream::default();
+    let stdout = std::io::stdout();
+    let mut sink = |id: u32| {
+        if !stream {
+            return;
+        }
+        let mut lock = stdout.lock();
+        let text = if bytes {
+            out.push(id)
+        } else {
+            format!("{id} ")
+        };
+        // A closed stdout (a pipe into `head`) must not abort generation.
+        let _ = lock.write_all(text.as_bytes());
+        let _ = lock.flush();
+    };
+    let g = run(&options, &mut sink)?;
+    if stream {
+        let mut lock = stdout.lock();
+        let _ = writeln!(lock, "{}", out.finish());
+        let _ = lock.flush();
+    }
+    Ok(g)
+}
+
+/// Prints the speeds to stderr and, with `--json`, the result object.
+fn report(a: &Args, name: &str, model: &MambaModel, g: &Generation) -> anyhow::Result<ExitCode> {
+    eprintln!(
+        "prefill: {} tokens, {:.1} tokens/s; decode: {} tokens, {:.1} tokens/s",
+        g.prefill_tokens,
+        g.prefill_tokens_per_second(),
+        g.decode_steps,
+        g.decode_tokens_per_second()
+    );
+    if a.json {
+        let text = byte_level(model).then(|| ByteTokenizer::new().decode(&g.generated));
+        let mut o = json!({
+            "model": name,
+            "input_ids": g.prompt_ids,
+            "output_ids": g.output_ids(),
+            "text": text,
+            "prefill_tokens_per_second": g.prefill_tokens_per_second(),
+            "decode_tokens_per_second": g.decode_tokens_per_second(),
+        });
+        if let Some(rows) = &g.prompt_logits {
+            o["prompt_logits"] = json!(rows);
+        }
+        println!("{}", serde_json::to_string(&o)?);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn report_ocr(
+    a: &Args,
+    name: &str,
+    classes: usize,
+    out: &OcrOutput,
+    secs: f64,
+) -> anyhow::Result<ExitCode> {
+    let frames = out.frame_classes.len();
+    let rate = if secs > 0.0 { frames as f64 / secs } else { 0.0 };
+    eprintln!("read {frames} frames, {rate:.1} frames/s");
+    if a.json {
+        let mut o = json!({
+            "model": name,
+            "input_ids": [],
+            "output_ids": out.classes,
+            "text": out.text,
+            "frame_classes": out.frame_classes,
+            "prefill_tokens_per_second": rate,
+            "decode_tokens_per_second": null,
+        });
+        if a.dump_logits {
+            let rows: Vec<&[f32]> = out.logits.chunks_exact(classes.max(1)).collect();
+            o["frame_logits"] = json!(rows);
+        }
+        println!("{}", serde_json::to_string(&o)?);
+    } else {
+        println!("{}", out.text);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Turns a stream of byte tokens into text as soon as each character is complete; specials
+/// are skipped, invalid sequences become U+FFFD.
+#[derive(Default)]
+struct Utf8Stream {
+    pending: Vec<u8>,
+}
+
+impl Utf8Stream {
+    /// The text that token `id` completes (often empty mid-character).
+    fn push(&mut self, id: u32) -> String {
+        let Ok(b) = u8::try_from(id) else {
+            return String::new();
+        };
+        self.pending.push(b);
+        let mut text = String::new();
+        loop {
+            match std::str::from_utf8(&self.pending) {
+                Ok(s) => {
+                    text.push_str(s);
+                    self.pending.clear();
+                    return text;
+                }
+                Err(e) => {
+                    let valid = e.valid_up_to();
+                    text.push_str(&String::from_utf8_lossy(&self.pending[..valid]));
+                    match e.error_len() {
+                        // An incomplete character at the end: wait for more bytes.
+                        None => {
+                            self.pending.drain(..valid);
+                            return text;
+                        }
+                        Some(n) => {
+                            text.push('\u{FFFD}');
+                            self.pending.drain(..valid + n);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whatever is left (an unfinished character becomes U+FFFD).
+    fn finish(&mut self) -> String {
+        let s = String::from_utf8_lossy(&self.pending).into_owned();
+        self.pending.clear();
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utf8_stream_waits_for_whole_characters() {
+        let mut s = Utf8Stream::default();
+        let e = "é".as_bytes();
+        assert_eq!(s.push(u32::from(b'a')), "a");
+        assert_eq!(s.push(u32::from(e[0])), "");
+        assert_eq!(s.push(u32::from(e[1])), "é");
+        assert_eq!(s.push(258), "");
+        assert_eq!(s.push(0xFF), "\u{FFFD}");
+        assert_eq!(s.push(u32::from(e[0])), "");
+        assert_eq!(s.finish(), "\u{FFFD}");
+    }
+}

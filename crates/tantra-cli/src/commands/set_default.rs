@@ -1,0 +1,18 @@
+//! `tantra set-default MODEL VERSION`: the version loaded when none is named.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use tantra_store::WeightManager;
+
+#[derive(clap::Args)]
+pub struct Args {
+    pub model: String,
+    pub version: String,
+}
+
+pub fn run(a: Args, root: &Path) -> anyhow::Result<ExitCode> {
+    WeightManager::open(root)?.set_default(&a.model, &a.version)?;
+    eprintln!("{}: default version is now {}", a.model, a.version);
+    Ok(ExitCode::SUCCESS)
+}

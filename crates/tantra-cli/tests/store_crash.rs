@@ -1,0 +1,252 @@
+//! Faults and concurrency on one weights root, with real processes.
+//!
+//! Crash test: `tantra register` (with conversions), `register --force`, `checkpoint save`,
+//! `remove` and `restore` are killed with SIGKILL after a random delay, many times over one
+//! root; after every kill the invariants are checked: the registry parses, every file it names
+//! exists with the recorded size and sha256, every checkpoint that lists is complete, every
+//! backup in the manifest exists, and after `cleanup` nothing is left over (verify exits 0).
+//! `TANTRA_KILL_TRIALS` raises the trial count, `TANTRA_KILL_SEED` replays a run.
+//!
+//! Concurrency test: several processes register at once; none of their updates is lost.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use tantra_formats::{write_to, MemorySource, NoProgress, OutputFormat};
+use tantra_store::{VerifyScope, WeightManager};
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_tantra"));
+    c.env_remove("TANTRA_ROOT");
+    c
+}
+
+fn tantra(root: &Path, args: &[&str]) -> Output {
+    bin().arg("--root").arg(root).args(args).output().expect("run tantra")
+}
+
+/// A weight file of about `kib` KiB whose values depend on `seed`.
+fn weights(dir: &Path, seed: u32, kib: usize, format: OutputFormat) -> PathBuf {
+    let mut m = MemorySource::new();
+    let n = kib * 1024 / 4 / 4;
+    for t in 0..4u32 {
+        let v: Vec<f32> = (0..n)
+            .map(|i| ((i as u32).wrapping_mul(2_654_435_761) ^ seed.wrapping_mul(7919) ^ t) as f32)
+            .collect();
+        m.push_f32(format!("layers.{t}.weight"), vec![n as u64], &v).unwrap();
+    }
+    let path = dir.join(format!("w{seed}.{}", format.extension()));
+    let mut f = std::fs::File::create(&path).unwrap();
+    write_to(&mut f, format, &m, "w", &NoProgress).unwrap();
+    path
+}
+
+/// xorshift64*: enough randomness for delays, and replayable from a seed.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+/// Everything a crash must never break.
+fn check_invariants(root: &Path, context: &str) {
+    let wm = WeightManager::open(root).unwrap();
+    let reg = wm
+        .registry()
+        .unwrap_or_else(|e| panic!("{context}: the registry does not parse: {e}"));
+    let report = wm.verify(&VerifyScope::default(), &NoProgress).unwrap();
+    for p in &report.problems {
+        use tantra_store::ProblemKind::*;
+        match p.kind {
+            // A crash may leave files nobody names yet; cleanup removes them.
+            Unregistered | Temp | IncompleteCheckpoint => {}
+            Missing | Changed => panic!("{context}: {:?} {} ({})", p.kind, p.path, p.detail),
+        }
+    }
+    // Every version in the registry loads (its files are complete and readable).
+    for (m, model) in &reg.models {
+        for v in model.versions.keys() {
+            let w = wm.load_model_weights(m, Some(v), None);
+            assert!(w.is_ok(), "{context}: {m}:{v} does not load: {}", w.err().unwrap());
+        }
+    }
+    // Listed checkpoints are complete.
+    for m in wm.checkpoint_models().unwrap() {
+        for c in wm.checkpoints(&m).unwrap() {
+            let sha = tantra_store::fsx::hash_file(&wm.abs(&c.file), &NoProgress).unwrap();
+            assert_eq!(sha.sha256, c.sha256, "{context}: checkpoint {} is not complete", c.file);
+        }
+    }
+    // Listed backups exist.
+    for b in wm.backups().unwrap() {
+        assert!(wm.abs(&b.file).is_file(), "{context}: backup {} lost its file", b.id);
+    }
+}
+
+fn leftovers(root: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if e.file_name().to_string_lossy().starts_with(".tantra-tmp-") {
+                out.push(p.display().to_string());
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn killed_processes_never_break_the_root() {
+    let trials: u64 = std::env::var("TANTRA_KILL_TRIALS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(200);
+    let seed: u64 = std::env::var("TANTRA_KILL_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(1)
+                | 1
+        });
+    eprintln!("kill test: {trials} trials, TANTRA_KILL_SEED={seed}");
+    let mut rng = Rng(seed);
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("Model");
+    let inputs: Vec<PathBuf> = (0..4)
+        .map(|i| {
+            let f = if i % 2 == 0 { OutputFormat::Safetensors } else { OutputFormat::Pt };
+            weights(dir.path(), i, 512, f)
+        })
+        .collect();
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+
+    // A baseline to calibrate the kill delays: how long a full register takes here.
+    let t0 = Instant::now();
+    let out = tantra(&root, &["register", &s(&inputs[0]), "--model", "m", "--version", "base", "--formats", "all"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let full = t0.elapsed().max(Duration::from_millis(20));
+    let out = tantra(&root, &["checkpoint", "save", "m", &s(&inputs[1]), "--step", "1", "--metric", "loss=1"]);
+    assert!(out.status.success());
+
+    let mut killed = 0;
+    for trial in 0..trials {
+        let input = &inputs[rng.below(inputs.len() as u64) as usize];
+        let version = format!("v{}", rng.below(3));
+        let step = (rng.below(3) + 2).to_string();
+        let args: Vec<String> = match rng.below(6) {
+            0 | 1 => vec!["register".into(), s(input), "--model".into(), "m".into(), "--version".into(), version, "--formats".into(), "all".into()],
+            2 => vec!["register".into(), s(input), "--model".into(), "m".into(), "--version".into(), version, "--formats".into(), "all".into(), "--force".into()],
+            3 => vec!["checkpoint".into(), "save".into(), "m".into(), s(input), "--step".into(), step, "--metric".into(), "loss=0.5".into(), "--force".into()],
+            4 => vec!["remove".into(), "m".into(), version],
+            _ => {
+                let wm = WeightManager::open(&root).unwrap();
+                match wm.backups().unwrap().last() {
+                    Some(b) => vec!["restore".into(), b.id.clone()],
+                    None => vec!["verify".into()],
+                }
+            }
+        };
+        let delay = Duration::from_micros(rng.below(full.as_micros() as u64 * 5 / 4));
+        let mut child = bin()
+            .arg("--root")
+            .arg(&root)
+            .args(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(delay);
+        if child.try_wait().unwrap().is_none() {
+            killed += 1;
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        let context = format!("trial {trial} (seed {seed}): {args:?} killed after {delay:?}");
+        check_invariants(&root, &context);
+        if rng.below(4) == 0 {
+            let out = tantra(&root, &["cleanup", "--orphans"]);
+            assert!(out.status.success(), "{context}: cleanup: {}", String::from_utf8_lossy(&out.stderr));
+            let out = tantra(&root, &["verify"]);
+            assert_eq!(out.status.code(), Some(0), "{context}: after cleanup: {}", String::from_utf8_lossy(&out.stdout));
+            assert!(leftovers(&root).is_empty(), "{context}: {:?}", leftovers(&root));
+        }
+    }
+    eprintln!("{killed} of {trials} processes were killed while running");
+    let out = tantra(&root, &["cleanup", "--orphans"]);
+    assert!(out.status.success());
+    let out = tantra(&root, &["verify"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(leftovers(&root).is_empty(), "{:?}", leftovers(&root));
+    assert!(killed > 0, "no process was killed mid-run; the delays are too long");
+}
+
+#[test]
+fn concurrent_processes_lose_no_update() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("Model");
+    let n = 6u32;
+    let inputs: Vec<PathBuf> = (0..n)
+        .map(|i| weights(dir.path(), 100 + i, 64, OutputFormat::Safetensors))
+        .collect();
+    let mut children = Vec::new();
+    for (i, f) in inputs.iter().enumerate() {
+        let model = if i % 2 == 0 { "a" } else { "b" };
+        let child = bin()
+            .arg("--root")
+            .arg(&root)
+            .args(["register", f.to_str().unwrap(), "--model", model, "--version"])
+            .arg(format!("v{i}"))
+            .args(["--formats", "all", "--tag", "t"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        children.push(child);
+    }
+    // Two processes racing for one version name with different weights: exactly one wins.
+    let race: Vec<_> = [0usize, 1]
+        .iter()
+        .map(|&i| {
+            bin()
+                .arg("--root")
+                .arg(&root)
+                .args(["register", inputs[i].to_str().unwrap(), "--model", "c", "--version", "same"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for c in children {
+        let out = c.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let results: Vec<Output> = race.into_iter().map(|c| c.wait_with_output().unwrap()).collect();
+    let wins = results.iter().filter(|o| o.status.success()).count();
+    assert_eq!(wins, 1, "exactly one of two registrations of one name wins");
+    let loser = results.iter().find(|o| !o.status.success()).unwrap();
+    assert!(String::from_utf8_lossy(&loser.stderr).contains("already registered"));
+
+    let wm = WeightManager::open(&root).unwrap();
+    let reg = wm.registry().unwrap();
+    assert_eq!(reg.models["a"].versions.len(), 3);
+    assert_eq!(reg.models["b"].versions.len(), 3);
+    assert_eq!(reg.models["c"].versions.len(), 1);
+    assert_eq!(wm.list(&Default::default()).unwrap().len(), (n as usize) * 3 + 1);
+    assert!(wm.verify(&VerifyScope::default(), &NoProgress).unwrap().ok());
+}

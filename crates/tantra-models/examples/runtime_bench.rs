@@ -1,0 +1,131 @@
+//! Helper of `bench/decode.sh`: writes a Mamba preset as a Hugging Face directory, measures
+//! this machine's memory bandwidth, and times decoding in-process.
+//!
+//! ```text
+//! runtime_bench write DIR [sample_small|full]   config.json + model.safetensors (seed 0)
+//! runtime_bench bandwidth                       copy and read bandwidth, JSON
+//! runtime_bench decode DIR PROMPT_LEN TOKENS    prefill + greedy decode timing, JSON
+//! ```
+
+use std::io::{BufWriter, Write};
+use std::path::Path;
+use std::time::Instant;
+
+use rayon::prelude::*;
+use tantra_formats::{write_to, NoProgress, OutputFormat};
+use tantra_models::runtime::{kernels, GenerateOptions, MambaRuntime};
+use tantra_models::{init_weights, Architecture, ModelConfig, Preset};
+
+type Res<T> = Result<T, Box<dyn std::error::Error>>;
+
+fn main() -> Res<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("write") if args.len() >= 2 => {
+            write(Path::new(&args[1]), args.get(2).map_or("full", String::as_str))
+        }
+        Some("bandwidth") => bandwidth(),
+        Some("decode") if args.len() == 4 => {
+            decode(Path::new(&args[1]), args[2].parse()?, args[3].parse()?)
+        }
+        _ => Err("usage: runtime_bench write DIR [preset] | bandwidth | decode DIR PROMPT_LEN TOKENS".into()),
+    }
+}
+
+fn write(dir: &Path, preset: &str) -> Res<()> {
+    let config = Architecture::Mamba.preset(Preset::parse(preset)?);
+    let src = init_weights(&config, 0)?;
+    std::fs::create_dir_all(dir)?;
+    let cfg = serde_json::to_string_pretty(&config.to_json())?;
+    std::fs::write(dir.join("config.json"), cfg)?;
+    let mut out = BufWriter::new(std::fs::File::create(dir.join("model.safetensors"))?);
+    write_to(&mut out, OutputFormat::Safetensors, &src, "model", &NoProgress)?;
+    out.flush()?;
+    if let ModelConfig::Mamba(c) = &config {
+        eprintln!(
+            "wrote {} ({} parameters)",
+            dir.display(),
+            c.parameter_count()
+        );
+    }
+    Ok(())
+}
+
+/// Best of several passes over buffers far larger than the caches, on all threads: a copy
+/// (STREAM convention: bytes read + bytes written) and a read-only sum.
+fn bandwidth() -> Res<()> {
+    const BYTES: usize = 512 << 20;
+    let n = BYTES / 4;
+    let src: Vec<f32> = (0..n).map(|i| (i % 7) as f32).collect();
+    let mut dst = vec![0.0f32; n];
+    let threads = rayon::current_num_threads();
+    let chunk = n.div_ceil(threads * 4);
+    let mut copy_best = f64::MAX;
+    let mut read_best = f64::MAX;
+    let mut sink = 0.0f32;
+    for _ in 0..5 {
+        let t = Instant::now();
+        dst.par_chunks_mut(chunk)
+            .zip(src.par_chunks(chunk))
+            .for_each(|(d, s)| d.copy_from_slice(s));
+        copy_best = copy_best.min(t.elapsed().as_secs_f64());
+        let t = Instant::now();
+        sink += src
+            .par_chunks(chunk)
+            .zip(dst.par_chunks(chunk))
+            .map(|(a, b)| kernels::dot(a, b))
+            .sum::<f32>();
+        read_best = read_best.min(t.elapsed().as_secs_f64());
+    }
+    // Copy: read + write; read: two buffers read once each.
+    let copy = 2.0 * BYTES as f64 / copy_best / 1e9;
+    let read = 2.0 * BYTES as f64 / read_best / 1e9;
+    println!(
+        "{}",
+        serde_json::json!({
+            "threads": threads,
+            "copy_gb_per_s": copy,
+            "read_gb_per_s": read,
+            "checksum": sink,
+        })
+    );
+    Ok(())
+}
+
+fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+fn decode(dir: &Path, prompt_len: usize, tokens: usize) -> Res<()> {
+    let t = Instant::now();
+    let rt = MambaRuntime::from_path(dir)?;
+    let load_s = t.elapsed().as_secs_f64();
+    let vocab = rt.model().vocab_size() as u32;
+    let prompt: Vec<u32> = (0..prompt_len as u32).map(|i| (i * 7 + 3) % vocab.min(256)).collect();
+    let opts = GenerateOptions {
+        max_new_tokens: tokens,
+        ..GenerateOptions::default()
+    };
+    // Warm-up (page faults, thread pool start).
+    rt.generate(&prompt[..prompt_len.min(4)], &GenerateOptions { max_new_tokens: 2, ..opts.clone() }, &mut |_| {})?;
+    let g = rt.generate(&prompt, &opts, &mut |_| {})?;
+    println!(
+        "{}",
+        serde_json::json!({
+            "kernel": kernels::kernel_name(),
+            "threads": rayon::current_num_threads(),
+            "load_seconds": load_s,
+            "prompt_tokens": prompt_len,
+            "decode_steps": g.decode_steps,
+            "prefill_tokens_per_second": g.prefill_tokens_per_second(),
+            "decode_tokens_per_second": g.decode_tokens_per_second(),
+            "bytes_per_token": rt.model().bytes_per_token(),
+            "peak_rss_bytes": peak_rss_bytes(),
+            "output_ids": g.output_ids(),
+        })
+    );
+    Ok(())
+}

@@ -1,0 +1,201 @@
+//! Hugging Face model directories: `config.json` plus weights in one file or in shards
+//! (`model.safetensors`, `model.safetensors.index.json` + `model-0000i-of-0000n.safetensors`,
+//! `pytorch_model.bin`, `pytorch_model.bin.index.json`), and single weight files.
+//!
+//! An index is untrusted input: it names files to open. Each shard name must be a plain file
+//! name (no separators, no `..`), must exist in the directory, and must still lie inside it
+//! once symlinks are resolved; every tensor the index lists must be in the shard it names.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use tantra_formats::{open, DynSource, TensorSource};
+
+use super::error::{Result, RuntimeError};
+
+/// The weight files, in the order of preference transformers uses.
+const SINGLE_FILES: [&str; 2] = ["model.safetensors", "pytorch_model.bin"];
+const INDEX_FILES: [&str; 2] = ["model.safetensors.index.json", "pytorch_model.bin.index.json"];
+
+/// Weight files opened as tensor sources (one, or one per shard).
+pub struct OpenWeights {
+    /// The files, in the order opened.
+    pub files: Vec<PathBuf>,
+    sources: Vec<DynSource>,
+}
+
+impl OpenWeights {
+    /// Opens one weight file of any format tantra reads.
+    ///
+    /// # Errors
+    /// The file's read error.
+    pub fn file(path: &Path) -> Result<Self> {
+        Ok(OpenWeights {
+            files: vec![path.to_path_buf()],
+            sources: vec![open(path)?],
+        })
+    }
+
+    /// Sources already open (in-memory tensors, or files opened elsewhere).
+    pub fn from_sources(sources: Vec<DynSource>) -> Self {
+        OpenWeights {
+            files: Vec::new(),
+            sources,
+        }
+    }
+
+    /// The sources, for [`super::weights::Weights::from_sources`].
+    pub fn sources(&self) -> Vec<&dyn TensorSource> {
+        self.sources
+            .iter()
+            .map(|s| s.as_ref() as &dyn TensorSource)
+            .collect()
+    }
+
+    /// Opens the weights of a model directory: a single file if present, else a sharded set
+    /// through its index (safetensors preferred over PyTorch in both cases).
+    ///
+    /// # Errors
+    /// [`RuntimeError::NoWeights`], [`RuntimeError::BadShardName`], an index that is not
+    /// JSON of the expected form, a tensor the index lists but its shard lacks, or a read
+    /// error of a file.
+    pub fn directory(dir: &Path) -> Result<Self> {
+        for name in SINGLE_FILES {
+            let p = dir.join(name);
+            if p.is_file() {
+                return Self::file(&p);
+            }
+        }
+        for name in INDEX_FILES {
+            let p = dir.join(name);
+            if p.is_file() {
+                return Self::index(dir, &p);
+            }
+        }
+        Err(RuntimeError::NoWeights {
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    fn index(dir: &Path, index_path: &Path) -> Result<Self> {
+        #[derive(Deserialize)]
+        struct Index {
+            weight_map: BTreeMap<String, String>,
+        }
+        let text = fs::read_to_string(index_path).map_err(|source| RuntimeError::Io {
+            path: index_path.to_path_buf(),
+            source,
+        })?;
+        let index: Index = serde_json::from_str(&text).map_err(|source| RuntimeError::Json {
+            path: index_path.to_path_buf(),
+            source,
+        })?;
+        let canonical_dir = fs::canonicalize(dir).map_err(|source| RuntimeError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let mut shards: Vec<&str> = index.weight_map.values().map(String::as_str).collect();
+        shards.sort_unstable();
+        shards.dedup();
+        let mut files = Vec::with_capacity(shards.len());
+        let mut sources = Vec::with_capacity(shards.len());
+        for shard in &shards {
+            let path = checked_shard(index_path, &canonical_dir, shard)?;
+            sources.push(open(&path)?);
+            files.push(path);
+        }
+        for (tensor, shard) in &index.weight_map {
+            let i = shards.binary_search(&shard.as_str()).unwrap_or(0);
+            if sources[i].find(tensor).is_none() {
+                return Err(RuntimeError::MissingTensor {
+                    name: format!("{tensor} (listed in {} for {shard})", index_path.display()),
+                });
+            }
+        }
+        Ok(OpenWeights { files, sources })
+    }
+}
+
+/// The path of shard `name`, if it is a plain file name of an existing file inside `dir`.
+fn checked_shard(index_path: &Path, dir: &Path, name: &str) -> Result<PathBuf> {
+    let bad = || RuntimeError::BadShardName {
+        index: index_path.to_path_buf(),
+        shard: name.to_string(),
+    };
+    let plain = !name.is_empty()
+        && name != "."
+        && name != ".."
+        && !name.contains(['/', '\\', '\0'])
+        && !name.contains(':');
+    if !plain {
+        return Err(bad());
+    }
+    let path = dir.join(name);
+    let resolved = fs::canonicalize(&path).map_err(|_| bad())?;
+    if !resolved.starts_with(dir) || !resolved.is_file() {
+        return Err(bad());
+    }
+    Ok(path)
+}
+
+/// Reads and parses a JSON file.
+pub(crate) fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let text = fs::read_to_string(path).map_err(|source| RuntimeError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    serde_json::from_str(&text).map_err(|source| RuntimeError::Json {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shard_names_must_be_plain_files_inside() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = fs::canonicalize(dir.path()).unwrap();
+        fs::write(d.join("a.safetensors"), b"x").unwrap();
+        let idx = d.join("model.safetensors.index.json");
+        assert!(checked_shard(&idx, &d, "a.safetensors").is_ok());
+        for bad in [
+            "../a.safetensors",
+            "/etc/passwd",
+            "sub/a.safetensors",
+            "..",
+            "",
+            "missing.safetensors",
+            "c:a",
+        ] {
+            assert!(
+                matches!(
+                    checked_shard(&idx, &d, bad),
+                    Err(RuntimeError::BadShardName { .. })
+                ),
+                "{bad}"
+            );
+        }
+        #[cfg(unix)]
+        {
+            let outside = tempfile::tempdir().unwrap();
+            fs::write(outside.path().join("o.safetensors"), b"x").unwrap();
+            std::os::unix::fs::symlink(outside.path().join("o.safetensors"), d.join("l.safetensors"))
+                .unwrap();
+            assert!(checked_shard(&idx, &d, "l.safetensors").is_err());
+        }
+    }
+
+    #[test]
+    fn empty_directory_has_no_weights() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(matches!(
+            OpenWeights::directory(dir.path()),
+            Err(RuntimeError::NoWeights { .. })
+        ));
+    }
+}

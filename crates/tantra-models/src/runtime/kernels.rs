@@ -1,0 +1,426 @@
+//! The arithmetic every runtime needs, in plain f32 Rust: dot products, matrix-vector and
+//! matrix-matrix products against row-major `[out, in]` weights, RMSNorm and the activations.
+//!
+//! Why not a tensor library: decoding at batch 1 is a chain of matrix-vector products, which
+//! is memory-bound; what matters is streaming each weight once with wide loads on all cores.
+//! A loop over four rows at a time with 16 accumulator lanes each does that, compiled twice (baseline SSE2, and AVX2+FMA picked at
+//! run time) and split over output rows with rayon. `docs/runtime.md` has the measurement
+//! against candle that this choice rests on.
+//!
+//! Determinism is a design rule here: a product's value for one row and one input vector is
+//! the same whatever the batch size, the number of threads or the tiling. That is what lets a
+//! prefill of a whole prompt leave bit-for-bit the states that feeding it token by token leaves.
+
+use rayon::prelude::*;
+
+/// Accumulator lanes: 16 f32 (two AVX2 registers) per row. The row kernel runs four rows at
+/// once, so eight independent chains hide the latency of the multiply-adds and each load of
+/// `x` serves four rows.
+const LANES: usize = 16;
+
+/// Below this many multiply-adds a product runs on the calling thread: handing work to the
+/// pool costs a few microseconds.
+const PARALLEL_MIN_WORK: usize = 1 << 16;
+
+/// One multiply-add into a lane: fused on the FMA path, separate on the portable one.
+#[inline(always)]
+fn madd<const FMA: bool>(w: f32, x: f32, acc: f32) -> f32 {
+    if FMA {
+        w.mul_add(x, acc)
+    } else {
+        acc + w * x
+    }
+}
+
+/// The tail (fewer than [`LANES`] elements) into the first lanes, then a pairwise reduction
+/// 16 -> 8 -> 4 -> 2 -> 1. Every dot product in this module ends here, which is what makes a
+/// row's value independent of how rows are grouped.
+#[inline(always)]
+fn finish<const FMA: bool>(mut acc: [f32; LANES], w_tail: &[f32], x_tail: &[f32]) -> f32 {
+    for (i, (w, x)) in w_tail.iter().zip(x_tail).enumerate() {
+        acc[i] = madd::<FMA>(*w, *x, acc[i]);
+    }
+    let mut width = LANES / 2;
+    while width > 0 {
+        for i in 0..width {
+            acc[i] += acc[i + width];
+        }
+        width /= 2;
+    }
+    acc[0]
+}
+
+#[inline(always)]
+fn dot_body<const FMA: bool>(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let full = n / LANES * LANES;
+    let mut acc = [0.0f32; LANES];
+    for (wc, xc) in a[..full]
+        .chunks_exact(LANES)
+        .zip(b[..full].chunks_exact(LANES))
+    {
+        for i in 0..LANES {
+            acc[i] = madd::<FMA>(wc[i], xc[i], acc[i]);
+        }
+    }
+    finish::<FMA>(acc, &a[full..], &b[full..])
+}
+
+/// `out[r] = dot(w[r*cols..], x)` for each row `r` of the block `w` (rows of length `cols`),
+/// four rows at a time.
+#[inline(always)]
+fn rows_body<const FMA: bool>(w: &[f32], cols: usize, x: &[f32], out: &mut [f32]) {
+    if cols == 0 {
+        out.fill(0.0);
+        return;
+    }
+    let x = &x[..cols];
+    let full = cols / LANES * LANES;
+    let mut out4 = out.chunks_exact_mut(4);
+    let mut w4 = w.chunks_exact(4 * cols);
+    for (o, wb) in (&mut out4).zip(&mut w4) {
+        let (r0, rest) = wb.split_at(cols);
+        let (r1, rest) = rest.split_at(cols);
+        let (r2, r3) = rest.split_at(cols);
+        let mut a0 = [0.0f32; LANES];
+        let mut a1 = [0.0f32; LANES];
+        let mut a2 = [0.0f32; LANES];
+        let mut a3 = [0.0f32; LANES];
+        let mut j = 0;
+        while j < full {
+            let xv = &x[j..j + LANES];
+            let (w0, w1) = (&r0[j..j + LANES], &r1[j..j + LANES]);
+            let (w2, w3) = (&r2[j..j + LANES], &r3[j..j + LANES]);
+            for i in 0..LANES {
+                a0[i] = madd::<FMA>(w0[i], xv[i], a0[i]);
+                a1[i] = madd::<FMA>(w1[i], xv[i], a1[i]);
+                a2[i] = madd::<FMA>(w2[i], xv[i], a2[i]);
+                a3[i] = madd::<FMA>(w3[i], xv[i], a3[i]);
+            }
+            j += LANES;
+        }
+        o[0] = finish::<FMA>(a0, &r0[full..], &x[full..]);
+        o[1] = finish::<FMA>(a1, &r1[full..], &x[full..]);
+        o[2] = finish::<FMA>(a2, &r2[full..], &x[full..]);
+        o[3] = finish::<FMA>(a3, &r3[full..], &x[full..]);
+    }
+    for (o, row) in out4
+        .into_remainder()
+        .iter_mut()
+        .zip(w4.remainder().chunks_exact(cols))
+    {
+        *o = dot_body::<FMA>(row, x);
+    }
+}
+
+/// Computes `out[t*out_stride + row0 + r]` for a block of rows and several input vectors, with
+/// the block of weights kept hot in cache while every input passes over it.
+#[inline(always)]
+fn tile_body<const FMA: bool>(
+    w: &[f32],
+    cols: usize,
+    xs: &[f32],
+    out_stride: usize,
+    out: &mut [f32],
+    row0: usize,
+) {
+    let rows = w.len() / cols.max(1);
+    for (t, x) in xs.chunks_exact(cols.max(1)).enumerate() {
+        let dst = &mut out[t * out_stride + row0..t * out_stride + row0 + rows];
+        rows_body::<FMA>(w, cols, x, dst);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    /// # Safety
+    /// The CPU must support AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn dot(a: &[f32], b: &[f32]) -> f32 {
+        super::dot_body::<true>(a, b)
+    }
+
+    /// # Safety
+    /// The CPU must support AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn rows(w: &[f32], cols: usize, x: &[f32], out: &mut [f32]) {
+        super::rows_body::<true>(w, cols, x, out)
+    }
+
+    /// # Safety
+    /// The CPU must support AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn tile(
+        w: &[f32],
+        cols: usize,
+        xs: &[f32],
+        out_stride: usize,
+        out: &mut [f32],
+        row0: usize,
+    ) {
+        super::tile_body::<true>(w, cols, xs, out_stride, out, row0)
+    }
+}
+
+/// True when the AVX2+FMA kernels can run (detected once, then cached by std).
+#[inline]
+fn has_fma() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// The instruction set the kernels use on this machine, for reports.
+pub fn kernel_name() -> &'static str {
+    if has_fma() {
+        "avx2+fma"
+    } else {
+        "portable"
+    }
+}
+
+/// Dot product over the common length of `a` and `b`.
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if has_fma() {
+        // SAFETY: the CPU supports AVX2 and FMA (checked just above).
+        return unsafe { x86::dot(a, b) };
+    }
+    dot_body::<false>(a, b)
+}
+
+fn rows(w: &[f32], cols: usize, x: &[f32], out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if has_fma() {
+        // SAFETY: the CPU supports AVX2 and FMA (checked just above).
+        return unsafe { x86::rows(w, cols, x, out) };
+    }
+    rows_body::<false>(w, cols, x, out)
+}
+
+fn tile(w: &[f32], cols: usize, xs: &[f32], out_stride: usize, out: &mut [f32], row0: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if has_fma() {
+        // SAFETY: the CPU supports AVX2 and FMA (checked just above).
+        return unsafe { x86::tile(w, cols, xs, out_stride, out, row0) };
+    }
+    tile_body::<false>(w, cols, xs, out_stride, out, row0)
+}
+
+/// Rows per parallel task so that each task does at least [`PARALLEL_MIN_WORK`] multiply-adds
+/// and every thread gets a few tasks to balance load.
+fn rows_per_task(rows: usize, cols: usize, vectors: usize) -> usize {
+    let threads = rayon::current_num_threads().max(1);
+    let by_balance = rows.div_ceil(threads * 4);
+    let by_work = PARALLEL_MIN_WORK.div_ceil((cols * vectors).max(1));
+    // Whole groups of four rows, the unit of the row kernel.
+    by_balance.max(by_work).max(1).next_multiple_of(4)
+}
+
+/// `y = W x` for a row-major `W` of shape `[rows, cols]`: `y[r] = dot(W[r], x)`.
+///
+/// `w.len()` must be `rows * cols`, `x.len()` `cols` and `y.len()` `rows` (checked by the
+/// callers, which own the shapes).
+pub fn matvec(w: &[f32], cols: usize, x: &[f32], y: &mut [f32]) {
+    debug_assert_eq!(w.len(), y.len() * cols);
+    let rows_n = y.len();
+    if rows_n * cols < PARALLEL_MIN_WORK * 2 || rayon::current_num_threads() < 2 {
+        rows(w, cols, x, y);
+        return;
+    }
+    let per = rows_per_task(rows_n, cols, 1);
+    y.par_chunks_mut(per)
+        .zip(w.par_chunks(per * cols))
+        .for_each(|(out, wb)| rows(wb, cols, x, out));
+}
+
+/// `Y = X W^T` for `n` input vectors `X` (`[n, cols]`, row-major) and `W` of shape
+/// `[rows, cols]`: `Y[t, r] = dot(W[r], X[t])`, each element bit-identical to what
+/// [`matvec`] gives for that vector.
+pub fn matmul(w: &[f32], cols: usize, xs: &[f32], rows_n: usize, ys: &mut [f32]) {
+    let n = xs.len() / cols.max(1);
+    debug_assert_eq!(ys.len(), n * rows_n);
+    if n <= 1 {
+        matvec(w, cols, xs, ys);
+        return;
+    }
+    // Blocks of weight rows small enough to stay in L2 while all inputs pass over them.
+    const BLOCK_BYTES: usize = 256 * 1024;
+    let block_rows = (BLOCK_BYTES / (cols.max(1) * 4)).clamp(1, rows_n.max(1));
+    // Each task owns a disjoint range of rows: it writes `ys[t*rows_n + r]` for its rows only,
+    // so tasks get a column band of `ys`; that needs a transposed scratch to stay safe Rust.
+    let work = rows_n * cols * n;
+    if work < PARALLEL_MIN_WORK * 2 || rayon::current_num_threads() < 2 {
+        for (b, wb) in w.chunks(block_rows * cols).enumerate() {
+            tile(wb, cols, xs, rows_n, ys, b * block_rows);
+        }
+        return;
+    }
+    let per = rows_per_task(rows_n, cols, n).min(block_rows).max(1);
+    // Scratch laid out [row band][t][row in band] so that bands are disjoint slices.
+    let bands = rows_n.div_ceil(per);
+    let mut scratch = vec![0.0f32; rows_n * n];
+    scratch
+        .par_chunks_mut(per * n)
+        .zip(w.par_chunks(per * cols))
+        .for_each(|(out, wb)| {
+            let band_rows = wb.len() / cols;
+            tile(wb, cols, xs, band_rows, out, 0);
+        });
+    for b in 0..bands {
+        let r0 = b * per;
+        let band_rows = per.min(rows_n - r0);
+        let band = &scratch[r0 * n..r0 * n + band_rows * n];
+        for t in 0..n {
+            ys[t * rows_n + r0..t * rows_n + r0 + band_rows]
+                .copy_from_slice(&band[t * band_rows..(t + 1) * band_rows]);
+        }
+    }
+}
+
+/// RMSNorm of one vector, as transformers computes it in f32:
+/// `x * rsqrt(mean(x^2) + eps) * weight`.
+pub fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
+    let n = x.len().max(1) as f32;
+    let ms = dot(x, x) / n;
+    let scale = 1.0 / (ms + eps).sqrt();
+    for ((o, v), w) in out.iter_mut().zip(x).zip(weight) {
+        *o = w * (v * scale);
+    }
+}
+
+/// `x * sigmoid(x)`.
+#[inline]
+pub fn silu(x: f32) -> f32 {
+    x / (1.0 + (-x).exp())
+}
+
+/// `ln(1 + e^x)`, and `x` itself above 20 (torch's threshold).
+#[inline]
+pub fn softplus(x: f32) -> f32 {
+    if x > 20.0 {
+        x
+    } else {
+        x.exp().ln_1p()
+    }
+}
+
+/// GELU, exact (erf) form, as torch's `nn.GELU()` default.
+#[inline]
+pub fn gelu(x: f32) -> f32 {
+    0.5 * x * (1.0 + erf(x / std::f32::consts::SQRT_2))
+}
+
+/// The error function, computed in f64 and rounded: its Maclaurin series below 2.5, the
+/// continued fraction of erfc above (the short Abramowitz-Stegun formulas are off by up to
+/// 1e-5, too coarse next to torch's erf).
+fn erf(x: f32) -> f32 {
+    let x = x as f64;
+    let sign = if x < 0.0 { -1.0 } else { 1.0 };
+    let a = x.abs();
+    if a < 2.5 {
+        // Maclaurin series: erf(a) = 2/sqrt(pi) * sum (-1)^n a^(2n+1) / (n! (2n+1)).
+        let mut term = a;
+        let mut sum = a;
+        let a2 = a * a;
+        let mut n = 0.0f64;
+        loop {
+            n += 1.0;
+            term *= -a2 / n;
+            let add = term / (2.0 * n + 1.0);
+            sum += add;
+            if add.abs() < 1e-16 * sum.abs() {
+                break;
+            }
+        }
+        (sign * sum * std::f64::consts::FRAC_2_SQRT_PI) as f32
+    } else {
+        // Continued fraction for erfc, converges quickly for a >= 2.5.
+        let mut f = 0.0f64;
+        for k in (1..60).rev() {
+            f = (k as f64 / 2.0) / (a + f);
+        }
+        let erfc = (-a * a).exp() / ((a + f) * std::f64::consts::PI.sqrt());
+        (sign * (1.0 - erfc)) as f32
+    }
+}
+
+/// `ys[t] += bias` for each row `t` of `ys` (rows of `bias.len()`).
+pub fn add_bias(ys: &mut [f32], bias: &[f32]) {
+    if bias.is_empty() {
+        return;
+    }
+    for row in ys.chunks_exact_mut(bias.len()) {
+        for (y, b) in row.iter_mut().zip(bias) {
+            *y += b;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn naive(w: &[f32], cols: usize, x: &[f32]) -> Vec<f32> {
+        w.chunks(cols)
+            .map(|r| r.iter().zip(x).map(|(a, b)| (*a as f64) * (*b as f64)).sum::<f64>() as f32)
+            .collect()
+    }
+
+    fn data(n: usize, seed: u32) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(2654435761).wrapping_add(1);
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 17;
+                s ^= s << 5;
+                (s % 2000) as f32 / 1000.0 - 1.0
+            })
+            .collect()
+    }
+
+    #[test]
+    fn matvec_matches_naive_for_odd_sizes() {
+        for (rows, cols) in [(1, 1), (3, 7), (5, 33), (70, 129), (600, 300)] {
+            let w = data(rows * cols, 1);
+            let x = data(cols, 2);
+            let mut y = vec![0.0; rows];
+            matvec(&w, cols, &x, &mut y);
+            for (a, b) in y.iter().zip(naive(&w, cols, &x)) {
+                assert!((a - b).abs() < 1e-4, "{a} vs {b}");
+            }
+        }
+    }
+
+    #[test]
+    fn matmul_is_bitwise_matvec_per_vector() {
+        for (rows, cols, n) in [(3, 5, 2), (700, 257, 5), (64, 64, 9)] {
+            let w = data(rows * cols, 3);
+            let xs = data(cols * n, 4);
+            let mut ys = vec![0.0; rows * n];
+            matmul(&w, cols, &xs, rows, &mut ys);
+            for t in 0..n {
+                let mut y = vec![0.0; rows];
+                matvec(&w, cols, &xs[t * cols..(t + 1) * cols], &mut y);
+                assert_eq!(&ys[t * rows..(t + 1) * rows], &y[..]);
+            }
+        }
+    }
+
+    #[test]
+    fn activations() {
+        assert!((silu(1.0) - 0.731_058_6).abs() < 1e-6);
+        assert_eq!(softplus(30.0), 30.0);
+        assert!((softplus(0.0) - std::f32::consts::LN_2).abs() < 1e-7);
+        assert!((gelu(1.0) - 0.841_344_7).abs() < 1e-6);
+        assert!((gelu(-3.0) - -0.004_049_7).abs() < 1e-6);
+        assert!((erf(0.5) - 0.520_499_9).abs() < 1e-7);
+        assert!((erf(3.0) - 0.999_977_9).abs() < 1e-7);
+    }
+}

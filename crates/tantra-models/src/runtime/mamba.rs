@@ -1,0 +1,554 @@
+//! The Mamba language model, forward pass in f32: `MambaModel::load(weights, config)`, then
+//! `forward` over a prompt (prefill) and one token at a time (decoding) with per-layer
+//! convolution and SSM states.
+//!
+//! The arithmetic follows transformers' slow path (`modeling_mamba.py`), which is what the
+//! reference logits come from: RMSNorm in f32, `[x | z] = in_proj(n)`, a causal depthwise
+//! convolution, `x_proj` split into `dt_r, B, C`, `delta = softplus(dt_proj(dt_r))`, the scan
+//! `s = exp(delta A) s + (delta B) u`, `y = s C + D u`, gated by `silu(z)`, and a residual in
+//! f32. There is one code path for any number of tokens: a step is a prefill of length one,
+//! and every kernel gives bit-identical results per token whatever the batch, so a prefill
+//! leaves exactly the states that token-by-token feeding leaves.
+
+use rayon::prelude::*;
+
+use crate::mamba::{MambaBlockConfig, MambaConfig};
+
+use super::error::{Result, RuntimeError};
+use super::kernels::{self, rms_norm, silu, softplus};
+use super::layers::Linear;
+use super::weights::Weights;
+
+/// Names of the embedding table: transformers writes `embeddings`, mamba_ssm `embedding`.
+const EMBEDDING_NAMES: [&str; 2] = ["embeddings.weight", "embedding.weight"];
+
+/// The sizes of a stack of Mamba blocks, read once from the config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockDims {
+    /// d: hidden size.
+    pub hidden: usize,
+    /// E: inner width.
+    pub inner: usize,
+    /// N: state size.
+    pub state: usize,
+    /// K: convolution kernel.
+    pub kernel: usize,
+    /// R: time-step rank.
+    pub dt_rank: usize,
+    pub layers: usize,
+}
+
+impl BlockDims {
+    fn of(config: &MambaBlockConfig) -> Self {
+        BlockDims {
+            hidden: config.hidden_size,
+            inner: config.intermediate(),
+            state: config.state_size,
+            kernel: config.conv_kernel,
+            dt_rank: config.dt_rank(),
+            layers: config.num_hidden_layers,
+        }
+    }
+}
+
+/// One Mamba block: RMSNorm and the selective-scan mixer.
+#[derive(Debug, Clone)]
+struct Layer {
+    norm: Vec<f32>,
+    in_proj: Linear,
+    /// `[E, K]`, newest input at `K-1`.
+    conv_weight: Vec<f32>,
+    /// `[E]`, zeros without `use_conv_bias`.
+    conv_bias: Vec<f32>,
+    x_proj: Linear,
+    dt_proj: Linear,
+    /// `A = -exp(A_log)`, `[E, N]`.
+    a: Vec<f32>,
+    d: Vec<f32>,
+    out_proj: Linear,
+}
+
+impl Layer {
+    fn bytes(&self) -> usize {
+        (self.norm.len() + self.conv_weight.len() + self.conv_bias.len() + self.a.len() + self.d.len())
+            * 4
+            + self.in_proj.bytes()
+            + self.x_proj.bytes()
+            + self.dt_proj.bytes()
+            + self.out_proj.bytes()
+    }
+}
+
+/// Per-layer recurrent state of one sequence.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MambaState {
+    /// Per layer `[E, K]`: the last K pre-convolution inputs of each channel, newest at K-1.
+    conv: Vec<Vec<f32>>,
+    /// Per layer `[E, N]`.
+    ssm: Vec<Vec<f32>>,
+    /// Positions consumed so far.
+    position: usize,
+}
+
+impl MambaState {
+    /// The convolution state of `layer`, `[E, K]` row-major.
+    pub fn conv(&self, layer: usize) -> Option<&[f32]> {
+        self.conv.get(layer).map(Vec::as_slice)
+    }
+
+    /// The SSM state of `layer`, `[E, N]` row-major.
+    pub fn ssm(&self, layer: usize) -> Option<&[f32]> {
+        self.ssm.get(layer).map(Vec::as_slice)
+    }
+
+    /// Number of positions fed so far.
+    pub fn position(&self) -> usize {
+        self.position
+    }
+}
+
+/// RMSNorm with its weight: `x * rsqrt(mean(x^2) + eps) * weight`, per row.
+#[derive(Debug, Clone)]
+pub struct RmsNorm {
+    weight: Vec<f32>,
+    eps: f32,
+}
+
+impl RmsNorm {
+    /// Reads `name` (`[d]`).
+    ///
+    /// # Errors
+    /// A missing tensor or one of another shape.
+    pub fn load(weights: &Weights<'_>, name: &str, d: usize, eps: f64) -> Result<Self> {
+        Ok(RmsNorm {
+            weight: weights.get(name, &[d])?,
+            eps: eps as f32,
+        })
+    }
+
+    /// Normalizes each `d`-row of `xs` into a new vector.
+    pub fn apply(&self, xs: &[f32]) -> Vec<f32> {
+        let d = self.weight.len().max(1);
+        let mut out = vec![0.0; xs.len()];
+        for (src, dst) in xs.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
+            rms_norm(src, &self.weight, self.eps, dst);
+        }
+        out
+    }
+
+    fn bytes(&self) -> usize {
+        self.weight.len() * 4
+    }
+}
+
+/// A stack of Mamba blocks over a residual stream of width d: what the language model, the
+/// multimodal model and the OCR model share.
+#[derive(Debug, Clone)]
+pub struct MambaBlocks {
+    dims: BlockDims,
+    eps: f32,
+    layers: Vec<Layer>,
+}
+
+impl MambaBlocks {
+    /// Reads layers `{prefix}{i}.` for `i` in `0..num_hidden_layers` (`prefix` =
+    /// `"backbone.layers."` in every family), each checked against `config`.
+    ///
+    /// # Errors
+    /// An invalid config, a missing tensor or one of another shape or dtype, named.
+    pub fn load(weights: &Weights<'_>, config: &MambaBlockConfig, prefix: &str) -> Result<Self> {
+        config.validate("")?;
+        let dims = BlockDims::of(config);
+        let BlockDims {
+            hidden: d,
+            inner: e,
+            state: n,
+            kernel: k,
+            dt_rank: r,
+            layers: nl,
+        } = dims;
+        let mut layers = Vec::with_capacity(nl);
+        for i in 0..nl {
+            let p = format!("{prefix}{i}");
+            let m = format!("{p}.mixer");
+            let conv_weight =
+                weights.get_any(&format!("{m}.conv1d.weight"), &[&[e, 1, k], &[e, k]])?;
+            let conv_bias = if config.use_conv_bias {
+                weights.get(&format!("{m}.conv1d.bias"), &[e])?
+            } else {
+                vec![0.0; e]
+            };
+            let a_log = weights.get(&format!("{m}.A_log"), &[e, n])?;
+            layers.push(Layer {
+                norm: weights.get(&format!("{p}.norm.weight"), &[d])?,
+                in_proj: Linear::load(weights, &format!("{m}.in_proj"), 2 * e, d, config.use_bias)?,
+                conv_weight,
+                conv_bias,
+                x_proj: Linear::load(weights, &format!("{m}.x_proj"), r + 2 * n, e, false)?,
+                dt_proj: Linear::load(weights, &format!("{m}.dt_proj"), e, r, true)?,
+                a: a_log.iter().map(|x| -x.exp()).collect(),
+                d: weights.get(&format!("{m}.D"), &[e])?,
+                out_proj: Linear::load(weights, &format!("{m}.out_proj"), d, e, config.use_bias)?,
+            });
+        }
+        Ok(MambaBlocks {
+            dims,
+            eps: config.layer_norm_epsilon as f32,
+            layers,
+        })
+    }
+
+    pub fn dims(&self) -> BlockDims {
+        self.dims
+    }
+
+    /// A fresh (all-zero) state.
+    pub fn new_state(&self) -> MambaState {
+        let BlockDims {
+            inner: e,
+            state: n,
+            kernel: k,
+            layers,
+            ..
+        } = self.dims;
+        MambaState {
+            conv: vec![vec![0.0; e * k]; layers],
+            ssm: vec![vec![0.0; e * n]; layers],
+            position: 0,
+        }
+    }
+
+    /// Bytes of weights one position reads.
+    pub fn bytes(&self) -> usize {
+        self.layers.iter().map(Layer::bytes).sum()
+    }
+
+    /// Runs the blocks over `h` (`[L, d]` row-major, updated in place) after what `state`
+    /// has seen.
+    ///
+    /// # Errors
+    /// [`RuntimeError::InputShape`] when `h` is not a whole number of d-vectors or the state
+    /// belongs to another stack.
+    pub fn forward(&self, h: &mut [f32], state: &mut MambaState) -> Result<()> {
+        let d = self.dims.hidden;
+        if h.len() % d != 0 {
+            return Err(RuntimeError::InputShape {
+                what: "input vectors (a multiple of hidden_size)",
+                expected: d * (h.len() / d + 1),
+                found: h.len(),
+            });
+        }
+        let BlockDims {
+            inner: e,
+            state: n,
+            kernel: k,
+            ..
+        } = self.dims;
+        let fits = |v: &Vec<Vec<f32>>, per: usize| {
+            v.len() == self.layers.len() && v.iter().all(|s| s.len() == per)
+        };
+        if !fits(&state.conv, e * k) || !fits(&state.ssm, e * n) {
+            return Err(RuntimeError::InputShape {
+                what: "state layers (a state of another model)",
+                expected: self.layers.len(),
+                found: state.conv.len(),
+            });
+        }
+        let len = h.len() / d;
+        if len == 0 {
+            return Ok(());
+        }
+        for (i, layer) in self.layers.iter().enumerate() {
+            self.layer_forward(layer, h, len, &mut state.conv[i], &mut state.ssm[i]);
+        }
+        state.position += len;
+        Ok(())
+    }
+
+    /// One block over `len` positions: `h += mixer(norm(h))`, updating the layer's states
+    /// (whose sizes the caller checked).
+    fn layer_forward(
+        &self,
+        layer: &Layer,
+        h: &mut [f32],
+        len: usize,
+        conv_state: &mut [f32],
+        ssm_state: &mut [f32],
+    ) {
+        let BlockDims {
+            hidden: d,
+            inner: e,
+            state: n,
+            kernel: k,
+            dt_rank: r,
+            ..
+        } = self.dims;
+
+        let mut normed = vec![0.0; len * d];
+        for (src, dst) in h.chunks_exact(d).zip(normed.chunks_exact_mut(d)) {
+            rms_norm(src, &layer.norm, self.eps, dst);
+        }
+        let xz = layer.in_proj.apply(&normed);
+
+        // Causal depthwise convolution over time, continuing from the stored window.
+        let mut u = vec![0.0; len * e];
+        for ch in 0..e {
+            let window = &mut conv_state[ch * k..(ch + 1) * k];
+            let w = &layer.conv_weight[ch * k..(ch + 1) * k];
+            let b = layer.conv_bias[ch];
+            for t in 0..len {
+                window.copy_within(1.., 0);
+                window[k - 1] = xz[t * 2 * e + ch];
+                let mut acc = b;
+                for (wk, xk) in w.iter().zip(window.iter()) {
+                    acc += wk * xk;
+                }
+                u[t * e + ch] = silu(acc);
+            }
+        }
+
+        let x_dbl = layer.x_proj.apply(&u);
+        let stride = r + 2 * n;
+        let dt_in: Vec<f32> = x_dbl
+            .chunks_exact(stride)
+            .flat_map(|row| row[..r].iter().copied())
+            .collect();
+        let mut delta = layer.dt_proj.apply(&dt_in);
+        for v in &mut delta {
+            *v = softplus(*v);
+        }
+
+        // Selective scan, channel by channel (channels are independent), into y^T [E, L].
+        let mut y_t = vec![0.0; e * len];
+        let scan = |ch0: usize, ssm: &mut [f32], y_out: &mut [f32]| {
+            for (c, (s, ys)) in ssm
+                .chunks_exact_mut(n)
+                .zip(y_out.chunks_exact_mut(len))
+                .enumerate()
+            {
+                let ch = ch0 + c;
+                let a = &layer.a[ch * n..(ch + 1) * n];
+                let dch = layer.d[ch];
+                for (t, yv) in ys.iter_mut().enumerate() {
+                    let dt = delta[t * e + ch];
+                    let x = u[t * e + ch];
+                    let row = &x_dbl[t * stride..(t + 1) * stride];
+                    let (bm, cm) = row[r..].split_at(n);
+                    let mut acc = 0.0f32;
+                    for j in 0..n {
+                        let da = (dt * a[j]).exp();
+                        s[j] = da * s[j] + (dt * bm[j]) * x;
+                        acc += s[j] * cm[j];
+                    }
+                    let z = xz[t * 2 * e + e + ch];
+                    *yv = (acc + x * dch) * silu(z);
+                }
+            }
+        };
+        const SCAN_PARALLEL_MIN: usize = 1 << 14;
+        if e * n * len >= SCAN_PARALLEL_MIN && rayon::current_num_threads() > 1 {
+            let per = e.div_ceil(rayon::current_num_threads() * 4).max(1);
+            ssm_state
+                .par_chunks_mut(per * n)
+                .zip(y_t.par_chunks_mut(per * len))
+                .enumerate()
+                .for_each(|(i, (s, y))| scan(i * per, s, y));
+        } else {
+            scan(0, ssm_state, &mut y_t);
+        }
+        let mut y = vec![0.0; len * e];
+        for ch in 0..e {
+            for t in 0..len {
+                y[t * e + ch] = y_t[ch * len + t];
+            }
+        }
+
+        let out = layer.out_proj.apply(&y);
+        for (hv, o) in h.iter_mut().zip(&out) {
+            *hv += o;
+        }
+    }
+}
+
+/// Which logits a forward pass returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Logits {
+    /// None (a prefix whose continuation is fed next).
+    None,
+    /// The last position's, `[V]`.
+    Last,
+    /// Every position's, `[L, V]` row-major.
+    All,
+}
+
+/// A loaded Mamba language model (transformers' `MambaForCausalLM`).
+#[derive(Debug, Clone)]
+pub struct MambaModel {
+    config: MambaConfig,
+    vocab: usize,
+    embeddings: Vec<f32>,
+    blocks: MambaBlocks,
+    norm_f: RmsNorm,
+    /// `None` when tied to the embeddings.
+    lm_head: Option<Linear>,
+}
+
+impl MambaModel {
+    /// Builds the model from tensors named as transformers names them
+    /// (`backbone.embeddings.weight`, `backbone.layers.{i}.mixer.in_proj.weight`, ...,
+    /// `backbone.norm_f.weight`, `lm_head.weight` unless tied), checking every shape against
+    /// the config and that no tensor is left over.
+    ///
+    /// # Errors
+    /// A missing tensor, a tensor of another shape or dtype, a leftover tensor, or a config
+    /// the runtime cannot build; the error names the tensor or field.
+    pub fn load(weights: &Weights<'_>, config: &MambaConfig) -> Result<Self> {
+        let model = Self::load_prefixed(weights, config, "")?;
+        weights.check_all_used()?;
+        Ok(model)
+    }
+
+    /// [`MambaModel::load`] for tensors under `prefix` (`"language_model."`, say), without the
+    /// leftover check, which the caller does once for the whole file.
+    ///
+    /// # Errors
+    /// As [`MambaModel::load`].
+    pub fn load_prefixed(weights: &Weights<'_>, config: &MambaConfig, prefix: &str) -> Result<Self> {
+        config.validate("")?;
+        let blocks_config = config.blocks();
+        let d = blocks_config.hidden_size;
+        let v = config.vocab_size;
+        let emb_names: Vec<String> = EMBEDDING_NAMES
+            .iter()
+            .map(|s| format!("{prefix}backbone.{s}"))
+            .collect();
+        let emb_refs: Vec<&str> = emb_names.iter().map(String::as_str).collect();
+        let embeddings = weights.get_alias(&emb_refs, &[v, d])?;
+        let blocks =
+            MambaBlocks::load(weights, &blocks_config, &format!("{prefix}backbone.layers."))?;
+        let norm_f = RmsNorm::load(
+            weights,
+            &format!("{prefix}backbone.norm_f.weight"),
+            d,
+            config.layer_norm_epsilon,
+        )?;
+        let head_name = format!("{prefix}lm_head.weight");
+        let lm_head = if config.tie_word_embeddings {
+            // transformers ties the head to the embeddings whatever the file says; a .bin
+            // often stores the shared tensor under both names.
+            weights.mark_used(&head_name);
+            None
+        } else {
+            Some(Linear::from_parts(weights.get(&head_name, &[v, d])?, None, v, d))
+        };
+        Ok(MambaModel {
+            config: config.clone(),
+            vocab: v,
+            embeddings,
+            blocks,
+            norm_f,
+            lm_head,
+        })
+    }
+
+    pub fn config(&self) -> &MambaConfig {
+        &self.config
+    }
+
+    /// d: the width of the residual stream (and of input vectors).
+    pub fn hidden_size(&self) -> usize {
+        self.blocks.dims.hidden
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        self.vocab
+    }
+
+    pub fn blocks(&self) -> &MambaBlocks {
+        &self.blocks
+    }
+
+    /// A fresh (all-zero) state.
+    pub fn new_state(&self) -> MambaState {
+        self.blocks.new_state()
+    }
+
+    /// Bytes of weights one decoding step reads: every weight once, the embedding table for
+    /// one row only, unless it also serves as the head.
+    pub fn bytes_per_token(&self) -> usize {
+        let d = self.hidden_size();
+        let head = match &self.lm_head {
+            Some(h) => h.bytes() + d * 4,
+            None => self.embeddings.len() * 4,
+        };
+        self.blocks.bytes() + head + self.norm_f.bytes()
+    }
+
+    /// The embeddings of `ids`, `[L, d]` row-major.
+    ///
+    /// # Errors
+    /// [`RuntimeError::TokenOutOfRange`].
+    pub fn embed(&self, ids: &[u32]) -> Result<Vec<f32>> {
+        let d = self.hidden_size();
+        let mut h = Vec::with_capacity(ids.len() * d);
+        for &id in ids {
+            let i = id as usize;
+            if i >= self.vocab {
+                return Err(RuntimeError::TokenOutOfRange {
+                    id,
+                    vocab_size: self.vocab,
+                });
+            }
+            h.extend_from_slice(&self.embeddings[i * d..(i + 1) * d]);
+        }
+        Ok(h)
+    }
+
+    /// Feeds `ids` after what `state` has seen and returns the logits asked for.
+    ///
+    /// # Errors
+    /// [`RuntimeError::TokenOutOfRange`], or a state of another model.
+    pub fn forward(&self, ids: &[u32], state: &mut MambaState, logits: Logits) -> Result<Vec<f32>> {
+        let h = self.embed(ids)?;
+        self.forward_embeddings(h, state, logits)
+    }
+
+    /// One decoding step: feeds `id`, returns the next-token logits `[V]`.
+    ///
+    /// # Errors
+    /// As [`MambaModel::forward`].
+    pub fn step(&self, id: u32, state: &mut MambaState) -> Result<Vec<f32>> {
+        self.forward(&[id], state, Logits::Last)
+    }
+
+    /// Feeds input vectors `h` (`[L, d]` row-major: token embeddings, or image tokens a
+    /// projector made) after what `state` has seen.
+    ///
+    /// # Errors
+    /// [`RuntimeError::InputShape`] when `h` is not a whole number of d-vectors or the
+    /// state belongs to another model.
+    pub fn forward_embeddings(
+        &self,
+        mut h: Vec<f32>,
+        state: &mut MambaState,
+        logits: Logits,
+    ) -> Result<Vec<f32>> {
+        self.blocks.forward(&mut h, state)?;
+        let d = self.hidden_size();
+        let len = h.len() / d;
+        let rows = match logits {
+            _ if len == 0 => return Ok(Vec::new()),
+            Logits::None => return Ok(Vec::new()),
+            Logits::Last => &h[(len - 1) * d..],
+            Logits::All => &h[..],
+        };
+        let normed = self.norm_f.apply(rows);
+        let n = normed.len() / d;
+        let mut out = vec![0.0; n * self.vocab];
+        match &self.lm_head {
+            Some(head) => head.forward(&normed, &mut out),
+            None => kernels::matmul(&self.embeddings, d, &normed, self.vocab, &mut out),
+        }
+        Ok(out)
+    }
+}

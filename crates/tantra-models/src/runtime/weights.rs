@@ -1,0 +1,317 @@
+//! Tensors by name, as f32, for the models to build their layers from.
+//!
+//! This is the backend boundary the design asks for: a model's `load` asks for
+//! `"backbone.layers.0.mixer.in_proj.weight"` with the shape its config implies, and gets f32
+//! values. Whether the tensor came from one safetensors file, a set of shards, a PyTorch
+//! archive or memory, and whether it was stored as f16 or bf16, is settled here. Every tensor
+//! handed out is marked used, so that after loading the runtime can refuse weights that hold
+//! more than the config accounts for (a sign that config and weights do not belong together).
+
+use std::cell::RefCell;
+use std::collections::{BTreeSet, HashMap};
+
+use tantra_formats::{DType, TensorInfo, TensorSource};
+
+use super::error::{Result, RuntimeError};
+
+/// One or more tensor sources seen as one set of named tensors.
+pub struct Weights<'a> {
+    sources: Vec<&'a dyn TensorSource>,
+    by_name: HashMap<String, (usize, usize)>,
+    used: RefCell<BTreeSet<String>>,
+}
+
+impl<'a> Weights<'a> {
+    /// One source (a single file, or tensors in memory).
+    pub fn new(source: &'a dyn TensorSource) -> Result<Self> {
+        Self::from_sources(vec![source])
+    }
+
+    /// Several sources, for sharded checkpoints.
+    ///
+    /// # Errors
+    /// [`RuntimeError::DuplicateTensor`] when two sources hold the same name.
+    pub fn from_sources(sources: Vec<&'a dyn TensorSource>) -> Result<Self> {
+        let mut by_name = HashMap::new();
+        for (s, src) in sources.iter().enumerate() {
+            for (i, info) in src.tensors().iter().enumerate() {
+                if by_name.insert(info.name.clone(), (s, i)).is_some() {
+                    return Err(RuntimeError::DuplicateTensor {
+                        name: info.name.clone(),
+                    });
+                }
+            }
+        }
+        Ok(Weights {
+            sources,
+            by_name,
+            used: RefCell::new(BTreeSet::new()),
+        })
+    }
+
+    /// True when a tensor of that name exists.
+    pub fn contains(&self, name: &str) -> bool {
+        self.by_name.contains_key(name)
+    }
+
+    /// The shape of tensor `name`, if present.
+    pub fn shape(&self, name: &str) -> Option<&[u64]> {
+        let &(s, i) = self.by_name.get(name)?;
+        Some(self.sources[s].tensors()[i].shape.as_slice())
+    }
+
+    /// All tensor names, sorted.
+    pub fn names(&self) -> Vec<&str> {
+        let mut v: Vec<&str> = self.by_name.keys().map(String::as_str).collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// Marks a tensor as accounted for without reading it (a tied head saved beside the
+    /// embeddings, say).
+    pub fn mark_used(&self, name: &str) {
+        if self.contains(name) {
+            self.used.borrow_mut().insert(name.to_string());
+        }
+    }
+
+    /// The tensor `name` as f32 values, checked to have `shape` exactly.
+    ///
+    /// # Errors
+    /// [`RuntimeError::MissingTensor`], [`RuntimeError::Shape`], [`RuntimeError::DType`] for
+    /// an element type other than F32/F16/BF16/F64, [`RuntimeError::NonFinite`], or a read
+    /// error of the source.
+    pub fn get(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+        self.get_any(name, &[shape])
+    }
+
+    /// Like [`Weights::get`], accepting any of several shapes with the same element count
+    /// (`[E, 1, K]` as transformers writes a depthwise convolution, `[E, K]` as others do).
+    pub fn get_any(&self, name: &str, shapes: &[&[usize]]) -> Result<Vec<f32>> {
+        let &(s, i) = self
+            .by_name
+            .get(name)
+            .ok_or_else(|| RuntimeError::MissingTensor {
+                name: name.to_string(),
+            })?;
+        let src = self.sources[s];
+        let info = &src.tensors()[i];
+        let matches = |want: &[usize]| {
+            want.len() == info.shape.len()
+                && want.iter().zip(&info.shape).all(|(a, b)| *a as u64 == *b)
+        };
+        if !shapes.iter().any(|s| matches(s)) {
+            return Err(RuntimeError::Shape {
+                name: name.to_string(),
+                expected: shapes.first().map(|s| s.to_vec()).unwrap_or_default(),
+                found: info.shape.clone(),
+            });
+        }
+        let values = read_f32(src, i, name, info)?;
+        if let Some(index) = values.iter().position(|v| !v.is_finite()) {
+            return Err(RuntimeError::NonFinite {
+                name: name.to_string(),
+                index,
+            });
+        }
+        self.used.borrow_mut().insert(name.to_string());
+        Ok(values)
+    }
+
+    /// The first of `names` that exists, read as [`Weights::get`] reads it; the error names
+    /// the first alternative.
+    pub fn get_alias(&self, names: &[&str], shape: &[usize]) -> Result<Vec<f32>> {
+        for n in names {
+            if self.contains(n) {
+                return self.get(n, shape);
+            }
+        }
+        Err(RuntimeError::MissingTensor {
+            name: names.first().copied().unwrap_or_default().to_string(),
+        })
+    }
+
+    /// Fails when some tensor was never asked for.
+    ///
+    /// # Errors
+    /// [`RuntimeError::UnexpectedTensors`] with up to five of the unused names.
+    pub fn check_all_used(&self) -> Result<()> {
+        let used = self.used.borrow();
+        let mut unused: Vec<&String> = self.by_name.keys().filter(|n| !used.contains(*n)).collect();
+        if unused.is_empty() {
+            return Ok(());
+        }
+        unused.sort();
+        Err(RuntimeError::UnexpectedTensors {
+            count: unused.len(),
+            examples: unused.iter().take(5).map(|s| s.to_string()).collect(),
+        })
+    }
+}
+
+/// Tensor `index` of `src` as f32, converted chunk by chunk as the source streams it: a
+/// memory-mapped file releases the pages it has handed out, so loading holds the f32 copy and
+/// not also the whole file in memory.
+fn read_f32(src: &dyn TensorSource, index: usize, name: &str, info: &TensorInfo) -> Result<Vec<f32>> {
+    let size = match info.dtype {
+        DType::F32 => 4,
+        DType::F16 | DType::BF16 => 2,
+        DType::F64 => 8,
+        other => {
+            return Err(RuntimeError::DType {
+                name: name.to_string(),
+                dtype: other,
+            })
+        }
+    };
+    let numel = info.numel().and_then(|n| usize::try_from(n).ok()).unwrap_or(0);
+    let mut values = Vec::with_capacity(numel);
+    // Bytes of an element split across two chunks.
+    let mut carry: Vec<u8> = Vec::with_capacity(8);
+    let dtype = info.dtype;
+    src.stream_tensor(index, &mut |chunk: &[u8]| {
+        let mut chunk = chunk;
+        if !carry.is_empty() {
+            let take = (size - carry.len()).min(chunk.len());
+            carry.extend_from_slice(&chunk[..take]);
+            chunk = &chunk[take..];
+            if carry.len() == size {
+                convert(dtype, &carry, &mut values);
+                carry.clear();
+            }
+        }
+        let whole = chunk.len() / size * size;
+        convert(dtype, &chunk[..whole], &mut values);
+        carry.extend_from_slice(&chunk[whole..]);
+        Ok(())
+    })?;
+    if values.len() != numel || !carry.is_empty() {
+        return Err(RuntimeError::Shape {
+            name: name.to_string(),
+            expected: vec![values.len()],
+            found: info.shape.clone(),
+        });
+    }
+    Ok(values)
+}
+
+/// Appends the little-endian elements of `bytes` (whole elements of `dtype`) as f32.
+fn convert(dtype: DType, bytes: &[u8], out: &mut Vec<f32>) {
+    match dtype {
+        DType::F32 => out.extend(
+            bytes
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+        ),
+        DType::F16 => out.extend(
+            bytes
+                .chunks_exact(2)
+                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()),
+        ),
+        DType::BF16 => out.extend(
+            bytes
+                .chunks_exact(2)
+                .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()),
+        ),
+        DType::F64 => out.extend(bytes.chunks_exact(8).map(|c| {
+            f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32
+        })),
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tantra_formats::MemorySource;
+
+    #[test]
+    fn converts_half_types_and_checks_shapes() {
+        let mut m = MemorySource::new();
+        let h: Vec<u8> = [1.5f32, -2.0]
+            .iter()
+            .flat_map(|v| half::f16::from_f32(*v).to_le_bytes())
+            .collect();
+        m.push(TensorInfo::new("a", DType::F16, vec![2]), h).unwrap();
+        let b: Vec<u8> = [0.25f32]
+            .iter()
+            .flat_map(|v| half::bf16::from_f32(*v).to_le_bytes())
+            .collect();
+        m.push(TensorInfo::new("b", DType::BF16, vec![1, 1]), b).unwrap();
+        m.push(TensorInfo::new("c", DType::I32, vec![1]), vec![0; 4])
+            .unwrap();
+        let w = Weights::new(&m).unwrap();
+        assert_eq!(w.get("a", &[2]).unwrap(), vec![1.5, -2.0]);
+        assert_eq!(w.get_any("b", &[&[1], &[1, 1]]).unwrap(), vec![0.25]);
+        assert!(matches!(w.get("a", &[3]), Err(RuntimeError::Shape { .. })));
+        assert!(matches!(w.get("c", &[1]), Err(RuntimeError::DType { .. })));
+        assert!(matches!(w.get("zz", &[1]), Err(RuntimeError::MissingTensor { .. })));
+        match w.check_all_used() {
+            Err(RuntimeError::UnexpectedTensors { count, examples }) => {
+                assert_eq!(count, 1);
+                assert_eq!(examples, vec!["c".to_string()]);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// A source that streams in 3-byte chunks, splitting every element.
+    struct Chunky(MemorySource);
+    impl TensorSource for Chunky {
+        fn format(&self) -> tantra_formats::Format {
+            self.0.format()
+        }
+        fn tensors(&self) -> &[TensorInfo] {
+            self.0.tensors()
+        }
+        fn tensor_bytes(
+            &self,
+            index: usize,
+        ) -> Result<std::borrow::Cow<'_, [u8]>, tantra_formats::FormatError> {
+            self.0.tensor_bytes(index)
+        }
+        fn stream_tensor(
+            &self,
+            index: usize,
+            sink: &mut dyn FnMut(&[u8]) -> Result<(), tantra_formats::FormatError>,
+        ) -> Result<(), tantra_formats::FormatError> {
+            let b = self.0.tensor_bytes(index)?;
+            for c in b.chunks(3) {
+                sink(c)?;
+            }
+            Ok(())
+        }
+        fn metadata(&self) -> &std::collections::BTreeMap<String, String> {
+            self.0.metadata()
+        }
+        fn values(&self) -> &std::collections::BTreeMap<String, tantra_formats::Value> {
+            self.0.values()
+        }
+    }
+
+    #[test]
+    fn elements_split_across_chunks_are_joined() {
+        let mut m = MemorySource::new();
+        let v: Vec<f32> = (0..7).map(|i| i as f32 * 1.25 - 3.0).collect();
+        m.push_f32("x", vec![7], &v).unwrap();
+        let f64s: Vec<u8> = [0.5f64, -8.0].iter().flat_map(|x| x.to_le_bytes()).collect();
+        m.push(TensorInfo::new("y", DType::F64, vec![2]), f64s).unwrap();
+        let c = Chunky(m);
+        let w = Weights::new(&c).unwrap();
+        assert_eq!(w.get("x", &[7]).unwrap(), v);
+        assert_eq!(w.get("y", &[2]).unwrap(), vec![0.5, -8.0]);
+    }
+
+    #[test]
+    fn refuses_non_finite_and_duplicates() {
+        let mut m = MemorySource::new();
+        m.push_f32("x", vec![2], &[1.0, f32::NAN]).unwrap();
+        let w = Weights::new(&m).unwrap();
+        assert!(matches!(
+            w.get("x", &[2]),
+            Err(RuntimeError::NonFinite { index: 1, .. })
+        ));
+        let dup = Weights::from_sources(vec![&m, &m]);
+        assert!(matches!(dup, Err(RuntimeError::DuplicateTensor { .. })));
+    }
+}

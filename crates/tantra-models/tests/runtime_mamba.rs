@@ -1,0 +1,265 @@
+//! The Mamba runtime against transformers: the fixture `hf_mamba_tiny` was written by
+//! transformers 5.24 (MambaForCausalLM, f32), with its logits and greedy continuation in
+//! `reference.json`. Both the safetensors and the pytorch_model.bin form must reproduce them.
+
+use std::path::{Path, PathBuf};
+
+use tantra_formats::{MemorySource, TensorSource};
+use tantra_models::runtime::{
+    GenerateOptions, Logits, MambaModel, MambaRuntime, RuntimeError, SamplingConfig, Weights,
+};
+use tantra_models::MambaConfig;
+
+fn fixture(sub: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fixtures/hf_mamba_tiny")
+        .join(sub)
+}
+
+struct Reference {
+    input_ids: Vec<u32>,
+    logits_first: Vec<f32>,
+    logits_last: Vec<f32>,
+    greedy_ids: Vec<u32>,
+}
+
+fn reference() -> Reference {
+    let text = std::fs::read_to_string(fixture("reference.json")).unwrap();
+    let j: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let ints = |k: &str| -> Vec<u32> {
+        j[k].as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u32)
+            .collect()
+    };
+    let floats = |k: &str| -> Vec<f32> {
+        j[k].as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap() as f32)
+            .collect()
+    };
+    Reference {
+        input_ids: ints("input_ids"),
+        logits_first: floats("logits_first"),
+        logits_last: floats("logits_last"),
+        greedy_ids: ints("greedy_ids"),
+    }
+}
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+/// Logits at the first and last prompt position within 1e-4 of transformers', and the greedy
+/// continuation equal to transformers' `generate`.
+fn check_against_reference(dir: &Path) {
+    let r = reference();
+    let rt = MambaRuntime::from_path(dir).unwrap();
+    let model = rt.model();
+    let v = model.vocab_size();
+    let mut state = model.new_state();
+    let logits = model.forward(&r.input_ids, &mut state, Logits::All).unwrap();
+    assert_eq!(logits.len(), r.input_ids.len() * v);
+    let first = max_abs_diff(&logits[..v], &r.logits_first);
+    let last = max_abs_diff(&logits[logits.len() - v..], &r.logits_last);
+    eprintln!("{}: max |logit - transformers| first {first:e}, last {last:e}", dir.display());
+    assert!(first <= 1e-4, "first position: {first}");
+    assert!(last <= 1e-4, "last position: {last}");
+
+    let options = GenerateOptions {
+        max_new_tokens: r.greedy_ids.len() - r.input_ids.len(),
+        sampling: SamplingConfig::greedy(),
+        eos_token_id: rt.config().eos_token_id,
+        prompt_logits: true,
+    };
+    let mut streamed = Vec::new();
+    let g = rt
+        .generate(&r.input_ids, &options, &mut |t| streamed.push(t))
+        .unwrap();
+    assert_eq!(g.output_ids(), r.greedy_ids);
+    assert_eq!(streamed, g.generated);
+    let rows = g.prompt_logits.unwrap();
+    assert_eq!(rows.len(), r.input_ids.len());
+    assert!(max_abs_diff(&rows[0], &r.logits_first) <= 1e-4);
+}
+
+#[test]
+fn safetensors_matches_transformers() {
+    check_against_reference(&fixture("safetensors"));
+}
+
+#[test]
+fn pytorch_bin_matches_transformers() {
+    check_against_reference(&fixture("pytorch"));
+}
+
+#[test]
+fn single_file_with_inferred_config_matches() {
+    // The weight file alone, copied away from its config.json: the config is read off the shapes.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("weights.safetensors");
+    std::fs::copy(fixture("safetensors/model.safetensors"), &file).unwrap();
+    let rt = MambaRuntime::from_path(&file).unwrap();
+    let r = reference();
+    let mut state = rt.model().new_state();
+    let last = rt.model().forward(&r.input_ids, &mut state, Logits::Last).unwrap();
+    assert!(max_abs_diff(&last, &r.logits_last) <= 1e-4);
+}
+
+fn fixture_model() -> (MambaModel, MemorySource) {
+    let src = tantra_formats::open(&fixture("safetensors/model.safetensors")).unwrap();
+    let mem = MemorySource::copy_from(src.as_ref()).unwrap();
+    let text = std::fs::read_to_string(fixture("safetensors/config.json")).unwrap();
+    let config: MambaConfig = serde_json::from_str(&text).unwrap();
+    let w = Weights::new(&mem).unwrap();
+    (MambaModel::load(&w, &config).unwrap(), mem)
+}
+
+#[test]
+fn prefill_leaves_exactly_the_states_of_token_by_token_feeding() {
+    let (model, _) = fixture_model();
+    let ids = [1u32, 5, 9, 12, 3, 44, 7, 7, 0, 63];
+    let mut prefilled = model.new_state();
+    let logits_prefill = model.forward(&ids, &mut prefilled, Logits::All).unwrap();
+    let mut stepped = model.new_state();
+    let mut logits_steps = Vec::new();
+    for &id in &ids {
+        logits_steps.extend(model.step(id, &mut stepped).unwrap());
+    }
+    assert_eq!(prefilled, stepped, "states differ");
+    assert_eq!(logits_prefill, logits_steps, "logits differ");
+    assert_eq!(prefilled.position(), ids.len());
+
+    // Split prefills carry the states across the boundary.
+    let mut split = model.new_state();
+    model.forward(&ids[..4], &mut split, Logits::None).unwrap();
+    model.forward(&ids[4..], &mut split, Logits::None).unwrap();
+    assert_eq!(split, stepped);
+}
+
+#[test]
+fn sampling_is_seeded_and_stops_on_eos() {
+    let rt = MambaRuntime::from_path(&fixture("safetensors")).unwrap();
+    let sampled = |seed| {
+        let o = GenerateOptions {
+            max_new_tokens: 12,
+            sampling: SamplingConfig {
+                temperature: 1.5,
+                top_k: Some(20),
+                top_p: 0.95,
+                seed,
+            },
+            eos_token_id: None,
+            prompt_logits: false,
+        };
+        rt.generate(&[1, 2, 3], &o, &mut |_| {}).unwrap().generated
+    };
+    assert_eq!(sampled(11), sampled(11));
+    assert_ne!(sampled(11), sampled(12));
+
+    // Greedy continuation of the reference prompt is 44, 44, ...: make 44 the end token.
+    let o = GenerateOptions {
+        max_new_tokens: 10,
+        eos_token_id: Some(44),
+        ..GenerateOptions::default()
+    };
+    let g = rt.generate(&[1, 5, 9, 12, 3, 44], &o, &mut |_| {}).unwrap();
+    assert_eq!(g.generated, vec![44]);
+    assert_eq!(g.stop, tantra_models::runtime::StopReason::Eos);
+    assert_eq!(g.decode_steps, 0);
+
+    let o = GenerateOptions {
+        max_new_tokens: 0,
+        ..GenerateOptions::default()
+    };
+    assert!(rt.generate(&[1], &o, &mut |_| {}).unwrap().generated.is_empty());
+}
+
+#[test]
+fn bad_inputs_are_errors_not_panics() {
+    let (model, mem) = fixture_model();
+    let mut s = model.new_state();
+    assert!(matches!(
+        model.forward(&[64], &mut s, Logits::Last),
+        Err(RuntimeError::TokenOutOfRange { id: 64, vocab_size: 64 })
+    ));
+    assert!(matches!(
+        model.forward_embeddings(vec![0.0; 33], &mut s, Logits::Last),
+        Err(RuntimeError::InputShape { .. })
+    ));
+    let rt = MambaRuntime::from_path(&fixture("safetensors")).unwrap();
+    assert!(matches!(
+        rt.generate(&[], &GenerateOptions::default(), &mut |_| {}),
+        Err(RuntimeError::EmptyPrompt)
+    ));
+
+    // A config that disagrees with the weights names the tensor.
+    let text = std::fs::read_to_string(fixture("safetensors/config.json")).unwrap();
+    let mut config: MambaConfig = serde_json::from_str(&text).unwrap();
+    config.state_size = 4;
+    let w = Weights::new(&mem).unwrap();
+    match MambaModel::load(&w, &config) {
+        Err(RuntimeError::Shape { name, .. }) => assert!(name.ends_with("mixer.A_log"), "{name}"),
+        other => panic!("{other:?}"),
+    }
+    // A config with fewer layers leaves tensors over.
+    config.state_size = 8;
+    config.num_hidden_layers = 1;
+    let w = Weights::new(&mem).unwrap();
+    match MambaModel::load(&w, &config) {
+        Err(RuntimeError::UnexpectedTensors { examples, .. }) => {
+            assert!(examples[0].starts_with("backbone.layers.1."), "{examples:?}")
+        }
+        other => panic!("{other:?}"),
+    }
+    // A missing tensor is named.
+    let mut partial = MemorySource::new();
+    for (i, info) in mem.tensors().iter().enumerate() {
+        if info.name != "backbone.norm_f.weight" {
+            partial
+                .push(info.clone(), mem.tensor_bytes(i).unwrap().into_owned())
+                .unwrap();
+        }
+    }
+    config.num_hidden_layers = 2;
+    let w = Weights::new(&partial).unwrap();
+    match MambaModel::load(&w, &config) {
+        Err(RuntimeError::MissingTensor { name }) => assert_eq!(name, "backbone.norm_f.weight"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn half_precision_weights_are_widened_on_load() {
+    let (model32, mem) = fixture_model();
+    let mut bf = MemorySource::new();
+    for (i, info) in mem.tensors().iter().enumerate() {
+        let bytes = mem.tensor_bytes(i).unwrap();
+        let halves: Vec<u8> = bytes
+            .chunks_exact(4)
+            .flat_map(|c| {
+                half::bf16::from_f32(f32::from_le_bytes([c[0], c[1], c[2], c[3]])).to_le_bytes()
+            })
+            .collect();
+        let mut info = info.clone();
+        info.dtype = tantra_formats::DType::BF16;
+        bf.push(info, halves).unwrap();
+    }
+    let w = Weights::new(&bf).unwrap();
+    let model16 = MambaModel::load(&w, model32.config()).unwrap();
+    let ids = [1u32, 5, 9];
+    let a = model32
+        .forward(&ids, &mut model32.new_state(), Logits::Last)
+        .unwrap();
+    let b = model16
+        .forward(&ids, &mut model16.new_state(), Logits::Last)
+        .unwrap();
+    let d = max_abs_diff(&a, &b);
+    assert!(d > 0.0 && d < 0.05, "{d}");
+}

@@ -1,0 +1,55 @@
+//! Fuzzes the zip container reader and the PyTorch archive reader built on it.
+//!
+//! What must hold:
+//! - no input panics, hangs or allocates out of proportion to its size;
+//! - an accepted archive's entries lie inside the file, do not overlap, live
+//!   under one prefix with clean relative names, and are found again by name;
+//! - an archive that opens as a PyTorch file serves every tensor at its declared size, and
+//!   streaming gives the same bytes as `tensor_bytes`.
+
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use tantra_formats::pytorch::{scan_bytes, PytorchFile};
+use tantra_formats::zip::ZipArchive;
+use tantra_formats::TensorSource;
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(zip) = ZipArchive::parse(data) {
+        let prefix = format!("{}/", zip.prefix());
+        let mut ranges: Vec<(u64, u64)> = Vec::new();
+        for e in zip.entries() {
+            assert!(e.name.starts_with(&prefix), "{}", e.name);
+            let rel = zip.relative_name(e);
+            assert!(!rel.is_empty());
+            assert!(rel
+                .split('/')
+                .all(|c| !c.is_empty() && c != "." && c != ".."));
+            assert!(!e.name.contains('\\') && !e.name.contains('\0'));
+            assert_eq!(zip.get(rel), Some(e));
+            let bytes = zip.data(data, e).expect("entry data inside the file");
+            assert_eq!(bytes.len() as u64, e.size);
+            ranges.push((e.header_offset, e.data_offset + e.size));
+        }
+        ranges.sort();
+        for w in ranges.windows(2) {
+            assert!(w[0].1 <= w[1].0, "entries overlap");
+        }
+    }
+    let _ = scan_bytes(data);
+    if let Ok(f) = PytorchFile::from_bytes(data.to_vec()) {
+        for (i, t) in f.tensors().iter().enumerate() {
+            let b = f
+                .tensor_bytes(i)
+                .expect("an opened file serves its tensors");
+            assert_eq!(Some(b.len() as u64), t.byte_len(), "{}", t.name);
+            let mut streamed = Vec::new();
+            f.stream_tensor(i, &mut |c| {
+                streamed.extend_from_slice(c);
+                Ok(())
+            })
+            .expect("streams");
+            assert!(streamed == b.as_ref());
+        }
+    }
+});
