@@ -64,6 +64,8 @@ timeit() { # prints seconds
 run3() { for _ in 1 2 3; do rm -f "$OUT/out.safetensors" "$OUT/copy.pt"; timeit "$@"; done | median; }
 
 T_CP=$(run3 cp "$IN" "$OUT/copy.pt")
+cp_sync() { cp "$1" "$2" && sync "$2"; }
+T_CPSYNC=$(run3 cp_sync "$IN" "$OUT/copy.pt")
 T_CONV=$(run3 "$TANTRA" convert --force "$IN" "$OUT/out.safetensors")
 T_NOVERIFY=$(run3 "$TANTRA" convert --force --no-verify "$IN" "$OUT/out.safetensors")
 RSS_KB=$(/usr/bin/time -f %M "$TANTRA" convert --force "$IN" "$OUT/out.safetensors" 2>&1 >/dev/null | tail -n 1)
@@ -81,11 +83,12 @@ PYEOF
   done | median)
 fi
 
-awk -v b="$BYTES" -v cp="$T_CP" -v conv="$T_CONV" -v nov="$T_NOVERIFY" -v rss="$RSS_KB" -v py="$T_PY" 'BEGIN {
+awk -v b="$BYTES" -v cp="$T_CP" -v cps="$T_CPSYNC" -v conv="$T_CONV" -v nov="$T_NOVERIFY" -v rss="$RSS_KB" -v py="$T_PY" 'BEGIN {
   printf "input                      %.1f MB (%s)\n", b/1e6, "'"$IN"'"
   printf "cp                         %.3f s\n", cp
-  printf "tantra convert (verified)  %.3f s   %.2fx cp\n", conv, conv/cp
-  printf "tantra convert --no-verify %.3f s   %.2fx cp\n", nov, nov/cp
+  printf "cp + sync (durable copy)   %.3f s\n", cps
+  printf "tantra convert (verified)  %.3f s   %.2fx cp   %.2fx cp+sync\n", conv, conv/cp, conv/cps
+  printf "tantra convert --no-verify %.3f s   %.2fx cp   %.2fx cp+sync\n", nov, nov/cp, nov/cps
   if (py != "") printf "torch.load + save_file     %.3f s   %.2fx cp  (tantra verified is %.1fx faster)\n", py, py/cp, py/conv
   printf "peak RSS (verified)        %.1f MB  = %.3f of the file size\n", rss/1024, rss*1024/b
 }'

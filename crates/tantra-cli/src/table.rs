@@ -1,36 +1,49 @@
 //! Plain aligned tables for human output (JSON is the machine format).
 
-/// Formats rows as left-aligned columns separated by two spaces; numbers-looking cells are
-/// right-aligned.
+/// Formats rows as columns separated by two spaces. A column whose cells all look like numbers
+/// (or sizes such as `2.62 MB`) is right-aligned, header included; others are left-aligned.
 pub fn render(header: &[&str], rows: &[Vec<String>]) -> String {
+    let numeric_cell = |c: &str| {
+        let c = [" KB", " MB", " GB", " TB", " B", " s"]
+            .iter()
+            .find_map(|u| c.strip_suffix(u))
+            .unwrap_or(c);
+        !c.is_empty()
+            && c.chars()
+                .all(|ch| ch.is_ascii_digit() || ".,-+e%".contains(ch))
+    };
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    let mut numeric = vec![!rows.is_empty(); header.len()];
     for row in rows {
         for (i, cell) in row.iter().enumerate() {
             if let Some(w) = widths.get_mut(i) {
                 *w = (*w).max(cell.chars().count());
             }
+            if let Some(n) = numeric.get_mut(i) {
+                *n &= numeric_cell(cell);
+            }
         }
     }
     let mut out = String::new();
-    let line = |cells: Vec<&str>, out: &mut String| {
-        let mut parts = Vec::new();
-        for (i, c) in cells.iter().enumerate() {
-            let w = widths.get(i).copied().unwrap_or(0);
-            let numeric = !c.is_empty()
-                && c.chars()
-                    .all(|ch| ch.is_ascii_digit() || ".,-+e%".contains(ch));
-            if numeric {
-                parts.push(format!("{c:>w$}"));
-            } else {
-                parts.push(format!("{c:<w$}"));
-            }
-        }
+    let mut line = |cells: Vec<&str>| {
+        let parts: Vec<String> = cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let w = widths.get(i).copied().unwrap_or(0);
+                if numeric.get(i).copied().unwrap_or(false) {
+                    format!("{c:>w$}")
+                } else {
+                    format!("{c:<w$}")
+                }
+            })
+            .collect();
         out.push_str(parts.join("  ").trim_end());
         out.push('\n');
     };
-    line(header.to_vec(), &mut out);
+    line(header.to_vec());
     for row in rows {
-        line(row.iter().map(String::as_str).collect(), &mut out);
+        line(row.iter().map(String::as_str).collect());
     }
     out
 }
@@ -80,5 +93,13 @@ mod tests {
     fn aligns_columns() {
         let t = render(&["name", "n"], &[vec!["a".into(), "10".into()]]);
         assert_eq!(t, "name   n\na     10\n");
+        let t = render(
+            &["k", "size"],
+            &[
+                vec!["x".into(), "2.62 MB".into()],
+                vec!["yy".into(), "1 B".into()],
+            ],
+        );
+        assert_eq!(t, "k      size\nx   2.62 MB\nyy      1 B\n");
     }
 }

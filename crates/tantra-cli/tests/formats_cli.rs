@@ -28,11 +28,16 @@ fn stdout_json(out: &Output) -> J {
 }
 
 fn inspect_hash(path: &Path) -> J {
-    stdout_json(&tantra(&["inspect", "--json", "--hash", path.to_str().unwrap()]))
+    stdout_json(&tantra(&[
+        "inspect",
+        "--json",
+        "--hash",
+        path.to_str().unwrap(),
+    ]))
 }
 
 /// `(name, dtype, shape, sha256)` sorted by name.
-fn tensor_table(j: &J) -> Vec<(String, String, J, String)> {
+fn tensor_table(j: &J) -> Vec<(String, String, String, String)> {
     let mut v: Vec<_> = j["tensors"]
         .as_array()
         .unwrap()
@@ -41,7 +46,7 @@ fn tensor_table(j: &J) -> Vec<(String, String, J, String)> {
             (
                 t["name"].as_str().unwrap().to_string(),
                 t["dtype"].as_str().unwrap().to_string(),
-                t["shape"].clone(),
+                t["shape"].to_string(),
                 t["sha256"].as_str().unwrap_or("").to_string(),
             )
         })
@@ -78,8 +83,14 @@ fn every_expected_fixture_inspects_to_its_digests_or_is_refused() {
             let out = tantra(&["inspect", "--json", "--hash", path.to_str().unwrap()]);
             assert_eq!(out.status.code(), Some(2), "{file} must be refused");
             let err = String::from_utf8_lossy(&out.stderr);
-            assert!(err.contains(file), "{file}: error must name the file: {err}");
-            assert!(out.stdout.is_empty(), "{file}: nothing on stdout when refused");
+            assert!(
+                err.contains(file),
+                "{file}: error must name the file: {err}"
+            );
+            assert!(
+                out.stdout.is_empty(),
+                "{file}: nothing on stdout when refused"
+            );
             continue;
         }
         let got = inspect_hash(&path);
@@ -92,7 +103,7 @@ fn every_expected_fixture_inspects_to_its_digests_or_is_refused() {
                     (
                         t["name"].as_str().unwrap().to_string(),
                         t["dtype"].as_str().unwrap().to_string(),
-                        t["shape"].clone(),
+                        t["shape"].to_string(),
                         t["sha256"].as_str().unwrap().to_string(),
                     )
                 })
@@ -113,7 +124,12 @@ fn every_expected_fixture_inspects_to_its_digests_or_is_refused() {
         }
         let params: u64 = want
             .iter()
-            .map(|(_, _, s, _)| s.as_array().unwrap().iter().map(|d| d.as_u64().unwrap()).product::<u64>())
+            .map(|(_, _, s, _)| {
+                serde_json::from_str::<Vec<u64>>(s)
+                    .unwrap()
+                    .iter()
+                    .product::<u64>()
+            })
             .sum();
         assert_eq!(got["parameters"].as_u64(), Some(params), "{file}");
         assert_eq!(
@@ -184,15 +200,29 @@ fn round_trip_safetensors_pt_bin_safetensors_keeps_every_digest() {
                 String::from_utf8_lossy(&out.stderr)
             );
             let j = inspect_hash(next);
-            assert_eq!(tensor_table(&j), tensor_table(&original), "{src} -> {}", next.display());
-            assert_eq!(j["values"], original["values"], "{src} -> {}", next.display());
+            assert_eq!(
+                tensor_table(&j),
+                tensor_table(&original),
+                "{src} -> {}",
+                next.display()
+            );
+            assert_eq!(
+                j["values"],
+                original["values"],
+                "{src} -> {}",
+                next.display()
+            );
             prev = next.to_path_buf();
         }
         // Deterministic: converting the same input again gives the same bytes.
         let again = dir.path().join("again.safetensors");
         let out = tantra(&["convert", c.to_str().unwrap(), again.to_str().unwrap()]);
         assert!(out.status.success());
-        assert_eq!(std::fs::read(&again).unwrap(), std::fs::read(&d).unwrap(), "{src}");
+        assert_eq!(
+            std::fs::read(&again).unwrap(),
+            std::fs::read(&d).unwrap(),
+            "{src}"
+        );
         std::fs::remove_file(&again).unwrap();
     }
 }
@@ -203,13 +233,26 @@ fn convert_refuses_to_overwrite_and_leaves_no_partial_output() {
     let input = fixtures().join("torch/plain_dict.bin");
     let out_path = dir.path().join("out.safetensors");
     std::fs::write(&out_path, b"precious").unwrap();
-    let out = tantra(&["convert", input.to_str().unwrap(), out_path.to_str().unwrap()]);
+    let out = tantra(&[
+        "convert",
+        input.to_str().unwrap(),
+        out_path.to_str().unwrap(),
+    ]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--force"));
     assert_eq!(std::fs::read(&out_path).unwrap(), b"precious");
 
-    let out = tantra(&["convert", "--force", input.to_str().unwrap(), out_path.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = tantra(&[
+        "convert",
+        "--force",
+        input.to_str().unwrap(),
+        out_path.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(inspect_hash(&out_path)["format"], "safetensors");
 
     // A refused input leaves nothing behind, not even a temporary file.
@@ -230,8 +273,18 @@ fn convert_to_an_explicit_format_and_unknown_extension() {
     let out = tantra(&["convert", input.to_str().unwrap(), odd.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--to"));
-    let out = tantra(&["convert", "--to", "pt", input.to_str().unwrap(), odd.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = tantra(&[
+        "convert",
+        "--to",
+        "pt",
+        input.to_str().unwrap(),
+        odd.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(inspect_hash(&odd)["format"], "pytorch-zip");
 }
 
@@ -281,18 +334,31 @@ fn not_weights_is_named() {
 fn scan_verdicts_and_exit_codes() {
     let safe = fixtures().join("torch/checkpoint.pt");
     let out = tantra(&["scan", "--json", safe.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let j: J = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(j[0]["verdict"], "safe");
 
     for bad in ["os_system.pkl", "builtins_eval.pkl", "zip_os_system.pt"] {
         let p = fixtures().join("malicious").join(bad);
-        let out = tantra(&["scan", "--json", safe.to_str().unwrap(), p.to_str().unwrap()]);
+        let out = tantra(&[
+            "scan",
+            "--json",
+            safe.to_str().unwrap(),
+            p.to_str().unwrap(),
+        ]);
         assert_eq!(out.status.code(), Some(1), "{bad}");
         let j: J = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(j[0]["verdict"], "safe");
         assert_eq!(j[1]["verdict"], "unsafe", "{bad}");
     }
-    let out = tantra(&["scan", fixtures().join("malicious/os_system.pkl").to_str().unwrap()]);
+    let out = tantra(&[
+        "scan",
+        fixtures().join("malicious/os_system.pkl").to_str().unwrap(),
+    ]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("system"));
 }

@@ -1,6 +1,9 @@
 //! The model commands (`create-sample-weights`, `export-hf`, `import-hf`) driven as a user
 //! drives them, in temporary roots.
 
+// Test helpers unwrap: a failure there is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

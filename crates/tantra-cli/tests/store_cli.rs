@@ -2,6 +2,8 @@
 //! `remove`, `backups`, `restore`, `checkpoint`, `cleanup`, `verify`, `config`) driven as a
 //! user drives them: the contract of their JSON output and exit codes.
 
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] functions
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -55,8 +57,19 @@ fn register_list_versions_contract() {
     let out = tantra(
         &root,
         &[
-            "register", s(&f1), "--model", "mamba", "--version", "sample_small", "--formats",
-            "all", "--tag", "base", "--note", "n", "--json",
+            "register",
+            s(&f1),
+            "--model",
+            "mamba",
+            "--version",
+            "sample_small",
+            "--formats",
+            "all",
+            "--tag",
+            "base",
+            "--note",
+            "n",
+            "--json",
         ],
     );
     let rep = ok_json(&out);
@@ -69,7 +82,17 @@ fn register_list_versions_contract() {
         keys.sort();
         assert_eq!(
             keys,
-            vec!["bytes", "created", "default", "format", "model", "parameters", "path", "sha256", "version"]
+            vec![
+                "bytes",
+                "created",
+                "default",
+                "format",
+                "model",
+                "parameters",
+                "path",
+                "sha256",
+                "version"
+            ]
         );
         let path = r["path"].as_str().unwrap();
         assert!(path.starts_with("weights/mamba_sample_small_"), "{path}");
@@ -81,7 +104,9 @@ fn register_list_versions_contract() {
     assert_eq!(formats, vec!["safetensors", "pt", "bin"]);
     assert!(root.join("weights/mamba_sample_small_pt.pt").is_file());
     assert!(root.join("weights/mamba_sample_small_bin.bin").is_file());
-    assert!(root.join("weights/mamba_sample_small_safetensors.safetensors").is_file());
+    assert!(root
+        .join("weights/mamba_sample_small_safetensors.safetensors")
+        .is_file());
 
     // TANTRA_ROOT moves the root too.
     let via_env = Command::new(env!("CARGO_BIN_EXE_tantra"))
@@ -92,14 +117,19 @@ fn register_list_versions_contract() {
     assert_eq!(ok_json(&via_env).as_array().unwrap().len(), 1);
 
     let f2 = weights(dir.path(), 2, OutputFormat::Safetensors);
-    let out = tantra(&root, &["register", s(&f2), "--model", "mamba", "--version", "full"]);
+    let out = tantra(
+        &root,
+        &["register", s(&f2), "--model", "mamba", "--version", "full"],
+    );
     assert!(out.status.success(), "{}", stderr(&out));
     let human = tantra(&root, &["list-weights", "--model", "mamba"]);
     let text = String::from_utf8_lossy(&human.stdout);
     assert!(text.starts_with("model"), "{text}");
     assert!(text.contains("weights/mamba_full_safetensors.safetensors"));
 
-    assert!(tantra(&root, &["set-default", "mamba", "full"]).status.success());
+    assert!(tantra(&root, &["set-default", "mamba", "full"])
+        .status
+        .success());
     let v = ok_json(&tantra(&root, &["versions", "mamba", "--json"]));
     let v = v.as_array().unwrap();
     assert_eq!(v.len(), 2);
@@ -107,17 +137,41 @@ fn register_list_versions_contract() {
     assert_eq!(v[0]["default"], false);
     assert_eq!(v[0]["tags"], serde_json::json!(["base"]));
     assert_eq!(v[1]["default"], true);
-    assert!(tantra(&root, &["tag", "mamba", "full", "prod"]).status.success());
+    assert!(tantra(&root, &["tag", "mamba", "full", "prod"])
+        .status
+        .success());
 
     // Immutable versions: exit 2 with a message that says what to do.
-    let out = tantra(&root, &["register", s(&f1), "--model", "mamba", "--version", "full"]);
+    let out = tantra(
+        &root,
+        &["register", s(&f1), "--model", "mamba", "--version", "full"],
+    );
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("--force"), "{}", stderr(&out));
     // Bad names never reach the file system.
-    let out = tantra(&root, &["register", s(&f1), "--model", "../x", "--version", "v"]);
+    let out = tantra(
+        &root,
+        &["register", s(&f1), "--model", "../x", "--version", "v"],
+    );
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("invalid model name"), "{}", stderr(&out));
-    let out = tantra(&root, &["register", s(&f1), "--model", "m", "--version", "v", "--formats", "onnx"]);
+    assert!(
+        stderr(&out).contains("invalid model name"),
+        "{}",
+        stderr(&out)
+    );
+    let out = tantra(
+        &root,
+        &[
+            "register",
+            s(&f1),
+            "--model",
+            "m",
+            "--version",
+            "v",
+            "--formats",
+            "onnx",
+        ],
+    );
     assert_eq!(out.status.code(), Some(2));
 }
 
@@ -128,7 +182,19 @@ fn verify_remove_backups_restore_cleanup() {
     let f1 = weights(dir.path(), 1, OutputFormat::Safetensors);
     let f2 = weights(dir.path(), 2, OutputFormat::Safetensors);
     for (f, v) in [(&f1, "a"), (&f2, "b")] {
-        let out = tantra(&root, &["register", s(f), "--model", "m", "--version", v, "--formats", "safetensors,pt"]);
+        let out = tantra(
+            &root,
+            &[
+                "register",
+                s(f),
+                "--model",
+                "m",
+                "--version",
+                v,
+                "--formats",
+                "safetensors,pt",
+            ],
+        );
         assert!(out.status.success(), "{}", stderr(&out));
     }
     let out = tantra(&root, &["verify"]);
@@ -153,7 +219,19 @@ fn verify_remove_backups_restore_cleanup() {
 
     // Registering the pristine file again with --force repairs it (the changed file is
     // backed up first).
-    let out = tantra(&root, &["register", s(&f2), "--model", "m", "--version", "b", "--force", "--json"]);
+    let out = tantra(
+        &root,
+        &[
+            "register",
+            s(&f2),
+            "--model",
+            "m",
+            "--version",
+            "b",
+            "--force",
+            "--json",
+        ],
+    );
     let rep = ok_json(&out);
     assert_eq!(rep["files"][0]["format"], "safetensors");
     assert_eq!(rep["files"][0]["action"], "replaced");
@@ -175,7 +253,9 @@ fn verify_remove_backups_restore_cleanup() {
     assert!(root.join("weights/m_b_pt.pt").exists());
     let out = tantra(&root, &["remove", "m", "a"]);
     assert_eq!(out.status.code(), Some(2), "the default needs --force");
-    assert!(tantra(&root, &["remove", "m", "a", "--force"]).status.success());
+    assert!(tantra(&root, &["remove", "m", "a", "--force"])
+        .status
+        .success());
 
     // Cleanup: an orphan and a stale temp file; dry run first.
     std::fs::write(root.join("weights/stray.pt"), vec![1u8; 1000]).unwrap();
@@ -191,11 +271,19 @@ fn verify_remove_backups_restore_cleanup() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(!root.join("weights/stray.pt").exists());
     let out = tantra(&root, &["verify"]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     let out = tantra(&root, &["cleanup", "--backups-older-than", "0s", "--json"]);
     let rep = ok_json(&out);
     assert!(rep["items"].as_array().unwrap().len() >= 3);
-    assert!(ok_json(&tantra(&root, &["backups", "--json"])).as_array().unwrap().is_empty());
+    assert!(ok_json(&tantra(&root, &["backups", "--json"]))
+        .as_array()
+        .unwrap()
+        .is_empty());
     let out = tantra(&root, &["cleanup", "--backups-older-than", "7x"]);
     assert_eq!(out.status.code(), Some(2));
 }
@@ -208,7 +296,19 @@ fn checkpoints_and_configs() {
         let f = weights(dir.path(), i as u32, OutputFormat::Safetensors);
         let step = ((i + 1) * 10).to_string();
         let metric = format!("loss={loss}");
-        let out = tantra(&root, &["checkpoint", "save", "m", s(&f), "--step", &step, "--metric", &metric]);
+        let out = tantra(
+            &root,
+            &[
+                "checkpoint",
+                "save",
+                "m",
+                s(&f),
+                "--step",
+                &step,
+                "--metric",
+                &metric,
+            ],
+        );
         assert!(out.status.success(), "{}", stderr(&out));
     }
     let list = ok_json(&tantra(&root, &["checkpoint", "list", "m", "--json"]));
@@ -216,7 +316,18 @@ fn checkpoints_and_configs() {
     assert_eq!(list[1]["metrics"]["loss"], 0.3);
     let out = tantra(
         &root,
-        &["checkpoint", "prune", "m", "--keep-last", "1", "--keep-best", "1", "--metric", "loss", "--json"],
+        &[
+            "checkpoint",
+            "prune",
+            "m",
+            "--keep-last",
+            "1",
+            "--keep-best",
+            "1",
+            "--metric",
+            "loss",
+            "--json",
+        ],
     );
     let gone: Vec<u64> = ok_json(&out)
         .as_array()
@@ -225,26 +336,55 @@ fn checkpoints_and_configs() {
         .map(|i| i["step"].as_u64().unwrap())
         .collect();
     assert_eq!(gone, vec![10, 30]);
-    let out = tantra(&root, &["checkpoint", "promote", "m", "20", "--version", "best", "--formats", "pt", "--json"]);
+    let out = tantra(
+        &root,
+        &[
+            "checkpoint",
+            "promote",
+            "m",
+            "20",
+            "--version",
+            "best",
+            "--formats",
+            "pt",
+            "--json",
+        ],
+    );
     let rep = ok_json(&out);
     assert_eq!(rep["version"], "best");
     let rows = ok_json(&tantra(&root, &["list-weights", "--json"]));
     assert_eq!(rows.as_array().unwrap().len(), 2);
-    let out = tantra(&root, &["checkpoint", "save", "m", "/nonexistent.pt", "--step", "1"]);
+    let out = tantra(
+        &root,
+        &["checkpoint", "save", "m", "/nonexistent.pt", "--step", "1"],
+    );
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("/nonexistent.pt"));
 
     // Configs: import, show, set, validate (no schema for this type: JSON object suffices).
     let cfg = dir.path().join("c.json");
     std::fs::write(&cfg, r#"{"hidden_size": 4, "num_layers": 2}"#).unwrap();
-    assert!(tantra(&root, &["config", "import", "m", "best", s(&cfg)]).status.success());
-    assert!(tantra(&root, &["config", "set", "m", "best", "num_layers", "3"]).status.success());
+    assert!(tantra(&root, &["config", "import", "m", "best", s(&cfg)])
+        .status
+        .success());
+    assert!(
+        tantra(&root, &["config", "set", "m", "best", "num_layers", "3"])
+            .status
+            .success()
+    );
     let shown = ok_json(&tantra(&root, &["config", "show", "m", "best"]));
     assert_eq!(shown["num_layers"], 3);
     let list = ok_json(&tantra(&root, &["config", "list", "--json"]));
     assert_eq!(list[0]["versions"], serde_json::json!(["best"]));
-    assert_eq!(tantra(&root, &["config", "validate", "m"]).status.code(), Some(0));
-    std::fs::write(root.join("configs/m/best.json"), r#"{"model_type": "nothing-known"}"#).unwrap();
+    assert_eq!(
+        tantra(&root, &["config", "validate", "m"]).status.code(),
+        Some(0)
+    );
+    std::fs::write(
+        root.join("configs/m/best.json"),
+        r#"{"model_type": "nothing-known"}"#,
+    )
+    .unwrap();
     let out = tantra(&root, &["config", "validate", "m", "best", "--json"]);
     assert_eq!(out.status.code(), Some(1));
     let out = tantra(&root, &["config", "show", "m", "missing"]);

@@ -9,6 +9,8 @@
 //!
 //! Concurrency test: several processes register at once; none of their updates is lost.
 
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] functions
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -23,7 +25,12 @@ fn bin() -> Command {
 }
 
 fn tantra(root: &Path, args: &[&str]) -> Output {
-    bin().arg("--root").arg(root).args(args).output().expect("run tantra")
+    bin()
+        .arg("--root")
+        .arg(root)
+        .args(args)
+        .output()
+        .expect("run tantra")
 }
 
 /// A weight file of about `kib` KiB whose values depend on `seed`.
@@ -34,7 +41,8 @@ fn weights(dir: &Path, seed: u32, kib: usize, format: OutputFormat) -> PathBuf {
         let v: Vec<f32> = (0..n)
             .map(|i| ((i as u32).wrapping_mul(2_654_435_761) ^ seed.wrapping_mul(7919) ^ t) as f32)
             .collect();
-        m.push_f32(format!("layers.{t}.weight"), vec![n as u64], &v).unwrap();
+        m.push_f32(format!("layers.{t}.weight"), vec![n as u64], &v)
+            .unwrap();
     }
     let path = dir.join(format!("w{seed}.{}", format.extension()));
     let mut f = std::fs::File::create(&path).unwrap();
@@ -75,19 +83,31 @@ fn check_invariants(root: &Path, context: &str) {
     for (m, model) in &reg.models {
         for v in model.versions.keys() {
             let w = wm.load_model_weights(m, Some(v), None);
-            assert!(w.is_ok(), "{context}: {m}:{v} does not load: {}", w.err().unwrap());
+            assert!(
+                w.is_ok(),
+                "{context}: {m}:{v} does not load: {}",
+                w.err().unwrap()
+            );
         }
     }
     // Listed checkpoints are complete.
     for m in wm.checkpoint_models().unwrap() {
         for c in wm.checkpoints(&m).unwrap() {
             let sha = tantra_store::fsx::hash_file(&wm.abs(&c.file), &NoProgress).unwrap();
-            assert_eq!(sha.sha256, c.sha256, "{context}: checkpoint {} is not complete", c.file);
+            assert_eq!(
+                sha.sha256, c.sha256,
+                "{context}: checkpoint {} is not complete",
+                c.file
+            );
         }
     }
     // Listed backups exist.
     for b in wm.backups().unwrap() {
-        assert!(wm.abs(&b.file).is_file(), "{context}: backup {} lost its file", b.id);
+        assert!(
+            wm.abs(&b.file).is_file(),
+            "{context}: backup {} lost its file",
+            b.id
+        );
     }
 }
 
@@ -129,7 +149,11 @@ fn killed_processes_never_break_the_root() {
     let root = dir.path().join("Model");
     let inputs: Vec<PathBuf> = (0..4)
         .map(|i| {
-            let f = if i % 2 == 0 { OutputFormat::Safetensors } else { OutputFormat::Pt };
+            let f = if i % 2 == 0 {
+                OutputFormat::Safetensors
+            } else {
+                OutputFormat::Pt
+            };
             weights(dir.path(), i, 512, f)
         })
         .collect();
@@ -137,10 +161,38 @@ fn killed_processes_never_break_the_root() {
 
     // A baseline to calibrate the kill delays: how long a full register takes here.
     let t0 = Instant::now();
-    let out = tantra(&root, &["register", &s(&inputs[0]), "--model", "m", "--version", "base", "--formats", "all"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = tantra(
+        &root,
+        &[
+            "register",
+            &s(&inputs[0]),
+            "--model",
+            "m",
+            "--version",
+            "base",
+            "--formats",
+            "all",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let full = t0.elapsed().max(Duration::from_millis(20));
-    let out = tantra(&root, &["checkpoint", "save", "m", &s(&inputs[1]), "--step", "1", "--metric", "loss=1"]);
+    let out = tantra(
+        &root,
+        &[
+            "checkpoint",
+            "save",
+            "m",
+            &s(&inputs[1]),
+            "--step",
+            "1",
+            "--metric",
+            "loss=1",
+        ],
+    );
     assert!(out.status.success());
 
     let mut killed = 0;
@@ -149,9 +201,38 @@ fn killed_processes_never_break_the_root() {
         let version = format!("v{}", rng.below(3));
         let step = (rng.below(3) + 2).to_string();
         let args: Vec<String> = match rng.below(6) {
-            0 | 1 => vec!["register".into(), s(input), "--model".into(), "m".into(), "--version".into(), version, "--formats".into(), "all".into()],
-            2 => vec!["register".into(), s(input), "--model".into(), "m".into(), "--version".into(), version, "--formats".into(), "all".into(), "--force".into()],
-            3 => vec!["checkpoint".into(), "save".into(), "m".into(), s(input), "--step".into(), step, "--metric".into(), "loss=0.5".into(), "--force".into()],
+            0 | 1 => vec![
+                "register".into(),
+                s(input),
+                "--model".into(),
+                "m".into(),
+                "--version".into(),
+                version,
+                "--formats".into(),
+                "all".into(),
+            ],
+            2 => vec![
+                "register".into(),
+                s(input),
+                "--model".into(),
+                "m".into(),
+                "--version".into(),
+                version,
+                "--formats".into(),
+                "all".into(),
+                "--force".into(),
+            ],
+            3 => vec![
+                "checkpoint".into(),
+                "save".into(),
+                "m".into(),
+                s(input),
+                "--step".into(),
+                step,
+                "--metric".into(),
+                "loss=0.5".into(),
+                "--force".into(),
+            ],
             4 => vec!["remove".into(), "m".into(), version],
             _ => {
                 let wm = WeightManager::open(&root).unwrap();
@@ -180,19 +261,40 @@ fn killed_processes_never_break_the_root() {
         check_invariants(&root, &context);
         if rng.below(4) == 0 {
             let out = tantra(&root, &["cleanup", "--orphans"]);
-            assert!(out.status.success(), "{context}: cleanup: {}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "{context}: cleanup: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
             let out = tantra(&root, &["verify"]);
-            assert_eq!(out.status.code(), Some(0), "{context}: after cleanup: {}", String::from_utf8_lossy(&out.stdout));
-            assert!(leftovers(&root).is_empty(), "{context}: {:?}", leftovers(&root));
+            assert_eq!(
+                out.status.code(),
+                Some(0),
+                "{context}: after cleanup: {}",
+                String::from_utf8_lossy(&out.stdout)
+            );
+            assert!(
+                leftovers(&root).is_empty(),
+                "{context}: {:?}",
+                leftovers(&root)
+            );
         }
     }
     eprintln!("{killed} of {trials} processes were killed while running");
     let out = tantra(&root, &["cleanup", "--orphans"]);
     assert!(out.status.success());
     let out = tantra(&root, &["verify"]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     assert!(leftovers(&root).is_empty(), "{:?}", leftovers(&root));
-    assert!(killed > 0, "no process was killed mid-run; the delays are too long");
+    assert!(
+        killed > 0,
+        "no process was killed mid-run; the delays are too long"
+    );
 }
 
 #[test]
@@ -209,7 +311,13 @@ fn concurrent_processes_lose_no_update() {
         let child = bin()
             .arg("--root")
             .arg(&root)
-            .args(["register", f.to_str().unwrap(), "--model", model, "--version"])
+            .args([
+                "register",
+                f.to_str().unwrap(),
+                "--model",
+                model,
+                "--version",
+            ])
             .arg(format!("v{i}"))
             .args(["--formats", "all", "--tag", "t"])
             .stdout(Stdio::null())
@@ -225,7 +333,14 @@ fn concurrent_processes_lose_no_update() {
             bin()
                 .arg("--root")
                 .arg(&root)
-                .args(["register", inputs[i].to_str().unwrap(), "--model", "c", "--version", "same"])
+                .args([
+                    "register",
+                    inputs[i].to_str().unwrap(),
+                    "--model",
+                    "c",
+                    "--version",
+                    "same",
+                ])
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped())
                 .spawn()
@@ -234,9 +349,16 @@ fn concurrent_processes_lose_no_update() {
         .collect();
     for c in children {
         let out = c.wait_with_output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
-    let results: Vec<Output> = race.into_iter().map(|c| c.wait_with_output().unwrap()).collect();
+    let results: Vec<Output> = race
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap())
+        .collect();
     let wins = results.iter().filter(|o| o.status.success()).count();
     assert_eq!(wins, 1, "exactly one of two registrations of one name wins");
     let loser = results.iter().find(|o| !o.status.success()).unwrap();
@@ -247,6 +369,12 @@ fn concurrent_processes_lose_no_update() {
     assert_eq!(reg.models["a"].versions.len(), 3);
     assert_eq!(reg.models["b"].versions.len(), 3);
     assert_eq!(reg.models["c"].versions.len(), 1);
-    assert_eq!(wm.list(&Default::default()).unwrap().len(), (n as usize) * 3 + 1);
-    assert!(wm.verify(&VerifyScope::default(), &NoProgress).unwrap().ok());
+    assert_eq!(
+        wm.list(&Default::default()).unwrap().len(),
+        (n as usize) * 3 + 1
+    );
+    assert!(wm
+        .verify(&VerifyScope::default(), &NoProgress)
+        .unwrap()
+        .ok());
 }

@@ -123,18 +123,17 @@ pub fn convert(
     opts: &ConvertOptions,
     progress: &dyn Progress,
 ) -> Result<ConvertReport, FormatError> {
-    let format = match opts.format.or_else(|| OutputFormat::from_path(output)) {
-        Some(f) => f,
-        None => {
-            return Err(FormatError::new(
+    let format =
+        match opts.format.or_else(|| OutputFormat::from_path(output)) {
+            Some(f) => f,
+            None => return Err(FormatError::new(
                 output,
                 ErrorKind::Unsupported(
                     "cannot tell the output format from the extension; use --to safetensors|pt|bin"
                         .into(),
                 ),
-            ))
-        }
-    };
+            )),
+        };
     if same_file(input, output) {
         return Err(FormatError::new(
             output,
@@ -232,7 +231,10 @@ fn verify_output(
     }
     for (i, t) in input.tensors().iter().enumerate() {
         let Some(&j) = by_name.get(t.name.as_str()) else {
-            return Err(fail(format!("tensor {:?} is missing from the output", t.name)));
+            return Err(fail(format!(
+                "tensor {:?} is missing from the output",
+                t.name
+            )));
         };
         let o = &out.tensors()[j];
         if o.dtype != t.dtype || o.shape != t.shape {
@@ -268,7 +270,9 @@ fn verify_output(
 
 fn values_equal(a: &Value, b: &Value) -> bool {
     match (a, b) {
-        (Value::Float(x), Value::Float(y)) => x.to_bits() == y.to_bits() || (x.is_nan() && y.is_nan()),
+        (Value::Float(x), Value::Float(y)) => {
+            x.to_bits() == y.to_bits() || (x.is_nan() && y.is_nan())
+        }
         _ => a == b,
     }
 }

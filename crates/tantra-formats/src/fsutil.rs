@@ -56,13 +56,9 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
     // Opening a directory read-only and calling fsync is the POSIX way; other platforms
     // do not allow it, and there a failure to open is not an error.
     match File::open(dir) {
-        Ok(d) => d.sync_all().or_else(|e| {
-            if cfg!(unix) {
-                Err(e)
-            } else {
-                Ok(())
-            }
-        }),
+        Ok(d) => d
+            .sync_all()
+            .or_else(|e| if cfg!(unix) { Err(e) } else { Ok(()) }),
         Err(e) if cfg!(unix) => Err(e),
         Err(_) => Ok(()),
     }

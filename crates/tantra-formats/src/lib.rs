@@ -83,7 +83,11 @@ pub enum OutputFormat {
 }
 
 impl OutputFormat {
-    pub const ALL: [OutputFormat; 3] = [OutputFormat::Safetensors, OutputFormat::Pt, OutputFormat::Bin];
+    pub const ALL: [OutputFormat; 3] = [
+        OutputFormat::Safetensors,
+        OutputFormat::Pt,
+        OutputFormat::Bin,
+    ];
 
     /// `safetensors`, `pt` or `bin`.
     pub fn name(self) -> &'static str {

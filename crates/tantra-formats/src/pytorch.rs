@@ -89,6 +89,8 @@ pub enum PytorchError {
     NotPytorch { what: String },
     #[error("no tensor at index {index}")]
     NoTensor { index: usize },
+    #[error("tensor {tensor:?}: its view lies outside its storage")]
+    ViewOutsideStorage { tensor: String },
 }
 
 /// A materialized view larger than its storage is refused past this size (a stride-0 view of
@@ -235,7 +237,10 @@ type Records = HashMap<String, (usize, usize)>;
 
 fn map_file(path: &Path) -> Result<Mmap, FormatError> {
     let file = File::open(path).map_err(|e| FormatError::new(path, e))?;
-    let len = file.metadata().map_err(|e| FormatError::new(path, e))?.len();
+    let len = file
+        .metadata()
+        .map_err(|e| FormatError::new(path, e))?
+        .len();
     if len == 0 {
         // mmap refuses zero-length files on some systems.
         return Err(FormatError::new(path, NotWeights::Empty));
@@ -390,21 +395,28 @@ impl PytorchFile {
         Ok(())
     }
 
-    fn storage(&self, plan: &Plan) -> Result<&[u8], FormatError> {
+    fn storage(&self, index: usize, plan: &Plan) -> Result<&[u8], FormatError> {
         let bytes = match plan.source {
             Source::Map { start, len } => start
                 .checked_add(len)
                 .and_then(|end| self.backing.bytes().get(start..end)),
             Source::Owned(i) => self.owned.get(i).map(Vec::as_slice),
         };
-        bytes.ok_or_else(|| {
-            pt_err(
-                self.path.as_deref(),
-                PytorchError::NotPytorch {
-                    what: "a storage range lies outside the file".into(),
-                },
-            )
-        })
+        bytes.ok_or_else(|| self.outside(index))
+    }
+
+    /// The error for a view that does not fit its storage (checked at open; kept as an error
+    /// rather than a panic).
+    fn outside(&self, index: usize) -> FormatError {
+        let tensor = self
+            .infos
+            .get(index)
+            .map(|t| t.name.clone())
+            .unwrap_or_default();
+        pt_err(
+            self.path.as_deref(),
+            PytorchError::ViewOutsideStorage { tensor },
+        )
     }
 
     fn plan(&self, index: usize) -> Result<&Plan, FormatError> {
@@ -549,12 +561,9 @@ fn parse_zip(path: Option<&Path>, data: &[u8]) -> Result<Parsed, FormatError> {
         .get("version")
         .or_else(|| zip.get(".data/version"))
         .ok_or_else(|| pt_err(path, PytorchError::MissingRecord { name: "version" }))?;
-    let vtext = String::from_utf8_lossy(
-        zip.data(data, version)
-            .map_err(|e| fe(path, e))?,
-    )
-    .trim()
-    .to_string();
+    let vtext = String::from_utf8_lossy(zip.data(data, version).map_err(|e| fe(path, e))?)
+        .trim()
+        .to_string();
     match vtext.parse::<u32>() {
         Ok(1..=10) => {}
         _ => return Err(pt_err(path, PytorchError::BadVersion { value: vtext })),
@@ -778,7 +787,7 @@ impl TensorSource for PytorchFile {
 
     fn tensor_bytes(&self, index: usize) -> Result<Cow<'_, [u8]>, FormatError> {
         let plan = self.plan(index)?;
-        let storage = self.storage(plan)?;
+        let storage = self.storage(index, plan)?;
         if plan.swap_unit <= 1 {
             if let Some((s, e)) = plan.contiguous_range() {
                 if let Some(b) = storage.get(s..e) {
@@ -786,17 +795,9 @@ impl TensorSource for PytorchFile {
                 }
             }
         }
-        plan.materialize(storage).map(Cow::Owned).ok_or_else(|| {
-            pt_err(
-                self.path.as_deref(),
-                PytorchError::NotPytorch {
-                    what: format!(
-                        "tensor {:?}: its view lies outside its storage",
-                        self.infos[index].name
-                    ),
-                },
-            )
-        })
+        plan.materialize(storage)
+            .map(Cow::Owned)
+            .ok_or_else(|| self.outside(index))
     }
 
     fn stream_tensor(
@@ -808,7 +809,7 @@ impl TensorSource for PytorchFile {
         if let (Source::Map { start, .. }, Some((s, e)), true) =
             (plan.source, plan.contiguous_range(), plan.swap_unit <= 1)
         {
-            let storage = self.storage(plan)?;
+            let storage = self.storage(index, plan)?;
             if e <= storage.len() {
                 let (from, to) = (start + s, start + e);
                 if from == to {

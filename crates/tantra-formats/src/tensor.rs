@@ -33,7 +33,9 @@ impl TensorInfo {
 
     /// Number of elements, `None` if the product overflows `u64`.
     pub fn numel(&self) -> Option<u64> {
-        self.shape.iter().try_fold(1u64, |acc, &d| acc.checked_mul(d))
+        self.shape
+            .iter()
+            .try_fold(1u64, |acc, &d| acc.checked_mul(d))
     }
 
     /// Size of the row-major data in bytes, `None` on overflow or a fractional byte count.

@@ -406,6 +406,31 @@ fn billion_laughs_shares_nodes_and_the_walk_is_budgeted() {
 }
 
 #[test]
+fn names_are_budgeted() {
+    // One 1000-byte key shared (through the memo) at every level of a 500-deep tree.
+    let key = "k".repeat(1000);
+    let mut p = P::new(2);
+    p.str(&key).put(0).op(b'0');
+    for _ in 0..500 {
+        p.empty_dict().get(0);
+    }
+    p.int(1);
+    for _ in 0..500 {
+        p.setitem();
+    }
+    let b = p.done();
+    let pk = parse(&b).unwrap();
+    let limits = Limits {
+        max_name_bytes: 1 << 20,
+        ..Limits::default()
+    };
+    assert_eq!(
+        pk.flatten(&limits),
+        Err(PickleError::NameBudget { limit: 1 << 20 })
+    );
+}
+
+#[test]
 fn node_budget_and_stack_cap() {
     let mut p = P::new(2);
     for _ in 0..100 {

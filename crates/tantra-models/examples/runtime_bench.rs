@@ -21,14 +21,18 @@ type Res<T> = Result<T, Box<dyn std::error::Error>>;
 fn main() -> Res<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
-        Some("write") if args.len() >= 2 => {
-            write(Path::new(&args[1]), args.get(2).map_or("full", String::as_str))
-        }
+        Some("write") if args.len() >= 2 => write(
+            Path::new(&args[1]),
+            args.get(2).map_or("full", String::as_str),
+        ),
         Some("bandwidth") => bandwidth(),
         Some("decode") if args.len() == 4 => {
             decode(Path::new(&args[1]), args[2].parse()?, args[3].parse()?)
         }
-        _ => Err("usage: runtime_bench write DIR [preset] | bandwidth | decode DIR PROMPT_LEN TOKENS".into()),
+        _ => Err(
+            "usage: runtime_bench write DIR [preset] | bandwidth | decode DIR PROMPT_LEN TOKENS"
+                .into(),
+        ),
     }
 }
 
@@ -39,7 +43,13 @@ fn write(dir: &Path, preset: &str) -> Res<()> {
     let cfg = serde_json::to_string_pretty(&config.to_json())?;
     std::fs::write(dir.join("config.json"), cfg)?;
     let mut out = BufWriter::new(std::fs::File::create(dir.join("model.safetensors"))?);
-    write_to(&mut out, OutputFormat::Safetensors, &src, "model", &NoProgress)?;
+    write_to(
+        &mut out,
+        OutputFormat::Safetensors,
+        &src,
+        "model",
+        &NoProgress,
+    )?;
     out.flush()?;
     if let ModelConfig::Mamba(c) = &config {
         eprintln!(
@@ -104,13 +114,22 @@ fn decode(dir: &Path, prompt_len: usize, tokens: usize) -> Res<()> {
     let rt = MambaRuntime::from_path(dir)?;
     let load_s = t.elapsed().as_secs_f64();
     let vocab = rt.model().vocab_size() as u32;
-    let prompt: Vec<u32> = (0..prompt_len as u32).map(|i| (i * 7 + 3) % vocab.min(256)).collect();
+    let prompt: Vec<u32> = (0..prompt_len as u32)
+        .map(|i| (i * 7 + 3) % vocab.min(256))
+        .collect();
     let opts = GenerateOptions {
         max_new_tokens: tokens,
         ..GenerateOptions::default()
     };
     // Warm-up (page faults, thread pool start).
-    rt.generate(&prompt[..prompt_len.min(4)], &GenerateOptions { max_new_tokens: 2, ..opts.clone() }, &mut |_| {})?;
+    rt.generate(
+        &prompt[..prompt_len.min(4)],
+        &GenerateOptions {
+            max_new_tokens: 2,
+            ..opts.clone()
+        },
+        &mut |_| {},
+    )?;
     let g = rt.generate(&prompt, &opts, &mut |_| {})?;
     println!(
         "{}",

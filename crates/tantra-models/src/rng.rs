@@ -116,15 +116,15 @@ impl Rng {
 
 /// `ln 2` split into a head with zeros in its low bits (so `k * LN2_HI` is exact for the `k`
 /// that occur) and the rest.
-const LN2_HI: f64 = 6.931_471_803_691_238_2e-1;
-const LN2_LO: f64 = 1.908_214_929_270_587_7e-10;
+const LN2_HI: f64 = f64::from_bits(0x3fe6_2e42_fee0_0000); // 6.93147180369123816490e-01
+const LN2_LO: f64 = f64::from_bits(0x3dea_39ef_3579_3c76); // 1.90821492927058770002e-10
 
 /// Natural logarithm in plain `f64` arithmetic, for `x > 0` finite (returns NaN otherwise).
 ///
 /// `x = m * 2^e` with `m` in `[sqrt(1/2), sqrt(2))`, `ln m = 2 atanh(s)`, `s = (m-1)/(m+1)`,
 /// `|s| <= 0.172`, summed to `s^41` (the next term is below `1e-33`).
 pub fn ln(x: f64) -> f64 {
-    if !(x > 0.0) || !x.is_finite() {
+    if x.is_nan() || x <= 0.0 || x.is_infinite() {
         return f64::NAN;
     }
     let (mut m, mut e) = frexp(x);

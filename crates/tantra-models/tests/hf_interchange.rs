@@ -1,6 +1,9 @@
 //! Export to and import from the Hugging Face layout, on the transformers-written fixture
 //! (`fixtures/hf_mamba_tiny`) and on our own weights.
 
+// Test helpers unwrap: a failure there is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};

@@ -2,6 +2,8 @@
 //! transformers 5.24 (MambaForCausalLM, f32), with its logits and greedy continuation in
 //! `reference.json`. Both the safetensors and the pytorch_model.bin form must reproduce them.
 
+#![allow(clippy::unwrap_used)] // tests may unwrap; helpers outside #[test] too
+
 use std::path::{Path, PathBuf};
 
 use tantra_formats::{MemorySource, TensorSource};
@@ -64,11 +66,16 @@ fn check_against_reference(dir: &Path) {
     let model = rt.model();
     let v = model.vocab_size();
     let mut state = model.new_state();
-    let logits = model.forward(&r.input_ids, &mut state, Logits::All).unwrap();
+    let logits = model
+        .forward(&r.input_ids, &mut state, Logits::All)
+        .unwrap();
     assert_eq!(logits.len(), r.input_ids.len() * v);
     let first = max_abs_diff(&logits[..v], &r.logits_first);
     let last = max_abs_diff(&logits[logits.len() - v..], &r.logits_last);
-    eprintln!("{}: max |logit - transformers| first {first:e}, last {last:e}", dir.display());
+    eprintln!(
+        "{}: max |logit - transformers| first {first:e}, last {last:e}",
+        dir.display()
+    );
     assert!(first <= 1e-4, "first position: {first}");
     assert!(last <= 1e-4, "last position: {last}");
 
@@ -108,7 +115,10 @@ fn single_file_with_inferred_config_matches() {
     let rt = MambaRuntime::from_path(&file).unwrap();
     let r = reference();
     let mut state = rt.model().new_state();
-    let last = rt.model().forward(&r.input_ids, &mut state, Logits::Last).unwrap();
+    let last = rt
+        .model()
+        .forward(&r.input_ids, &mut state, Logits::Last)
+        .unwrap();
     assert!(max_abs_diff(&last, &r.logits_last) <= 1e-4);
 }
 
@@ -178,7 +188,11 @@ fn sampling_is_seeded_and_stops_on_eos() {
         max_new_tokens: 0,
         ..GenerateOptions::default()
     };
-    assert!(rt.generate(&[1], &o, &mut |_| {}).unwrap().generated.is_empty());
+    assert!(rt
+        .generate(&[1], &o, &mut |_| {})
+        .unwrap()
+        .generated
+        .is_empty());
 }
 
 #[test]
@@ -187,7 +201,10 @@ fn bad_inputs_are_errors_not_panics() {
     let mut s = model.new_state();
     assert!(matches!(
         model.forward(&[64], &mut s, Logits::Last),
-        Err(RuntimeError::TokenOutOfRange { id: 64, vocab_size: 64 })
+        Err(RuntimeError::TokenOutOfRange {
+            id: 64,
+            vocab_size: 64
+        })
     ));
     assert!(matches!(
         model.forward_embeddings(vec![0.0; 33], &mut s, Logits::Last),
@@ -214,7 +231,10 @@ fn bad_inputs_are_errors_not_panics() {
     let w = Weights::new(&mem).unwrap();
     match MambaModel::load(&w, &config) {
         Err(RuntimeError::UnexpectedTensors { examples, .. }) => {
-            assert!(examples[0].starts_with("backbone.layers.1."), "{examples:?}")
+            assert!(
+                examples[0].starts_with("backbone.layers.1."),
+                "{examples:?}"
+            )
         }
         other => panic!("{other:?}"),
     }
@@ -262,4 +282,178 @@ fn half_precision_weights_are_widened_on_load() {
         .unwrap();
     let d = max_abs_diff(&a, &b);
     assert!(d > 0.0 && d < 0.05, "{d}");
+}
+
+/// Writes the fixture's tensors as two shards plus an index, in `format`.
+fn write_sharded(dir: &Path, format: tantra_formats::OutputFormat, stem: &str, index_name: &str) {
+    let src = tantra_formats::open(&fixture("safetensors/model.safetensors")).unwrap();
+    let ext = format.extension();
+    let mut shards = [MemorySource::new(), MemorySource::new()];
+    let mut map = serde_json::Map::new();
+    for (i, info) in src.tensors().iter().enumerate() {
+        let s = i % 2;
+        shards[s]
+            .push(info.clone(), src.tensor_bytes(i).unwrap().into_owned())
+            .unwrap();
+        map.insert(
+            info.name.clone(),
+            format!("{stem}-0000{}-of-00002.{ext}", s + 1).into(),
+        );
+    }
+    for (s, shard) in shards.iter().enumerate() {
+        let mut f = std::fs::File::create(dir.join(format!("{stem}-0000{}-of-00002.{ext}", s + 1)))
+            .unwrap();
+        tantra_formats::write_to(
+            &mut f,
+            format,
+            shard,
+            "archive",
+            &tantra_formats::NoProgress,
+        )
+        .unwrap();
+    }
+    let index = serde_json::json!({"metadata": {"total_size": 0}, "weight_map": map});
+    std::fs::write(dir.join(index_name), index.to_string()).unwrap();
+    std::fs::copy(fixture("safetensors/config.json"), dir.join("config.json")).unwrap();
+}
+
+#[test]
+fn sharded_directories_match_transformers() {
+    for (format, stem, index) in [
+        (
+            tantra_formats::OutputFormat::Safetensors,
+            "model",
+            "model.safetensors.index.json",
+        ),
+        (
+            tantra_formats::OutputFormat::Bin,
+            "pytorch_model",
+            "pytorch_model.bin.index.json",
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        write_sharded(dir.path(), format, stem, index);
+        check_against_reference(dir.path());
+    }
+}
+
+#[test]
+fn shard_indexes_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let index = "model.safetensors.index.json";
+    write_sharded(
+        dir.path(),
+        tantra_formats::OutputFormat::Safetensors,
+        "model",
+        index,
+    );
+    let path = dir.path().join(index);
+    let good = std::fs::read_to_string(&path).unwrap();
+
+    // A shard name that leaves the directory.
+    let bad = good.replacen(
+        "model-00001-of-00002.safetensors",
+        "../model-00001-of-00002.safetensors",
+        1,
+    );
+    std::fs::write(&path, bad).unwrap();
+    assert!(matches!(
+        MambaRuntime::from_path(dir.path()),
+        Err(RuntimeError::BadShardName { .. })
+    ));
+
+    // A tensor the index places in a shard that does not hold it.
+    let mut j: serde_json::Value = serde_json::from_str(&good).unwrap();
+    let map = j["weight_map"].as_object_mut().unwrap();
+    let (name, shard) = map
+        .iter()
+        .next()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .unwrap();
+    let other = if shard == "model-00001-of-00002.safetensors" {
+        "model-00002-of-00002.safetensors"
+    } else {
+        "model-00001-of-00002.safetensors"
+    };
+    map.insert(name.clone(), other.into());
+    std::fs::write(&path, j.to_string()).unwrap();
+    match MambaRuntime::from_path(dir.path()) {
+        Err(RuntimeError::MissingTensor { name: n }) => assert!(n.starts_with(&name), "{n}"),
+        other => panic!("{other:?}"),
+    }
+
+    // Not JSON.
+    std::fs::write(&path, "{").unwrap();
+    assert!(matches!(
+        MambaRuntime::from_path(dir.path()),
+        Err(RuntimeError::Json { .. })
+    ));
+
+    // No config.
+    std::fs::remove_file(dir.path().join("config.json")).unwrap();
+    assert!(matches!(
+        MambaRuntime::from_path(dir.path()),
+        Err(RuntimeError::NoConfig { .. })
+    ));
+}
+
+#[test]
+fn runtimes_come_from_the_weights_root() {
+    use tantra_formats::{NoProgress, OutputFormat};
+    use tantra_models::runtime::LoadedModel;
+    use tantra_store::{RegisterOptions, WeightManager};
+
+    let root = tempfile::tempdir().unwrap();
+    let wm = WeightManager::open(root.path()).unwrap();
+    let opts = RegisterOptions {
+        formats: vec![OutputFormat::Pt],
+        ..RegisterOptions::default()
+    };
+    let file = fixture("safetensors/model.safetensors");
+    wm.register(&file, "mamba", "tiny", &opts, &NoProgress)
+        .unwrap();
+
+    // No config registered and no preset of that name: the config is read off the shapes.
+    let r = reference();
+    let last = |rt: &MambaRuntime| {
+        let mut s = rt.model().new_state();
+        rt.model()
+            .forward(&r.input_ids, &mut s, Logits::Last)
+            .unwrap()
+    };
+    let by_default = MambaRuntime::new(root.path(), "mamba").unwrap();
+    assert!(max_abs_diff(&last(&by_default), &r.logits_last) <= 1e-4);
+    assert!(
+        by_default.origin().contains("tiny"),
+        "{}",
+        by_default.origin()
+    );
+    let pt = MambaRuntime::with_format(root.path(), "mamba", Some("tiny"), Some(OutputFormat::Pt))
+        .unwrap();
+    assert!(pt.origin().contains("pt"), "{}", pt.origin());
+    assert_eq!(last(&pt), last(&by_default));
+    assert!(MambaRuntime::with_version(root.path(), "mamba", "tiny").is_ok());
+
+    assert!(matches!(
+        MambaRuntime::with_version(root.path(), "mamba", "nope"),
+        Err(RuntimeError::Store(_))
+    ));
+    assert!(matches!(
+        MambaRuntime::with_format(root.path(), "mamba", None, Some(OutputFormat::Bin)),
+        Err(RuntimeError::Store(_))
+    ));
+
+    // The same tensors registered as an OCR model have no OCR config to run with.
+    wm.register(
+        &file,
+        "ocr_native",
+        "tiny",
+        &RegisterOptions::default(),
+        &NoProgress,
+    )
+    .unwrap();
+    assert!(matches!(
+        LoadedModel::from_store(root.path(), "ocr_native", None, None),
+        Err(RuntimeError::NoConfigFor { .. })
+    ));
 }

@@ -3,6 +3,8 @@
 //! structural (shapes, determinism, the image reaching the output, the state carried from the
 //! image tokens into the text, the CTC decoding rules), not accuracy: the weights are random.
 
+#![allow(clippy::unwrap_used)] // tests may unwrap; helpers outside #[test] too
+
 use image::{DynamicImage, GrayImage, RgbImage};
 use tantra_formats::MemorySource;
 use tantra_models::runtime::image::load_image;
@@ -41,7 +43,10 @@ fn checkerboard(w: u32, h: u32) -> DynamicImage {
 }
 
 fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 #[test]
@@ -100,7 +105,10 @@ fn multimodal_is_deterministic_and_the_image_changes_the_output() {
     let g2 = m.generate(Some(&g), &prompt, &opts, &mut |_| {}).unwrap();
     assert_eq!(g1.generated, g2.generated);
     assert_eq!(g1.generated.len(), 6);
-    assert_eq!(g1.prefill_tokens, m.config().vision_config.num_patches() + prompt.len());
+    assert_eq!(
+        g1.prefill_tokens,
+        m.config().vision_config.num_patches() + prompt.len()
+    );
     assert_eq!(g1.output_ids()[..3], prompt);
 
     // An image alone is a prompt too.
@@ -120,13 +128,16 @@ fn multimodal_carries_the_state_from_image_tokens_into_the_text() {
     let prompt = [257u32, 72, 105];
     // All at once...
     let mut s1 = lm.new_state();
-    let l1 = m.forward(Some(&img), &prompt, &mut s1, Logits::Last).unwrap();
+    let l1 = m
+        .forward(Some(&img), &prompt, &mut s1, Logits::Last)
+        .unwrap();
     // ...equals image tokens one by one, then the text one by one.
     let tokens = m.image_tokens(&img).unwrap();
     let d = lm.hidden_size();
     let mut s2 = lm.new_state();
     for t in tokens.chunks_exact(d) {
-        lm.forward_embeddings(t.to_vec(), &mut s2, Logits::None).unwrap();
+        lm.forward_embeddings(t.to_vec(), &mut s2, Logits::None)
+            .unwrap();
     }
     let mut l2 = Vec::new();
     for &id in &prompt {
@@ -134,7 +145,10 @@ fn multimodal_carries_the_state_from_image_tokens_into_the_text() {
     }
     assert_eq!(s1, s2);
     assert_eq!(l1, l2);
-    assert_eq!(s1.position(), m.config().vision_config.num_patches() + prompt.len());
+    assert_eq!(
+        s1.position(),
+        m.config().vision_config.num_patches() + prompt.len()
+    );
 }
 
 #[test]
@@ -205,7 +219,17 @@ fn ocr_greedy_ctc_merges_repeats_and_drops_blanks() {
     let n = c.num_classes();
     let class = |ch| c.class_of(ch).unwrap();
     // Frames: blank, H, H, blank, i, i, blank, i, !  ->  "Hii!"
-    let path = [0, class('H'), class('H'), 0, class('i'), class('i'), 0, class('i'), class('!')];
+    let path = [
+        0,
+        class('H'),
+        class('H'),
+        0,
+        class('i'),
+        class('i'),
+        0,
+        class('i'),
+        class('!'),
+    ];
     let mut logits = vec![0.0f32; path.len() * n];
     for (t, &k) in path.iter().enumerate() {
         logits[t * n + k as usize] = 5.0;
@@ -213,6 +237,13 @@ fn ocr_greedy_ctc_merges_repeats_and_drops_blanks() {
     let out = m.decode(logits);
     assert_eq!(out.frame_classes, path.to_vec());
     assert_eq!(out.text, "Hii!");
-    assert_eq!(out.classes, vec![class('H'), class('i'), class('i'), class('!')]);
-    assert_eq!(m.decode(vec![0.0; 3 * n]).text, "", "all-blank (ties go to the blank)");
+    assert_eq!(
+        out.classes,
+        vec![class('H'), class('i'), class('i'), class('!')]
+    );
+    assert_eq!(
+        m.decode(vec![0.0; 3 * n]).text,
+        "",
+        "all-blank (ties go to the blank)"
+    );
 }

@@ -4,8 +4,11 @@
 //! tensors, and their sizes match the README's table.
 //!
 //! If this fails after an intended change to initialization, the presets or a writer, run
-//! `cargo run -p tantra-cli -- --root Model create-sample-weights --force` at the repository
-//! root and commit the result.
+//! `rm -rf Model && cargo run -p tantra-cli -- --root Model create-sample-weights` at the
+//! repository root (then remove `Model/.lock`) and commit the result.
+
+// Test helpers unwrap: a failure there is a failed test.
+#![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -21,7 +24,7 @@ fn committed_root() -> PathBuf {
 }
 
 const REGENERATE: &str =
-    "run `cargo run -p tantra-cli -- --root Model create-sample-weights --force` at the repository root";
+    "run `rm -rf Model && cargo run -p tantra-cli -- --root Model create-sample-weights` at the repository root";
 
 fn file_name(arch: Architecture, format: OutputFormat) -> String {
     format!(

@@ -308,10 +308,7 @@ impl WeightManager {
         table: &TensorTable,
     ) -> Result<RestoreReport> {
         let bad = |what: &str| {
-            StoreError::corrupt(
-                self.manifest_path(),
-                format!("backup {}: {what}", entry.id),
-            )
+            StoreError::corrupt(self.manifest_path(), format!("backup {}: {what}", entry.id))
         };
         let (Some(model), Some(version), Some(format)) =
             (&entry.model, &entry.version, &entry.format)
@@ -407,7 +404,10 @@ impl WeightManager {
                 ..frec
             },
         );
-        if m.default.as_ref().is_none_or(|d| !m.versions.contains_key(d)) {
+        if m.default
+            .as_ref()
+            .is_none_or(|d| !m.versions.contains_key(d))
+        {
             m.default = Some(version.clone());
         }
         reg.save(&self.registry_path())?;
@@ -439,7 +439,10 @@ impl WeightManager {
             .ok_or_else(|| {
                 StoreError::corrupt(
                     self.manifest_path(),
-                    format!("backup {}: the checkpoint record is missing or damaged", entry.id),
+                    format!(
+                        "backup {}: the checkpoint record is missing or damaged",
+                        entry.id
+                    ),
                 )
             })?;
         crate::names::validate_name("model", &rec.model)?;
@@ -447,7 +450,9 @@ impl WeightManager {
         let record_path = self.checkpoint_record_path(&rec.model, rec.step);
         let mut specs = Vec::new();
         if let Some(live) = self.read_checkpoint_record(&record_path)? {
-            specs.push(self.checkpoint_backup_spec(&live, &format!("replaced by restore {}", entry.id)));
+            specs.push(
+                self.checkpoint_backup_spec(&live, &format!("replaced by restore {}", entry.id)),
+            );
         }
         let taken = self.backup_locked(&lock, specs)?;
         // The record goes first, so that no record ever names a file being replaced.

@@ -114,14 +114,19 @@ impl WeightManager {
     }
 
     pub(crate) fn checkpoint_record_path(&self, model: &str, step: u64) -> PathBuf {
-        self.checkpoint_dir(model).join(checkpoint_record_name(step))
+        self.checkpoint_dir(model)
+            .join(checkpoint_record_name(step))
     }
 
     pub(crate) fn read_checkpoint_record(&self, path: &Path) -> Result<Option<CheckpointRecord>> {
         fsx::read_json(path)
     }
 
-    pub(crate) fn checkpoint_backup_spec(&self, rec: &CheckpointRecord, reason: &str) -> BackupSpec {
+    pub(crate) fn checkpoint_backup_spec(
+        &self,
+        rec: &CheckpointRecord,
+        reason: &str,
+    ) -> BackupSpec {
         BackupSpec {
             kind: BackupKind::Checkpoint,
             src_rel: rec.file.clone(),
@@ -172,7 +177,9 @@ impl WeightManager {
         })?;
         drop(src);
         let hash = staged.hash.clone();
-        self.commit_checkpoint(model, step, metrics, staged.tmp, &hash, format, &table, force)
+        self.commit_checkpoint(
+            model, step, metrics, staged.tmp, &hash, format, &table, force,
+        )
     }
 
     /// Saves tensors held in memory (a training loop's state) as the checkpoint of `model` at
@@ -213,7 +220,9 @@ impl WeightManager {
             });
         }
         let hash = staged.hash.clone();
-        self.commit_checkpoint(model, step, metrics, staged.tmp, &hash, format, &table, force)
+        self.commit_checkpoint(
+            model, step, metrics, staged.tmp, &hash, format, &table, force,
+        )
     }
 
     fn refuse_existing(&self, model: &str, step: u64, force: bool) -> Result<()> {
@@ -242,7 +251,9 @@ impl WeightManager {
     ) -> Result<CheckpointRecord> {
         let lock = self.lock()?;
         let record_path = self.checkpoint_record_path(model, step);
-        let target = self.checkpoint_dir(model).join(checkpoint_file_name(step, format));
+        let target = self
+            .checkpoint_dir(model)
+            .join(checkpoint_file_name(step, format));
         let mut specs = Vec::new();
         let old = self.read_checkpoint_record(&record_path).ok().flatten();
         if record_path.exists() {
@@ -391,7 +402,12 @@ impl WeightManager {
             });
         }
         let all = self.checkpoints(model)?;
-        let mut keep: BTreeSet<u64> = all.iter().rev().take(rule.keep_last).map(|c| c.step).collect();
+        let mut keep: BTreeSet<u64> = all
+            .iter()
+            .rev()
+            .take(rule.keep_last)
+            .map(|c| c.step)
+            .collect();
         if let Some(metric) = &rule.metric {
             let mut ranked: Vec<(f64, u64)> = all
                 .iter()
@@ -399,12 +415,19 @@ impl WeightManager {
                 .collect();
             ranked.sort_by(|a, b| {
                 let o = a.0.total_cmp(&b.0);
-                let o = if rule.mode == MetricMode::Max { o.reverse() } else { o };
+                let o = if rule.mode == MetricMode::Max {
+                    o.reverse()
+                } else {
+                    o
+                };
                 o.then(b.1.cmp(&a.1))
             });
             keep.extend(ranked.iter().take(rule.keep_best).map(|r| r.1));
         }
-        Ok(all.into_iter().filter(|c| !keep.contains(&c.step)).collect())
+        Ok(all
+            .into_iter()
+            .filter(|c| !keep.contains(&c.step))
+            .collect())
     }
 
     /// Removes the checkpoints `rule` does not keep (backed up first unless `backup` is
@@ -438,7 +461,10 @@ impl WeightManager {
         for c in &plan {
             fsx::remove_synced(&self.checkpoint_record_path(model, c.step))?;
             fsx::remove_synced(&self.abs(&c.file))?;
-            let id = taken.iter().find(|b| b.step == Some(c.step)).map(|b| b.id.clone());
+            let id = taken
+                .iter()
+                .find(|b| b.step == Some(c.step))
+                .map(|b| b.id.clone());
             items.push(checkpoint_item(c, id));
         }
         Ok(items)
@@ -476,10 +502,9 @@ impl WeightManager {
                 what: format!("sha256 {:.16}..., recorded {:.16}...", h.sha256, rec.sha256),
             });
         }
-        let format: OutputFormat = rec
-            .format
-            .parse()
-            .map_err(|e: String| StoreError::corrupt(self.checkpoint_record_path(model, step), e))?;
+        let format: OutputFormat = rec.format.parse().map_err(|e: String| {
+            StoreError::corrupt(self.checkpoint_record_path(model, step), e)
+        })?;
         self.register_files(
             &[(format, path)],
             model,

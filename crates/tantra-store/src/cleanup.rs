@@ -165,7 +165,9 @@ impl WeightManager {
         }
 
         if let Some(age) = opts.backups_older_than {
-            let cutoff = SystemTime::now().checked_sub(age).unwrap_or(SystemTime::UNIX_EPOCH);
+            let cutoff = SystemTime::now()
+                .checked_sub(age)
+                .unwrap_or(SystemTime::UNIX_EPOCH);
             for b in &manifest.backups {
                 let old = parse_rfc3339(&b.created).is_some_and(|t| t < cutoff);
                 if old {
@@ -247,8 +249,10 @@ impl WeightManager {
 
         // Registry first: nothing it names is removed before it stops naming it.
         let mut dropped_versions = Vec::new();
-        let version_items: Vec<&CleanupItem> =
-            items.iter().filter(|i| i.kind == CleanupKind::Version).collect();
+        let version_items: Vec<&CleanupItem> = items
+            .iter()
+            .filter(|i| i.kind == CleanupKind::Version)
+            .collect();
         if !version_items.is_empty() {
             for it in &version_items {
                 if let (Some(m), Some(v), Some(f)) = (&it.model, &it.version, &it.format) {
@@ -302,10 +306,20 @@ impl WeightManager {
             let rel = format!("weights/{name}");
             if fsx::is_temp_name(&name) {
                 if fsx::is_stale_temp(&self.abs(&rel)) {
-                    items.push(item(CleanupKind::Temp, rel, bytes, "left by an interrupted write"));
+                    items.push(item(
+                        CleanupKind::Temp,
+                        rel,
+                        bytes,
+                        "left by an interrupted write",
+                    ));
                 }
             } else if !registered.contains(rel.as_str()) {
-                items.push(item(CleanupKind::Orphan, rel, bytes, "not named by the registry"));
+                items.push(item(
+                    CleanupKind::Orphan,
+                    rel,
+                    bytes,
+                    "not named by the registry",
+                ));
             }
         }
         // The root itself (registry temporaries).
@@ -316,7 +330,12 @@ impl WeightManager {
             let rel = format!("backups/{name}");
             if fsx::is_temp_name(&name) {
                 if fsx::is_stale_temp(&self.abs(&rel)) {
-                    items.push(item(CleanupKind::Temp, rel, bytes, "left by an interrupted write"));
+                    items.push(item(
+                        CleanupKind::Temp,
+                        rel,
+                        bytes,
+                        "left by an interrupted write",
+                    ));
                 }
             } else if name != crate::backup::MANIFEST_FILE && !listed.contains(rel.as_str()) {
                 items.push(item(
@@ -359,7 +378,12 @@ impl WeightManager {
                 let rel = format!("checkpoints/{model}/{name}");
                 if fsx::is_temp_name(&name) {
                     if fsx::is_stale_temp(&self.abs(&rel)) {
-                        items.push(item(CleanupKind::Temp, rel, bytes, "left by an interrupted write"));
+                        items.push(item(
+                            CleanupKind::Temp,
+                            rel,
+                            bytes,
+                            "left by an interrupted write",
+                        ));
                     }
                 } else if !name.ends_with(".json") && !complete_files.contains(&rel) {
                     items.push(CleanupItem {
@@ -383,7 +407,12 @@ impl WeightManager {
                     let rel = format!("{sub}/{model}/{name}");
                     if fsx::is_temp_name(&name) {
                         if fsx::is_stale_temp(&self.abs(&rel)) {
-                            items.push(item(CleanupKind::Temp, rel, bytes, "left by an interrupted write"));
+                            items.push(item(
+                                CleanupKind::Temp,
+                                rel,
+                                bytes,
+                                "left by an interrupted write",
+                            ));
                         }
                     } else if is_digests {
                         let version = name.strip_suffix(".json").unwrap_or(&name);

@@ -208,18 +208,27 @@ impl FieldSpec {
                 FieldKind::String => "a string",
                 FieldKind::Any => "any value",
             };
-            out.push(ConfigProblem::new(&self.name, format!("must be {want}, found {v}")));
+            out.push(ConfigProblem::new(
+                &self.name,
+                format!("must be {want}, found {v}"),
+            ));
             return;
         }
         if let Some(x) = v.as_f64() {
             if let Some(min) = self.min {
                 if x < min {
-                    out.push(ConfigProblem::new(&self.name, format!("{v} is below the minimum {min}")));
+                    out.push(ConfigProblem::new(
+                        &self.name,
+                        format!("{v} is below the minimum {min}"),
+                    ));
                 }
             }
             if let Some(max) = self.max {
                 if x > max {
-                    out.push(ConfigProblem::new(&self.name, format!("{v} is above the maximum {max}")));
+                    out.push(ConfigProblem::new(
+                        &self.name,
+                        format!("{v} is above the maximum {max}"),
+                    ));
                 }
             }
         }
@@ -234,8 +243,7 @@ impl FieldSpec {
     }
 }
 
-type TensorFn =
-    dyn Fn(&Value) -> std::result::Result<Vec<ExpectedTensor>, String> + Send + Sync;
+type TensorFn = dyn Fn(&Value) -> std::result::Result<Vec<ExpectedTensor>, String> + Send + Sync;
 
 /// A declarative [`ConfigSchema`]: typed fields with ranges, and a function from a valid config
 /// to the tensors its weights hold.
@@ -339,7 +347,11 @@ impl ConfigManager {
     pub fn path(&self, model: &str, name: &str) -> Result<PathBuf> {
         validate_name("model", model)?;
         validate_name("config", name)?;
-        Ok(self.wm.configs_dir().join(model).join(format!("{name}.json")))
+        Ok(self
+            .wm
+            .configs_dir()
+            .join(model)
+            .join(format!("{name}.json")))
     }
 
     /// Every config (of one model, or all), by model and name.
@@ -364,10 +376,11 @@ impl ConfigManager {
                 if fsx::is_temp_name(&file) || !crate::names::is_valid_name(name) {
                     continue;
                 }
-                let model_type = self
-                    .show(&m, name)
-                    .ok()
-                    .and_then(|v| v.get("model_type").and_then(Value::as_str).map(str::to_string));
+                let model_type = self.show(&m, name).ok().and_then(|v| {
+                    v.get("model_type")
+                        .and_then(Value::as_str)
+                        .map(str::to_string)
+                });
                 let versions = reg
                     .models
                     .get(&m)
@@ -442,7 +455,13 @@ impl ConfigManager {
                 problems: problems.iter().map(ToString::to_string).collect(),
             });
         }
-        self.write(model, name, config, force, "replaced by config import --force")
+        self.write(
+            model,
+            name,
+            config,
+            force,
+            "replaced by config import --force",
+        )
     }
 
     /// Sets one field (a dotted path, `ssm.state_size`, creating objects on the way) and
@@ -466,11 +485,24 @@ impl ConfigManager {
                 problems: problems.iter().map(ToString::to_string).collect(),
             });
         }
-        self.write(model, name, &config, true, &format!("changed by config set {field}"))?;
+        self.write(
+            model,
+            name,
+            &config,
+            true,
+            &format!("changed by config set {field}"),
+        )?;
         Ok(config)
     }
 
-    fn write(&self, model: &str, name: &str, config: &Value, force: bool, reason: &str) -> Result<()> {
+    fn write(
+        &self,
+        model: &str,
+        name: &str,
+        config: &Value,
+        force: bool,
+        reason: &str,
+    ) -> Result<()> {
         let path = self.path(model, name)?;
         let lock = self.wm.lock()?;
         if path.exists() {
@@ -551,14 +583,16 @@ impl ConfigManager {
                 problems: problems.iter().map(ToString::to_string).collect(),
             });
         }
-        let schema = self.schema_for(model, &config).ok_or_else(|| StoreError::NoSchema {
-            model_type: config
-                .get("model_type")
-                .and_then(Value::as_str)
-                .unwrap_or(model)
-                .to_string(),
-            known: self.schemas.names().join(", "),
-        })?;
+        let schema = self
+            .schema_for(model, &config)
+            .ok_or_else(|| StoreError::NoSchema {
+                model_type: config
+                    .get("model_type")
+                    .and_then(Value::as_str)
+                    .unwrap_or(model)
+                    .to_string(),
+                known: self.schemas.names().join(", "),
+            })?;
         schema
             .expected_tensors(&config)
             .map_err(|detail| StoreError::ConfigInvalid {
@@ -584,7 +618,10 @@ impl ConfigManager {
 }
 
 /// Compares a source's tensors with the expected list.
-pub fn check_tensors(expected: &[ExpectedTensor], weights: &dyn TensorSource) -> Vec<ConfigProblem> {
+pub fn check_tensors(
+    expected: &[ExpectedTensor],
+    weights: &dyn TensorSource,
+) -> Vec<ConfigProblem> {
     let mut out = Vec::new();
     let have: BTreeMap<&str, &Vec<u64>> = weights
         .tensors()
@@ -595,7 +632,10 @@ pub fn check_tensors(expected: &[ExpectedTensor], weights: &dyn TensorSource) ->
     for e in expected {
         want.insert(e.name.as_str(), &e.shape);
         match have.get(e.name.as_str()) {
-            None => out.push(ConfigProblem::new(&e.name, format!("missing (expected shape {:?})", e.shape))),
+            None => out.push(ConfigProblem::new(
+                &e.name,
+                format!("missing (expected shape {:?})", e.shape),
+            )),
             Some(s) if **s != e.shape => out.push(ConfigProblem::new(
                 &e.name,
                 format!("shape {s:?}, expected {:?}", e.shape),
@@ -605,7 +645,10 @@ pub fn check_tensors(expected: &[ExpectedTensor], weights: &dyn TensorSource) ->
     }
     for (name, shape) in have {
         if !want.contains_key(name) {
-            out.push(ConfigProblem::new(name, format!("unexpected tensor (shape {shape:?})")));
+            out.push(ConfigProblem::new(
+                name,
+                format!("unexpected tensor (shape {shape:?})"),
+            ));
         }
     }
     out
@@ -657,7 +700,9 @@ mod tests {
         set_path(&mut v, "b.c", json!(3)).unwrap();
         set_path(&mut v, "d.e", json!("x")).unwrap();
         assert_eq!(v, json!({"a": 1, "b": {"c": 3}, "d": {"e": "x"}}));
-        assert!(set_path(&mut v, "a.x", json!(1)).unwrap_err().contains("a is not an object"));
+        assert!(set_path(&mut v, "a.x", json!(1))
+            .unwrap_err()
+            .contains("a is not an object"));
         assert!(set_path(&mut v, "a..b", json!(1)).is_err());
         assert_eq!(parse_value("4"), json!(4));
         assert_eq!(parse_value("silu"), json!("silu"));

@@ -58,7 +58,9 @@ pub enum StoreError {
     #[error("model {model:?} is not registered (see `tantra list-weights`)")]
     UnknownModel { model: String },
 
-    #[error("version {version:?} of model {model:?} is not registered (see `tantra versions {model}`)")]
+    #[error(
+        "version {version:?} of model {model:?} is not registered (see `tantra versions {model}`)"
+    )]
     UnknownVersion { model: String, version: String },
 
     #[error("model {model:?} has no default version; name a version or run `tantra set-default {model} VERSION`")]
@@ -139,7 +141,9 @@ pub enum StoreError {
         detail: String,
     },
 
-    #[error("model {model:?} has no checkpoint at step {step} (see `tantra checkpoint list {model}`)")]
+    #[error(
+        "model {model:?} has no checkpoint at step {step} (see `tantra checkpoint list {model}`)"
+    )]
     UnknownCheckpoint { model: String, step: u64 },
 
     #[error("{}: a checkpoint of {model} at step {step} already exists; pass --force to replace it (the old one is backed up)", path.display())]
@@ -198,7 +202,9 @@ impl StoreError {
     pub fn is_integrity(&self) -> bool {
         matches!(
             self,
-            StoreError::Changed { .. } | StoreError::Missing { .. } | StoreError::BackupDamaged { .. }
+            StoreError::Changed { .. }
+                | StoreError::Missing { .. }
+                | StoreError::BackupDamaged { .. }
         )
     }
 }

@@ -110,7 +110,9 @@ pub fn write_temp<T>(
     let (value, hash) = {
         let mut w = BufWriter::with_capacity(CHUNK, HashingWriter::new(tmp.as_file()));
         let value = write(&mut w)?;
-        let hw = w.into_inner().map_err(|e| StoreError::io(target, e.into_error()))?;
+        let hw = w
+            .into_inner()
+            .map_err(|e| StoreError::io(target, e.into_error()))?;
         let (_, hash) = hw.finish();
         (value, hash)
     };
@@ -160,7 +162,8 @@ pub fn copy_to_temp(
 /// existing `target` is an error.
 pub fn persist(tmp: NamedTempFile, target: &Path, overwrite: bool) -> Result<()> {
     if overwrite {
-        tmp.persist(target).map_err(|e| StoreError::io(target, e.error))?;
+        tmp.persist(target)
+            .map_err(|e| StoreError::io(target, e.error))?;
     } else {
         tmp.persist_noclobber(target)
             .map_err(|e| StoreError::io(target, e.error))?;
@@ -269,7 +272,7 @@ pub fn hash_files_parallel(
         .enumerate()
         .map(|(i, p)| (i, fs::metadata(p).map(|m| m.len()).unwrap_or(0)))
         .collect();
-    order.sort_by(|a, b| b.1.cmp(&a.1));
+    order.sort_by_key(|b| std::cmp::Reverse(b.1));
     let next = AtomicUsize::new(0);
     let jobs = jobs.clamp(1, paths.len().max(1));
     let mut results: Vec<Option<Result<FileHash>>> = (0..paths.len()).map(|_| None).collect();
@@ -372,10 +375,8 @@ mod tests {
     fn staged_files_are_locked_until_dropped() {
         let dir = tempfile::tempdir().unwrap();
         let target = dir.path().join("t");
-        let staged = write_temp(dir.path(), &target, |w| {
-            w.write_all(b"hello").at(&target)
-        })
-        .unwrap();
+        let staged =
+            write_temp(dir.path(), &target, |w| w.write_all(b"hello").at(&target)).unwrap();
         assert_eq!(staged.hash.bytes, 5);
         assert!(is_temp_name(
             &staged.path().file_name().unwrap().to_string_lossy()

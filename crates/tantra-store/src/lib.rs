@@ -50,8 +50,8 @@ pub use backup::{BackupEntry, BackupKind, RestoreReport};
 pub use checkpoint::{parse_metric, CheckpointRecord, MetricMode, PruneRule};
 pub use cleanup::{CleanupItem, CleanupKind, CleanupOptions, CleanupReport};
 pub use config::{
-    ConfigInfo, ConfigManager, ConfigProblem, ConfigSchema, ExpectedTensor, FieldSchema,
-    FieldSpec, Schemas,
+    ConfigInfo, ConfigManager, ConfigProblem, ConfigSchema, ExpectedTensor, FieldSchema, FieldSpec,
+    Schemas,
 };
 pub use content::{TensorDigest, TensorTable};
 pub use error::{Result, StoreError};
@@ -59,5 +59,5 @@ pub use registry::{FormatRecord, ModelRecord, Registry, Source, VersionRecord};
 pub use verify::{ProblemKind, VerifyProblem, VerifyReport, VerifyScope};
 pub use weights::{
     FileAction, ListFilter, LoadOptions, LoadedWeights, PlacedFile, RegisterOptions,
-    RegisterReport, RemoveReport, Resolved, VersionRow, WeightManager, WeightRow,
+    RegisterReport, RemoveReport, Resolved, VersionRow, WeightManager, WeightRow, WeightRowRef,
 };

@@ -51,11 +51,7 @@ pub fn validate_name(what: &'static str, name: &str) -> Result<()> {
 /// The canonical file name of a registered weight file:
 /// `<model>_<version>_<format>.<ext>` (`mamba_sample_small_pt.pt`).
 pub fn weight_file_name(model: &str, version: &str, format: OutputFormat) -> String {
-    format!(
-        "{model}_{version}_{}.{}",
-        format.name(),
-        format.extension()
-    )
+    format!("{model}_{version}_{}.{}", format.name(), format.extension())
 }
 
 /// The file name of a checkpoint's weights (`step_0000001000.safetensors`).
@@ -82,7 +78,18 @@ mod tests {
     #[test]
     fn refuses_names_that_escape_or_hide() {
         for n in [
-            "", "..", ".", "a/b", "a\\b", "../x", "x..y", ".hidden", "-rf", "a b", "é", "a\0",
+            "",
+            "..",
+            ".",
+            "a/b",
+            "a\\b",
+            "../x",
+            "x..y",
+            ".hidden",
+            "-rf",
+            "a b",
+            "é",
+            "a\0",
             ".tantra-tmp-x",
         ] {
             assert!(!is_valid_name(n), "{n:?}");

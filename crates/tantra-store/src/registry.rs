@@ -8,6 +8,7 @@
 //! The document carries `"schema": 1`. A newer schema is refused rather than rewritten, so an
 //! old tantra never drops fields it does not know.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::str::FromStr;
@@ -174,7 +175,10 @@ impl Registry {
     fn check(&self, path: &Path) -> Result<()> {
         for (m, model) in &self.models {
             if !crate::names::is_valid_name(m) {
-                return Err(StoreError::corrupt(path, format!("invalid model name {m:?}")));
+                return Err(StoreError::corrupt(
+                    path,
+                    format!("invalid model name {m:?}"),
+                ));
             }
             for (v, ver) in &model.versions {
                 if !crate::names::is_valid_name(v) {
@@ -233,6 +237,68 @@ impl Registry {
     }
 }
 
+/// A read-only view of the registry for listings: it borrows its strings from the file's
+/// bytes and skips the fields a listing does not show, so that listing a registry of 10,000
+/// versions costs one pass of the JSON parser and few allocations.
+#[derive(Debug, Deserialize)]
+pub struct RegistryView<'a> {
+    pub schema: u64,
+    #[serde(borrow, default)]
+    pub models: BTreeMap<Cow<'a, str>, ModelView<'a>>,
+}
+
+/// A model, as [`RegistryView`] sees it.
+#[derive(Debug, Deserialize)]
+pub struct ModelView<'a> {
+    #[serde(borrow, default)]
+    pub default: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub versions: BTreeMap<Cow<'a, str>, VersionView<'a>>,
+}
+
+/// A version, as [`RegistryView`] sees it.
+#[derive(Debug, Deserialize)]
+pub struct VersionView<'a> {
+    pub parameters: u64,
+    #[serde(borrow)]
+    pub formats: BTreeMap<Cow<'a, str>, FormatView<'a>>,
+}
+
+/// A file, as [`RegistryView`] sees it.
+#[derive(Debug, Deserialize)]
+pub struct FormatView<'a> {
+    #[serde(borrow)]
+    pub path: Cow<'a, str>,
+    pub bytes: u64,
+    #[serde(borrow)]
+    pub sha256: Cow<'a, str>,
+    #[serde(borrow)]
+    pub created: Cow<'a, str>,
+}
+
+impl<'a> RegistryView<'a> {
+    /// Parses registry bytes read from `path` (for errors).
+    ///
+    /// # Errors
+    /// As [`Registry::load`].
+    pub fn parse(bytes: &'a [u8], path: &Path) -> Result<RegistryView<'a>> {
+        let view: RegistryView<'a> = serde_json::from_slice(bytes).map_err(|e| {
+            StoreError::corrupt(
+                path,
+                format!("the registry is not valid JSON for schema 1: {e}"),
+            )
+        })?;
+        if view.schema > SCHEMA {
+            return Err(StoreError::SchemaTooNew {
+                path: path.to_path_buf(),
+                found: view.schema,
+                supported: SCHEMA,
+            });
+        }
+        Ok(view)
+    }
+}
+
 /// True for a relative path of plain components (no `..`, no root, no backslash).
 pub fn is_safe_relative(rel: &str) -> bool {
     !rel.is_empty()
@@ -258,7 +324,9 @@ mod tests {
                 bytes: 10,
                 sha256: "ab".into(),
                 created: "2025-01-01T00:00:00.000000Z".into(),
-                source: Source::Imported { from: "/x.pt".into() },
+                source: Source::Imported {
+                    from: "/x.pt".into(),
+                },
             },
         );
         let mut model = ModelRecord::default();
@@ -309,9 +377,21 @@ mod tests {
         assert!(matches!(e, StoreError::Corrupt { .. }));
         assert!(e.to_string().contains("weight_config.json"));
         let mut r = sample();
-        r.models.get_mut("m").unwrap().versions.get_mut("v").unwrap().formats.get_mut("pt").unwrap().path = "../etc/passwd".into();
+        r.models
+            .get_mut("m")
+            .unwrap()
+            .versions
+            .get_mut("v")
+            .unwrap()
+            .formats
+            .get_mut("pt")
+            .unwrap()
+            .path = "../etc/passwd".into();
         std::fs::write(&p, serde_json::to_vec(&r).unwrap()).unwrap();
-        assert!(Registry::load(&p).unwrap_err().to_string().contains("leaves the root"));
+        assert!(Registry::load(&p)
+            .unwrap_err()
+            .to_string()
+            .contains("leaves the root"));
     }
 
     #[test]

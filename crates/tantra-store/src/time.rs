@@ -96,7 +96,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         rest = rest.trim_start();
         let digits = rest.bytes().take_while(|c| c.is_ascii_digit()).count();
         if digits == 0 {
-            return Err(format!("expected a number at {rest:?} (write e.g. 7d, 12h, 30m)"));
+            return Err(format!(
+                "expected a number at {rest:?} (write e.g. 7d, 12h, 30m)"
+            ));
         }
         let n: u64 = rest[..digits]
             .parse()
@@ -171,7 +173,13 @@ mod tests {
             parse_rfc3339("2023-11-14T22:13:20Z"),
             Some(UNIX_EPOCH + Duration::from_secs(1_700_000_000))
         );
-        for bad in ["", "2023-11-14", "2023-11-14T22:13:20+01:00", "2023-13-01T00:00:00Z", "2023-11-14T22:13:20.Z"] {
+        for bad in [
+            "",
+            "2023-11-14",
+            "2023-11-14T22:13:20+01:00",
+            "2023-13-01T00:00:00Z",
+            "2023-11-14T22:13:20.Z",
+        ] {
             assert_eq!(parse_rfc3339(bad), None, "{bad}");
         }
     }

@@ -126,7 +126,11 @@ impl WeightManager {
         let mut problems = Vec::new();
         let mut expect = Vec::new();
         {
-            let _lock = if self.root.is_dir() { Some(self.lock()?) } else { None };
+            let _lock = if self.root.is_dir() {
+                Some(self.lock()?)
+            } else {
+                None
+            };
             let reg = self.registry()?;
             if let Some(m) = &scope.model {
                 match &scope.version {
@@ -215,7 +219,11 @@ impl WeightManager {
         let mut to_hash: Vec<&Expect> = Vec::new();
         for e in &expect {
             match std::fs::metadata(self.abs(&e.rel)) {
-                Err(_) => problems.push(problem(ProblemKind::Missing, e, "registered, but the file is gone".into())),
+                Err(_) => problems.push(problem(
+                    ProblemKind::Missing,
+                    e,
+                    "registered, but the file is gone".into(),
+                )),
                 Ok(m) if m.len() != e.bytes => problems.push(problem(
                     ProblemKind::Changed,
                     e,
@@ -237,7 +245,11 @@ impl WeightManager {
                     e,
                     format!("sha256 {:.16}..., registered {:.16}...", h.sha256, e.sha256),
                 )),
-                Err(err) => problems.push(problem(ProblemKind::Missing, e, format!("unreadable: {err}"))),
+                Err(err) => problems.push(problem(
+                    ProblemKind::Missing,
+                    e,
+                    format!("unreadable: {err}"),
+                )),
             }
         }
         problems.sort_by(|a, b| a.path.cmp(&b.path));

@@ -164,6 +164,36 @@ pub struct WeightRow {
     pub created: String,
 }
 
+/// [`WeightRow`], borrowed from the registry (see [`WeightManager::with_rows`]).
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct WeightRowRef<'a> {
+    pub model: &'a str,
+    pub version: &'a str,
+    pub format: &'a str,
+    pub path: &'a str,
+    pub bytes: u64,
+    pub sha256: &'a str,
+    pub parameters: u64,
+    pub default: bool,
+    pub created: &'a str,
+}
+
+impl WeightRowRef<'_> {
+    pub fn to_owned(&self) -> WeightRow {
+        WeightRow {
+            model: self.model.into(),
+            version: self.version.into(),
+            format: self.format.into(),
+            path: self.path.into(),
+            bytes: self.bytes,
+            sha256: self.sha256.into(),
+            parameters: self.parameters,
+            default: self.default,
+            created: self.created.into(),
+        }
+    }
+}
+
 /// One version, as `versions --json` prints it.
 #[derive(Debug, Clone, Serialize)]
 pub struct VersionRow {
@@ -301,7 +331,9 @@ impl WeightManager {
     ) -> Result<PathBuf> {
         validate_name("model", model)?;
         validate_name("version", version)?;
-        Ok(self.weights_dir().join(weight_file_name(model, version, format)))
+        Ok(self
+            .weights_dir()
+            .join(weight_file_name(model, version, format)))
     }
 
     /// `weights/<file>` for a canonical file.
@@ -319,7 +351,9 @@ impl WeightManager {
     }
 
     pub(crate) fn digests_path(&self, model: &str, version: &str) -> PathBuf {
-        self.digests_dir().join(model).join(format!("{version}.json"))
+        self.digests_dir()
+            .join(model)
+            .join(format!("{version}.json"))
     }
 
     /// The per-tensor digests of a registered version.
@@ -368,7 +402,14 @@ impl WeightManager {
             _ if OutputFormat::from_path(file) == Some(OutputFormat::Bin) => OutputFormat::Bin,
             _ => OutputFormat::Pt,
         };
-        self.register_files(&[(format, file.to_path_buf())], model, version, None, opts, progress)
+        self.register_files(
+            &[(format, file.to_path_buf())],
+            model,
+            version,
+            None,
+            opts,
+            progress,
+        )
     }
 
     /// Registers a set of files of one version, one per format, without converting them (each
@@ -504,8 +545,7 @@ impl WeightManager {
             if skip.contains(&f) {
                 continue;
             }
-            let mut p =
-                self.convert_into_temp(src, &table, model, version, f, f, progress)?;
+            let mut p = self.convert_into_temp(src, &table, model, version, f, f, progress)?;
             p.source = Source::Generated { by: by.clone() };
             prepared.push(p);
         }
@@ -779,7 +819,10 @@ impl WeightManager {
                 tensors: table.tensors.len() as u64,
                 dtypes: table.dtypes(),
                 content: table.content.clone(),
-                tags: existing.as_ref().map(|e| e.tags.clone()).unwrap_or_default(),
+                tags: existing
+                    .as_ref()
+                    .map(|e| e.tags.clone())
+                    .unwrap_or_default(),
                 note: existing.as_ref().and_then(|e| e.note.clone()),
                 config: existing.as_ref().and_then(|e| e.config.clone()),
                 formats: BTreeMap::new(),
@@ -951,36 +994,62 @@ impl WeightManager {
 
     // ----- listing -----
 
-    /// Every registered file, by model, version and format.
+    /// Every registered file, by model, version and format (safetensors, pt, bin).
+    ///
+    /// # Errors
+    /// A registry that does not parse.
     pub fn list(&self, filter: &ListFilter) -> Result<Vec<WeightRow>> {
-        let reg = self.registry()?;
+        self.with_rows(filter, |rows| {
+            rows.iter().map(WeightRowRef::to_owned).collect()
+        })
+    }
+
+    /// Hands `f` every registered file, borrowed from the registry's bytes: the cheapest way
+    /// to list a large registry (one parse, no copies of the strings).
+    ///
+    /// # Errors
+    /// A registry that does not parse.
+    pub fn with_rows<R>(
+        &self,
+        filter: &ListFilter,
+        f: impl FnOnce(&[WeightRowRef<'_>]) -> R,
+    ) -> Result<R> {
+        let path = self.registry_path();
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(f(&[])),
+            Err(e) => return Err(StoreError::io(&path, e)),
+        };
+        let reg = crate::registry::RegistryView::parse(&bytes, &path)?;
         let mut rows = Vec::new();
         for (m, model) in &reg.models {
             if filter.model.as_deref().is_some_and(|f| f != m) {
                 continue;
             }
             for (v, ver) in &model.versions {
-                for fmt in ver.available_formats() {
-                    let f = fmt.name();
+                let is_default = model.default.as_deref() == Some(v.as_ref());
+                for fmt in OutputFormat::ALL {
                     if filter.format.is_some_and(|ff| ff != fmt) {
                         continue;
                     }
-                    let Some(rec) = ver.formats.get(f) else { continue };
-                    rows.push(WeightRow {
-                        model: m.clone(),
-                        version: v.clone(),
-                        format: f.to_string(),
-                        path: rec.path.clone(),
+                    let Some(rec) = ver.formats.get(fmt.name()) else {
+                        continue;
+                    };
+                    rows.push(WeightRowRef {
+                        model: m,
+                        version: v,
+                        format: fmt.name(),
+                        path: &rec.path,
                         bytes: rec.bytes,
-                        sha256: rec.sha256.clone(),
+                        sha256: &rec.sha256,
                         parameters: ver.parameters,
-                        default: model.default.as_deref() == Some(v.as_str()),
-                        created: rec.created.clone(),
+                        default: is_default,
+                        created: &rec.created,
                     });
                 }
             }
         }
-        Ok(rows)
+        Ok(f(&rows))
     }
 
     /// The versions of `model`, oldest first.
@@ -990,9 +1059,12 @@ impl WeightManager {
     pub fn versions(&self, model: &str) -> Result<Vec<VersionRow>> {
         validate_name("model", model)?;
         let reg = self.registry()?;
-        let m = reg.models.get(model).ok_or_else(|| StoreError::UnknownModel {
-            model: model.into(),
-        })?;
+        let m = reg
+            .models
+            .get(model)
+            .ok_or_else(|| StoreError::UnknownModel {
+                model: model.into(),
+            })?;
         let mut rows: Vec<VersionRow> = m
             .versions
             .iter()
@@ -1165,9 +1237,12 @@ pub(crate) fn resolve_in(
     version: Option<&str>,
     format: Option<OutputFormat>,
 ) -> Result<Resolved> {
-    let m = reg.models.get(model).ok_or_else(|| StoreError::UnknownModel {
-        model: model.into(),
-    })?;
+    let m = reg
+        .models
+        .get(model)
+        .ok_or_else(|| StoreError::UnknownModel {
+            model: model.into(),
+        })?;
     let version = match version {
         Some(v) => {
             validate_name("version", v)?;
@@ -1219,9 +1294,12 @@ pub(crate) fn find_version<'a>(
     model: &str,
     version: &str,
 ) -> Result<&'a VersionRecord> {
-    let m = reg.models.get(model).ok_or_else(|| StoreError::UnknownModel {
-        model: model.into(),
-    })?;
+    let m = reg
+        .models
+        .get(model)
+        .ok_or_else(|| StoreError::UnknownModel {
+            model: model.into(),
+        })?;
     m.versions
         .get(version)
         .ok_or_else(|| StoreError::UnknownVersion {
@@ -1230,12 +1308,7 @@ pub(crate) fn find_version<'a>(
         })
 }
 
-fn format_missing(
-    model: &str,
-    version: &str,
-    f: OutputFormat,
-    ver: &VersionRecord,
-) -> StoreError {
+fn format_missing(model: &str, version: &str, f: OutputFormat, ver: &VersionRecord) -> StoreError {
     StoreError::FormatMissing {
         model: model.into(),
         version: version.into(),

@@ -1,5 +1,7 @@
 //! WeightManager: register, load, versions, backups, restore, verify, cleanup, locking.
 
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] functions
+
 mod common;
 
 use std::collections::BTreeMap;
@@ -33,7 +35,9 @@ fn register_places_canonical_files_and_records_them() {
         note: Some("first try".into()),
         ..all()
     };
-    let rep = wm.register(&file, "mamba", "sample_small", &opts, &NoProgress).unwrap();
+    let rep = wm
+        .register(&file, "mamba", "sample_small", &opts, &NoProgress)
+        .unwrap();
     assert!(rep.default, "the first version becomes the default");
     assert_eq!(rep.tensors, 2);
     assert_eq!(rep.parameters, 9);
@@ -95,7 +99,8 @@ fn register_places_canonical_files_and_records_them() {
 fn load_uses_default_version_and_prefers_safetensors() {
     let (_r, inp, wm) = setup();
     let pt = pt_file(inp.path(), 1);
-    wm.register(&pt, "m", "v1", &RegisterOptions::default(), &NoProgress).unwrap();
+    wm.register(&pt, "m", "v1", &RegisterOptions::default(), &NoProgress)
+        .unwrap();
     let st = safetensors_file(inp.path(), 2);
     let opts = RegisterOptions {
         formats: vec![OutputFormat::Bin],
@@ -105,13 +110,22 @@ fn load_uses_default_version_and_prefers_safetensors() {
     wm.register(&st, "m", "v2", &opts, &NoProgress).unwrap();
 
     let w = wm.load_model_weights("m", None, None).unwrap();
-    assert_eq!((w.version.as_str(), w.format), ("v2", OutputFormat::Safetensors));
+    assert_eq!(
+        (w.version.as_str(), w.format),
+        ("v2", OutputFormat::Safetensors)
+    );
     assert_eq!(w.source.tensors().len(), 2);
     let w = wm.load_model_weights("m", Some("v1"), None).unwrap();
     assert_eq!(w.format, OutputFormat::Pt);
-    let w = wm.load_model_weights("m", Some("v2"), Some(OutputFormat::Bin)).unwrap();
+    let w = wm
+        .load_model_weights("m", Some("v2"), Some(OutputFormat::Bin))
+        .unwrap();
     assert_eq!(w.format, OutputFormat::Bin);
-    let bytes = w.source.tensor_bytes(w.source.find("layer.bias").unwrap()).unwrap().into_owned();
+    let bytes = w
+        .source
+        .tensor_bytes(w.source.find("layer.bias").unwrap())
+        .unwrap()
+        .into_owned();
     let want = tensors(2).tensor_bytes(1).unwrap().into_owned();
     assert_eq!(bytes, want);
 
@@ -128,7 +142,10 @@ fn load_uses_default_version_and_prefers_safetensors() {
         Err(StoreError::UnknownModel { .. })
     ));
     wm.set_default("m", "v1").unwrap();
-    assert_eq!(wm.load_model_weights("m", None, None).unwrap().version, "v1");
+    assert_eq!(
+        wm.load_model_weights("m", None, None).unwrap().version,
+        "v1"
+    );
     let rows = wm.versions("m").unwrap();
     assert_eq!(rows.len(), 2);
     assert!(rows[0].default && rows[0].version == "v1");
@@ -141,7 +158,9 @@ fn a_version_name_is_immutable_unless_forced_and_force_backs_up() {
     let a = safetensors_file(inp.path(), 1);
     let b = safetensors_file(inp.path(), 2);
     wm.register(&a, "m", "v", &all(), &NoProgress).unwrap();
-    let old_sha = wm.registry().unwrap().version("m", "v").unwrap().formats["pt"].sha256.clone();
+    let old_sha = wm.registry().unwrap().version("m", "v").unwrap().formats["pt"]
+        .sha256
+        .clone();
 
     let err = wm.register(&b, "m", "v", &all(), &NoProgress).unwrap_err();
     assert!(matches!(err, StoreError::VersionExists { .. }), "{err}");
@@ -153,12 +172,17 @@ fn a_version_name_is_immutable_unless_forced_and_force_backs_up() {
     assert!(wm.backups().unwrap().is_empty());
     // The same weights in another container are the same version.
     let pt = pt_file(inp.path(), 1);
-    let rep = wm.register(&pt, "m", "v", &RegisterOptions::default(), &NoProgress).unwrap();
+    let rep = wm
+        .register(&pt, "m", "v", &RegisterOptions::default(), &NoProgress)
+        .unwrap();
     assert_eq!(rep.files.len(), 1);
     assert_eq!(rep.files[0].action, FileAction::Unchanged);
 
     // Forced: the old files are backed up first, then replaced.
-    let forced = RegisterOptions { force: true, ..all() };
+    let forced = RegisterOptions {
+        force: true,
+        ..all()
+    };
     let rep = wm.register(&b, "m", "v", &forced, &NoProgress).unwrap();
     assert_eq!(rep.backups.len(), 3);
     assert!(rep.files.iter().all(|f| f.action == FileAction::Replaced));
@@ -166,10 +190,18 @@ fn a_version_name_is_immutable_unless_forced_and_force_backs_up() {
     assert_eq!(backups.len(), 3);
     assert!(backups.iter().all(|b| b.reason.contains("--force")));
     let w = wm.load_model_weights("m", Some("v"), None).unwrap();
-    assert_eq!(w.version_record.content, TensorTable::of(&tensors(2), 1, &NoProgress).unwrap().content);
+    assert_eq!(
+        w.version_record.content,
+        TensorTable::of(&tensors(2), 1, &NoProgress)
+            .unwrap()
+            .content
+    );
 
     // Restoring the old pt brings the old weights back as the version (replacing the new).
-    let pt_backup = backups.iter().find(|b| b.format.as_deref() == Some("pt")).unwrap();
+    let pt_backup = backups
+        .iter()
+        .find(|b| b.format.as_deref() == Some("pt"))
+        .unwrap();
     assert_eq!(pt_backup.sha256.as_deref(), Some(old_sha.as_str()));
     let rep = wm.restore(&pt_backup.id[..pt_backup.id.len() - 1], &NoProgress);
     // A prefix works when unique; ids of one call may share a prefix, so fall back to the id.
@@ -185,44 +217,68 @@ fn a_version_name_is_immutable_unless_forced_and_force_backs_up() {
     assert_eq!(v.formats["pt"].sha256, old_sha);
     assert_eq!(sha256_of(&wm.abs("weights/m_v_pt.pt")), old_sha);
     assert!(!wm.abs("weights/m_v_safetensors.safetensors").exists());
-    assert!(wm.verify(&VerifyScope::default(), &NoProgress).unwrap().ok());
+    assert!(wm
+        .verify(&VerifyScope::default(), &NoProgress)
+        .unwrap()
+        .ok());
 }
 
 #[test]
 fn a_changed_byte_is_caught_by_load_and_verify() {
     let (_r, inp, wm) = setup();
-    wm.register(&safetensors_file(inp.path(), 1), "m", "v", &all(), &NoProgress).unwrap();
+    wm.register(
+        &safetensors_file(inp.path(), 1),
+        "m",
+        "v",
+        &all(),
+        &NoProgress,
+    )
+    .unwrap();
     let report = wm.verify(&VerifyScope::default(), &NoProgress).unwrap();
     assert!(report.ok(), "{:?}", report.problems);
     assert_eq!(report.files, 3);
 
-    let st = wm.canonical_path("m", "v", OutputFormat::Safetensors).unwrap();
+    let st = wm
+        .canonical_path("m", "v", OutputFormat::Safetensors)
+        .unwrap();
     corrupt_one_byte(&st);
     let err = match wm.load_model_weights("m", Some("v"), None) {
         Err(e) => e,
         Ok(_) => panic!("a changed file was loaded"),
     };
     assert!(matches!(err, StoreError::Changed { .. }));
-    assert!(err.to_string().contains("m_v_safetensors.safetensors"), "{err}");
+    assert!(
+        err.to_string().contains("m_v_safetensors.safetensors"),
+        "{err}"
+    );
     // Other formats still load.
-    wm.load_model_weights("m", Some("v"), Some(OutputFormat::Pt)).unwrap();
+    wm.load_model_weights("m", Some("v"), Some(OutputFormat::Pt))
+        .unwrap();
 
     let bin = wm.canonical_path("m", "v", OutputFormat::Bin).unwrap();
     std::fs::remove_file(&bin).unwrap();
     std::fs::write(wm.weights_dir().join("stray.bin"), b"x").unwrap();
     let report = wm.verify(&VerifyScope::default(), &NoProgress).unwrap();
-    let kinds: Vec<(ProblemKind, String)> =
-        report.problems.iter().map(|p| (p.kind, p.path.clone())).collect();
+    let kinds: Vec<(ProblemKind, String)> = report
+        .problems
+        .iter()
+        .map(|p| (p.kind, p.path.clone()))
+        .collect();
     assert_eq!(
         kinds,
         vec![
             (ProblemKind::Missing, "weights/m_v_bin.bin".to_string()),
-            (ProblemKind::Changed, "weights/m_v_safetensors.safetensors".to_string()),
+            (
+                ProblemKind::Changed,
+                "weights/m_v_safetensors.safetensors".to_string()
+            ),
             (ProblemKind::Unregistered, "weights/stray.bin".to_string()),
         ]
     );
     // One version only: no unregistered files are reported.
-    let scoped = wm.verify(&VerifyScope::parse("m:v").unwrap(), &NoProgress).unwrap();
+    let scoped = wm
+        .verify(&VerifyScope::parse("m:v").unwrap(), &NoProgress)
+        .unwrap();
     assert_eq!(scoped.problems.len(), 2);
     assert!(matches!(
         wm.load_model_weights("m", Some("v"), Some(OutputFormat::Bin)),
@@ -231,7 +287,12 @@ fn a_changed_byte_is_caught_by_load_and_verify() {
     // Truncation is caught by the size alone.
     let pt = wm.canonical_path("m", "v", OutputFormat::Pt).unwrap();
     let len = std::fs::metadata(&pt).unwrap().len();
-    std::fs::OpenOptions::new().write(true).open(&pt).unwrap().set_len(len - 1).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&pt)
+        .unwrap()
+        .set_len(len - 1)
+        .unwrap();
     let opts = LoadOptions { verify_hash: false };
     let err = wm
         .load_with("m", Some("v"), Some(OutputFormat::Pt), &opts, &NoProgress)
@@ -243,8 +304,22 @@ fn a_changed_byte_is_caught_by_load_and_verify() {
 #[test]
 fn remove_backs_up_and_restore_brings_it_back() {
     let (_r, inp, wm) = setup();
-    wm.register(&safetensors_file(inp.path(), 1), "m", "a", &all(), &NoProgress).unwrap();
-    wm.register(&safetensors_file(inp.path(), 2), "m", "b", &all(), &NoProgress).unwrap();
+    wm.register(
+        &safetensors_file(inp.path(), 1),
+        "m",
+        "a",
+        &all(),
+        &NoProgress,
+    )
+    .unwrap();
+    wm.register(
+        &safetensors_file(inp.path(), 2),
+        "m",
+        "b",
+        &all(),
+        &NoProgress,
+    )
+    .unwrap();
     // The default cannot go without --force.
     assert!(matches!(
         wm.remove("m", "a", None, false),
@@ -253,30 +328,50 @@ fn remove_backs_up_and_restore_brings_it_back() {
     let rep = wm.remove("m", "b", Some(OutputFormat::Bin), false).unwrap();
     assert!(!rep.version_removed);
     assert_eq!(rep.backups.len(), 1);
-    assert!(!wm.canonical_path("m", "b", OutputFormat::Bin).unwrap().exists());
+    assert!(!wm
+        .canonical_path("m", "b", OutputFormat::Bin)
+        .unwrap()
+        .exists());
     let rep = wm.remove("m", "b", None, false).unwrap();
     assert!(rep.version_removed);
     assert_eq!(rep.removed.len(), 2);
     assert!(wm.versions("m").unwrap().iter().all(|v| v.version == "a"));
     let backups = wm.backups().unwrap();
     assert_eq!(backups.len(), 3);
-    assert!(backups.iter().all(|b| b.kind == BackupKind::Weights && b.reason.contains("remove")));
+    assert!(backups
+        .iter()
+        .all(|b| b.kind == BackupKind::Weights && b.reason.contains("remove")));
     // Backups are hard links or copies: the bytes are intact.
     for b in &backups {
         assert_eq!(Some(sha256_of(&wm.abs(&b.file))), b.sha256);
     }
-    let st = backups.iter().find(|b| b.format.as_deref() == Some("safetensors")).unwrap();
+    let st = backups
+        .iter()
+        .find(|b| b.format.as_deref() == Some("safetensors"))
+        .unwrap();
     wm.restore(&st.id, &NoProgress).unwrap();
     let w = wm.load_model_weights("m", Some("b"), None).unwrap();
     assert_eq!(w.format, OutputFormat::Safetensors);
     assert!(!w.version_record.formats.contains_key("pt"));
-    assert_eq!(wm.tensor_digests("m", "b").unwrap().content, w.version_record.content);
+    assert_eq!(
+        wm.tensor_digests("m", "b").unwrap().content,
+        w.version_record.content
+    );
     // Restoring again is harmless.
     wm.restore(&st.id, &NoProgress).unwrap();
-    assert!(wm.verify(&VerifyScope::default(), &NoProgress).unwrap().ok());
-    assert!(matches!(wm.restore("nope", &NoProgress), Err(StoreError::UnknownBackup { .. })));
+    assert!(wm
+        .verify(&VerifyScope::default(), &NoProgress)
+        .unwrap()
+        .ok());
+    assert!(matches!(
+        wm.restore("nope", &NoProgress),
+        Err(StoreError::UnknownBackup { .. })
+    ));
     // A damaged backup is refused.
-    let pt = backups.iter().find(|b| b.format.as_deref() == Some("pt")).unwrap();
+    let pt = backups
+        .iter()
+        .find(|b| b.format.as_deref() == Some("pt"))
+        .unwrap();
     std::fs::write(wm.abs(&pt.file), b"garbage").unwrap();
     assert!(matches!(
         wm.restore(&pt.id, &NoProgress),
@@ -289,11 +384,15 @@ fn tags_and_defaults_guard_retention() {
     let (_r, inp, wm) = setup();
     for (i, v) in ["v1", "v2", "v3", "v4", "v5"].iter().enumerate() {
         let f = safetensors_file(inp.path(), i as u32 + 1);
-        wm.register(&f, "m", v, &RegisterOptions::default(), &NoProgress).unwrap();
+        wm.register(&f, "m", v, &RegisterOptions::default(), &NoProgress)
+            .unwrap();
         std::thread::sleep(Duration::from_millis(2));
     }
     wm.tag("m", "v2", "golden", false).unwrap();
-    assert!(matches!(wm.tag("m", "v2", "../x", false), Err(StoreError::InvalidName { .. })));
+    assert!(matches!(
+        wm.tag("m", "v2", "../x", false),
+        Err(StoreError::InvalidName { .. })
+    ));
     // v1 is the default (first registered), v2 tagged; keep the 2 newest (v4, v5).
     let opts = CleanupOptions {
         keep_versions: Some(2),
@@ -301,14 +400,31 @@ fn tags_and_defaults_guard_retention() {
         ..Default::default()
     };
     let plan = wm.cleanup(&opts).unwrap();
-    let gone: Vec<&str> = plan.items.iter().filter_map(|i| i.version.as_deref()).collect();
+    let gone: Vec<&str> = plan
+        .items
+        .iter()
+        .filter_map(|i| i.version.as_deref())
+        .collect();
     assert_eq!(gone, vec!["v3"]);
     assert_eq!(plan.bytes, plan.items[0].bytes);
-    assert!(wm.canonical_path("m", "v3", OutputFormat::Safetensors).unwrap().exists());
-    let done = wm.cleanup(&CleanupOptions { dry_run: false, ..opts }).unwrap();
+    assert!(wm
+        .canonical_path("m", "v3", OutputFormat::Safetensors)
+        .unwrap()
+        .exists());
+    let done = wm
+        .cleanup(&CleanupOptions {
+            dry_run: false,
+            ..opts
+        })
+        .unwrap();
     assert_eq!(done.items.len(), 1);
     assert!(done.items[0].backup.is_some());
-    let left: Vec<String> = wm.versions("m").unwrap().into_iter().map(|v| v.version).collect();
+    let left: Vec<String> = wm
+        .versions("m")
+        .unwrap()
+        .into_iter()
+        .map(|v| v.version)
+        .collect();
     assert_eq!(left, vec!["v1", "v2", "v4", "v5"]);
     wm.tag("m", "v2", "golden", true).unwrap();
     assert!(wm.versions("m").unwrap()[1].tags.is_empty());
@@ -318,14 +434,25 @@ fn tags_and_defaults_guard_retention() {
 #[test]
 fn cleanup_sweeps_orphans_temps_and_old_backups() {
     let (_r, inp, wm) = setup();
-    wm.register(&safetensors_file(inp.path(), 1), "m", "v", &all(), &NoProgress).unwrap();
+    wm.register(
+        &safetensors_file(inp.path(), 1),
+        "m",
+        "v",
+        &all(),
+        &NoProgress,
+    )
+    .unwrap();
     wm.remove("m", "v", Some(OutputFormat::Bin), false).unwrap();
     let w = wm.weights_dir();
     std::fs::write(w.join("m_old_pt.pt"), vec![0u8; 100]).unwrap();
     std::fs::write(w.join(".tantra-tmp-dead.tmp"), vec![0u8; 10]).unwrap();
     // A temporary file whose writer is alive (holds its lock) is left alone.
     let live = tantra_store::fsx::new_temp(&w, &w.join("x")).unwrap();
-    std::fs::write(wm.backups_dir().join("20000101-000000-abcdef_unlisted.pt"), b"x").unwrap();
+    std::fs::write(
+        wm.backups_dir().join("20000101-000000-abcdef_unlisted.pt"),
+        b"x",
+    )
+    .unwrap();
     std::fs::create_dir_all(wm.digests_dir().join("m")).unwrap();
     std::fs::write(wm.digests_dir().join("m").join("gone.json"), b"{}").unwrap();
 
@@ -335,15 +462,21 @@ fn cleanup_sweeps_orphans_temps_and_old_backups() {
         ..Default::default()
     };
     let plan = wm.cleanup(&opts).unwrap();
-    let mut kinds: Vec<(CleanupKind, &str)> =
-        plan.items.iter().map(|i| (i.kind, i.path.as_str())).collect();
+    let mut kinds: Vec<(CleanupKind, &str)> = plan
+        .items
+        .iter()
+        .map(|i| (i.kind, i.path.as_str()))
+        .collect();
     kinds.sort();
     assert_eq!(
         kinds,
         vec![
             (CleanupKind::Orphan, "weights/m_old_pt.pt"),
             (CleanupKind::Temp, "weights/.tantra-tmp-dead.tmp"),
-            (CleanupKind::UnlistedBackup, "backups/20000101-000000-abcdef_unlisted.pt"),
+            (
+                CleanupKind::UnlistedBackup,
+                "backups/20000101-000000-abcdef_unlisted.pt"
+            ),
             (CleanupKind::StaleDigests, "digests/m/gone.json"),
         ]
     );
@@ -351,10 +484,17 @@ fn cleanup_sweeps_orphans_temps_and_old_backups() {
     let v = wm.verify(&VerifyScope::default(), &NoProgress).unwrap();
     assert_eq!(v.problems.len(), 2, "{:?}", v.problems);
 
-    wm.cleanup(&CleanupOptions { dry_run: false, ..opts.clone() }).unwrap();
+    wm.cleanup(&CleanupOptions {
+        dry_run: false,
+        ..opts.clone()
+    })
+    .unwrap();
     assert!(live.path().exists());
     assert!(!w.join("m_old_pt.pt").exists());
-    assert!(wm.verify(&VerifyScope::default(), &NoProgress).unwrap().ok());
+    assert!(wm
+        .verify(&VerifyScope::default(), &NoProgress)
+        .unwrap()
+        .ok());
     // The orphan was backed up; the bin removed earlier too. Both expire with age.
     assert_eq!(wm.backups().unwrap().len(), 2);
     let none = wm
@@ -373,7 +513,11 @@ fn cleanup_sweeps_orphans_temps_and_old_backups() {
         .unwrap();
     assert_eq!(expired.items.len(), 2);
     assert!(wm.backups().unwrap().is_empty());
-    assert_eq!(std::fs::read_dir(wm.backups_dir()).unwrap().count(), 1, "only the manifest");
+    assert_eq!(
+        std::fs::read_dir(wm.backups_dir()).unwrap().count(),
+        1,
+        "only the manifest"
+    );
     drop(live);
 }
 
@@ -381,8 +525,17 @@ fn cleanup_sweeps_orphans_temps_and_old_backups() {
 fn names_never_escape_the_root() {
     let (r, inp, wm) = setup();
     let f = safetensors_file(inp.path(), 1);
-    for (m, v) in [("../x", "v"), ("m", "../../etc"), ("m/x", "v"), ("m", ".."), (".m", "v"), ("m", "")] {
-        let e = wm.register(&f, m, v, &RegisterOptions::default(), &NoProgress).unwrap_err();
+    for (m, v) in [
+        ("../x", "v"),
+        ("m", "../../etc"),
+        ("m/x", "v"),
+        ("m", ".."),
+        (".m", "v"),
+        ("m", ""),
+    ] {
+        let e = wm
+            .register(&f, m, v, &RegisterOptions::default(), &NoProgress)
+            .unwrap_err();
         assert!(matches!(e, StoreError::InvalidName { .. }), "{m} {v}: {e}");
     }
     assert!(wm.canonical_path("a", "b/c", OutputFormat::Pt).is_err());
@@ -394,8 +547,11 @@ fn names_never_escape_the_root() {
 fn colliding_file_names_are_refused() {
     let (_r, inp, wm) = setup();
     let f = safetensors_file(inp.path(), 1);
-    wm.register(&f, "a_b", "c", &RegisterOptions::default(), &NoProgress).unwrap();
-    let e = wm.register(&f, "a", "b_c", &RegisterOptions::default(), &NoProgress).unwrap_err();
+    wm.register(&f, "a_b", "c", &RegisterOptions::default(), &NoProgress)
+        .unwrap();
+    let e = wm
+        .register(&f, "a", "b_c", &RegisterOptions::default(), &NoProgress)
+        .unwrap_err();
     assert!(matches!(e, StoreError::NameCollision { .. }), "{e}");
     assert!(e.to_string().contains("a_b:c"));
 }
@@ -419,19 +575,36 @@ fn generators_register_files_in_place_and_from_memory() {
         by: Some("tantra-models".into()),
     };
     let rep = wm
-        .register_files(&files, "mamba", "init", Some(src_desc.clone()), &RegisterOptions::default(), &NoProgress)
+        .register_files(
+            &files,
+            "mamba",
+            "init",
+            Some(src_desc.clone()),
+            &RegisterOptions::default(),
+            &NoProgress,
+        )
         .unwrap();
     assert_eq!(rep.files.len(), 2);
     let reg = wm.registry().unwrap();
-    assert!(reg.version("mamba", "init").unwrap().formats.values().all(|f| f.source == src_desc));
+    assert!(reg
+        .version("mamba", "init")
+        .unwrap()
+        .formats
+        .values()
+        .all(|f| f.source == src_desc));
     // Files of one version must agree.
-    let other = wm.canonical_path("mamba", "bad", OutputFormat::Safetensors).unwrap();
+    let other = wm
+        .canonical_path("mamba", "bad", OutputFormat::Safetensors)
+        .unwrap();
     let t = tempfile::tempdir().unwrap();
     let pt = pt_file(t.path(), 9);
     common::write_file(&tensors(3), &other, OutputFormat::Safetensors);
     let e = wm
         .register_files(
-            &[(OutputFormat::Safetensors, other), (OutputFormat::Pt, pt.clone())],
+            &[
+                (OutputFormat::Safetensors, other),
+                (OutputFormat::Pt, pt.clone()),
+            ],
             "mamba",
             "bad",
             None,
@@ -442,7 +615,14 @@ fn generators_register_files_in_place_and_from_memory() {
     assert!(matches!(e, StoreError::ContentMismatch { .. }), "{e}");
     // A file given as the wrong format.
     let e = wm
-        .register_files(&[(OutputFormat::Safetensors, pt)], "mamba", "x", None, &RegisterOptions::default(), &NoProgress)
+        .register_files(
+            &[(OutputFormat::Safetensors, pt)],
+            "mamba",
+            "x",
+            None,
+            &RegisterOptions::default(),
+            &NoProgress,
+        )
         .unwrap_err();
     assert!(matches!(e, StoreError::WrongFormat { .. }), "{e}");
     // From memory.
@@ -450,9 +630,13 @@ fn generators_register_files_in_place_and_from_memory() {
         formats: vec![OutputFormat::Safetensors, OutputFormat::Bin],
         ..Default::default()
     };
-    let rep = wm.register_source(&tensors(4), "mamba", "mem", None, &opts, &NoProgress).unwrap();
+    let rep = wm
+        .register_source(&tensors(4), "mamba", "mem", None, &opts, &NoProgress)
+        .unwrap();
     assert_eq!(rep.files.len(), 2);
-    let w = wm.load_model_weights("mamba", Some("mem"), Some(OutputFormat::Bin)).unwrap();
+    let w = wm
+        .load_model_weights("mamba", Some("mem"), Some(OutputFormat::Bin))
+        .unwrap();
     assert_eq!(w.record.source, Source::Generated { by: None });
 }
 
@@ -462,13 +646,20 @@ fn the_lock_times_out_naming_the_lock_file() {
     let f = safetensors_file(inp.path(), 1);
     let held = wm.lock().unwrap();
     let quick = wm.clone().with_lock_timeout(Duration::from_millis(100));
-    let e = quick.register(&f, "m", "v", &RegisterOptions::default(), &NoProgress).unwrap_err();
+    let e = quick
+        .register(&f, "m", "v", &RegisterOptions::default(), &NoProgress)
+        .unwrap_err();
     assert!(matches!(e, StoreError::LockTimeout { .. }));
     assert!(e.to_string().contains(".lock"), "{e}");
     drop(held);
     // Nothing is left behind by the failed attempt.
-    assert!(wm.verify(&VerifyScope::default(), &NoProgress).unwrap().ok());
-    quick.register(&f, "m", "v", &RegisterOptions::default(), &NoProgress).unwrap();
+    assert!(wm
+        .verify(&VerifyScope::default(), &NoProgress)
+        .unwrap()
+        .ok());
+    quick
+        .register(&f, "m", "v", &RegisterOptions::default(), &NoProgress)
+        .unwrap();
 }
 
 #[test]
@@ -480,7 +671,8 @@ fn threads_registering_at_once_lose_nothing() {
             let wm = wm.clone();
             s.spawn(move || {
                 let model = if i % 2 == 0 { "even" } else { "odd" };
-                wm.register(f, model, &format!("v{i}"), &all(), &NoProgress).unwrap();
+                wm.register(f, model, &format!("v{i}"), &all(), &NoProgress)
+                    .unwrap();
                 wm.tag(model, &format!("v{i}"), "t", false).unwrap();
             });
         }
@@ -488,8 +680,15 @@ fn threads_registering_at_once_lose_nothing() {
     let rows = wm.list(&ListFilter::default()).unwrap();
     assert_eq!(rows.len(), 8 * 3);
     let reg = wm.registry().unwrap();
-    assert!(reg.models.values().flat_map(|m| m.versions.values()).all(|v| v.tags == ["t"]));
-    assert!(wm.verify(&VerifyScope::default(), &NoProgress).unwrap().ok());
+    assert!(reg
+        .models
+        .values()
+        .flat_map(|m| m.versions.values())
+        .all(|v| v.tags == ["t"]));
+    assert!(wm
+        .verify(&VerifyScope::default(), &NoProgress)
+        .unwrap()
+        .ok());
 }
 
 #[test]
@@ -500,20 +699,34 @@ fn checkpoints_save_list_prune_promote() {
         let metrics = BTreeMap::from([("loss".to_string(), *loss)]);
         let step = (i as u64 + 1) * 100;
         if i % 2 == 0 {
-            wm.save_checkpoint("m", step, &metrics, &tensors(i as u32), OutputFormat::Safetensors, false, &NoProgress)
-                .unwrap();
+            wm.save_checkpoint(
+                "m",
+                step,
+                &metrics,
+                &tensors(i as u32),
+                OutputFormat::Safetensors,
+                false,
+                &NoProgress,
+            )
+            .unwrap();
         } else {
             let f = pt_file(inp.path(), i as u32);
-            wm.save_checkpoint_file("m", step, &metrics, &f, false, &NoProgress).unwrap();
+            wm.save_checkpoint_file("m", step, &metrics, &f, false, &NoProgress)
+                .unwrap();
         }
     }
     let list = wm.checkpoints("m").unwrap();
-    assert_eq!(list.iter().map(|c| c.step).collect::<Vec<_>>(), vec![100, 200, 300, 400, 500, 600]);
+    assert_eq!(
+        list.iter().map(|c| c.step).collect::<Vec<_>>(),
+        vec![100, 200, 300, 400, 500, 600]
+    );
     assert_eq!(list[1].format, "pt");
     assert_eq!(list[0].file, "checkpoints/m/step_0000000100.safetensors");
     // The same step again needs --force.
     let f = pt_file(inp.path(), 7);
-    let e = wm.save_checkpoint_file("m", 200, &BTreeMap::new(), &f, false, &NoProgress).unwrap_err();
+    let e = wm
+        .save_checkpoint_file("m", 200, &BTreeMap::new(), &f, false, &NoProgress)
+        .unwrap_err();
     assert!(matches!(e, StoreError::CheckpointExists { .. }));
 
     // Keep the last 1 (600) and the best 2 by loss (400: 0.4, 200: 0.5).
@@ -524,11 +737,19 @@ fn checkpoints_save_list_prune_promote() {
         mode: MetricMode::Min,
     };
     let plan = wm.prune_checkpoints("m", &rule, true, true).unwrap();
-    assert_eq!(plan.iter().map(|i| i.step.unwrap()).collect::<Vec<_>>(), vec![100, 300, 500]);
+    assert_eq!(
+        plan.iter().map(|i| i.step.unwrap()).collect::<Vec<_>>(),
+        vec![100, 300, 500]
+    );
     assert_eq!(wm.checkpoints("m").unwrap().len(), 6);
     let done = wm.prune_checkpoints("m", &rule, false, true).unwrap();
     assert!(done.iter().all(|i| i.backup.is_some()));
-    let left: Vec<u64> = wm.checkpoints("m").unwrap().iter().map(|c| c.step).collect();
+    let left: Vec<u64> = wm
+        .checkpoints("m")
+        .unwrap()
+        .iter()
+        .map(|c| c.step)
+        .collect();
     assert_eq!(left, vec![200, 400, 600]);
     // max mode keeps the highest.
     let rule = PruneRule {
@@ -538,42 +759,99 @@ fn checkpoints_save_list_prune_promote() {
         mode: MetricMode::Max,
     };
     let plan = wm.prune_checkpoints("m", &rule, true, true).unwrap();
-    assert_eq!(plan.iter().map(|i| i.step.unwrap()).collect::<Vec<_>>(), vec![200, 400]);
-    assert!(wm.prune_checkpoints("m", &PruneRule::default(), true, true).is_err());
+    assert_eq!(
+        plan.iter().map(|i| i.step.unwrap()).collect::<Vec<_>>(),
+        vec![200, 400]
+    );
+    assert!(wm
+        .prune_checkpoints("m", &PruneRule::default(), true, true)
+        .is_err());
 
     // Promote.
-    let rep = wm.promote_checkpoint("m", 400, "best", &all(), &NoProgress).unwrap();
+    let rep = wm
+        .promote_checkpoint("m", 400, "best", &all(), &NoProgress)
+        .unwrap();
     assert_eq!(rep.files.len(), 3);
     // Step 400 was saved from a .pt file.
-    let st = wm.load_model_weights("m", Some("best"), Some(OutputFormat::Safetensors)).unwrap();
+    let st = wm
+        .load_model_weights("m", Some("best"), Some(OutputFormat::Safetensors))
+        .unwrap();
     assert_eq!(st.record.source, Source::Converted { from: "pt".into() });
-    let w = wm.load_model_weights("m", Some("best"), Some(OutputFormat::Pt)).unwrap();
-    assert_eq!(w.record.source, Source::Checkpoint { step: 400, from: "checkpoints/m/step_0000000400.pt".into() });
+    let w = wm
+        .load_model_weights("m", Some("best"), Some(OutputFormat::Pt))
+        .unwrap();
+    assert_eq!(
+        w.record.source,
+        Source::Checkpoint {
+            step: 400,
+            from: "checkpoints/m/step_0000000400.pt".into()
+        }
+    );
     assert!(matches!(
         wm.promote_checkpoint("m", 100, "x", &all(), &NoProgress),
         Err(StoreError::UnknownCheckpoint { .. })
     ));
     // Restore a pruned checkpoint from its backup.
-    let b = wm.backups().unwrap().into_iter().find(|b| b.step == Some(300)).unwrap();
+    let b = wm
+        .backups()
+        .unwrap()
+        .into_iter()
+        .find(|b| b.step == Some(300))
+        .unwrap();
     wm.restore(&b.id, &NoProgress).unwrap();
     assert!(wm.checkpoints("m").unwrap().iter().any(|c| c.step == 300));
-    assert!(wm.verify(&VerifyScope::default(), &NoProgress).unwrap().ok());
+    assert!(wm
+        .verify(&VerifyScope::default(), &NoProgress)
+        .unwrap()
+        .ok());
 }
 
 #[test]
 fn an_interrupted_checkpoint_save_never_lists() {
     let (_r, _inp, wm) = setup();
     let metrics = BTreeMap::from([("loss".to_string(), 1.0)]);
-    wm.save_checkpoint("m", 1, &metrics, &tensors(1), OutputFormat::Safetensors, false, &NoProgress).unwrap();
+    wm.save_checkpoint(
+        "m",
+        1,
+        &metrics,
+        &tensors(1),
+        OutputFormat::Safetensors,
+        false,
+        &NoProgress,
+    )
+    .unwrap();
     let dir = wm.checkpoints_dir().join("m");
     // A crash after the file was renamed but before its record: the file has no record.
-    std::fs::copy(dir.join("step_0000000001.safetensors"), dir.join("step_0000000002.safetensors")).unwrap();
+    std::fs::copy(
+        dir.join("step_0000000001.safetensors"),
+        dir.join("step_0000000002.safetensors"),
+    )
+    .unwrap();
     // A record whose file is short.
-    wm.save_checkpoint("m", 3, &metrics, &tensors(3), OutputFormat::Safetensors, false, &NoProgress).unwrap();
+    wm.save_checkpoint(
+        "m",
+        3,
+        &metrics,
+        &tensors(3),
+        OutputFormat::Safetensors,
+        false,
+        &NoProgress,
+    )
+    .unwrap();
     let f3 = dir.join("step_0000000003.safetensors");
     let len = std::fs::metadata(&f3).unwrap().len();
-    std::fs::OpenOptions::new().write(true).open(&f3).unwrap().set_len(len / 2).unwrap();
-    let listed: Vec<u64> = wm.checkpoints("m").unwrap().iter().map(|c| c.step).collect();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&f3)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
+    let listed: Vec<u64> = wm
+        .checkpoints("m")
+        .unwrap()
+        .iter()
+        .map(|c| c.step)
+        .collect();
     assert_eq!(listed, vec![1]);
     let v = wm.verify(&VerifyScope::default(), &NoProgress).unwrap();
     assert_eq!(v.problems.len(), 1, "{:?}", v.problems);
@@ -584,8 +862,14 @@ fn an_interrupted_checkpoint_save_never_lists() {
         })
         .unwrap();
     assert_eq!(done.items.len(), 3, "{:?}", done.items);
-    assert!(done.items.iter().all(|i| i.kind == CleanupKind::IncompleteCheckpoint));
-    assert!(wm.verify(&VerifyScope::default(), &NoProgress).unwrap().ok());
+    assert!(done
+        .items
+        .iter()
+        .all(|i| i.kind == CleanupKind::IncompleteCheckpoint));
+    assert!(wm
+        .verify(&VerifyScope::default(), &NoProgress)
+        .unwrap()
+        .ok());
 }
 
 struct Toy;
@@ -596,7 +880,10 @@ impl ConfigSchema for Toy {
     fn validate(&self, c: &serde_json::Value) -> Vec<ConfigProblem> {
         FieldSchema::new(
             "toy",
-            vec![FieldSpec::integer("dim").range(1.0, 1024.0), FieldSpec::integer("out").min(1.0)],
+            vec![
+                FieldSpec::integer("dim").range(1.0, 1024.0),
+                FieldSpec::integer("out").min(1.0),
+            ],
             |_| Ok(Vec::new()),
         )
         .validate(c)
@@ -617,10 +904,16 @@ fn configs_are_validated_and_weights_checked_against_them() {
     let cm = ConfigManager::new(wm.clone(), Schemas::new().with(Arc::new(Toy)));
     let good = serde_json::json!({"model_type": "toy", "dim": 2, "out": 3});
     cm.import("m", "small", &good, false).unwrap();
-    assert!(matches!(cm.import("m", "small", &good, false), Err(StoreError::ConfigExists { .. })));
+    assert!(matches!(
+        cm.import("m", "small", &good, false),
+        Err(StoreError::ConfigExists { .. })
+    ));
     let bad = serde_json::json!({"model_type": "toy", "dim": 0});
     let e = cm.import("m", "broken", &bad, false).unwrap_err();
-    assert!(e.to_string().contains("dim") && e.to_string().contains("out: is required"), "{e}");
+    assert!(
+        e.to_string().contains("dim") && e.to_string().contains("out: is required"),
+        "{e}"
+    );
     assert!(!cm.path("m", "broken").unwrap().exists());
 
     let f = safetensors_file(inp.path(), 1);
@@ -644,7 +937,10 @@ fn configs_are_validated_and_weights_checked_against_them() {
     assert_eq!(cm.config_for_version("m", "v1").unwrap(), "small");
 
     let w = wm.load_model_weights("m", Some("v1"), None).unwrap();
-    assert!(cm.check_weights("m", "small", w.source.as_ref()).unwrap().is_empty());
+    assert!(cm
+        .check_weights("m", "small", w.source.as_ref())
+        .unwrap()
+        .is_empty());
     // Change a field: the weights no longer fit.
     let newc = cm.set("m", "small", "out", serde_json::json!(4)).unwrap();
     assert_eq!(newc["out"], 4);
@@ -666,17 +962,66 @@ fn configs_are_validated_and_weights_checked_against_them() {
     assert_eq!(cm.show("m", "small").unwrap()["dim"], 2);
     // Each change was backed up.
     assert_eq!(
-        wm.backups().unwrap().iter().filter(|b| b.kind == BackupKind::Config).count(),
+        wm.backups()
+            .unwrap()
+            .iter()
+            .filter(|b| b.kind == BackupKind::Config)
+            .count(),
         2
     );
     // Hand-edited into an invalid state: validate reports it.
-    std::fs::write(cm.path("m", "small").unwrap(), r#"{"model_type":"toy","dim":"big","out":3}"#).unwrap();
+    std::fs::write(
+        cm.path("m", "small").unwrap(),
+        r#"{"model_type":"toy","dim":"big","out":3}"#,
+    )
+    .unwrap();
     let p = cm.validate("m", "small").unwrap();
     assert_eq!(p.len(), 1);
     assert!(p[0].message.contains("integer"));
     // Unknown model type.
     std::fs::write(cm.path("m", "small").unwrap(), r#"{"model_type":"llama"}"#).unwrap();
-    assert!(cm.validate("m", "small").unwrap()[0].message.contains("unknown model type"));
-    assert!(matches!(cm.expected_tensors("m", "small"), Err(StoreError::ConfigInvalid { .. })));
-    assert!(matches!(cm.show("m", "../x"), Err(StoreError::InvalidName { .. })));
+    assert!(cm.validate("m", "small").unwrap()[0]
+        .message
+        .contains("unknown model type"));
+    assert!(matches!(
+        cm.expected_tensors("m", "small"),
+        Err(StoreError::ConfigInvalid { .. })
+    ));
+    assert!(matches!(
+        cm.show("m", "../x"),
+        Err(StoreError::InvalidName { .. })
+    ));
+}
+
+#[test]
+fn a_file_in_the_way_is_backed_up_and_never_restored_over_a_registered_one() {
+    let (_r, inp, wm) = setup();
+    wm.ensure_layout().unwrap();
+    let target = wm.canonical_path("m", "x", OutputFormat::Pt).unwrap();
+    std::fs::write(&target, b"left by a crash").unwrap();
+    wm.register(
+        &pt_file(inp.path(), 1),
+        "m",
+        "x",
+        &RegisterOptions::default(),
+        &NoProgress,
+    )
+    .unwrap();
+    let b = wm.backups().unwrap();
+    assert_eq!(b.len(), 1);
+    assert_eq!(b[0].kind, BackupKind::Orphan);
+    assert_eq!(
+        std::fs::read(wm.abs(&b[0].file)).unwrap(),
+        b"left by a crash"
+    );
+    let e = wm.restore(&b[0].id, &NoProgress).unwrap_err();
+    assert!(matches!(e, StoreError::RestoreBlocked { .. }), "{e}");
+    assert!(
+        e.to_string().contains("tantra remove m x --format pt"),
+        "{e}"
+    );
+    assert!(wm
+        .verify(&VerifyScope::default(), &NoProgress)
+        .unwrap()
+        .ok());
 }

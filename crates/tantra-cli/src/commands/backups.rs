@@ -40,7 +40,10 @@ pub fn run(a: Args, root: &Path) -> anyhow::Result<ExitCode> {
         .collect();
     print!(
         "{}",
-        render(&["id", "kind", "original", "size", "taken", "reason"], &rows)
+        render(
+            &["id", "kind", "original", "size", "taken", "reason"],
+            &rows
+        )
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -143,7 +143,10 @@ pub fn run(a: Args, root: &Path) -> anyhow::Result<ExitCode> {
                 .collect();
             print!(
                 "{}",
-                render(&["step", "format", "size", "saved", "metrics", "path"], &rows)
+                render(
+                    &["step", "format", "size", "saved", "metrics", "path"],
+                    &rows
+                )
             );
         }
         Action::Prune {
@@ -172,7 +175,11 @@ pub fn run(a: Args, root: &Path) -> anyhow::Result<ExitCode> {
             for i in &items {
                 println!("{verb} step {} ({})", i.step.unwrap_or(0), i.path);
             }
-            println!("{model}: {verb} {} checkpoints, {}", items.len(), human_bytes(bytes));
+            println!(
+                "{model}: {verb} {} checkpoints, {}",
+                items.len(),
+                human_bytes(bytes)
+            );
         }
         Action::Promote {
             model,

@@ -57,7 +57,11 @@ pub fn run(a: Args, root: &Path) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(ExitCode::SUCCESS);
     }
-    let verb = if report.dry_run { "would remove" } else { "removed" };
+    let verb = if report.dry_run {
+        "would remove"
+    } else {
+        "removed"
+    };
     if !report.items.is_empty() {
         let rows: Vec<Vec<String>> = report
             .items
@@ -72,7 +76,10 @@ pub fn run(a: Args, root: &Path) -> anyhow::Result<ExitCode> {
                 ]
             })
             .collect();
-        print!("{}", render(&["kind", "path", "size", "reason", "backup"], &rows));
+        print!(
+            "{}",
+            render(&["kind", "path", "size", "reason", "backup"], &rows)
+        );
     }
     println!(
         "{verb} {} items, {}",

@@ -73,9 +73,9 @@ pub enum Action {
     },
 }
 
-/// The config schemas the CLI knows. The model crates register theirs here.
+/// The config schemas the CLI knows: the architectures of tantra-models.
 fn schemas() -> Schemas {
-    Schemas::new()
+    tantra_models::schema::schemas()
 }
 
 pub fn run(a: Args, root: &Path) -> anyhow::Result<ExitCode> {
@@ -103,12 +103,18 @@ pub fn run(a: Args, root: &Path) -> anyhow::Result<ExitCode> {
                     .collect();
                 print!(
                     "{}",
-                    render(&["model", "config", "model_type", "versions", "path"], &rows)
+                    render(
+                        &["model", "config", "model_type", "versions", "path"],
+                        &rows
+                    )
                 );
             }
         }
         Action::Show { model, name } => {
-            println!("{}", serde_json::to_string_pretty(&cm.show(&model, &name)?)?);
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&cm.show(&model, &name)?)?
+            );
         }
         Action::Set {
             model,
@@ -123,11 +129,7 @@ pub fn run(a: Args, root: &Path) -> anyhow::Result<ExitCode> {
         Action::Validate { model, name, json } => {
             let names = match name {
                 Some(n) => vec![n],
-                None => cm
-                    .list(Some(&model))?
-                    .into_iter()
-                    .map(|c| c.name)
-                    .collect(),
+                None => cm.list(Some(&model))?.into_iter().map(|c| c.name).collect(),
             };
             let mut all = Vec::new();
             for n in &names {
@@ -135,7 +137,11 @@ pub fn run(a: Args, root: &Path) -> anyhow::Result<ExitCode> {
                     all.push((n.clone(), p));
                 }
             }
-            return report(&all, json, &format!("{} configs of {model} are valid", names.len()));
+            return report(
+                &all,
+                json,
+                &format!("{} configs of {model} are valid", names.len()),
+            );
         }
         Action::Check {
             model,
@@ -168,7 +174,10 @@ pub fn run(a: Args, root: &Path) -> anyhow::Result<ExitCode> {
             return report(
                 &all,
                 json,
-                &format!("{model}:{version} matches config {config} ({} tensors)", expected.len()),
+                &format!(
+                    "{model}:{version} matches config {config} ({} tensors)",
+                    expected.len()
+                ),
             );
         }
         Action::Import {
@@ -189,7 +198,11 @@ pub fn run(a: Args, root: &Path) -> anyhow::Result<ExitCode> {
 }
 
 /// Prints problems (a JSON array of {config, what, message} with --json); exit 1 when any.
-fn report(problems: &[(String, ConfigProblem)], json: bool, ok_line: &str) -> anyhow::Result<ExitCode> {
+fn report(
+    problems: &[(String, ConfigProblem)],
+    json: bool,
+    ok_line: &str,
+) -> anyhow::Result<ExitCode> {
     if json {
         let arr: Vec<serde_json::Value> = problems
             .iter()

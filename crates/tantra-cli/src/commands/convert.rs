@@ -46,7 +46,11 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         report.tensors,
         group_digits(report.parameters),
         human_bytes(report.bytes_written),
-        if report.verified { ", verified" } else { ", not verified" },
+        if report.verified {
+            ", verified"
+        } else {
+            ", not verified"
+        },
         start.elapsed().as_secs_f64()
     );
     Ok(ExitCode::SUCCESS)

@@ -35,12 +35,16 @@ pub struct Args {
 
 pub fn run(a: Args, root: &Path, preset: Preset) -> anyhow::Result<ExitCode> {
     let wm = WeightManager::open(root)?;
-    let mut models = if a.models.is_empty() {
+    let mut models: Vec<Architecture> = Vec::new();
+    for m in if a.models.is_empty() {
         Architecture::ALL.to_vec()
     } else {
         a.models.clone()
-    };
-    models.dedup();
+    } {
+        if !models.contains(&m) {
+            models.push(m);
+        }
+    }
     let formats = if a.formats.is_empty() {
         OutputFormat::ALL.to_vec()
     } else {

@@ -30,20 +30,36 @@ fn to_f64(dtype: DType, bytes: &[u8]) -> Option<Vec<f64>> {
         })
     }
     Some(match dtype {
-        DType::F32 => chunks::<4>(bytes).map(|a| f32::from_le_bytes(a) as f64).collect(),
+        DType::F32 => chunks::<4>(bytes)
+            .map(|a| f32::from_le_bytes(a) as f64)
+            .collect(),
         DType::F64 => chunks::<8>(bytes).map(f64::from_le_bytes).collect(),
-        DType::F16 => chunks::<2>(bytes).map(|a| f16_to_f64(u16::from_le_bytes(a))).collect(),
+        DType::F16 => chunks::<2>(bytes)
+            .map(|a| f16_to_f64(u16::from_le_bytes(a)))
+            .collect(),
         DType::BF16 => chunks::<2>(bytes)
             .map(|a| f32::from_bits((u16::from_le_bytes(a) as u32) << 16) as f64)
             .collect(),
         DType::I8 => bytes.iter().map(|&b| b as i8 as f64).collect(),
         DType::U8 | DType::Bool => bytes.iter().map(|&b| b as f64).collect(),
-        DType::I16 => chunks::<2>(bytes).map(|a| i16::from_le_bytes(a) as f64).collect(),
-        DType::U16 => chunks::<2>(bytes).map(|a| u16::from_le_bytes(a) as f64).collect(),
-        DType::I32 => chunks::<4>(bytes).map(|a| i32::from_le_bytes(a) as f64).collect(),
-        DType::U32 => chunks::<4>(bytes).map(|a| u32::from_le_bytes(a) as f64).collect(),
-        DType::I64 => chunks::<8>(bytes).map(|a| i64::from_le_bytes(a) as f64).collect(),
-        DType::U64 => chunks::<8>(bytes).map(|a| u64::from_le_bytes(a) as f64).collect(),
+        DType::I16 => chunks::<2>(bytes)
+            .map(|a| i16::from_le_bytes(a) as f64)
+            .collect(),
+        DType::U16 => chunks::<2>(bytes)
+            .map(|a| u16::from_le_bytes(a) as f64)
+            .collect(),
+        DType::I32 => chunks::<4>(bytes)
+            .map(|a| i32::from_le_bytes(a) as f64)
+            .collect(),
+        DType::U32 => chunks::<4>(bytes)
+            .map(|a| u32::from_le_bytes(a) as f64)
+            .collect(),
+        DType::I64 => chunks::<8>(bytes)
+            .map(|a| i64::from_le_bytes(a) as f64)
+            .collect(),
+        DType::U64 => chunks::<8>(bytes)
+            .map(|a| u64::from_le_bytes(a) as f64)
+            .collect(),
         _ => return None,
     })
 }
@@ -123,8 +139,11 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
                 "a": va.map(|v| v.to_json()), "b": vb.map(|v| v.to_json())}));
         }
     }
-    let identical =
-        only_a.is_empty() && only_b.is_empty() && changed.is_empty() && values.is_empty() && value_changes.is_empty();
+    let identical = only_a.is_empty()
+        && only_b.is_empty()
+        && changed.is_empty()
+        && values.is_empty()
+        && value_changes.is_empty();
     if a.json {
         let out = json!({
             "a": a.a.display().to_string(), "b": a.b.display().to_string(),
@@ -160,7 +179,12 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
             );
         }
         for v in &value_changes {
-            println!("value:     {} {} -> {}", v["name"].as_str().unwrap_or(""), v["a"], v["b"]);
+            println!(
+                "value:     {} {} -> {}",
+                v["name"].as_str().unwrap_or(""),
+                v["a"],
+                v["b"]
+            );
         }
     }
     Ok(if identical {

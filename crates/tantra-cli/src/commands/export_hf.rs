@@ -87,7 +87,7 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         }
     };
     let bytes = (value * mult).floor();
-    if !(bytes >= 1.0 && bytes < 1.8e19) {
+    if !(1.0..1.8e19).contains(&bytes) {
         return Err(format!("{s:?}: a shard size must be at least 1 byte"));
     }
     Ok(bytes as u64)

@@ -87,7 +87,9 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
                 t.name.clone(),
                 t.dtype.to_string(),
                 format!("[{}]", shape.join(", ")),
-                t.numel().map(group_digits).unwrap_or_else(|| "overflow".into()),
+                t.numel()
+                    .map(group_digits)
+                    .unwrap_or_else(|| "overflow".into()),
             ];
             if let Some(d) = digests.get(i) {
                 row.push(d.clone());

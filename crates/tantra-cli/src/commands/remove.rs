@@ -38,7 +38,11 @@ pub fn run(a: Args, root: &Path) -> anyhow::Result<ExitCode> {
         r.model,
         r.version,
         human_bytes(r.bytes),
-        if r.version_removed { ", version gone" } else { "" },
+        if r.version_removed {
+            ", version gone"
+        } else {
+            ""
+        },
         r.backups.join(", ")
     );
     Ok(ExitCode::SUCCESS)

@@ -76,7 +76,9 @@ pub fn run(a: Args, root: &Path) -> anyhow::Result<ExitCode> {
                 bail!("{name} is a text model: --image is for mamba_multimodal and ocr_native");
             }
             let ids = prompt_ids(&a, rt.model(), false)?;
-            let g = generate(&a, rt.model(), &mut |opts, sink| rt.generate(&ids, opts, sink))?;
+            let g = generate(&a, rt.model(), &mut |opts, sink| {
+                rt.generate(&ids, opts, sink)
+            })?;
             report(&a, &name, rt.model(), &g)
         }
         LoadedModel::Multimodal(m) => {
@@ -111,7 +113,10 @@ fn load(a: &Args, root: &Path) -> anyhow::Result<(LoadedModel, String)> {
     let arch = Architecture::parse(&a.model).ok();
     if let Some(path) = &a.weights {
         let arch = arch.with_context(|| {
-            format!("unknown model {:?} (expected mamba, mamba_multimodal or ocr_native)", a.model)
+            format!(
+                "unknown model {:?} (expected mamba, mamba_multimodal or ocr_native)",
+                a.model
+            )
         })?;
         let m = LoadedModel::from_path(path, Some(arch))
             .with_context(|| format!("cannot load {} weights from {}", arch, path.display()))?;
@@ -244,7 +249,11 @@ fn report_ocr(
     secs: f64,
 ) -> anyhow::Result<ExitCode> {
     let frames = out.frame_classes.len();
-    let rate = if secs > 0.0 { frames as f64 / secs } else { 0.0 };
+    let rate = if secs > 0.0 {
+        frames as f64 / secs
+    } else {
+        0.0
+    };
     eprintln!("read {frames} frames, {rate:.1} frames/s");
     if a.json {
         let mut o = json!({

@@ -42,7 +42,17 @@ pub fn run(a: Args, root: &Path) -> anyhow::Result<ExitCode> {
     print!(
         "{}",
         render(
-            &["version", "default", "created", "formats", "size", "parameters", "tags", "config", "note"],
+            &[
+                "version",
+                "default",
+                "created",
+                "formats",
+                "size",
+                "parameters",
+                "tags",
+                "config",
+                "note"
+            ],
             &table
         )
     );

@@ -108,7 +108,7 @@ impl VisionConfig {
         let f = |n: &str| format!("vision_config.{n}");
         check_range(&f("image_size"), self.image_size, 1, 1 << 16)?;
         check_range(&f("patch_size"), self.patch_size, 1, self.image_size as u64)?;
-        if self.image_size % self.patch_size != 0 {
+        if !self.image_size.is_multiple_of(self.patch_size) {
             return Err(ConfigError::NotMultiple {
                 field: f("image_size"),
                 value: self.image_size as u64,

@@ -17,7 +17,10 @@ use super::error::{Result, RuntimeError};
 
 /// The weight files, in the order of preference transformers uses.
 const SINGLE_FILES: [&str; 2] = ["model.safetensors", "pytorch_model.bin"];
-const INDEX_FILES: [&str; 2] = ["model.safetensors.index.json", "pytorch_model.bin.index.json"];
+const INDEX_FILES: [&str; 2] = [
+    "model.safetensors.index.json",
+    "pytorch_model.bin.index.json",
+];
 
 /// Weight files opened as tensor sources (one, or one per shard).
 pub struct OpenWeights {
@@ -184,8 +187,11 @@ mod tests {
         {
             let outside = tempfile::tempdir().unwrap();
             fs::write(outside.path().join("o.safetensors"), b"x").unwrap();
-            std::os::unix::fs::symlink(outside.path().join("o.safetensors"), d.join("l.safetensors"))
-                .unwrap();
+            std::os::unix::fs::symlink(
+                outside.path().join("o.safetensors"),
+                d.join("l.safetensors"),
+            )
+            .unwrap();
             assert!(checked_shard(&idx, &d, "l.safetensors").is_err());
         }
     }

@@ -86,7 +86,8 @@ pub fn gray_line(image: &DynamicImage, height: u32, multiple: u32) -> (GrayImage
     let new_w = if h == 0 {
         1
     } else {
-        ((f64::from(w) * f64::from(height) / f64::from(h)).round() as u32).clamp(1, MAX_IMAGE_SIDE * 4)
+        ((f64::from(w) * f64::from(height) / f64::from(h)).round() as u32)
+            .clamp(1, MAX_IMAGE_SIDE * 4)
     };
     let resized = if (w, h) == (new_w, height) {
         gray

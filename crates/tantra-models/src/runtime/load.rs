@@ -26,7 +26,7 @@ use super::weights::Weights;
 #[derive(Debug, Clone)]
 pub enum LoadedModel {
     Mamba(MambaRuntime),
-    Multimodal(MultimodalModel),
+    Multimodal(Box<MultimodalModel>),
     Ocr(OcrModel),
 }
 
@@ -153,7 +153,7 @@ impl LoadedModel {
         Ok(match config {
             ModelConfig::Mamba(c) => LoadedModel::Mamba(MambaRuntime::load(weights, c, origin)?),
             ModelConfig::MambaMultimodal(c) => {
-                LoadedModel::Multimodal(MultimodalModel::load(weights, c)?)
+                LoadedModel::Multimodal(Box::new(MultimodalModel::load(weights, c)?))
             }
             ModelConfig::OcrNative(c) => LoadedModel::Ocr(OcrModel::load(weights, c)?),
         })

@@ -15,7 +15,7 @@ use rayon::prelude::*;
 use crate::mamba::{MambaBlockConfig, MambaConfig};
 
 use super::error::{Result, RuntimeError};
-use super::kernels::{self, rms_norm, silu, softplus};
+use super::kernels::{self, exp_fast, rms_norm, silu, softplus};
 use super::layers::Linear;
 use super::weights::Weights;
 
@@ -70,7 +70,11 @@ struct Layer {
 
 impl Layer {
     fn bytes(&self) -> usize {
-        (self.norm.len() + self.conv_weight.len() + self.conv_bias.len() + self.a.len() + self.d.len())
+        (self.norm.len()
+            + self.conv_weight.len()
+            + self.conv_bias.len()
+            + self.a.len()
+            + self.d.len())
             * 4
             + self.in_proj.bytes()
             + self.x_proj.bytes()
@@ -231,7 +235,7 @@ impl MambaBlocks {
     /// belongs to another stack.
     pub fn forward(&self, h: &mut [f32], state: &mut MambaState) -> Result<()> {
         let d = self.dims.hidden;
-        if h.len() % d != 0 {
+        if !h.len().is_multiple_of(d) {
             return Err(RuntimeError::InputShape {
                 what: "input vectors (a multiple of hidden_size)",
                 expected: d * (h.len() / d + 1),
@@ -334,11 +338,14 @@ impl MambaBlocks {
                     let x = u[t * e + ch];
                     let row = &x_dbl[t * stride..(t + 1) * stride];
                     let (bm, cm) = row[r..].split_at(n);
+                    // Two loops: the state update vectorizes (exp_fast is branch-free), the
+                    // sum stays in order.
+                    for ((sj, aj), bj) in s.iter_mut().zip(a).zip(bm) {
+                        *sj = exp_fast(dt * aj) * *sj + (dt * bj) * x;
+                    }
                     let mut acc = 0.0f32;
-                    for j in 0..n {
-                        let da = (dt * a[j]).exp();
-                        s[j] = da * s[j] + (dt * bm[j]) * x;
-                        acc += s[j] * cm[j];
+                    for (sj, cj) in s.iter().zip(cm) {
+                        acc += sj * cj;
                     }
                     let z = xz[t * 2 * e + e + ch];
                     *yv = (acc + x * dch) * silu(z);
@@ -413,7 +420,11 @@ impl MambaModel {
     ///
     /// # Errors
     /// As [`MambaModel::load`].
-    pub fn load_prefixed(weights: &Weights<'_>, config: &MambaConfig, prefix: &str) -> Result<Self> {
+    pub fn load_prefixed(
+        weights: &Weights<'_>,
+        config: &MambaConfig,
+        prefix: &str,
+    ) -> Result<Self> {
         config.validate("")?;
         let blocks_config = config.blocks();
         let d = blocks_config.hidden_size;
@@ -424,8 +435,11 @@ impl MambaModel {
             .collect();
         let emb_refs: Vec<&str> = emb_names.iter().map(String::as_str).collect();
         let embeddings = weights.get_alias(&emb_refs, &[v, d])?;
-        let blocks =
-            MambaBlocks::load(weights, &blocks_config, &format!("{prefix}backbone.layers."))?;
+        let blocks = MambaBlocks::load(
+            weights,
+            &blocks_config,
+            &format!("{prefix}backbone.layers."),
+        )?;
         let norm_f = RmsNorm::load(
             weights,
             &format!("{prefix}backbone.norm_f.weight"),
@@ -439,7 +453,12 @@ impl MambaModel {
             weights.mark_used(&head_name);
             None
         } else {
-            Some(Linear::from_parts(weights.get(&head_name, &[v, d])?, None, v, d))
+            Some(Linear::from_parts(
+                weights.get(&head_name, &[v, d])?,
+                None,
+                v,
+                d,
+            ))
         };
         Ok(MambaModel {
             config: config.clone(),

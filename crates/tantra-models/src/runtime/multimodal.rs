@@ -143,7 +143,8 @@ impl MultimodalModel {
         if prompt_ids.is_empty() {
             return self.language.forward_embeddings(prefix, state, logits);
         }
-        self.language.forward_embeddings(prefix, state, Logits::None)?;
+        self.language
+            .forward_embeddings(prefix, state, Logits::None)?;
         self.language.forward(prompt_ids, state, logits)
     }
 
@@ -163,6 +164,13 @@ impl MultimodalModel {
             None => Vec::new(),
         };
         let mut state = self.language.new_state();
-        generate(&self.language, &mut state, &prefix, prompt_ids, options, on_token)
+        generate(
+            &self.language,
+            &mut state,
+            &prefix,
+            prompt_ids,
+            options,
+            on_token,
+        )
     }
 }

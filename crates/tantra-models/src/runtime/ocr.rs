@@ -100,7 +100,7 @@ impl OcrModel {
     /// [`RuntimeError::InputShape`] when `frames` is not a whole number of frames.
     pub fn logits(&self, frames: &[f32]) -> Result<Vec<f32>> {
         let pd = self.config.patch_dim();
-        if frames.len() % pd != 0 {
+        if !frames.len().is_multiple_of(pd) {
             return Err(RuntimeError::InputShape {
                 what: "OCR frames (a multiple of image_height * patch_width)",
                 expected: pd * (frames.len() / pd + 1),

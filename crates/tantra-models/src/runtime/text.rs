@@ -28,7 +28,11 @@ impl MambaRuntime {
     ///
     /// # Errors
     /// See [`MambaModel::load`].
-    pub fn load(weights: &Weights<'_>, config: &MambaConfig, origin: impl Into<String>) -> Result<Self> {
+    pub fn load(
+        weights: &Weights<'_>,
+        config: &MambaConfig,
+        origin: impl Into<String>,
+    ) -> Result<Self> {
         Ok(MambaRuntime {
             model: MambaModel::load(weights, config)?,
             origin: origin.into(),
@@ -130,9 +134,11 @@ impl MambaRuntime {
 /// Mamba language model.
 pub fn infer_mamba_config(weights: &Weights<'_>) -> Result<MambaConfig> {
     let dims = |name: &str, rank: &[usize]| -> Result<Vec<usize>> {
-        let shape = weights.shape(name).ok_or_else(|| RuntimeError::MissingTensor {
-            name: name.to_string(),
-        })?;
+        let shape = weights
+            .shape(name)
+            .ok_or_else(|| RuntimeError::MissingTensor {
+                name: name.to_string(),
+            })?;
         if !rank.contains(&shape.len()) || shape.iter().any(|&d| d == 0 || d > u32::MAX as u64) {
             return Err(RuntimeError::Shape {
                 name: name.to_string(),

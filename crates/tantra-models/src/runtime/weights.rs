@@ -152,7 +152,12 @@ impl<'a> Weights<'a> {
 /// Tensor `index` of `src` as f32, converted chunk by chunk as the source streams it: a
 /// memory-mapped file releases the pages it has handed out, so loading holds the f32 copy and
 /// not also the whole file in memory.
-fn read_f32(src: &dyn TensorSource, index: usize, name: &str, info: &TensorInfo) -> Result<Vec<f32>> {
+fn read_f32(
+    src: &dyn TensorSource,
+    index: usize,
+    name: &str,
+    info: &TensorInfo,
+) -> Result<Vec<f32>> {
     let size = match info.dtype {
         DType::F32 => 4,
         DType::F16 | DType::BF16 => 2,
@@ -164,7 +169,10 @@ fn read_f32(src: &dyn TensorSource, index: usize, name: &str, info: &TensorInfo)
             })
         }
     };
-    let numel = info.numel().and_then(|n| usize::try_from(n).ok()).unwrap_or(0);
+    let numel = info
+        .numel()
+        .and_then(|n| usize::try_from(n).ok())
+        .unwrap_or(0);
     let mut values = Vec::with_capacity(numel);
     // Bytes of an element split across two chunks.
     let mut carry: Vec<u8> = Vec::with_capacity(8);
@@ -213,9 +221,11 @@ fn convert(dtype: DType, bytes: &[u8], out: &mut Vec<f32>) {
                 .chunks_exact(2)
                 .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()),
         ),
-        DType::F64 => out.extend(bytes.chunks_exact(8).map(|c| {
-            f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32
-        })),
+        DType::F64 => {
+            out.extend(bytes.chunks_exact(8).map(|c| {
+                f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32
+            }))
+        }
         _ => {}
     }
 }
@@ -232,12 +242,14 @@ mod tests {
             .iter()
             .flat_map(|v| half::f16::from_f32(*v).to_le_bytes())
             .collect();
-        m.push(TensorInfo::new("a", DType::F16, vec![2]), h).unwrap();
+        m.push(TensorInfo::new("a", DType::F16, vec![2]), h)
+            .unwrap();
         let b: Vec<u8> = [0.25f32]
             .iter()
             .flat_map(|v| half::bf16::from_f32(*v).to_le_bytes())
             .collect();
-        m.push(TensorInfo::new("b", DType::BF16, vec![1, 1]), b).unwrap();
+        m.push(TensorInfo::new("b", DType::BF16, vec![1, 1]), b)
+            .unwrap();
         m.push(TensorInfo::new("c", DType::I32, vec![1]), vec![0; 4])
             .unwrap();
         let w = Weights::new(&m).unwrap();
@@ -245,7 +257,10 @@ mod tests {
         assert_eq!(w.get_any("b", &[&[1], &[1, 1]]).unwrap(), vec![0.25]);
         assert!(matches!(w.get("a", &[3]), Err(RuntimeError::Shape { .. })));
         assert!(matches!(w.get("c", &[1]), Err(RuntimeError::DType { .. })));
-        assert!(matches!(w.get("zz", &[1]), Err(RuntimeError::MissingTensor { .. })));
+        assert!(matches!(
+            w.get("zz", &[1]),
+            Err(RuntimeError::MissingTensor { .. })
+        ));
         match w.check_all_used() {
             Err(RuntimeError::UnexpectedTensors { count, examples }) => {
                 assert_eq!(count, 1);
@@ -294,8 +309,12 @@ mod tests {
         let mut m = MemorySource::new();
         let v: Vec<f32> = (0..7).map(|i| i as f32 * 1.25 - 3.0).collect();
         m.push_f32("x", vec![7], &v).unwrap();
-        let f64s: Vec<u8> = [0.5f64, -8.0].iter().flat_map(|x| x.to_le_bytes()).collect();
-        m.push(TensorInfo::new("y", DType::F64, vec![2]), f64s).unwrap();
+        let f64s: Vec<u8> = [0.5f64, -8.0]
+            .iter()
+            .flat_map(|x| x.to_le_bytes())
+            .collect();
+        m.push(TensorInfo::new("y", DType::F64, vec![2]), f64s)
+            .unwrap();
         let c = Chunky(m);
         let w = Weights::new(&c).unwrap();
         assert_eq!(w.get("x", &[7]).unwrap(), v);

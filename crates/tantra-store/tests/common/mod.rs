@@ -23,7 +23,8 @@ pub fn big_tensors(seed: u32, mib: usize) -> MemorySource {
         let v: Vec<f32> = (0..per)
             .map(|i| ((i as u32).wrapping_mul(2654435761) ^ seed ^ t) as f32)
             .collect();
-        m.push_f32(format!("block.{t}.weight"), vec![per as u64], &v).unwrap();
+        m.push_f32(format!("block.{t}.weight"), vec![per as u64], &v)
+            .unwrap();
     }
     m
 }
@@ -47,7 +48,11 @@ pub fn safetensors_file(dir: &Path, seed: u32) -> PathBuf {
 
 /// Writes the seed-`seed` model as a PyTorch archive into `dir`.
 pub fn pt_file(dir: &Path, seed: u32) -> PathBuf {
-    write_file(&tensors(seed), &dir.join(format!("in_{seed}.pt")), OutputFormat::Pt)
+    write_file(
+        &tensors(seed),
+        &dir.join(format!("in_{seed}.pt")),
+        OutputFormat::Pt,
+    )
 }
 
 /// sha256 of a file, independently of the store.

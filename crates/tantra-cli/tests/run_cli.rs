@@ -1,0 +1,360 @@
+//! `tantra run` driven as a user drives it: a Hugging Face directory written by transformers
+//! (checked against transformers' logits and greedy output), and the three sample models
+//! created in a temporary root.
+
+// Test helpers unwrap: a failure there is a failed test.
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value as J;
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")
+}
+
+fn tantra(root: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tantra"))
+        .arg("--root")
+        .arg(root)
+        .args(args)
+        .env_remove("TANTRA_ROOT")
+        .output()
+        .expect("run tantra")
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "tantra failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn json(out: &Output) -> J {
+    serde_json::from_str(&ok(out)).unwrap()
+}
+
+fn fails_with(out: &Output, needle: &str) {
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(needle), "{err}");
+}
+
+fn ids(j: &J) -> Vec<u64> {
+    j.as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect()
+}
+
+/// A minimal RGB PNG (stored deflate blocks), so that the tests need no image encoder.
+fn png(w: u32, h: u32, px: impl Fn(u32, u32) -> [u8; 3]) -> Vec<u8> {
+    fn crc32(data: &[u8]) -> u32 {
+        let mut c = 0xFFFF_FFFFu32;
+        for &b in data {
+            c ^= u32::from(b);
+            for _ in 0..8 {
+                c = if c & 1 != 0 {
+                    0xEDB8_8320 ^ (c >> 1)
+                } else {
+                    c >> 1
+                };
+            }
+        }
+        !c
+    }
+    fn chunk(out: &mut Vec<u8>, kind: &[u8], data: &[u8]) {
+        out.extend((data.len() as u32).to_be_bytes());
+        let mut body = kind.to_vec();
+        body.extend_from_slice(data);
+        out.extend_from_slice(&body);
+        out.extend(crc32(&body).to_be_bytes());
+    }
+    let mut raw = Vec::new();
+    for y in 0..h {
+        raw.push(0);
+        for x in 0..w {
+            raw.extend(px(x, y));
+        }
+    }
+    let mut z = vec![0x78, 0x01];
+    let blocks: Vec<&[u8]> = raw.chunks(65_535).collect();
+    for (i, b) in blocks.iter().enumerate() {
+        z.push(u8::from(i + 1 == blocks.len()));
+        z.extend((b.len() as u16).to_le_bytes());
+        z.extend((!(b.len() as u16)).to_le_bytes());
+        z.extend_from_slice(b);
+    }
+    let (mut a, mut s) = (1u32, 0u32);
+    for &b in &raw {
+        a = (a + u32::from(b)) % 65_521;
+        s = (s + a) % 65_521;
+    }
+    z.extend(((s << 16) | a).to_be_bytes());
+    let mut ihdr = Vec::new();
+    ihdr.extend(w.to_be_bytes());
+    ihdr.extend(h.to_be_bytes());
+    ihdr.extend([8, 2, 0, 0, 0]);
+    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+    chunk(&mut out, b"IHDR", &ihdr);
+    chunk(&mut out, b"IDAT", &z);
+    chunk(&mut out, b"IEND", &[]);
+    out
+}
+
+#[test]
+fn hf_directory_matches_transformers() {
+    let root = tempfile::tempdir().unwrap();
+    let reference: J = serde_json::from_str(
+        &std::fs::read_to_string(fixtures().join("hf_mamba_tiny/reference.json")).unwrap(),
+    )
+    .unwrap();
+    let input: Vec<String> = ids(&reference["input_ids"])
+        .iter()
+        .map(u64::to_string)
+        .collect();
+    let input = input.join(",");
+    for form in ["safetensors", "pytorch"] {
+        let dir = fixtures().join("hf_mamba_tiny").join(form);
+        let out = tantra(
+            root.path(),
+            &[
+                "run",
+                "mamba",
+                "--weights",
+                dir.to_str().unwrap(),
+                "--input-ids",
+                &input,
+                "--max-new-tokens",
+                "8",
+                "--json",
+                "--dump-logits",
+            ],
+        );
+        let j = json(&out);
+        assert_eq!(j["output_ids"], reference["greedy_ids"], "{form}");
+        assert_eq!(j["input_ids"], reference["input_ids"]);
+        assert!(j["text"].is_null(), "not a byte-level vocabulary: no text");
+        let rows = j["prompt_logits"].as_array().unwrap();
+        assert_eq!(rows.len(), 6);
+        for (row, key) in [(&rows[0], "logits_first"), (&rows[5], "logits_last")] {
+            let a = row.as_array().unwrap();
+            let b = reference[key].as_array().unwrap();
+            assert_eq!(a.len(), 64);
+            for (x, y) in a.iter().zip(b) {
+                let d = (x.as_f64().unwrap() - y.as_f64().unwrap()).abs();
+                assert!(d <= 1e-4, "{form} {key}: {d}");
+            }
+        }
+        assert!(j["decode_tokens_per_second"].as_f64().unwrap() > 0.0);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("prefill:") && err.contains("tokens/s"),
+            "{err}"
+        );
+    }
+
+    // Streaming output: ids of a non-byte vocabulary as numbers; the directory as MODEL.
+    let dir = fixtures().join("hf_mamba_tiny/safetensors");
+    let out = tantra(
+        root.path(),
+        &[
+            "run",
+            dir.to_str().unwrap(),
+            "--input-ids",
+            &input,
+            "--max-new-tokens",
+            "3",
+        ],
+    );
+    assert_eq!(ok(&out).trim(), "44 44 44");
+
+    // A text prompt needs the byte-level vocabulary.
+    let out = tantra(
+        root.path(),
+        &[
+            "run",
+            "mamba",
+            "--weights",
+            dir.to_str().unwrap(),
+            "--prompt",
+            "hi",
+        ],
+    );
+    fails_with(&out, "--input-ids");
+    let out = tantra(
+        root.path(),
+        &["run", "mamba", "--weights", dir.to_str().unwrap()],
+    );
+    fails_with(&out, "--prompt");
+}
+
+#[test]
+fn sample_models_run_from_the_root() {
+    let root = tempfile::tempdir().unwrap();
+    ok(&tantra(
+        root.path(),
+        &[
+            "create-sample-weights",
+            "--models",
+            "mamba,mamba_multimodal,ocr_native",
+            "--formats",
+            "safetensors,pt",
+        ],
+    ));
+
+    // Text: byte-level prompt with <bos>, greedy, same result from either format.
+    let run_text = |extra: &[&str]| {
+        let mut args = vec![
+            "run",
+            "mamba",
+            "--prompt",
+            "hi",
+            "--max-new-tokens",
+            "5",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        json(&tantra(root.path(), &args))
+    };
+    let a = run_text(&[]);
+    assert_eq!(ids(&a["input_ids"]), vec![257, 104, 105]);
+    let out_ids = ids(&a["output_ids"]);
+    assert!(out_ids.len() > 3 && out_ids.len() <= 8);
+    assert!(a["text"].is_string());
+    let b = run_text(&["--version", "sample_small", "--format", "pt"]);
+    assert_eq!(
+        a["output_ids"], b["output_ids"],
+        "safetensors and pt differ"
+    );
+    // Sampling is seeded.
+    let s1 = run_text(&[
+        "--temperature",
+        "1.0",
+        "--top-k",
+        "50",
+        "--top-p",
+        "0.9",
+        "--seed",
+        "4",
+    ]);
+    let s2 = run_text(&[
+        "--temperature",
+        "1.0",
+        "--top-k",
+        "50",
+        "--top-p",
+        "0.9",
+        "--seed",
+        "4",
+    ]);
+    assert_eq!(s1["output_ids"], s2["output_ids"]);
+
+    // Multimodal: the image is read, resized, and changes the logits.
+    let img1 = root.path().join("a.png");
+    let img2 = root.path().join("b.png");
+    std::fs::write(
+        &img1,
+        png(40, 30, |x, y| [(x * 6) as u8, (y * 8) as u8, 90]),
+    )
+    .unwrap();
+    std::fs::write(&img2, png(40, 30, |x, _| [255 - (x * 6) as u8, 0, 0])).unwrap();
+    let mm = |img: &Path| {
+        json(&tantra(
+            root.path(),
+            &[
+                "run",
+                "mamba_multimodal",
+                "--image",
+                img.to_str().unwrap(),
+                "--prompt",
+                "a",
+                "--max-new-tokens",
+                "4",
+                "--json",
+                "--dump-logits",
+            ],
+        ))
+    };
+    let (m1, m2, again) = (mm(&img1), mm(&img2), mm(&img1));
+    assert!(m1["output_ids"] == again["output_ids"], "not deterministic");
+    assert!(
+        m1["prompt_logits"] == again["prompt_logits"],
+        "not deterministic"
+    );
+    assert_eq!(m1["prompt_logits"].as_array().unwrap().len(), 2);
+    assert!(
+        m1["prompt_logits"] != m2["prompt_logits"],
+        "the image had no effect"
+    );
+
+    // OCR: 64 x 32 pixels -> 8 frames of 8 columns at the sample's height of 32.
+    let line = root.path().join("line.png");
+    std::fs::write(
+        &line,
+        png(64, 32, |x, _| if x % 5 == 0 { [0; 3] } else { [255; 3] }),
+    )
+    .unwrap();
+    let o = json(&tantra(
+        root.path(),
+        &[
+            "run",
+            "ocr_native",
+            "--image",
+            line.to_str().unwrap(),
+            "--json",
+        ],
+    ));
+    assert_eq!(o["frame_classes"].as_array().unwrap().len(), 8);
+    assert!(o["text"].as_str().unwrap().chars().count() <= 8);
+    let plain = ok(&tantra(
+        root.path(),
+        &["run", "ocr_native", "--image", line.to_str().unwrap()],
+    ));
+    assert_eq!(plain.trim_end_matches('\n'), o["text"].as_str().unwrap());
+
+    fails_with(
+        &tantra(root.path(), &["run", "ocr_native", "--prompt", "x"]),
+        "--image",
+    );
+    fails_with(
+        &tantra(
+            root.path(),
+            &[
+                "run",
+                "mamba",
+                "--prompt",
+                "x",
+                "--image",
+                line.to_str().unwrap(),
+            ],
+        ),
+        "--image",
+    );
+    let not_image = root.path().join("x.png");
+    std::fs::write(&not_image, b"not an image").unwrap();
+    fails_with(
+        &tantra(
+            root.path(),
+            &["run", "ocr_native", "--image", not_image.to_str().unwrap()],
+        ),
+        "cannot decode",
+    );
+    fails_with(
+        &tantra(
+            root.path(),
+            &["run", "mamba", "--version", "nope", "--prompt", "x"],
+        ),
+        "nope",
+    );
+}
