@@ -4,7 +4,7 @@
 //! ```text
 //! runtime_bench write DIR [sample_small|full]   config.json + model.safetensors (seed 0)
 //! runtime_bench bandwidth                       copy and read bandwidth, JSON
-//! runtime_bench decode DIR PROMPT_LEN TOKENS    prefill + greedy decode timing, JSON
+//! runtime_bench decode DIR PROMPT_LEN TOKENS    prefill + greedy decode timing (best of 3), JSON
 //! ```
 
 use std::io::{BufWriter, Write};
@@ -130,7 +130,20 @@ fn decode(dir: &Path, prompt_len: usize, tokens: usize) -> Res<()> {
         },
         &mut |_| {},
     )?;
-    let g = rt.generate(&prompt, &opts, &mut |_| {})?;
+    // Best of three: the machine may be shared.
+    let mut g = rt.generate(&prompt, &opts, &mut |_| {})?;
+    for _ in 0..2 {
+        let again = rt.generate(&prompt, &opts, &mut |_| {})?;
+        if again.output_ids() != g.output_ids() {
+            return Err("greedy decoding is not deterministic".into());
+        }
+        if again.decode_time < g.decode_time {
+            g.decode_time = again.decode_time;
+        }
+        if again.prefill_time < g.prefill_time {
+            g.prefill_time = again.prefill_time;
+        }
+    }
     println!(
         "{}",
         serde_json::json!({

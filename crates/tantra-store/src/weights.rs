@@ -539,6 +539,7 @@ impl WeightManager {
         if formats.is_empty() {
             formats.push(OutputFormat::Safetensors);
         }
+        formats.sort();
         formats.dedup();
         let mut prepared = Vec::new();
         for f in formats {
@@ -692,6 +693,16 @@ impl WeightManager {
         let mut new_records: BTreeMap<String, FormatRecord> = BTreeMap::new();
         if let (true, Some(ex)) = (replacing_content, &existing) {
             for (f, rec) in &ex.formats {
+                displaced.push(f.clone());
+                if !prepared.iter().any(|p| p.format.name() == f) {
+                    stale_files.push(rec.path.clone());
+                }
+                if prepared
+                    .iter()
+                    .any(|p| p.staged.is_none() && p.format.name() == f)
+                {
+                    continue; // rewritten in place by its generator: the old bytes are gone
+                }
                 specs.push(self.weights_backup_spec(
                     model,
                     version,
@@ -700,10 +711,6 @@ impl WeightManager {
                     rec,
                     "replaced by register --force (different weights)",
                 ));
-                displaced.push(f.clone());
-                if !prepared.iter().any(|p| p.format.name() == f) {
-                    stale_files.push(rec.path.clone());
-                }
             }
         }
         for p in prepared {

@@ -9,10 +9,20 @@ use tantra_store::WeightManager;
 pub struct Args {
     pub model: String,
     pub version: String,
+    /// Print {model, default} as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 pub fn run(a: Args, root: &Path) -> anyhow::Result<ExitCode> {
     WeightManager::open(root)?.set_default(&a.model, &a.version)?;
-    eprintln!("{}: default version is now {}", a.model, a.version);
+    if a.json {
+        println!(
+            "{}",
+            serde_json::json!({"model": a.model, "default": a.version})
+        );
+    } else {
+        eprintln!("{}: default version is now {}", a.model, a.version);
+    }
     Ok(ExitCode::SUCCESS)
 }
