@@ -13,8 +13,8 @@ use libfuzzer_sys::fuzz_target;
 use tantra_formats::pickle::{
     classify_global, scan, Leaf, Limits, ParseOptions, PersistentIds, Pickle, Verdict,
 };
-use tantra_formats::pytorch::{scan_bytes, PytorchFile};
-use tantra_formats::TensorSource;
+
+mod common;
 
 fn check_flat(p: &Pickle) {
     let limits = Limits {
@@ -74,20 +74,5 @@ fuzz_target!(|data: &[u8]| {
     if let Verdict::Unsafe(_) = report.verdict {
         assert!(Pickle::parse(data, &ParseOptions::new(PersistentIds::Zip)).is_err());
     }
-    let _ = scan_bytes(data);
-    if let Ok(f) = PytorchFile::from_bytes(data.to_vec()) {
-        for (i, t) in f.tensors().iter().enumerate() {
-            let b = f
-                .tensor_bytes(i)
-                .expect("an opened file serves its tensors");
-            assert_eq!(Some(b.len() as u64), t.byte_len(), "{}", t.name);
-            let mut streamed = Vec::new();
-            f.stream_tensor(i, &mut |c| {
-                streamed.extend_from_slice(c);
-                Ok(())
-            })
-            .expect("streams");
-            assert!(streamed == b.as_ref());
-        }
-    }
+    common::check_pytorch_file(data);
 });

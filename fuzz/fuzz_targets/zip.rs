@@ -10,9 +10,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tantra_formats::pytorch::{scan_bytes, PytorchFile};
 use tantra_formats::zip::ZipArchive;
-use tantra_formats::TensorSource;
+
+mod common;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(zip) = ZipArchive::parse(data) {
@@ -36,20 +36,5 @@ fuzz_target!(|data: &[u8]| {
             assert!(w[0].1 <= w[1].0, "entries overlap");
         }
     }
-    let _ = scan_bytes(data);
-    if let Ok(f) = PytorchFile::from_bytes(data.to_vec()) {
-        for (i, t) in f.tensors().iter().enumerate() {
-            let b = f
-                .tensor_bytes(i)
-                .expect("an opened file serves its tensors");
-            assert_eq!(Some(b.len() as u64), t.byte_len(), "{}", t.name);
-            let mut streamed = Vec::new();
-            f.stream_tensor(i, &mut |c| {
-                streamed.extend_from_slice(c);
-                Ok(())
-            })
-            .expect("streams");
-            assert!(streamed == b.as_ref());
-        }
-    }
+    common::check_pytorch_file(data);
 });

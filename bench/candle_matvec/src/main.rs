@@ -6,7 +6,7 @@
 use std::time::Instant;
 
 use candle_core::{Device, Tensor};
-use tantra_models::runtime::kernels;
+use tantra_models::runtime::kernels::{self, PackedMatrix};
 
 fn main() -> candle_core::Result<()> {
     let (rows, cols) = (3072usize, 768usize);
@@ -40,6 +40,10 @@ fn main() -> candle_core::Result<()> {
             .map(|w| w.t().and_then(|t| t.contiguous()))
             .collect::<Result<_, _>>()?;
         let bytes = (rows * cols * 4) as f64;
+        let packed: Vec<PackedMatrix> = ws
+            .iter()
+            .map(|w| PackedMatrix::from_row_major(w, rows, cols))
+            .collect();
         for set in [&wt_views, &wt_contig] {
             for w in set.iter() {
                 xt.matmul(w)?;
@@ -60,8 +64,8 @@ fn main() -> candle_core::Result<()> {
             }
             let t = Instant::now();
             for _ in 0..iters {
-                for w in &ws {
-                    kernels::matvec(w, cols, &x, &mut y);
+                for p in &packed {
+                    p.matvec(&x, &mut y);
                 }
             }
             best[2] = best[2].min(t.elapsed().as_secs_f64());
@@ -69,7 +73,7 @@ fn main() -> candle_core::Result<()> {
         let names = [
             "candle x.matmul(W.t())",
             "candle x.matmul(W^T copy)",
-            "tantra kernels::matvec",
+            "tantra PackedMatrix::matvec",
         ];
         for (name, secs) in names.iter().zip(best) {
             let per = secs / (iters * nmat) as f64;
@@ -80,7 +84,7 @@ fn main() -> candle_core::Result<()> {
             );
         }
         let c = xt.matmul(&wt_views[0])?.flatten_all()?.to_vec1::<f32>()?;
-        kernels::matvec(&ws[0], cols, &x, &mut y);
+        packed[0].matvec(&x, &mut y);
         let diff = c
             .iter()
             .zip(&y)

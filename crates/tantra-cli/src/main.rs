@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    restore_sigpipe();
     let cli = commands::Cli::parse();
     match commands::run(cli) {
         Ok(code) => code,
@@ -16,5 +17,16 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::from(2)
         }
+    }
+}
+
+/// Rust ignores SIGPIPE, which turns `tantra list-weights | head` into a panic on the next
+/// `println!`. A command-line tool should instead end quietly when its reader goes away, as
+/// `cat` does: restore the default action.
+fn restore_sigpipe() {
+    #[cfg(unix)]
+    // SAFETY: called once at startup, before any thread exists; SIG_DFL is a valid action.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }

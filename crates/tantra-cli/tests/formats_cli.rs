@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! The format commands (`inspect`, `convert`, `diff`, `scan`) driven as a user drives them,
 //! against files written by real PyTorch, safetensors and transformers.
 

@@ -4,41 +4,16 @@
 // Test helpers unwrap: a failure there is a failed test.
 #![allow(clippy::unwrap_used)]
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
+use std::path::Path;
+
+use common::{fixtures, ok, ok_json, registry, stderr, tantra};
 use serde_json::Value as J;
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")
-}
-
-fn tantra(root: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tantra"))
-        .arg("--root")
-        .arg(root)
-        .args(args)
-        .env_remove("TANTRA_ROOT")
-        .output()
-        .expect("run tantra")
-}
-
-fn ok(out: Output) -> String {
-    assert!(
-        out.status.success(),
-        "tantra failed: {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// The content digest the store recorded for (model, version).
 fn content(root: &Path, model: &str, version: &str) -> String {
-    let reg: J =
-        serde_json::from_str(&std::fs::read_to_string(root.join("weight_config.json")).unwrap())
-            .unwrap();
-    reg["models"][model]["versions"][version]["content"]
+    registry(root)["models"][model]["versions"][version]["content"]
         .as_str()
         .unwrap()
         .to_string()
@@ -47,7 +22,7 @@ fn content(root: &Path, model: &str, version: &str) -> String {
 #[test]
 fn create_sample_weights_prints_the_statistics_table() {
     let root = tempfile::tempdir().unwrap();
-    let out = ok(tantra(
+    let out = ok(&tantra(
         root.path(),
         &[
             "create-sample-weights",
@@ -80,7 +55,7 @@ fn create_sample_weights_prints_the_statistics_table() {
 
     // Again: nothing changes, and the same seed keeps the same content.
     let before = content(root.path(), "mamba", "sample_small");
-    ok(tantra(
+    ok(&tantra(
         root.path(),
         &["create-sample-weights", "--models", "mamba"],
     ));
@@ -95,13 +70,13 @@ fn create_sample_weights_prints_the_statistics_table() {
 
     let bad = tantra(root.path(), &["create-sample-weights", "--models", "llama"]);
     assert!(!bad.status.success());
-    assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown model"));
+    assert!(stderr(&bad).contains("unknown model"));
 }
 
 #[test]
 fn export_then_import_round_trips() {
     let root = tempfile::tempdir().unwrap();
-    ok(tantra(
+    ok(&tantra(
         root.path(),
         &[
             "create-sample-weights",
@@ -114,7 +89,7 @@ fn export_then_import_round_trips() {
     let out_dir = tempfile::tempdir().unwrap();
     let hf = out_dir.path().join("hf");
     let hf_s = hf.to_str().unwrap();
-    let out = ok(tantra(
+    let out = ok(&tantra(
         root.path(),
         &["export-hf", "mamba:sample_small", hf_s],
     ));
@@ -123,7 +98,7 @@ fn export_then_import_round_trips() {
 
     let sharded = out_dir.path().join("sharded");
     let sharded_s = sharded.to_str().unwrap();
-    ok(tantra(
+    ok(&tantra(
         root.path(),
         &["export-hf", "mamba", sharded_s, "--shard-size", "1MB"],
     ));
@@ -136,11 +111,11 @@ fn export_then_import_round_trips() {
     .status
     .success());
 
-    ok(tantra(
+    ok(&tantra(
         root.path(),
         &["import-hf", hf_s, "--model", "mamba", "--version", "back"],
     ));
-    ok(tantra(
+    ok(&tantra(
         root.path(),
         &[
             "import-hf",
@@ -167,7 +142,7 @@ fn fixture_safetensors_and_pytorch_import_to_the_same_weights() {
     let root = tempfile::tempdir().unwrap();
     let st = fixtures().join("hf_mamba_tiny/safetensors");
     let pt = fixtures().join("hf_mamba_tiny/pytorch");
-    ok(tantra(
+    let rep = ok_json(&tantra(
         root.path(),
         &[
             "import-hf",
@@ -176,9 +151,23 @@ fn fixture_safetensors_and_pytorch_import_to_the_same_weights() {
             "mamba",
             "--version",
             "tiny_st",
+            "--json",
         ],
     ));
-    ok(tantra(
+    assert_eq!(rep["model"], "mamba");
+    assert_eq!(rep["version"], "tiny_st");
+    assert_eq!(rep["from"], st.to_str().unwrap());
+    assert_eq!(rep["files"][0]["format"], "safetensors");
+    assert_eq!(rep["files"][0]["action"], "added");
+    assert_eq!(rep["dropped_tied_head"], false);
+    // Recorded as imported from the directory, not as generated.
+    let source = &registry(root.path())["models"]["mamba"]["versions"]["tiny_st"]["formats"]
+        ["safetensors"]["source"];
+    assert_eq!(
+        *source,
+        serde_json::json!({"kind": "imported", "from": st.to_str().unwrap()})
+    );
+    ok(&tantra(
         root.path(),
         &[
             "import-hf",

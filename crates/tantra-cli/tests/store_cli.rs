@@ -4,49 +4,24 @@
 
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] functions
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
+use common::{assert_exit, bin, ok, ok_json, s, stderr, tantra, write_weights};
 use serde_json::Value as J;
-use tantra_formats::{write_to, MemorySource, NoProgress, OutputFormat};
-
-fn tantra(root: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tantra"))
-        .arg("--root")
-        .arg(root)
-        .args(args)
-        .env_remove("TANTRA_ROOT")
-        .output()
-        .expect("run tantra")
-}
-
-fn ok_json(out: &Output) -> J {
-    assert!(
-        out.status.success(),
-        "tantra failed ({:?}): {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("stdout is JSON")
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
+use tantra_formats::{MemorySource, OutputFormat};
 
 fn weights(dir: &Path, seed: u32, format: OutputFormat) -> PathBuf {
     let mut m = MemorySource::new();
     let a: Vec<f32> = (0..12).map(|i| i as f32 + seed as f32).collect();
     m.push_f32("w", vec![3, 4], &a).unwrap();
     m.push_f32("b", vec![4], &a[..4]).unwrap();
-    let path = dir.join(format!("in{seed}.{}", format.extension()));
-    let mut f = std::fs::File::create(&path).unwrap();
-    write_to(&mut f, format, &m, "in", &NoProgress).unwrap();
-    path
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
+    write_weights(
+        &m,
+        dir.join(format!("in{seed}.{}", format.extension())),
+        format,
+    )
 }
 
 #[test]
@@ -109,7 +84,7 @@ fn register_list_versions_contract() {
         .is_file());
 
     // TANTRA_ROOT moves the root too.
-    let via_env = Command::new(env!("CARGO_BIN_EXE_tantra"))
+    let via_env = bin()
         .args(["list-weights", "--json", "--format", "pt"])
         .env("TANTRA_ROOT", &root)
         .output()
@@ -121,7 +96,7 @@ fn register_list_versions_contract() {
         &root,
         &["register", s(&f2), "--model", "mamba", "--version", "full"],
     );
-    assert!(out.status.success(), "{}", stderr(&out));
+    ok(&out);
     let human = tantra(&root, &["list-weights", "--model", "mamba"]);
     let text = String::from_utf8_lossy(&human.stdout);
     assert!(text.starts_with("model"), "{text}");
@@ -195,7 +170,7 @@ fn verify_remove_backups_restore_cleanup() {
                 "safetensors,pt",
             ],
         );
-        assert!(out.status.success(), "{}", stderr(&out));
+        ok(&out);
     }
     let out = tantra(&root, &["verify"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
@@ -249,7 +224,7 @@ fn verify_remove_backups_restore_cleanup() {
     assert!(b["reason"].as_str().unwrap().contains("remove"));
     let id = b["id"].as_str().unwrap();
     let out = tantra(&root, &["restore", id]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    ok(&out);
     assert!(root.join("weights/m_b_pt.pt").exists());
     let out = tantra(&root, &["remove", "m", "a"]);
     assert_eq!(out.status.code(), Some(2), "the default needs --force");
@@ -268,15 +243,9 @@ fn verify_remove_backups_restore_cleanup() {
     assert!(root.join("weights/stray.pt").exists());
     assert_eq!(tantra(&root, &["verify"]).status.code(), Some(1));
     let out = tantra(&root, &["cleanup"]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    ok(&out);
     assert!(!root.join("weights/stray.pt").exists());
-    let out = tantra(&root, &["verify"]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    assert_exit(&tantra(&root, &["verify"]), 0, "verify after cleanup");
     let out = tantra(&root, &["cleanup", "--backups-older-than", "0s", "--json"]);
     let rep = ok_json(&out);
     assert!(rep["items"].as_array().unwrap().len() >= 3);
@@ -309,7 +278,7 @@ fn checkpoints_and_configs() {
                 &metric,
             ],
         );
-        assert!(out.status.success(), "{}", stderr(&out));
+        ok(&out);
     }
     let list = ok_json(&tantra(&root, &["checkpoint", "list", "m", "--json"]));
     assert_eq!(list.as_array().unwrap().len(), 4);

@@ -11,27 +11,15 @@
 
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] functions
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
-use tantra_formats::{write_to, MemorySource, NoProgress, OutputFormat};
+use common::{assert_exit, bin, ok, stderr, tantra, write_weights};
+use tantra_formats::{MemorySource, NoProgress, OutputFormat};
 use tantra_store::{VerifyScope, WeightManager};
-
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_tantra"));
-    c.env_remove("TANTRA_ROOT");
-    c
-}
-
-fn tantra(root: &Path, args: &[&str]) -> Output {
-    bin()
-        .arg("--root")
-        .arg(root)
-        .args(args)
-        .output()
-        .expect("run tantra")
-}
 
 /// A weight file of about `kib` KiB whose values depend on `seed`.
 fn weights(dir: &Path, seed: u32, kib: usize, format: OutputFormat) -> PathBuf {
@@ -44,10 +32,11 @@ fn weights(dir: &Path, seed: u32, kib: usize, format: OutputFormat) -> PathBuf {
         m.push_f32(format!("layers.{t}.weight"), vec![n as u64], &v)
             .unwrap();
     }
-    let path = dir.join(format!("w{seed}.{}", format.extension()));
-    let mut f = std::fs::File::create(&path).unwrap();
-    write_to(&mut f, format, &m, "w", &NoProgress).unwrap();
-    path
+    write_weights(
+        &m,
+        dir.join(format!("w{seed}.{}", format.extension())),
+        format,
+    )
 }
 
 /// xorshift64*: enough randomness for delays, and replayable from a seed.
@@ -174,11 +163,7 @@ fn killed_processes_never_break_the_root() {
             "all",
         ],
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ok(&out);
     let full = t0.elapsed().max(Duration::from_millis(20));
     let out = tantra(
         &root,
@@ -201,27 +186,22 @@ fn killed_processes_never_break_the_root() {
         let version = format!("v{}", rng.below(3));
         let step = (rng.below(3) + 2).to_string();
         let args: Vec<String> = match rng.below(6) {
-            0 | 1 => vec![
-                "register".into(),
-                s(input),
-                "--model".into(),
-                "m".into(),
-                "--version".into(),
-                version,
-                "--formats".into(),
-                "all".into(),
-            ],
-            2 => vec![
-                "register".into(),
-                s(input),
-                "--model".into(),
-                "m".into(),
-                "--version".into(),
-                version,
-                "--formats".into(),
-                "all".into(),
-                "--force".into(),
-            ],
+            pick @ 0..=2 => {
+                let mut a: Vec<String> = vec![
+                    "register".into(),
+                    s(input),
+                    "--model".into(),
+                    "m".into(),
+                    "--version".into(),
+                    version,
+                    "--formats".into(),
+                    "all".into(),
+                ];
+                if pick == 2 {
+                    a.push("--force".into());
+                }
+                a
+            }
             3 => vec![
                 "checkpoint".into(),
                 "save".into(),
@@ -261,18 +241,9 @@ fn killed_processes_never_break_the_root() {
         check_invariants(&root, &context);
         if rng.below(4) == 0 {
             let out = tantra(&root, &["cleanup", "--orphans"]);
-            assert!(
-                out.status.success(),
-                "{context}: cleanup: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            assert_exit(&out, 0, &format!("{context}: cleanup"));
             let out = tantra(&root, &["verify"]);
-            assert_eq!(
-                out.status.code(),
-                Some(0),
-                "{context}: after cleanup: {}",
-                String::from_utf8_lossy(&out.stdout)
-            );
+            assert_exit(&out, 0, &format!("{context}: after cleanup"));
             assert!(
                 leftovers(&root).is_empty(),
                 "{context}: {:?}",
@@ -281,15 +252,8 @@ fn killed_processes_never_break_the_root() {
         }
     }
     eprintln!("{killed} of {trials} processes were killed while running");
-    let out = tantra(&root, &["cleanup", "--orphans"]);
-    assert!(out.status.success());
-    let out = tantra(&root, &["verify"]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    ok(&tantra(&root, &["cleanup", "--orphans"]));
+    assert_exit(&tantra(&root, &["verify"]), 0, "verify at the end");
     assert!(leftovers(&root).is_empty(), "{:?}", leftovers(&root));
     assert!(
         killed > 0,
@@ -348,12 +312,7 @@ fn concurrent_processes_lose_no_update() {
         })
         .collect();
     for c in children {
-        let out = c.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        ok(&c.wait_with_output().unwrap());
     }
     let results: Vec<Output> = race
         .into_iter()
@@ -362,7 +321,7 @@ fn concurrent_processes_lose_no_update() {
     let wins = results.iter().filter(|o| o.status.success()).count();
     assert_eq!(wins, 1, "exactly one of two registrations of one name wins");
     let loser = results.iter().find(|o| !o.status.success()).unwrap();
-    assert!(String::from_utf8_lossy(&loser.stderr).contains("already registered"));
+    assert!(stderr(loser).contains("already registered"));
 
     let wm = WeightManager::open(&root).unwrap();
     let reg = wm.registry().unwrap();

@@ -2,19 +2,34 @@
 //!
 //! A conversion streams: the writer pulls one tensor at a time from the reader, so peak memory
 //! is bounded by the largest tensor (and for memory-mapped inputs not even that). Each tensor
-//! is hashed as the writer pulls it; after the output is in place it is re-read and every
+//! is hashed as the writer pulls it; once the output is written it is re-read and every
 //! tensor's hash, name, dtype and shape compared, as are the non-tensor values. Verification
 //! uses BLAKE3 rather than sha256: it only has to detect a difference, and it is several times
 //! faster, which keeps a verified conversion close to the cost of a copy.
+//!
+//! # Where the time goes, and why it is spent this way
+//! A conversion reads the input once (from the page cache, usually), hashes it, writes it, syncs
+//! it and reads it back to hash it again. On a machine with two cores the hashing would be
+//! about half of the CPU time, so it runs beside the work it would otherwise follow:
+//! - while the writer copies a chunk of the input into the output, another thread hashes the
+//!   same chunk ([`HashingSource`]);
+//! - the output is verified as the temporary file, before it takes the output's name and while
+//!   the last of it is synced to disk ([`atomic_write_checked`]), with its tensors hashed on up
+//!   to [`VERIFY_THREADS`] threads. A verification that fails therefore never replaces the file
+//!   that was there.
+//!
+//! Threads are scoped and start per chunk or per verification; where none can be started the
+//! same work runs on the calling thread.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use crate::detect::extension_mismatch;
 use crate::error::{ErrorKind, FormatError};
-use crate::fsutil::{atomic_write, CountingWriter};
+use crate::fsutil::{atomic_write, atomic_write_checked, CountingWriter, FileWriter};
 use crate::tensor::{TensorInfo, TensorSource, Value};
 use crate::{open, write_to, Format, OutputFormat, Progress};
 
@@ -52,9 +67,17 @@ pub struct ConvertReport {
     pub warnings: Vec<String>,
 }
 
+/// Chunks at least this large are hashed on a second thread while the writer takes them; for
+/// smaller ones starting a thread would cost more than it saves.
+const PARALLEL_HASH_MIN: usize = 1 << 20;
+
+/// The most threads that hash the output's tensors during verification. Hashing reads memory
+/// as fast as one core can; beyond a few threads the memory bus, not the cores, is the limit.
+pub const VERIFY_THREADS: usize = 4;
+
 /// Hashes each tensor as a writer pulls it.
 struct HashingSource<'a> {
-    inner: &'a dyn TensorSource,
+    inner: &'a (dyn TensorSource + Sync),
     hashes: Mutex<Vec<Option<blake3::Hash>>>,
 }
 
@@ -86,10 +109,8 @@ impl TensorSource for HashingSource<'_> {
         sink: &mut dyn FnMut(&[u8]) -> Result<(), FormatError>,
     ) -> Result<(), FormatError> {
         let mut h = blake3::Hasher::new();
-        self.inner.stream_tensor(index, &mut |chunk| {
-            h.update(chunk);
-            sink(chunk)
-        })?;
+        self.inner
+            .stream_tensor(index, &mut |chunk| hash_beside(&mut h, chunk, &mut *sink))?;
         self.record(index, h.finalize());
         Ok(())
     }
@@ -98,6 +119,43 @@ impl TensorSource for HashingSource<'_> {
     }
     fn values(&self) -> &BTreeMap<String, Value> {
         self.inner.values()
+    }
+}
+
+/// Feeds `chunk` to `h` and to `sink`, the two at once where the chunk is large enough and a
+/// thread can be started.
+fn hash_beside(
+    h: &mut blake3::Hasher,
+    chunk: &[u8],
+    sink: &mut dyn FnMut(&[u8]) -> Result<(), FormatError>,
+) -> Result<(), FormatError> {
+    if chunk.len() < PARALLEL_HASH_MIN || std::env::var_os("XX_NO_PARHASH").is_some() {
+        h.update(chunk);
+        return sink(chunk);
+    }
+    let beside = std::thread::scope(|s| {
+        let helper = std::thread::Builder::new()
+            .name("tantra-hash".into())
+            .spawn_scoped(s, || {
+                h.update(chunk);
+            });
+        match helper {
+            Ok(helper) => {
+                let written = sink(chunk);
+                let hashed = helper
+                    .join()
+                    .map_err(|_| FormatError::memory("the hashing thread panicked"));
+                Some(hashed.and(written))
+            }
+            Err(_) => None,
+        }
+    });
+    match beside {
+        Some(done) => done,
+        None => {
+            h.update(chunk);
+            sink(chunk)
+        }
     }
 }
 
@@ -115,8 +173,9 @@ pub fn tensor_blake3(src: &dyn TensorSource, index: usize) -> Result<blake3::Has
 ///
 /// # Errors
 /// An unreadable input, an output that exists without `force`, an output format that is
-/// neither given nor implied by the extension, a failed write (nothing is left under the
-/// output name), or a verification mismatch (the output is removed).
+/// neither given nor implied by the extension, a failed write, or a verification mismatch. In
+/// every case nothing new is left under the output name, and a file that was there with
+/// `force` is still there: verification reads the finished temporary file before the rename.
 pub fn convert(
     input: &Path,
     output: &Path,
@@ -153,22 +212,25 @@ pub fn convert(
         hashes: Mutex::new(vec![None; src.tensors().len()]),
     };
     let archive = archive_name(output);
-    let bytes_written = atomic_write(output, opts.force, |w| {
+    let write = |w: &mut FileWriter<'_>| {
         let mut cw = CountingWriter::new(w);
         write_to(&mut cw, format, &hashing, &archive, progress)?;
         Ok(cw.count())
-    })?;
-    let hashes = hashing
-        .hashes
-        .into_inner()
-        .map_err(|_| FormatError::memory("hash table poisoned"))?;
-    if opts.verify {
-        if let Err(e) = verify_output(src.as_ref(), &hashes, output) {
-            // A file that does not hold what the input held must not stay under the name.
-            let _ = std::fs::remove_file(output);
-            return Err(e);
-        }
-    }
+    };
+    // The check runs on the finished temporary file, before it takes the output's name.
+    let check = |written: &Path| {
+        let hashes = hashing
+            .hashes
+            .lock()
+            .map_err(|_| FormatError::memory("hash table poisoned"))?
+            .clone();
+        verify_output(src.as_ref(), &hashes, written, output)
+    };
+    let bytes_written = if opts.verify {
+        atomic_write_checked(output, opts.force, write, check)?
+    } else {
+        atomic_write(output, opts.force, write)?
+    };
     Ok(ConvertReport {
         input_format: src.format(),
         output_format: format,
@@ -211,13 +273,19 @@ pub fn archive_name(output: &Path) -> String {
     }
 }
 
+/// Re-reads the output written to `written` (to be named `output`, which errors name) and
+/// compares it with the input.
 fn verify_output(
-    input: &dyn TensorSource,
+    input: &(dyn TensorSource + Sync),
     input_hashes: &[Option<blake3::Hash>],
+    written: &Path,
     output: &Path,
 ) -> Result<(), FormatError> {
     let fail = |msg: String| FormatError::new(output, ErrorKind::Verify(msg));
-    let out = open(output)?;
+    let out = open(written).map_err(|e| FormatError {
+        path: Some(output.to_path_buf()),
+        kind: e.kind,
+    })?;
     let mut by_name: BTreeMap<&str, usize> = BTreeMap::new();
     for (i, t) in out.tensors().iter().enumerate() {
         by_name.insert(t.name.as_str(), i);
@@ -229,7 +297,9 @@ fn verify_output(
             input.tensors().len()
         )));
     }
-    for (i, t) in input.tensors().iter().enumerate() {
+    // Names, dtypes and shapes first (cheap), then the hashes of every output tensor at once.
+    let mut pairs = Vec::with_capacity(input.tensors().len());
+    for t in input.tensors() {
         let Some(&j) = by_name.get(t.name.as_str()) else {
             return Err(fail(format!(
                 "tensor {:?} is missing from the output",
@@ -243,11 +313,16 @@ fn verify_output(
                 t.name, t.dtype, t.shape, o.dtype, o.shape
             )));
         }
+        pairs.push(j);
+    }
+    let out_hashes = hash_tensors(out.as_ref(), &pairs, VERIFY_THREADS)
+        .map_err(|e| e.with_path(output))?;
+    for (i, (t, got)) in input.tensors().iter().zip(out_hashes).enumerate() {
         let want = match input_hashes.get(i).copied().flatten() {
             Some(h) => h,
             None => tensor_blake3(input, i)?,
         };
-        if tensor_blake3(out.as_ref(), j)? != want {
+        if got != want {
             return Err(fail(format!(
                 "tensor {:?}: the values differ from the input",
                 t.name
@@ -266,6 +341,74 @@ fn verify_output(
         }
     }
     Ok(())
+}
+
+/// BLAKE3 of the tensors `indices` of `src`, in that order, hashed on up to `threads` threads
+/// (as many as the machine has, at most). Each thread takes the largest tensor not yet taken,
+/// so one huge tensor does not leave the others waiting behind it.
+///
+/// # Errors
+/// The first error of the source.
+pub fn hash_tensors(
+    src: &(dyn TensorSource + Sync),
+    indices: &[usize],
+    threads: usize,
+) -> Result<Vec<blake3::Hash>, FormatError> {
+    let size = |i: usize| {
+        src.tensors()
+            .get(i)
+            .and_then(TensorInfo::byte_len)
+            .unwrap_or(0)
+    };
+    // Positions in `indices`, largest tensor first.
+    let mut order: Vec<usize> = (0..indices.len()).collect();
+    order.sort_by_key(|&k| std::cmp::Reverse(size(indices[k])));
+    let threads = if std::env::var_os("XX_NO_PARVERIFY").is_some() { 1 } else { threads }
+        .min(std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .min(indices.len())
+        .max(1);
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<Option<blake3::Hash>>> = Mutex::new(vec![None; indices.len()]);
+    let work = || -> Result<(), FormatError> {
+        while let Some(&k) = order.get(next.fetch_add(1, Ordering::Relaxed)) {
+            let h = tensor_blake3(src, indices[k])?;
+            let mut r = results
+                .lock()
+                .map_err(|_| FormatError::memory("hash table poisoned"))?;
+            if let Some(slot) = r.get_mut(k) {
+                *slot = Some(h);
+            }
+        }
+        Ok(())
+    };
+    std::thread::scope(|s| {
+        let helpers: Vec<_> = (1..threads)
+            .filter_map(|_| {
+                std::thread::Builder::new()
+                    .name("tantra-verify".into())
+                    .spawn_scoped(s, work)
+                    .ok()
+            })
+            .collect();
+        let mine = work();
+        let theirs = helpers.into_iter().try_for_each(|h| {
+            h.join()
+                .map_err(|_| FormatError::memory("a hashing thread panicked"))?
+        });
+        mine.and(theirs)
+    })?;
+    let results = results
+        .into_inner()
+        .map_err(|_| FormatError::memory("hash table poisoned"))?;
+    results
+        .into_iter()
+        .zip(indices)
+        .map(|(h, &i)| match h {
+            Some(h) => Ok(h),
+            // Every position is taken by some thread before all of them finish.
+            None => tensor_blake3(src, i),
+        })
+        .collect()
 }
 
 fn values_equal(a: &Value, b: &Value) -> bool {

@@ -20,6 +20,7 @@ pub mod digest;
 pub mod dtype;
 pub mod error;
 pub mod fsutil;
+mod mmap;
 pub mod pickle;
 pub mod pytorch;
 pub mod pytorch_write;

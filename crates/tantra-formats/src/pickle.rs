@@ -1159,6 +1159,18 @@ fn parse_decimal(line: &[u8]) -> Option<i64> {
     std::str::from_utf8(line).ok()?.trim().parse().ok()
 }
 
+/// The memo index a memo opcode names: its argument (binary or decimal text), or for MEMOIZE
+/// the memo's current size. Shared by the reader and the scanner so that both read the same
+/// index from the same bytes.
+fn memo_index(arg: Arg<'_>, memoize_len: usize, code: u8) -> Option<u64> {
+    match (code, arg) {
+        (0x94, _) => Some(memoize_len as u64),
+        (_, Arg::U(u)) => Some(u),
+        (_, Arg::Line(l)) => parse_decimal(l).and_then(|i| u64::try_from(i).ok()),
+        _ => None,
+    }
+}
+
 /// Decodes a protocol-0 `STRING` argument: a quoted Python 2 string literal.
 fn decode_string_literal(line: &[u8]) -> Option<Vec<u8>> {
     let q = *line.first()?;
@@ -1344,6 +1356,14 @@ impl Vm<'_> {
         self.push(id)
     }
 
+    /// A text argument (protocol 0) that does not parse.
+    fn bad_text(&self, opcode: &'static str) -> PickleError {
+        PickleError::BadText {
+            offset: self.off,
+            opcode,
+        }
+    }
+
     fn string(&self, bytes: &[u8], opcode: &'static str) -> Result<String, PickleError> {
         String::from_utf8(bytes.to_vec()).map_err(|_| PickleError::InvalidUtf8 {
             offset: self.off,
@@ -1463,10 +1483,7 @@ impl Vm<'_> {
                     self.push_new(decode_long(bytes))?;
                 }
                 b'I' => {
-                    let bad = PickleError::BadText {
-                        offset: self.off,
-                        opcode: name,
-                    };
+                    let bad = self.bad_text(name);
                     match bytes {
                         b"00" => self.push(FALSE)?,
                         b"01" => self.push(TRUE)?,
@@ -1478,20 +1495,14 @@ impl Vm<'_> {
                 }
                 b'L' => {
                     let digits = bytes.strip_suffix(b"L").unwrap_or(bytes);
-                    let v = parse_decimal(digits).ok_or(PickleError::BadText {
-                        offset: self.off,
-                        opcode: name,
-                    })?;
+                    let v = parse_decimal(digits).ok_or_else(|| self.bad_text(name))?;
                     self.push_new(Object::Int(v))?;
                 }
                 b'F' => {
                     let v: f64 = std::str::from_utf8(bytes)
                         .ok()
                         .and_then(|s| s.trim().parse().ok())
-                        .ok_or(PickleError::BadText {
-                            offset: self.off,
-                            opcode: name,
-                        })?;
+                        .ok_or_else(|| self.bad_text(name))?;
                     self.push_new(Object::Float(v))?;
                 }
                 b'X' | 0x8c | 0x8d => {
@@ -1499,18 +1510,12 @@ impl Vm<'_> {
                     self.push_new(Object::Str(s))?;
                 }
                 b'V' => {
-                    let s = decode_raw_unicode_escape(bytes).ok_or(PickleError::BadText {
-                        offset: self.off,
-                        opcode: name,
-                    })?;
+                    let s = decode_raw_unicode_escape(bytes).ok_or_else(|| self.bad_text(name))?;
                     self.push_new(Object::Str(s))?;
                 }
                 b'T' | b'U' | b'S' => {
                     let raw = if code == b'S' {
-                        decode_string_literal(bytes).ok_or(PickleError::BadText {
-                            offset: self.off,
-                            opcode: name,
-                        })?
+                        decode_string_literal(bytes).ok_or_else(|| self.bad_text(name))?
                     } else {
                         bytes.to_vec()
                     };
@@ -1588,28 +1593,13 @@ impl Vm<'_> {
                         }
                     }
                 }
-                b'g' => {
-                    let i = parse_decimal(bytes)
-                        .and_then(|i| u64::try_from(i).ok())
-                        .ok_or(PickleError::BadText {
-                            offset: self.off,
-                            opcode: name,
-                        })?;
+                b'g' | b'h' | b'j' => {
+                    let i = memo_index(arg, 0, code).ok_or_else(|| self.bad_text(name))?;
                     self.memo_get(i, name)?;
                 }
-                b'h' | b'j' => self.memo_get(uarg, name)?,
-                b'p' => {
-                    let i = parse_decimal(bytes)
-                        .and_then(|i| u64::try_from(i).ok())
-                        .ok_or(PickleError::BadText {
-                            offset: self.off,
-                            opcode: name,
-                        })?;
-                    self.memo_put(i, name)?;
-                }
-                b'q' | b'r' => self.memo_put(uarg, name)?,
-                0x94 => {
-                    let i = self.memo.len() as u64;
+                b'p' | b'q' | b'r' | 0x94 => {
+                    let i = memo_index(arg, self.memo.len(), code)
+                        .ok_or_else(|| self.bad_text(name))?;
                     self.memo_put(i, name)?;
                 }
                 b'c' => {
@@ -2506,15 +2496,6 @@ impl Scanner {
         }
     }
 
-    fn memo_index(arg: Arg<'_>, memoize_len: usize, code: u8) -> Option<u64> {
-        match (code, arg) {
-            (0x94, _) => Some(memoize_len as u64),
-            (_, Arg::U(u)) => Some(u),
-            (_, Arg::Line(l)) => parse_decimal(l).and_then(|i| u64::try_from(i).ok()),
-            _ => None,
-        }
-    }
-
     /// Runs one opcode; `Ok(true)` at STOP.
     fn step(
         &mut self,
@@ -2553,17 +2534,16 @@ impl Scanner {
                 }
             }
             b'p' | b'q' | b'r' | 0x94 => {
-                let i =
-                    Self::memo_index(arg, self.memo.len(), code).ok_or(PickleError::BadText {
-                        offset: off,
-                        opcode: name,
-                    })?;
+                let i = memo_index(arg, self.memo.len(), code).ok_or(PickleError::BadText {
+                    offset: off,
+                    opcode: name,
+                })?;
                 let top = self.pop_n(1, off, name)?.pop().flatten();
                 self.stack.push(top.clone());
                 self.memo.insert(i, top);
             }
             b'g' | b'h' | b'j' => {
-                let i = Self::memo_index(arg, 0, code).ok_or(PickleError::BadText {
+                let i = memo_index(arg, 0, code).ok_or(PickleError::BadText {
                     offset: off,
                     opcode: name,
                 })?;

@@ -16,11 +16,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use memmap2::Mmap;
-
 use crate::detect::{detect_bytes, Detected, NotWeights, DETECT_PREFIX};
 use crate::dtype::DType;
 use crate::error::{ErrorKind, FormatError};
+use crate::mmap::Backing;
 use crate::pickle::{
     self, ElementType, Leaf, Limits, NdArray, NdData, Object, ParseOptions, PersistentIds, Pickle,
     PickleError, ScanReport, StorageRef, Verdict,
@@ -96,8 +95,6 @@ pub enum PytorchError {
 /// A materialized view larger than its storage is refused past this size (a stride-0 view of
 /// one element could otherwise claim terabytes).
 const MAX_AMPLIFIED_BYTES: u64 = 256 << 20;
-/// Chunk size of [`PytorchFile::stream_tensor`] for borrowed tensors.
-const STREAM_CHUNK: usize = 8 << 20;
 /// The legacy magic number 0x1950a86a20f9469cfc6c, little-endian.
 const LEGACY_MAGIC: [u8; 10] = [0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19];
 
@@ -217,25 +214,10 @@ pub struct PytorchFile {
     values: BTreeMap<String, Value>,
 }
 
-/// Where the bytes of an open file live.
-enum Backing {
-    Map(Mmap),
-    Owned(Vec<u8>),
-}
-
-impl Backing {
-    fn bytes(&self) -> &[u8] {
-        match self {
-            Backing::Map(m) => m,
-            Backing::Owned(v) => v,
-        }
-    }
-}
-
 /// Storage byte ranges by key, as the container lays them out.
 type Records = HashMap<String, (usize, usize)>;
 
-fn map_file(path: &Path) -> Result<Mmap, FormatError> {
+fn map_file(path: &Path) -> Result<Backing, FormatError> {
     let file = File::open(path).map_err(|e| FormatError::new(path, e))?;
     let len = file
         .metadata()
@@ -245,10 +227,7 @@ fn map_file(path: &Path) -> Result<Mmap, FormatError> {
         // mmap refuses zero-length files on some systems.
         return Err(FormatError::new(path, NotWeights::Empty));
     }
-    // SAFETY: the map is read-only and private. As with every memory-mapped reader, a file
-    // truncated by another process while mapped could fault; tantra's store never rewrites
-    // weight files in place (it writes a temporary file and renames it).
-    unsafe { Mmap::map(&file) }.map_err(|e| FormatError::new(path, e))
+    Backing::map(&file).map_err(|e| FormatError::new(path, e))
 }
 
 /// An error about the file at `path` (`None` for bytes in memory).
@@ -290,8 +269,7 @@ impl PytorchFile {
     /// archives and whole pickled modules (each said so); and every broken rule of the zip
     /// container, the pickle or the storages, naming the entry, tensor or opcode offset.
     pub fn open(path: &Path) -> Result<Self, FormatError> {
-        let map = map_file(path)?;
-        PytorchFile::from_backing(Some(path), Backing::Map(map))
+        PytorchFile::from_backing(Some(path), map_file(path)?)
     }
 
     /// Reads a whole file held in memory (a zip archive or legacy file).
@@ -423,22 +401,6 @@ impl PytorchFile {
         self.plans
             .get(index)
             .ok_or_else(|| pt_err(self.path.as_deref(), PytorchError::NoTensor { index }))
-    }
-
-    /// Tells the kernel the pages of `start..start+len` of the map are no longer needed.
-    #[allow(unused_variables)]
-    fn release(&self, start: usize, len: usize) {
-        #[cfg(unix)]
-        {
-            // SAFETY: the map is a private, read-only file mapping that is never written, so
-            // dropping its pages only makes the next access read them from the file again;
-            // no data is lost and outstanding borrows stay valid. Errors are harmless.
-            if let Backing::Map(map) = &self.backing {
-                let _ = unsafe {
-                    map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, len)
-                };
-            }
-        }
     }
 }
 
@@ -811,18 +773,10 @@ impl TensorSource for PytorchFile {
         {
             let storage = self.storage(index, plan)?;
             if e <= storage.len() {
-                let (from, to) = (start + s, start + e);
-                if from == to {
-                    return sink(&[]);
-                }
-                let mut pos = from;
-                while pos < to {
-                    let end = to.min(pos + STREAM_CHUNK);
-                    sink(&self.backing.bytes()[pos..end])?;
-                    self.release(pos, end - pos);
-                    pos = end;
-                }
-                return Ok(());
+                // Both within the storage, which lies within the map.
+                return self
+                    .backing
+                    .stream(start + s..start + e, sink, &|| self.outside(index));
             }
         }
         let bytes = self.tensor_bytes(index)?;
@@ -850,7 +804,7 @@ impl TensorSource for PytorchFile {
 /// reported safe: they hold no pickle).
 pub fn scan_file(path: &Path) -> Result<ScanReport, FormatError> {
     let map = map_file(path)?;
-    scan_bytes(&map).map_err(|e| FormatError::new(path, e))
+    scan_bytes(map.bytes()).map_err(|e| FormatError::new(path, e))
 }
 
 /// [`scan_file`] over bytes in memory.

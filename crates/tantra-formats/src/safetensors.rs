@@ -47,12 +47,12 @@ use std::io::{self, Write};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-use memmap2::Mmap;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::ser::{Serialize, SerializeMap, Serializer};
 
 use crate::dtype::DType;
 use crate::error::{ErrorKind, FormatError, ResultExt};
+use crate::mmap::Backing;
 use crate::tensor::{TensorInfo, TensorSource, Value};
 use crate::{Format, Progress, VALUES_METADATA_KEY};
 
@@ -64,10 +64,7 @@ pub const MAX_HEADER_LEN: u64 = 100_000_000;
 pub const MAX_TENSORS: usize = 10_000_000;
 
 /// The largest chunk [`SafetensorsFile::stream_tensor`] hands to its sink.
-pub const STREAM_CHUNK: usize = 8 << 20;
-
-/// Pages are released in multiples of this (a multiple of every page size in use: 4, 16, 64 KiB).
-const RELEASE_ALIGN: usize = 64 << 10;
+pub const STREAM_CHUNK: usize = crate::mmap::STREAM_CHUNK;
 
 /// The header key that holds the string metadata.
 pub const METADATA_KEY: &str = "__metadata__";
@@ -865,21 +862,6 @@ impl<'de> Visitor<'de> for OffsetVisitor<'_> {
 // ---------------------------------------------------------------------------------------------
 // The reader.
 
-/// Where the bytes of an open file live.
-enum Backing {
-    Map(Mmap),
-    Owned(Vec<u8>),
-}
-
-impl Backing {
-    fn bytes(&self) -> &[u8] {
-        match self {
-            Backing::Map(m) => m,
-            Backing::Owned(v) => v,
-        }
-    }
-}
-
 /// An open, validated safetensors file: memory-mapped ([`SafetensorsFile::open`]) or held in
 /// memory ([`SafetensorsFile::from_bytes`]).
 ///
@@ -921,15 +903,11 @@ impl SafetensorsFile {
             // Also keeps a zero-length file away from mmap, which refuses it on some systems.
             return Err(SafetensorsError::TooShort { len }).at(path);
         }
-        // SAFETY: the map is read-only and shared. Like every memory-mapped reader, this assumes
-        // no other process truncates or rewrites the file while it is open (a truncation shows up
-        // as SIGBUS, a rewrite as changed bytes); tantra's own writers never modify a file in
-        // place, they write a new one and rename it over the old.
-        let map = unsafe { Mmap::map(&file) }.at(path)?;
-        let header = parse_header(&map).at(path)?;
+        let backing = Backing::map(&file).at(path)?;
+        let header = parse_header(backing.bytes()).at(path)?;
         Ok(SafetensorsFile {
             path: Some(path.to_path_buf()),
-            backing: Backing::Map(map),
+            backing,
             header,
         })
     }
@@ -976,35 +954,6 @@ impl SafetensorsFile {
             _ => Err(self.error(SafetensorsError::NoSuchTensor { index })),
         }
     }
-
-    /// Drops the pages of `start..end` (file offsets) from the resident set. memmap2 rounds the
-    /// start down to a page (the part before `start` was streamed already or belongs to another
-    /// tensor; dropping it costs at most a refault); the end is rounded down to [`RELEASE_ALIGN`]
-    /// so that the next chunk's first page is not dropped just before it is read.
-    #[cfg(unix)]
-    fn release(&self, start: usize, end: usize) {
-        let Backing::Map(map) = &self.backing else {
-            return;
-        };
-        let stop = if end >= map.len() {
-            map.len()
-        } else {
-            end - end % RELEASE_ALIGN
-        };
-        if stop > start {
-            // SAFETY: MADV_DONTNEED on a read-only *shared file* mapping only unmaps the pages;
-            // a later access faults them back in from the page cache or the file, with the same
-            // contents. Borrowed slices into the map stay valid and unchanged (under the same
-            // assumption as the map itself: nobody rewrites the file). It is the private and
-            // anonymous mappings, which this is not, where DONTNEED discards contents.
-            let _ = unsafe {
-                map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, stop - start)
-            };
-        }
-    }
-
-    #[cfg(not(unix))]
-    fn release(&self, _start: usize, _end: usize) {}
 }
 
 impl TensorSource for SafetensorsFile {
@@ -1034,26 +983,9 @@ impl TensorSource for SafetensorsFile {
         sink: &mut dyn FnMut(&[u8]) -> Result<(), FormatError>,
     ) -> Result<(), FormatError> {
         let r = self.range(index)?;
-        let bytes = self.backing.bytes();
-        if r.is_empty() {
-            return sink(&[]);
-        }
-        // No MADV_SEQUENTIAL here: advice that changes a range's flags splits the mapping's
-        // VMA, and per-tensor advice in a non-storage order could split it into as many pieces
-        // as there are tensors (Linux caps a process at ~65k). DONTNEED changes no flags.
-        let mut pos = r.start;
-        while pos < r.end {
-            let next = (pos - pos % STREAM_CHUNK)
-                .saturating_add(STREAM_CHUNK)
-                .min(r.end);
-            let chunk = bytes
-                .get(pos..next)
-                .ok_or_else(|| self.error(SafetensorsError::NoSuchTensor { index }))?;
-            sink(chunk)?;
-            self.release(pos, next);
-            pos = next;
-        }
-        Ok(())
+        self.backing.stream(r, sink, &|| {
+            self.error(SafetensorsError::NoSuchTensor { index })
+        })
     }
 
     fn metadata(&self) -> &BTreeMap<String, String> {

@@ -736,6 +736,15 @@ mod tests {
         cd_offset_delta: i64,
     }
 
+    impl Opts {
+        fn zip64() -> Self {
+            Opts {
+                zip64: true,
+                ..Default::default()
+            }
+        }
+    }
+
     /// A small zip written by hand, the way torch writes them (data descriptor after data).
     fn build(entries: &[E], o: Opts) -> Vec<u8> {
         let mut out = o.prepend.clone();
@@ -820,6 +829,20 @@ mod tests {
 
     fn ok_entries() -> Vec<E> {
         vec![e("arch/data.pkl", b"\x80\x02."), e("arch/data/0", b"abcd")]
+    }
+
+    /// The error of [`ok_entries`] built plainly, then changed by `patch`, which gets the
+    /// bytes and the offsets of the central directory headers.
+    fn patched_err(patch: impl FnOnce(&mut Vec<u8>, &[usize])) -> ZipError {
+        let mut bytes = build(&ok_entries(), Opts::default());
+        let central: Vec<usize> = bytes
+            .windows(4)
+            .enumerate()
+            .filter(|(_, w)| *w == CENTRAL_SIG.to_le_bytes())
+            .map(|(i, _)| i)
+            .collect();
+        patch(&mut bytes, &central);
+        ZipArchive::parse(&bytes).unwrap_err()
     }
 
     #[test]
@@ -937,13 +960,7 @@ mod tests {
 
     #[test]
     fn end_record_mismatch_is_refused() {
-        let mut bytes = build(
-            &ok_entries(),
-            Opts {
-                zip64: true,
-                ..Default::default()
-            },
-        );
+        let mut bytes = build(&ok_entries(), Opts::zip64());
         let n = bytes.len();
         // EOCD entry count (offset 10 in the EOCD) says 1, the ZIP64 record 2.
         bytes[n - 22 + 10] = 1;
@@ -956,13 +973,7 @@ mod tests {
 
     #[test]
     fn bad_zip64_locator_is_refused() {
-        let mut bytes = build(
-            &ok_entries(),
-            Opts {
-                zip64: true,
-                ..Default::default()
-            },
-        );
+        let mut bytes = build(&ok_entries(), Opts::zip64());
         let n = bytes.len();
         // Locator points past itself.
         let loc = n - 22 - 20;
@@ -1047,17 +1058,9 @@ mod tests {
 
     #[test]
     fn non_utf8_name_is_refused() {
-        let mut bytes = build(&ok_entries(), Opts::default());
         // Patch the first central name's first byte.
-        let cd = bytes
-            .windows(4)
-            .position(|w| w == CENTRAL_SIG.to_le_bytes())
-            .unwrap();
-        bytes[cd + 46] = 0xFF;
-        assert!(matches!(
-            ZipArchive::parse(&bytes).unwrap_err(),
-            ZipError::NonUtf8Name { .. }
-        ));
+        let got = patched_err(|b, cd| b[cd[0] + 46] = 0xFF);
+        assert!(matches!(got, ZipError::NonUtf8Name { .. }));
     }
 
     #[test]
@@ -1093,18 +1096,10 @@ mod tests {
 
     #[test]
     fn overlapping_entries_are_refused() {
-        let mut bytes = build(&ok_entries(), Opts::default());
-        // Point the second central entry at the first local header.
-        let cds: Vec<usize> = bytes
-            .windows(4)
-            .enumerate()
-            .filter(|(_, w)| *w == CENTRAL_SIG.to_le_bytes())
-            .map(|(i, _)| i)
-            .collect();
-        let second = cds[1];
-        // Also make the names agree so only the overlap rule fires: rename to the first's.
-        bytes[second + 42..second + 46].copy_from_slice(&0u32.to_le_bytes());
-        let got = ZipArchive::parse(&bytes).unwrap_err();
+        // Point the second central entry at the first local header (whose name is not its
+        // own, so the name check may fire first).
+        let got =
+            patched_err(|b, cd| b[cd[1] + 42..cd[1] + 46].copy_from_slice(&0u32.to_le_bytes()));
         assert!(
             matches!(
                 got,
@@ -1116,66 +1111,32 @@ mod tests {
 
     #[test]
     fn overlap_of_data_is_refused() {
-        let mut bytes = build(&ok_entries(), Opts::default());
-        let cds: Vec<usize> = bytes
-            .windows(4)
-            .enumerate()
-            .filter(|(_, w)| *w == CENTRAL_SIG.to_le_bytes())
-            .map(|(i, _)| i)
-            .collect();
         // Grow the first entry so it runs into the second local header.
-        let first = cds[0];
-        bytes[first + 20..first + 28].copy_from_slice(&[40, 0, 0, 0, 40, 0, 0, 0]);
-        assert!(matches!(
-            ZipArchive::parse(&bytes).unwrap_err(),
-            ZipError::OverlappingEntries { .. }
-        ));
+        let got = patched_err(|b, cd| {
+            b[cd[0] + 20..cd[0] + 28].copy_from_slice(&[40, 0, 0, 0, 40, 0, 0, 0]);
+        });
+        assert!(matches!(got, ZipError::OverlappingEntries { .. }));
     }
 
     #[test]
     fn data_past_central_directory_is_refused() {
-        let mut bytes = build(&ok_entries(), Opts::default());
-        let cds: Vec<usize> = bytes
-            .windows(4)
-            .enumerate()
-            .filter(|(_, w)| *w == CENTRAL_SIG.to_le_bytes())
-            .map(|(i, _)| i)
-            .collect();
-        let second = cds[1];
-        bytes[second + 20..second + 28].copy_from_slice(&[0, 1, 0, 0, 0, 1, 0, 0]);
-        assert!(matches!(
-            ZipArchive::parse(&bytes).unwrap_err(),
-            ZipError::DataOutOfBounds { .. }
-        ));
+        let got = patched_err(|b, cd| {
+            b[cd[1] + 20..cd[1] + 28].copy_from_slice(&[0, 1, 0, 0, 0, 1, 0, 0]);
+        });
+        assert!(matches!(got, ZipError::DataOutOfBounds { .. }));
     }
 
     #[test]
     fn stored_size_mismatch_is_refused() {
-        let mut bytes = build(&ok_entries(), Opts::default());
-        let cd = bytes
-            .windows(4)
-            .position(|w| w == CENTRAL_SIG.to_le_bytes())
-            .unwrap();
-        bytes[cd + 20] = 2;
-        assert!(matches!(
-            ZipArchive::parse(&bytes).unwrap_err(),
-            ZipError::StoredSizeMismatch { .. }
-        ));
+        let got = patched_err(|b, cd| b[cd[0] + 20] = 2);
+        assert!(matches!(got, ZipError::StoredSizeMismatch { .. }));
     }
 
     #[test]
     fn bad_extra_and_missing_zip64_fields() {
-        let mut bytes = build(&ok_entries(), Opts::default());
-        let cd = bytes
-            .windows(4)
-            .position(|w| w == CENTRAL_SIG.to_le_bytes())
-            .unwrap();
         // Size 0xFFFFFFFF without a ZIP64 extra.
-        bytes[cd + 20..cd + 28].copy_from_slice(&[0xFF; 8]);
-        assert!(matches!(
-            ZipArchive::parse(&bytes).unwrap_err(),
-            ZipError::MissingZip64Field { .. }
-        ));
+        let got = patched_err(|b, cd| b[cd[0] + 20..cd[0] + 28].copy_from_slice(&[0xFF; 8]));
+        assert!(matches!(got, ZipError::MissingZip64Field { .. }));
         // A local extra field whose length runs past its area.
         let mut es = ok_entries();
         es[0].pad = 4;
@@ -1190,22 +1151,10 @@ mod tests {
 
     #[test]
     fn bad_headers_are_refused() {
-        let mut bytes = build(&ok_entries(), Opts::default());
-        bytes[0] = b'X';
-        assert!(matches!(
-            ZipArchive::parse(&bytes).unwrap_err(),
-            ZipError::BadLocalHeader { .. }
-        ));
-        let mut bytes = build(&ok_entries(), Opts::default());
-        let cd = bytes
-            .windows(4)
-            .position(|w| w == CENTRAL_SIG.to_le_bytes())
-            .unwrap();
-        bytes[cd] = b'X';
-        assert!(matches!(
-            ZipArchive::parse(&bytes).unwrap_err(),
-            ZipError::BadCentralHeader { .. }
-        ));
+        let got = patched_err(|b, _| b[0] = b'X');
+        assert!(matches!(got, ZipError::BadLocalHeader { .. }));
+        let got = patched_err(|b, cd| b[cd[0]] = b'X');
+        assert!(matches!(got, ZipError::BadCentralHeader { .. }));
     }
 
     #[test]
@@ -1228,13 +1177,7 @@ mod tests {
 
     #[test]
     fn never_panics_on_truncations() {
-        let bytes = build(
-            &ok_entries(),
-            Opts {
-                zip64: true,
-                ..Default::default()
-            },
-        );
+        let bytes = build(&ok_entries(), Opts::zip64());
         for n in 0..bytes.len() {
             let _ = ZipArchive::parse(&bytes[..n]);
             let mut b = bytes.clone();

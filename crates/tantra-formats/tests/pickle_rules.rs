@@ -24,6 +24,14 @@ fn err(b: &[u8]) -> PickleError {
     parse(b).expect_err("refused")
 }
 
+/// The error of flattening `b`, which must parse.
+fn flatten_err(b: &[u8]) -> PickleError {
+    parse(b)
+        .unwrap()
+        .flatten(&Limits::default())
+        .expect_err("refused when flattened")
+}
+
 fn flat_values(p: &Pickle) -> Vec<(String, Value)> {
     p.flatten(&Limits::default())
         .unwrap()
@@ -493,11 +501,7 @@ fn deep_nesting_is_capped_without_overflowing_the_stack() {
 #[test]
 fn cycles_are_refused_when_walked() {
     let b = P::new(2).empty_list().put(0).get(0).append().done();
-    let p = parse(&b).unwrap();
-    assert!(matches!(
-        p.flatten(&Limits::default()),
-        Err(PickleError::Cycle { .. })
-    ));
+    assert!(matches!(flatten_err(&b), PickleError::Cycle { .. }));
     let b = P::new(2)
         .empty_dict()
         .put(0)
@@ -505,11 +509,7 @@ fn cycles_are_refused_when_walked() {
         .get(0)
         .setitem()
         .done();
-    let p = parse(&b).unwrap();
-    assert!(matches!(
-        p.flatten(&Limits::default()),
-        Err(PickleError::Cycle { .. })
-    ));
+    assert!(matches!(flatten_err(&b), PickleError::Cycle { .. }));
 }
 
 // --- structure -------------------------------------------------------------------------------
@@ -687,8 +687,7 @@ fn views_are_checked_against_the_storage() {
 
 #[test]
 fn complex128_is_refused_naming_the_tensor() {
-    let p = parse(&one_tensor("ComplexDoubleStorage", 2, 0, &[2], &[1])).unwrap();
-    let e = p.flatten(&Limits::default()).unwrap_err();
+    let e = flatten_err(&one_tensor("ComplexDoubleStorage", 2, 0, &[2], &[1]));
     assert_eq!(
         e,
         PickleError::UnsupportedDType {
@@ -961,33 +960,12 @@ fn inert_builtins_size_device_codecs_set() {
     );
 }
 
-/// `numpy.dtype(descr, False, True)` with BUILD state `(3, order, None, None, None, -1, -1, 0)`.
-fn np_dtype(p: &mut P, descr: &str, order: &str) {
-    p.global("numpy", "dtype")
-        .str(descr)
-        .bool(false)
-        .bool(true)
-        .tuple_n(3)
-        .reduce();
-    p.mark()
-        .int(3)
-        .str(order)
-        .none()
-        .none()
-        .none()
-        .int(-1)
-        .int(-1)
-        .int(0)
-        .tuple()
-        .build();
-}
-
 #[test]
 fn numpy_scalars_and_arrays_are_inert_data() {
     let mut p = P::new(2);
     p.empty_dict().mark();
     p.str("loss").global("numpy.core.multiarray", "scalar");
-    np_dtype(&mut p, "f8", "<");
+    p.np_dtype("f8", "<");
     p.global("_codecs", "encode")
         .str("\0\0\0\0\0\0\u{e0}?")
         .str("latin1")
@@ -995,19 +973,11 @@ fn numpy_scalars_and_arrays_are_inert_data() {
         .reduce();
     p.tuple_n(2).reduce();
     p.str("steps").global("numpy._core.multiarray", "scalar");
-    np_dtype(&mut p, "i4", ">");
+    p.np_dtype("i4", ">");
     p.bytes(&[0, 0, 1, 0]).tuple_n(2).reduce();
     // A 2x2 int16 array in Fortran order.
     p.str("arr")
-        .global("numpy.core.multiarray", "_reconstruct")
-        .global("numpy", "ndarray");
-    p.int_tuple(&[0]).bytes(b"b").tuple_n(3).reduce();
-    p.mark().int(1).int_tuple(&[2, 2]);
-    np_dtype(&mut p, "i2", "<");
-    p.bool(true)
-        .bytes(&[1, 0, 3, 0, 2, 0, 4, 0])
-        .tuple()
-        .build();
+        .np_array(&[2, 2], "i2", "<", true, &[1, 0, 3, 0, 2, 0, 4, 0]);
     p.setitems();
     let b = p.done();
     let pk = parse(&b).unwrap();
@@ -1041,10 +1011,9 @@ fn names_must_be_unique_and_keys_simple() {
         .setitem()
         .setitems()
         .done();
-    let p = parse(&b).unwrap();
     assert_eq!(
-        p.flatten(&Limits::default()),
-        Err(PickleError::DuplicateName { name: "a.b".into() })
+        flatten_err(&b),
+        PickleError::DuplicateName { name: "a.b".into() }
     );
     let b = P::new(2)
         .empty_dict()
@@ -1052,10 +1021,9 @@ fn names_must_be_unique_and_keys_simple() {
         .int(1)
         .setitem()
         .done();
-    let p = parse(&b).unwrap();
     assert!(matches!(
-        p.flatten(&Limits::default()),
-        Err(PickleError::BadKey { kind: "tuple", .. })
+        flatten_err(&b),
+        PickleError::BadKey { kind: "tuple", .. }
     ));
     // Int keys become decimal names.
     let b = P::new(2)
@@ -1079,22 +1047,14 @@ fn bare_storages_and_callables_are_not_data() {
         .storage("torch", "FloatStorage", "0", 1, false)
         .setitem()
         .done();
-    let p = parse(&b).unwrap();
-    assert!(matches!(
-        p.flatten(&Limits::default()),
-        Err(PickleError::NotData { .. })
-    ));
+    assert!(matches!(flatten_err(&b), PickleError::NotData { .. }));
     let b = P::new(2)
         .empty_dict()
         .str("f")
         .global("collections", "OrderedDict")
         .setitem()
         .done();
-    let p = parse(&b).unwrap();
-    assert!(matches!(
-        p.flatten(&Limits::default()),
-        Err(PickleError::NotData { .. })
-    ));
+    assert!(matches!(flatten_err(&b), PickleError::NotData { .. }));
 }
 
 // --- scanner ---------------------------------------------------------------------------------

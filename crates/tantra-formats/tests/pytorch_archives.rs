@@ -354,37 +354,16 @@ fn zip_rules_surface_as_zip_errors() {
 
 #[test]
 fn numpy_arrays_become_tensors() {
-    let mut p = P::new(2);
-    p.empty_dict()
-        .str("rng")
-        .global("numpy.core.multiarray", "_reconstruct")
-        .global("numpy", "ndarray");
-    p.int_tuple(&[0]).bytes(b"b").tuple_n(3).reduce();
-    p.mark().int(1).int_tuple(&[2, 3]);
-    p.global("numpy", "dtype")
-        .str("i2")
-        .bool(false)
-        .bool(true)
-        .tuple_n(3)
-        .reduce();
-    p.mark()
-        .int(3)
-        .str(">")
-        .none()
-        .none()
-        .none()
-        .int(-1)
-        .int(-1)
-        .int(0)
-        .tuple()
-        .build();
     // Fortran order, big-endian: column-major values 0..6.
     let data: Vec<u8> = [0i16, 3, 1, 4, 2, 5]
         .iter()
         .flat_map(|v| v.to_be_bytes())
         .collect();
-    p.bool(true).bytes(&data).tuple().build();
-    p.setitem();
+    let mut p = P::new(2);
+    p.empty_dict()
+        .str("rng")
+        .np_array(&[2, 3], "i2", ">", true, &data)
+        .setitem();
     let f = open("np.pt", &torch_archive(p.done(), &[])).unwrap();
     assert_eq!(f.tensors()[0].name, "rng");
     assert_eq!(f.tensors()[0].dtype, DType::I16);

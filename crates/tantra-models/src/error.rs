@@ -115,6 +115,28 @@ impl ConfigError {
     }
 }
 
+/// Reads an `arch` config from JSON; its rules are the caller's to check.
+///
+/// # Errors
+/// [`ConfigError::Json`] for JSON that is not of the config's shape.
+pub(crate) fn parse_config<T: serde::de::DeserializeOwned>(
+    arch: &'static str,
+    value: &serde_json::Value,
+) -> Result<T, ConfigError> {
+    T::deserialize(value).map_err(|e| ConfigError::json(arch, e))
+}
+
+/// Checks that a config's `model_type` is `expected`.
+pub(crate) fn check_model_type(found: &str, expected: &'static str) -> Result<(), ConfigError> {
+    if found != expected {
+        return Err(ConfigError::ModelType {
+            found: found.to_string(),
+            expected,
+        });
+    }
+    Ok(())
+}
+
 /// Checks `lo <= value <= hi` for an integer field.
 pub(crate) fn check_range(field: &str, value: usize, lo: u64, hi: u64) -> Result<(), ConfigError> {
     let v = value as u64;

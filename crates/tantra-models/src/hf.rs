@@ -23,7 +23,9 @@ use tantra_formats::{
     write_to, Format, FormatError, OutputFormat, Progress, TensorInfo, TensorSource, Value,
 };
 
-use tantra_store::{ConfigManager, RegisterOptions, RegisterReport, StoreError, WeightManager};
+use tantra_store::{
+    ConfigManager, RegisterOptions, RegisterReport, Source, StoreError, WeightManager,
+};
 
 use crate::arch::{check_against, Architecture, TensorMismatch};
 use crate::error::ConfigError;
@@ -605,7 +607,8 @@ pub struct StoreImportReport {
 
 /// Imports a Hugging Face Mamba directory ([`import_hf`]) as `mamba:version`: the config goes
 /// to `configs/mamba/<version>.json` through the ConfigManager (transformers' extra fields
-/// kept), the tensors are registered in the formats asked for.
+/// kept), the tensors are registered in the formats asked for, each file recorded as imported
+/// from the directory ([`Source::Imported`] with its absolute path).
 ///
 /// # Errors
 /// What [`import_hf`] refuses; a version or config that exists with other content (without
@@ -620,15 +623,16 @@ pub fn import_into_store(
     let model = Architecture::Mamba.name();
     let ck = import_hf(dir)?;
     tantra_store::names::validate_name("version", version)?;
-    let cm = ConfigManager::new(wm.clone(), schemas());
     let json = serde_json::to_value(&ck.config).map_err(|source| HfError::Json {
         path: dir.join(CONFIG_FILE),
         source,
     })?;
-    let same = matches!(cm.show(model, version), Ok(existing) if existing == json);
-    if !same {
-        cm.import(model, version, &json, options.force)?;
-    }
+    ConfigManager::new(wm.clone(), schemas()).import_if_changed(
+        model,
+        version,
+        &json,
+        options.force,
+    )?;
     let opts = RegisterOptions {
         formats: options.formats.clone(),
         force: options.force,
@@ -636,8 +640,13 @@ pub fn import_into_store(
         config: Some(version.to_string()),
         ..Default::default()
     };
-    let by = format!("import-hf {}", dir.display());
-    let registered = wm.register_source(&ck, model, version, Some(by), &opts, progress)?;
+    let source = Source::Imported {
+        from: std::path::absolute(dir)
+            .unwrap_or_else(|_| dir.to_path_buf())
+            .display()
+            .to_string(),
+    };
+    let registered = wm.register_source(&ck, model, version, source, &opts, progress)?;
     Ok(StoreImportReport {
         checkpoint_files: ck.files.clone(),
         renamed: ck.renamed.clone(),

@@ -146,6 +146,18 @@ fn prefill_leaves_exactly_the_states_of_token_by_token_feeding() {
     assert_eq!(logits_prefill, logits_steps, "logits differ");
     assert_eq!(prefilled.position(), ids.len());
 
+    // A prompt longer than the prefill chunk (256) too.
+    let long: Vec<u32> = (0..600u32).map(|i| (i * 13 + 5) % 64).collect();
+    let mut a = model.new_state();
+    let la = model.forward(&long, &mut a, Logits::Last).unwrap();
+    let mut b = model.new_state();
+    let mut lb = Vec::new();
+    for &id in &long {
+        lb = model.step(id, &mut b).unwrap();
+    }
+    assert_eq!(a, b);
+    assert_eq!(la, lb);
+
     // Split prefills carry the states across the boundary.
     let mut split = model.new_state();
     model.forward(&ids[..4], &mut split, Logits::None).unwrap();
@@ -456,4 +468,40 @@ fn runtimes_come_from_the_weights_root() {
         LoadedModel::from_store(root.path(), "ocr_native", None, None),
         Err(RuntimeError::NoConfigFor { .. })
     ));
+}
+
+/// A model wide enough for the multi-threaded decoding step (d 192, 2 layers, random weights).
+fn wide_model() -> MambaModel {
+    use tantra_models::{init_weights, MambaBlockConfig, ModelConfig};
+    let config = MambaConfig::byte_level(&MambaBlockConfig::new(192, 2));
+    let src = init_weights(&ModelConfig::Mamba(config.clone()), 1).unwrap();
+    let mem = src.materialize().unwrap();
+    MambaModel::load(&Weights::new(&mem).unwrap(), &config).unwrap()
+}
+
+#[test]
+fn threaded_decoding_is_bitwise_the_prefill_whatever_the_thread_count() {
+    let model = wide_model();
+    let ids: Vec<u32> = (0..20u32).map(|i| (i * 37 + 11) % 264).collect();
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            let mut prefilled = model.new_state();
+            let all = model.forward(&ids, &mut prefilled, Logits::All).unwrap();
+            let mut stepped = model.new_state();
+            let mut steps = Vec::new();
+            for &id in &ids {
+                steps.extend(model.step(id, &mut stepped).unwrap());
+            }
+            assert_eq!(prefilled, stepped, "{threads} threads: states differ");
+            assert_eq!(all, steps, "{threads} threads: logits differ");
+            (stepped, steps)
+        })
+    };
+    let one = run(1);
+    assert_eq!(run(2), one);
+    assert_eq!(run(3), one);
 }

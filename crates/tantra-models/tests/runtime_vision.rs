@@ -155,6 +155,13 @@ fn multimodal_carries_the_state_from_image_tokens_into_the_text() {
 fn multimodal_weights_must_match_the_config() {
     let c = MambaMultimodalConfig::sample_small();
     let mem = materialize(ModelConfig::MambaMultimodal(c.clone()), 3);
+    let mut huge = c.clone();
+    huge.vision_config.image_size = 8192;
+    huge.vision_config.patch_size = 512;
+    assert!(matches!(
+        MultimodalModel::load(&Weights::new(&mem).unwrap(), &huge),
+        Err(RuntimeError::TooLarge { .. })
+    ));
     let mut other = c.clone();
     other.projector_hidden_size = 32;
     match MultimodalModel::load(&Weights::new(&mem).unwrap(), &other) {

@@ -118,6 +118,47 @@ pub(crate) struct BackupSpec {
     pub record: Option<serde_json::Value>,
 }
 
+impl BackupSpec {
+    /// A file at `src_rel` that belongs to no registry entry or record (yet): the other
+    /// fields, where known, are set with struct update syntax.
+    pub(crate) fn file(kind: BackupKind, src_rel: &str, bytes: u64, reason: String) -> Self {
+        BackupSpec {
+            kind,
+            src_rel: src_rel.into(),
+            model: None,
+            version: None,
+            format: None,
+            step: None,
+            sha256: None,
+            bytes,
+            reason,
+            record: None,
+        }
+    }
+
+    /// [`BackupSpec::file`] of a file that is in the way of `model:version`'s `format` file,
+    /// sized from the file itself.
+    pub(crate) fn in_the_way(
+        kind: BackupKind,
+        src_rel: &str,
+        path: &Path,
+        (model, version, format): (&str, &str, &str),
+        reason: String,
+    ) -> Self {
+        BackupSpec {
+            model: Some(model.into()),
+            version: Some(version.into()),
+            format: Some(format.into()),
+            ..BackupSpec::file(
+                kind,
+                src_rel,
+                crate::weights::file_len(path).unwrap_or(0),
+                reason,
+            )
+        }
+    }
+}
+
 /// What [`WeightManager::restore`] did.
 #[derive(Debug, Clone, Serialize)]
 pub struct RestoreReport {
@@ -360,18 +401,13 @@ impl WeightManager {
             }
         }
         if target.is_file() && !reg.all_paths().contains(entry.original.as_str()) {
-            specs.push(BackupSpec {
-                kind: BackupKind::Orphan,
-                src_rel: entry.original.clone(),
-                model: Some(model.clone()),
-                version: Some(version.clone()),
-                format: Some(format.clone()),
-                step: None,
-                sha256: None,
-                bytes: crate::weights::file_len(&target).unwrap_or(0),
-                reason: format!("unregistered file overwritten by restore {}", entry.id),
-                record: None,
-            });
+            specs.push(BackupSpec::in_the_way(
+                BackupKind::Orphan,
+                &entry.original,
+                &target,
+                (model.as_str(), version.as_str(), format.as_str()),
+                format!("unregistered file overwritten by restore {}", entry.id),
+            ));
         }
         let taken = self.backup_locked(&lock, specs)?;
         if let Some(m) = reg.models.get_mut(model) {
@@ -485,16 +521,15 @@ impl WeightManager {
         let mut specs = Vec::new();
         if target.is_file() {
             specs.push(BackupSpec {
-                kind: entry.kind,
-                src_rel: entry.original.clone(),
                 model: entry.model.clone(),
                 version: entry.version.clone(),
                 format: entry.format.clone(),
-                step: None,
-                sha256: None,
-                bytes: crate::weights::file_len(target).unwrap_or(0),
-                reason: format!("replaced by restore {}", entry.id),
-                record: None,
+                ..BackupSpec::file(
+                    entry.kind,
+                    &entry.original,
+                    crate::weights::file_len(target).unwrap_or(0),
+                    format!("replaced by restore {}", entry.id),
+                )
             });
         }
         let taken = self.backup_locked(&lock, specs)?;

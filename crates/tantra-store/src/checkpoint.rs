@@ -18,17 +18,17 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use tantra_formats::convert::archive_name;
-use tantra_formats::{open, write_to, Format, OutputFormat, Progress, TensorSource};
+use tantra_formats::{open, write_to, OutputFormat, Progress, TensorSource};
 
 use crate::backup::{BackupKind, BackupSpec};
-use crate::cleanup::{CleanupItem, CleanupKind};
+use crate::cleanup::{list_dirs, list_files, CleanupItem, CleanupKind};
 use crate::content::TensorTable;
-use crate::error::{Result, StoreError};
+use crate::error::{IoResultExt, Result, StoreError};
 use crate::fsx::{self, FileHash};
 use crate::names::{checkpoint_file_name, checkpoint_record_name, validate_name};
 use crate::registry::Source;
 use crate::time::now_rfc3339;
-use crate::weights::{RegisterOptions, RegisterReport};
+use crate::weights::{check_sha256, output_format_of, relabel, RegisterOptions, RegisterReport};
 use crate::WeightManager;
 
 const SCHEMA: u64 = 1;
@@ -157,24 +157,12 @@ impl WeightManager {
         progress: &dyn Progress,
     ) -> Result<CheckpointRecord> {
         check_metrics(model, metrics)?;
-        let format = match tantra_formats::detect(file)? {
-            Format::Safetensors => OutputFormat::Safetensors,
-            _ if OutputFormat::from_path(file) == Some(OutputFormat::Bin) => OutputFormat::Bin,
-            _ => OutputFormat::Pt,
-        };
-        self.refuse_existing(model, step, force)?;
-        let dir = self.checkpoint_dir(model);
-        std::fs::create_dir_all(&dir).map_err(|e| StoreError::io(&dir, e))?;
-        let target = dir.join(checkpoint_file_name(step, format));
+        let format = output_format_of(file)?;
+        let (dir, target) = self.checkpoint_target(model, step, format, force)?;
         let staged = fsx::copy_to_temp(file, &dir, &target, progress)?;
-        let src = open(staged.path()).map_err(|mut e| {
-            e.path = Some(file.to_path_buf());
-            StoreError::Format(e)
-        })?;
-        let table = TensorTable::of(src.as_ref(), self.jobs, progress).map_err(|mut e| {
-            e.path = Some(file.to_path_buf());
-            StoreError::Format(e)
-        })?;
+        let src = open(staged.path()).map_err(|e| relabel(e, staged.path(), file))?;
+        let table = TensorTable::of(src.as_ref(), self.jobs, progress)
+            .map_err(|e| relabel(e, staged.path(), file))?;
         drop(src);
         let hash = staged.hash.clone();
         self.commit_checkpoint(
@@ -199,10 +187,7 @@ impl WeightManager {
         progress: &dyn Progress,
     ) -> Result<CheckpointRecord> {
         check_metrics(model, metrics)?;
-        self.refuse_existing(model, step, force)?;
-        let dir = self.checkpoint_dir(model);
-        std::fs::create_dir_all(&dir).map_err(|e| StoreError::io(&dir, e))?;
-        let target = dir.join(checkpoint_file_name(step, format));
+        let (dir, target) = self.checkpoint_target(model, step, format, force)?;
         let want = TensorTable::of(src, self.jobs, &tantra_formats::NoProgress)?;
         let archive = archive_name(&target);
         let staged = fsx::write_temp(&dir, &target, |w| {
@@ -225,7 +210,15 @@ impl WeightManager {
         )
     }
 
-    fn refuse_existing(&self, model: &str, step: u64, force: bool) -> Result<()> {
+    /// Refuses an existing checkpoint at `step` without `force`, creates the model's folder
+    /// and returns it with the path the checkpoint file will have.
+    fn checkpoint_target(
+        &self,
+        model: &str,
+        step: u64,
+        format: OutputFormat,
+        force: bool,
+    ) -> Result<(PathBuf, PathBuf)> {
         let record = self.checkpoint_record_path(model, step);
         if !force && record.exists() {
             return Err(StoreError::CheckpointExists {
@@ -234,7 +227,10 @@ impl WeightManager {
                 step,
             });
         }
-        Ok(())
+        let dir = self.checkpoint_dir(model);
+        std::fs::create_dir_all(&dir).at(&dir)?;
+        let target = dir.join(checkpoint_file_name(step, format));
+        Ok((dir, target))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -316,19 +312,12 @@ impl WeightManager {
         model: &str,
     ) -> Result<Vec<(PathBuf, std::result::Result<CheckpointRecord, String>)>> {
         let dir = self.checkpoint_dir(model);
-        let entries = match std::fs::read_dir(&dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(StoreError::io(&dir, e)),
-        };
         let mut out = Vec::new();
-        for entry in entries {
-            let entry = entry.map_err(|e| StoreError::io(&dir, e))?;
-            let name = entry.file_name().to_string_lossy().into_owned();
+        for (name, _) in list_files(&dir)? {
             if fsx::is_temp_name(&name) || !name.ends_with(".json") {
                 continue;
             }
-            let path = entry.path();
+            let path = dir.join(&name);
             let status = match self.read_checkpoint_record(&path) {
                 Ok(Some(r)) => self.checkpoint_complete(model, &name, r),
                 Ok(None) => continue,
@@ -364,24 +353,12 @@ impl WeightManager {
         }
     }
 
-    /// Models that have a checkpoints folder.
+    /// Models that have a checkpoints folder (a folder with a valid model name, not a link).
+    ///
+    /// # Errors
+    /// An unreadable `checkpoints/` folder.
     pub fn checkpoint_models(&self) -> Result<Vec<String>> {
-        let dir = self.checkpoints_dir();
-        let mut out = Vec::new();
-        match std::fs::read_dir(&dir) {
-            Ok(entries) => {
-                for e in entries.flatten() {
-                    let name = e.file_name().to_string_lossy().into_owned();
-                    if e.path().is_dir() && crate::names::is_valid_name(&name) {
-                        out.push(name);
-                    }
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(StoreError::io(&dir, e)),
-        }
-        out.sort();
-        Ok(out)
+        list_dirs(&self.checkpoints_dir())
     }
 
     /// The checkpoints a rule would remove, oldest first.
@@ -492,16 +469,7 @@ impl WeightManager {
                 step,
             })?;
         let path = self.abs(&rec.file);
-        progress.begin("checking checkpoint", rec.bytes);
-        let h = fsx::hash_file(&path, progress);
-        progress.end();
-        let h = h?;
-        if h.sha256 != rec.sha256 {
-            return Err(StoreError::Changed {
-                path,
-                what: format!("sha256 {:.16}..., recorded {:.16}...", h.sha256, rec.sha256),
-            });
-        }
+        check_sha256(&path, rec.bytes, &rec.sha256, "recorded", progress)?;
         let format: OutputFormat = rec.format.parse().map_err(|e: String| {
             StoreError::corrupt(self.checkpoint_record_path(model, step), e)
         })?;

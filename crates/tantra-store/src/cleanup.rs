@@ -223,18 +223,12 @@ impl WeightManager {
                             }
                         }
                     }
-                    CleanupKind::Orphan => specs.push(BackupSpec {
-                        kind: BackupKind::Orphan,
-                        src_rel: it.path.clone(),
-                        model: None,
-                        version: None,
-                        format: None,
-                        step: None,
-                        sha256: None,
-                        bytes: it.bytes,
-                        reason: "removed by cleanup (not in the registry)".into(),
-                        record: None,
-                    }),
+                    CleanupKind::Orphan => specs.push(BackupSpec::file(
+                        BackupKind::Orphan,
+                        &it.path,
+                        it.bytes,
+                        "removed by cleanup (not in the registry)".into(),
+                    )),
                     _ => {}
                 }
             }
@@ -301,52 +295,29 @@ impl WeightManager {
         items: &mut Vec<CleanupItem>,
     ) -> Result<()> {
         let registered = reg.all_paths();
-        // weights/
-        for (name, bytes) in list_files(&self.weights_dir())? {
-            let rel = format!("weights/{name}");
-            if fsx::is_temp_name(&name) {
-                if fsx::is_stale_temp(&self.abs(&rel)) {
-                    items.push(item(
-                        CleanupKind::Temp,
-                        rel,
-                        bytes,
-                        "left by an interrupted write",
-                    ));
-                }
-            } else if !registered.contains(rel.as_str()) {
+        for f in self.sweep("weights", items)? {
+            if !registered.contains(f.rel.as_str()) {
                 items.push(item(
                     CleanupKind::Orphan,
-                    rel,
-                    bytes,
+                    f.rel,
+                    f.bytes,
                     "not named by the registry",
                 ));
             }
         }
-        // The root itself (registry temporaries).
-        self.sweep_temps(&self.root, "", items)?;
-        // backups/
+        // The root itself: only its temporary files (of the registry) are swept.
+        self.sweep("", items)?;
         let listed: HashSet<&str> = manifest.backups.iter().map(|b| b.file.as_str()).collect();
-        for (name, bytes) in list_files(&self.backups_dir())? {
-            let rel = format!("backups/{name}");
-            if fsx::is_temp_name(&name) {
-                if fsx::is_stale_temp(&self.abs(&rel)) {
-                    items.push(item(
-                        CleanupKind::Temp,
-                        rel,
-                        bytes,
-                        "left by an interrupted write",
-                    ));
-                }
-            } else if name != crate::backup::MANIFEST_FILE && !listed.contains(rel.as_str()) {
+        for f in self.sweep("backups", items)? {
+            if f.name != crate::backup::MANIFEST_FILE && !listed.contains(f.rel.as_str()) {
                 items.push(item(
                     CleanupKind::UnlistedBackup,
-                    rel,
-                    bytes,
+                    f.rel,
+                    f.bytes,
                     "not listed in backups/manifest.json (a backup interrupted by a crash)",
                 ));
             }
         }
-        // checkpoints/<model>/
         for model in self.checkpoint_models()? {
             let scan = self.checkpoint_scan(&model)?;
             let mut complete_files = HashSet::new();
@@ -373,77 +344,90 @@ impl WeightManager {
                     }
                 }
             }
-            let dir = self.checkpoint_dir(&model);
-            for (name, bytes) in list_files(&dir)? {
-                let rel = format!("checkpoints/{model}/{name}");
-                if fsx::is_temp_name(&name) {
-                    if fsx::is_stale_temp(&self.abs(&rel)) {
-                        items.push(item(
-                            CleanupKind::Temp,
-                            rel,
-                            bytes,
-                            "left by an interrupted write",
-                        ));
-                    }
-                } else if !name.ends_with(".json") && !complete_files.contains(&rel) {
+            for f in self.sweep(&format!("checkpoints/{model}"), items)? {
+                if !f.name.ends_with(".json") && !complete_files.contains(&f.rel) {
                     items.push(CleanupItem {
                         model: Some(model.clone()),
                         ..item(
                             CleanupKind::IncompleteCheckpoint,
-                            rel,
-                            bytes,
+                            f.rel,
+                            f.bytes,
                             "checkpoint file without a record (a save interrupted by a crash)",
                         )
                     });
                 }
             }
         }
-        // configs/<model>/ and digests/<model>/
-        for (sub, is_digests) in [("configs", false), ("digests", true)] {
-            let base = self.root.join(sub);
-            for model in list_dirs(&base)? {
-                let dir = base.join(&model);
-                for (name, bytes) in list_files(&dir)? {
-                    let rel = format!("{sub}/{model}/{name}");
-                    if fsx::is_temp_name(&name) {
-                        if fsx::is_stale_temp(&self.abs(&rel)) {
-                            items.push(item(
-                                CleanupKind::Temp,
-                                rel,
-                                bytes,
-                                "left by an interrupted write",
-                            ));
-                        }
-                    } else if is_digests {
-                        let version = name.strip_suffix(".json").unwrap_or(&name);
-                        if reg.version(&model, version).is_none() {
-                            items.push(item(
-                                CleanupKind::StaleDigests,
-                                rel,
-                                bytes,
-                                "digests of a version that is not registered",
-                            ));
-                        }
-                    }
+        for model in list_dirs(&self.configs_dir())? {
+            self.sweep(&format!("configs/{model}"), items)?;
+        }
+        for model in list_dirs(&self.digests_dir())? {
+            for f in self.sweep(&format!("digests/{model}"), items)? {
+                let version = f.name.strip_suffix(".json").unwrap_or(&f.name);
+                if reg.version(&model, version).is_none() {
+                    items.push(item(
+                        CleanupKind::StaleDigests,
+                        f.rel,
+                        f.bytes,
+                        "digests of a version that is not registered",
+                    ));
                 }
             }
         }
         Ok(())
     }
 
-    fn sweep_temps(&self, dir: &Path, prefix: &str, items: &mut Vec<CleanupItem>) -> Result<()> {
-        for (name, bytes) in list_files(dir)? {
-            if fsx::is_temp_name(&name) && fsx::is_stale_temp(&dir.join(&name)) {
-                items.push(item(
-                    CleanupKind::Temp,
-                    format!("{prefix}{name}"),
-                    bytes,
-                    "left by an interrupted write",
-                ));
+    /// Plans the removal of the temporary files in `sub` whose writer is gone and returns the
+    /// folder's other files (see [`WeightManager::scan_folder`]).
+    fn sweep(&self, sub: &str, items: &mut Vec<CleanupItem>) -> Result<Vec<RootFile>> {
+        let (stale, files) = self.scan_folder(sub)?;
+        items.extend(stale.into_iter().map(|f| {
+            item(
+                CleanupKind::Temp,
+                f.rel,
+                f.bytes,
+                "left by an interrupted write",
+            )
+        }));
+        Ok(files)
+    }
+
+    /// The files directly in the root-relative folder `sub` (`""`: the root itself), split
+    /// into temporary files whose writer is gone and every other file. A temporary file whose
+    /// writer still holds it is in neither list: work in progress is never touched.
+    ///
+    /// # Errors
+    /// A folder that exists but cannot be read.
+    pub(crate) fn scan_folder(&self, sub: &str) -> Result<(Vec<RootFile>, Vec<RootFile>)> {
+        let dir = if sub.is_empty() {
+            self.root.clone()
+        } else {
+            self.abs(sub)
+        };
+        let mut stale = Vec::new();
+        let mut files = Vec::new();
+        for (name, bytes) in list_files(&dir)? {
+            let rel = if sub.is_empty() {
+                name.clone()
+            } else {
+                format!("{sub}/{name}")
+            };
+            if !fsx::is_temp_name(&name) {
+                files.push(RootFile { name, rel, bytes });
+            } else if fsx::is_stale_temp(&dir.join(&name)) {
+                stale.push(RootFile { name, rel, bytes });
             }
         }
-        Ok(())
+        Ok((stale, files))
     }
+}
+
+/// A file directly in a folder of the root.
+pub(crate) struct RootFile {
+    pub name: String,
+    /// Relative to the root.
+    pub rel: String,
+    pub bytes: u64,
 }
 
 /// Regular files directly in `dir` (name, size), sorted; a missing folder is empty.

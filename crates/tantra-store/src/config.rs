@@ -447,14 +447,7 @@ impl ConfigManager {
     /// An invalid config ([`StoreError::ConfigInvalid`], nothing written); an existing config
     /// without `force`; the lock.
     pub fn import(&self, model: &str, name: &str, config: &Value, force: bool) -> Result<()> {
-        let path = self.path(model, name)?;
-        let problems = self.validate_value(model, config);
-        if !problems.is_empty() {
-            return Err(StoreError::ConfigInvalid {
-                path,
-                problems: problems.iter().map(ToString::to_string).collect(),
-            });
-        }
+        self.require_valid(model, name, config)?;
         self.write(
             model,
             name,
@@ -464,6 +457,27 @@ impl ConfigManager {
         )
     }
 
+    /// [`ConfigManager::import`], unless the stored config already equals `config` (then
+    /// nothing is written and no backup taken). Returns whether it wrote. For programs that
+    /// store the config their weights come with (model creation, imports), so that running
+    /// them again is harmless.
+    ///
+    /// # Errors
+    /// As [`ConfigManager::import`].
+    pub fn import_if_changed(
+        &self,
+        model: &str,
+        name: &str,
+        config: &Value,
+        force: bool,
+    ) -> Result<bool> {
+        if matches!(self.show(model, name), Ok(existing) if existing == *config) {
+            return Ok(false);
+        }
+        self.import(model, name, config, force)?;
+        Ok(true)
+    }
+
     /// Sets one field (a dotted path, `ssm.state_size`, creating objects on the way) and
     /// writes the config back if it is still valid. Returns the new config.
     ///
@@ -471,20 +485,13 @@ impl ConfigManager {
     /// A missing config; a path through a non-object; a config that the change makes invalid
     /// (nothing is written); the lock.
     pub fn set(&self, model: &str, name: &str, field: &str, value: Value) -> Result<Value> {
-        let path = self.path(model, name)?;
         let mut config = self.show(model, name)?;
         set_path(&mut config, field, value).map_err(|detail| StoreError::InvalidArgument {
             what: "field",
             value: field.into(),
             detail,
         })?;
-        let problems = self.validate_value(model, &config);
-        if !problems.is_empty() {
-            return Err(StoreError::ConfigInvalid {
-                path,
-                problems: problems.iter().map(ToString::to_string).collect(),
-            });
-        }
+        self.require_valid(model, name, &config)?;
         self.write(
             model,
             name,
@@ -509,22 +516,16 @@ impl ConfigManager {
             if !force {
                 return Err(StoreError::ConfigExists { path });
             }
-            let rel = format!("configs/{model}/{name}.json");
-            self.wm.backup_locked(
-                &lock,
-                vec![BackupSpec {
-                    kind: BackupKind::Config,
-                    bytes: crate::weights::file_len(&path).unwrap_or(0),
-                    src_rel: rel,
-                    model: Some(model.into()),
-                    version: None,
-                    format: None,
-                    step: None,
-                    sha256: None,
-                    reason: reason.into(),
-                    record: None,
-                }],
-            )?;
+            let spec = BackupSpec {
+                model: Some(model.into()),
+                ..BackupSpec::file(
+                    BackupKind::Config,
+                    &format!("configs/{model}/{name}.json"),
+                    crate::weights::file_len(&path).unwrap_or(0),
+                    reason.into(),
+                )
+            };
+            self.wm.backup_locked(&lock, vec![spec])?;
         }
         let dir = self.wm.configs_dir().join(model);
         std::fs::create_dir_all(&dir).map_err(|e| StoreError::io(&dir, e))?;
@@ -560,6 +561,20 @@ impl ConfigManager {
         }
     }
 
+    /// Fails with [`StoreError::ConfigInvalid`] (naming the config's file) when `config`, as
+    /// `model`'s config `name`, has problems; returns the file's path otherwise.
+    fn require_valid(&self, model: &str, name: &str, config: &Value) -> Result<PathBuf> {
+        let path = self.path(model, name)?;
+        let problems = self.validate_value(model, config);
+        if problems.is_empty() {
+            return Ok(path);
+        }
+        Err(StoreError::ConfigInvalid {
+            path,
+            problems: problems.iter().map(ToString::to_string).collect(),
+        })
+    }
+
     /// Problems with a stored config.
     ///
     /// # Errors
@@ -574,15 +589,8 @@ impl ConfigManager {
     /// # Errors
     /// A missing or invalid config; no schema for its model type.
     pub fn expected_tensors(&self, model: &str, name: &str) -> Result<Vec<ExpectedTensor>> {
-        let path = self.path(model, name)?;
         let config = self.show(model, name)?;
-        let problems = self.validate_value(model, &config);
-        if !problems.is_empty() {
-            return Err(StoreError::ConfigInvalid {
-                path,
-                problems: problems.iter().map(ToString::to_string).collect(),
-            });
-        }
+        let path = self.require_valid(model, name, &config)?;
         let schema = self
             .schema_for(model, &config)
             .ok_or_else(|| StoreError::NoSchema {

@@ -259,6 +259,19 @@ pub fn hash_file(path: &Path, progress: &dyn Progress) -> Result<FileHash> {
     })
 }
 
+/// [`hash_file`] of a file of `len` bytes, drawn as one `label` bar of `progress`.
+pub fn hash_file_with(
+    path: &Path,
+    label: &str,
+    len: u64,
+    progress: &dyn Progress,
+) -> Result<FileHash> {
+    progress.begin(label, len);
+    let h = hash_file(path, progress);
+    progress.end();
+    h
+}
+
 /// Hashes `paths` on `jobs` threads (largest files first, so the threads finish together).
 /// Results come back in the order of `paths`. `progress` is advanced by bytes; the caller
 /// begins and ends it.

@@ -12,7 +12,6 @@ use std::time::Instant;
 use serde::Serialize;
 use tantra_formats::Progress;
 
-use crate::cleanup::list_files;
 use crate::error::Result;
 use crate::fsx;
 use crate::names::validate_name;
@@ -202,14 +201,17 @@ impl WeightManager {
             }
             if scope.model.is_none() {
                 let registered = reg.all_paths();
-                for (name, _) in list_files(&self.weights_dir())? {
-                    let rel = format!("weights/{name}");
-                    if fsx::is_temp_name(&name) {
-                        if fsx::is_stale_temp(&self.abs(&rel)) {
-                            problems.push(plain(ProblemKind::Temp, rel, "left by an interrupted write; `tantra cleanup --orphans` removes it"));
-                        }
-                    } else if !registered.contains(rel.as_str()) {
-                        problems.push(plain(ProblemKind::Unregistered, rel, "not named by the registry; register it, or `tantra cleanup --orphans` removes it"));
+                let (stale, files) = self.scan_folder("weights")?;
+                for f in stale {
+                    problems.push(plain(
+                        ProblemKind::Temp,
+                        f.rel,
+                        "left by an interrupted write; `tantra cleanup --orphans` removes it",
+                    ));
+                }
+                for f in files {
+                    if !registered.contains(f.rel.as_str()) {
+                        problems.push(plain(ProblemKind::Unregistered, f.rel, "not named by the registry; register it, or `tantra cleanup --orphans` removes it"));
                     }
                 }
             }

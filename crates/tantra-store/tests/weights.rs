@@ -26,6 +26,38 @@ fn setup() -> (tempfile::TempDir, tempfile::TempDir, WeightManager) {
     (root, inputs, wm)
 }
 
+/// Registers `file` as `model:version` in all three formats.
+fn register_all(wm: &WeightManager, file: &std::path::Path, model: &str, version: &str) {
+    wm.register(file, model, version, &all(), &NoProgress)
+        .unwrap();
+}
+
+/// The steps of model `m`'s checkpoints that list.
+fn checkpoint_steps(wm: &WeightManager) -> Vec<u64> {
+    wm.checkpoints("m")
+        .unwrap()
+        .iter()
+        .map(|c| c.step)
+        .collect()
+}
+
+/// The steps `rule` would prune from model `m` (a dry run).
+fn pruned_steps(wm: &WeightManager, rule: &PruneRule) -> Vec<u64> {
+    let plan = wm.prune_checkpoints("m", rule, true, true).unwrap();
+    plan.iter().map(|i| i.step.unwrap()).collect()
+}
+
+/// Verifies the whole root.
+fn verify_all(wm: &WeightManager) -> VerifyReport {
+    wm.verify(&VerifyScope::default(), &NoProgress).unwrap()
+}
+
+/// The whole root verifies without a problem.
+fn assert_verifies(wm: &WeightManager) {
+    let report = verify_all(wm);
+    assert!(report.ok(), "{:?}", report.problems);
+}
+
 #[test]
 fn register_places_canonical_files_and_records_them() {
     let (_r, inp, wm) = setup();
@@ -217,24 +249,14 @@ fn a_version_name_is_immutable_unless_forced_and_force_backs_up() {
     assert_eq!(v.formats["pt"].sha256, old_sha);
     assert_eq!(sha256_of(&wm.abs("weights/m_v_pt.pt")), old_sha);
     assert!(!wm.abs("weights/m_v_safetensors.safetensors").exists());
-    assert!(wm
-        .verify(&VerifyScope::default(), &NoProgress)
-        .unwrap()
-        .ok());
+    assert_verifies(&wm);
 }
 
 #[test]
 fn a_changed_byte_is_caught_by_load_and_verify() {
     let (_r, inp, wm) = setup();
-    wm.register(
-        &safetensors_file(inp.path(), 1),
-        "m",
-        "v",
-        &all(),
-        &NoProgress,
-    )
-    .unwrap();
-    let report = wm.verify(&VerifyScope::default(), &NoProgress).unwrap();
+    register_all(&wm, &safetensors_file(inp.path(), 1), "m", "v");
+    let report = verify_all(&wm);
     assert!(report.ok(), "{:?}", report.problems);
     assert_eq!(report.files, 3);
 
@@ -258,7 +280,7 @@ fn a_changed_byte_is_caught_by_load_and_verify() {
     let bin = wm.canonical_path("m", "v", OutputFormat::Bin).unwrap();
     std::fs::remove_file(&bin).unwrap();
     std::fs::write(wm.weights_dir().join("stray.bin"), b"x").unwrap();
-    let report = wm.verify(&VerifyScope::default(), &NoProgress).unwrap();
+    let report = verify_all(&wm);
     let kinds: Vec<(ProblemKind, String)> = report
         .problems
         .iter()
@@ -286,13 +308,7 @@ fn a_changed_byte_is_caught_by_load_and_verify() {
     ));
     // Truncation is caught by the size alone.
     let pt = wm.canonical_path("m", "v", OutputFormat::Pt).unwrap();
-    let len = std::fs::metadata(&pt).unwrap().len();
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&pt)
-        .unwrap()
-        .set_len(len - 1)
-        .unwrap();
+    truncate(&pt, |len| len - 1);
     let opts = LoadOptions { verify_hash: false };
     let err = wm
         .load_with("m", Some("v"), Some(OutputFormat::Pt), &opts, &NoProgress)
@@ -304,22 +320,8 @@ fn a_changed_byte_is_caught_by_load_and_verify() {
 #[test]
 fn remove_backs_up_and_restore_brings_it_back() {
     let (_r, inp, wm) = setup();
-    wm.register(
-        &safetensors_file(inp.path(), 1),
-        "m",
-        "a",
-        &all(),
-        &NoProgress,
-    )
-    .unwrap();
-    wm.register(
-        &safetensors_file(inp.path(), 2),
-        "m",
-        "b",
-        &all(),
-        &NoProgress,
-    )
-    .unwrap();
+    register_all(&wm, &safetensors_file(inp.path(), 1), "m", "a");
+    register_all(&wm, &safetensors_file(inp.path(), 2), "m", "b");
     // The default cannot go without --force.
     assert!(matches!(
         wm.remove("m", "a", None, false),
@@ -359,10 +361,7 @@ fn remove_backs_up_and_restore_brings_it_back() {
     );
     // Restoring again is harmless.
     wm.restore(&st.id, &NoProgress).unwrap();
-    assert!(wm
-        .verify(&VerifyScope::default(), &NoProgress)
-        .unwrap()
-        .ok());
+    assert_verifies(&wm);
     assert!(matches!(
         wm.restore("nope", &NoProgress),
         Err(StoreError::UnknownBackup { .. })
@@ -434,14 +433,7 @@ fn tags_and_defaults_guard_retention() {
 #[test]
 fn cleanup_sweeps_orphans_temps_and_old_backups() {
     let (_r, inp, wm) = setup();
-    wm.register(
-        &safetensors_file(inp.path(), 1),
-        "m",
-        "v",
-        &all(),
-        &NoProgress,
-    )
-    .unwrap();
+    register_all(&wm, &safetensors_file(inp.path(), 1), "m", "v");
     wm.remove("m", "v", Some(OutputFormat::Bin), false).unwrap();
     let w = wm.weights_dir();
     std::fs::write(w.join("m_old_pt.pt"), vec![0u8; 100]).unwrap();
@@ -481,7 +473,7 @@ fn cleanup_sweeps_orphans_temps_and_old_backups() {
         ]
     );
     assert_eq!(plan.bytes, 100 + 10 + 1 + 2);
-    let v = wm.verify(&VerifyScope::default(), &NoProgress).unwrap();
+    let v = verify_all(&wm);
     assert_eq!(v.problems.len(), 2, "{:?}", v.problems);
 
     wm.cleanup(&CleanupOptions {
@@ -491,10 +483,7 @@ fn cleanup_sweeps_orphans_temps_and_old_backups() {
     .unwrap();
     assert!(live.path().exists());
     assert!(!w.join("m_old_pt.pt").exists());
-    assert!(wm
-        .verify(&VerifyScope::default(), &NoProgress)
-        .unwrap()
-        .ok());
+    assert_verifies(&wm);
     // The orphan was backed up; the bin removed earlier too. Both expire with age.
     assert_eq!(wm.backups().unwrap().len(), 2);
     let none = wm
@@ -631,13 +620,39 @@ fn generators_register_files_in_place_and_from_memory() {
         ..Default::default()
     };
     let rep = wm
-        .register_source(&tensors(4), "mamba", "mem", None, &opts, &NoProgress)
+        .register_source(
+            &tensors(4),
+            "mamba",
+            "mem",
+            Source::Generated { by: None },
+            &opts,
+            &NoProgress,
+        )
         .unwrap();
     assert_eq!(rep.files.len(), 2);
     let w = wm
         .load_model_weights("mamba", Some("mem"), Some(OutputFormat::Bin))
         .unwrap();
     assert_eq!(w.record.source, Source::Generated { by: None });
+    // The caller says where the tensors come from; every written format records it.
+    let from_hf = Source::Imported {
+        from: "/models/hf_dir".into(),
+    };
+    let rep = wm
+        .register_source(
+            &tensors(5),
+            "mamba",
+            "hf",
+            from_hf.clone(),
+            &all(),
+            &NoProgress,
+        )
+        .unwrap();
+    assert_eq!(rep.files.len(), 3);
+    let reg = wm.registry().unwrap();
+    let formats = &reg.version("mamba", "hf").unwrap().formats;
+    assert_eq!(formats.len(), 3);
+    assert!(formats.values().all(|f| f.source == from_hf), "{formats:?}");
 }
 
 #[test]
@@ -653,10 +668,7 @@ fn the_lock_times_out_naming_the_lock_file() {
     assert!(e.to_string().contains(".lock"), "{e}");
     drop(held);
     // Nothing is left behind by the failed attempt.
-    assert!(wm
-        .verify(&VerifyScope::default(), &NoProgress)
-        .unwrap()
-        .ok());
+    assert_verifies(&wm);
     quick
         .register(&f, "m", "v", &RegisterOptions::default(), &NoProgress)
         .unwrap();
@@ -685,10 +697,7 @@ fn threads_registering_at_once_lose_nothing() {
         .values()
         .flat_map(|m| m.versions.values())
         .all(|v| v.tags == ["t"]));
-    assert!(wm
-        .verify(&VerifyScope::default(), &NoProgress)
-        .unwrap()
-        .ok());
+    assert_verifies(&wm);
 }
 
 #[test]
@@ -715,11 +724,8 @@ fn checkpoints_save_list_prune_promote() {
                 .unwrap();
         }
     }
+    assert_eq!(checkpoint_steps(&wm), vec![100, 200, 300, 400, 500, 600]);
     let list = wm.checkpoints("m").unwrap();
-    assert_eq!(
-        list.iter().map(|c| c.step).collect::<Vec<_>>(),
-        vec![100, 200, 300, 400, 500, 600]
-    );
     assert_eq!(list[1].format, "pt");
     assert_eq!(list[0].file, "checkpoints/m/step_0000000100.safetensors");
     // The same step again needs --force.
@@ -736,21 +742,11 @@ fn checkpoints_save_list_prune_promote() {
         metric: Some("loss".into()),
         mode: MetricMode::Min,
     };
-    let plan = wm.prune_checkpoints("m", &rule, true, true).unwrap();
-    assert_eq!(
-        plan.iter().map(|i| i.step.unwrap()).collect::<Vec<_>>(),
-        vec![100, 300, 500]
-    );
+    assert_eq!(pruned_steps(&wm, &rule), vec![100, 300, 500]);
     assert_eq!(wm.checkpoints("m").unwrap().len(), 6);
     let done = wm.prune_checkpoints("m", &rule, false, true).unwrap();
     assert!(done.iter().all(|i| i.backup.is_some()));
-    let left: Vec<u64> = wm
-        .checkpoints("m")
-        .unwrap()
-        .iter()
-        .map(|c| c.step)
-        .collect();
-    assert_eq!(left, vec![200, 400, 600]);
+    assert_eq!(checkpoint_steps(&wm), vec![200, 400, 600]);
     // max mode keeps the highest.
     let rule = PruneRule {
         keep_last: 0,
@@ -758,11 +754,7 @@ fn checkpoints_save_list_prune_promote() {
         metric: Some("loss".into()),
         mode: MetricMode::Max,
     };
-    let plan = wm.prune_checkpoints("m", &rule, true, true).unwrap();
-    assert_eq!(
-        plan.iter().map(|i| i.step.unwrap()).collect::<Vec<_>>(),
-        vec![200, 400]
-    );
+    assert_eq!(pruned_steps(&wm, &rule), vec![200, 400]);
     assert!(wm
         .prune_checkpoints("m", &PruneRule::default(), true, true)
         .is_err());
@@ -800,10 +792,7 @@ fn checkpoints_save_list_prune_promote() {
         .unwrap();
     wm.restore(&b.id, &NoProgress).unwrap();
     assert!(wm.checkpoints("m").unwrap().iter().any(|c| c.step == 300));
-    assert!(wm
-        .verify(&VerifyScope::default(), &NoProgress)
-        .unwrap()
-        .ok());
+    assert_verifies(&wm);
 }
 
 #[test]
@@ -839,21 +828,9 @@ fn an_interrupted_checkpoint_save_never_lists() {
     )
     .unwrap();
     let f3 = dir.join("step_0000000003.safetensors");
-    let len = std::fs::metadata(&f3).unwrap().len();
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&f3)
-        .unwrap()
-        .set_len(len / 2)
-        .unwrap();
-    let listed: Vec<u64> = wm
-        .checkpoints("m")
-        .unwrap()
-        .iter()
-        .map(|c| c.step)
-        .collect();
-    assert_eq!(listed, vec![1]);
-    let v = wm.verify(&VerifyScope::default(), &NoProgress).unwrap();
+    truncate(&f3, |len| len / 2);
+    assert_eq!(checkpoint_steps(&wm), vec![1]);
+    let v = verify_all(&wm);
     assert_eq!(v.problems.len(), 1, "{:?}", v.problems);
     let done = wm
         .cleanup(&CleanupOptions {
@@ -866,10 +843,7 @@ fn an_interrupted_checkpoint_save_never_lists() {
         .items
         .iter()
         .all(|i| i.kind == CleanupKind::IncompleteCheckpoint));
-    assert!(wm
-        .verify(&VerifyScope::default(), &NoProgress)
-        .unwrap()
-        .ok());
+    assert_verifies(&wm);
 }
 
 struct Toy;
@@ -1020,8 +994,5 @@ fn a_file_in_the_way_is_backed_up_and_never_restored_over_a_registered_one() {
         e.to_string().contains("tantra remove m x --format pt"),
         "{e}"
     );
-    assert!(wm
-        .verify(&VerifyScope::default(), &NoProgress)
-        .unwrap()
-        .ok());
+    assert_verifies(&wm);
 }

@@ -12,12 +12,6 @@ use super::register::{parse_formats, print_report};
 use crate::progress::Bar;
 use crate::table::{human_bytes, render};
 
-#[derive(clap::Args)]
-pub struct Args {
-    #[command(subcommand)]
-    pub action: Action,
-}
-
 #[derive(Subcommand)]
 pub enum Action {
     /// Save a weight file as the checkpoint of MODEL at a step.
@@ -89,9 +83,9 @@ pub enum Action {
     },
 }
 
-pub fn run(a: Args, root: &Path) -> anyhow::Result<ExitCode> {
+pub fn run(action: Action, root: &Path) -> anyhow::Result<ExitCode> {
     let wm = WeightManager::open(root)?;
-    match a.action {
+    match action {
         Action::Save {
             model,
             file,

@@ -12,12 +12,6 @@ use tantra_store::{ConfigManager, ConfigProblem, Schemas, WeightManager};
 
 use crate::table::render;
 
-#[derive(clap::Args)]
-pub struct Args {
-    #[command(subcommand)]
-    pub action: Action,
-}
-
 #[derive(Subcommand)]
 pub enum Action {
     /// List configs (of one model, or all).
@@ -78,10 +72,10 @@ fn schemas() -> Schemas {
     tantra_models::schema::schemas()
 }
 
-pub fn run(a: Args, root: &Path) -> anyhow::Result<ExitCode> {
+pub fn run(action: Action, root: &Path) -> anyhow::Result<ExitCode> {
     let wm = WeightManager::open(root)?;
     let cm = ConfigManager::new(wm.clone(), schemas());
-    match a.action {
+    match action {
         Action::List { model, json } => {
             let list = cm.list(model.as_deref())?;
             if json {

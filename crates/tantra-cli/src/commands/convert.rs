@@ -1,4 +1,5 @@
-//! `tantra convert INPUT OUTPUT [--to F] [--force] [--no-verify]`.
+//! `tantra convert INPUT OUTPUT [--to F] [--force] [--no-verify] [--json]`: the summary goes to
+//! stderr (the data is the written file), or with `--json` to stdout.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -24,6 +25,10 @@ pub struct Args {
     /// Skip re-reading the output and comparing every tensor with the input.
     #[arg(long)]
     pub no_verify: bool,
+    /// Print {input, output, input_format, output_format, tensors, parameters, bytes_written,
+    /// verified, warnings, seconds} as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
 }
 
 pub fn run(a: Args) -> anyhow::Result<ExitCode> {
@@ -36,6 +41,23 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     let report = convert(&a.input, &a.output, &opts, &Bar::new())?;
     for w in &report.warnings {
         eprintln!("warning: {w}");
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    if a.json {
+        let out = serde_json::json!({
+            "input": a.input.display().to_string(),
+            "output": a.output.display().to_string(),
+            "input_format": report.input_format.name(),
+            "output_format": report.output_format.name(),
+            "tensors": report.tensors,
+            "parameters": report.parameters,
+            "bytes_written": report.bytes_written,
+            "verified": report.verified,
+            "warnings": report.warnings,
+            "seconds": seconds,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(ExitCode::SUCCESS);
     }
     eprintln!(
         "{} ({}) -> {} ({}): {} tensors, {} parameters, {} written{} in {:.2}s",
@@ -51,7 +73,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         } else {
             ", not verified"
         },
-        start.elapsed().as_secs_f64()
+        seconds
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -11,6 +11,7 @@ use tantra_models::create::{create_weights, CreateOptions, CreateReport, DEFAULT
 use tantra_models::{Architecture, Preset};
 use tantra_store::WeightManager;
 
+use super::register::parse_formats;
 use crate::progress::Bar;
 use crate::table::{group_digits, render};
 
@@ -19,9 +20,9 @@ pub struct Args {
     /// Models to create, comma-separated: mamba, mamba_multimodal, ocr_native (default: all).
     #[arg(long, value_delimiter = ',', value_name = "LIST")]
     pub models: Vec<Architecture>,
-    /// Formats to write, comma-separated: safetensors, pt, bin (default: all three).
-    #[arg(long, value_delimiter = ',', value_name = "LIST")]
-    pub formats: Vec<OutputFormat>,
+    /// Formats to write: a comma list of safetensors, pt, bin, or `all` (default: all three).
+    #[arg(long, value_name = "LIST")]
+    pub formats: Option<String>,
     /// Seed of the initialization; the same seed gives byte-identical files everywhere.
     #[arg(long, default_value_t = DEFAULT_SEED)]
     pub seed: u64,
@@ -45,11 +46,10 @@ pub fn run(a: Args, root: &Path, preset: Preset) -> anyhow::Result<ExitCode> {
             models.push(m);
         }
     }
-    let formats = if a.formats.is_empty() {
-        OutputFormat::ALL.to_vec()
-    } else {
-        a.formats.clone()
-    };
+    let mut formats = parse_formats(a.formats.as_deref())?;
+    if formats.is_empty() {
+        formats = OutputFormat::ALL.to_vec();
+    }
     let options = CreateOptions {
         formats: formats.clone(),
         seed: a.seed,
@@ -76,7 +76,7 @@ pub fn run(a: Args, root: &Path, preset: Preset) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         print!("{}", stats_table(&reports, &formats));
-        println!(
+        eprintln!(
             "all formats hold identical tensors; registered under {}",
             wm.root().display()
         );

@@ -8,6 +8,9 @@ use std::process::ExitCode;
 use serde_json::json;
 use tantra_formats::{open, DType, TensorSource};
 
+use super::with_bar;
+use crate::progress::Bar;
+
 #[derive(clap::Args)]
 pub struct Args {
     pub a: PathBuf,
@@ -114,21 +117,40 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     let only_b: Vec<&String> = ib.keys().filter(|k| !ia.contains_key(*k)).collect();
     let mut changed = Vec::new();
     let mut values = Vec::new();
-    for (name, &i) in &ia {
-        let Some(&j) = ib.get(name) else { continue };
-        let (ta, tb) = (&sa.tensors()[i], &sb.tensors()[j]);
-        if ta.dtype != tb.dtype || ta.shape != tb.shape {
-            changed.push(json!({"name": name,
+    // Every tensor of A is visited (in file order, for the bar); those only in A are skipped.
+    with_bar(
+        &Bar::new(),
+        "comparing",
+        sa.as_ref(),
+        |i| -> anyhow::Result<()> {
+            let ta = &sa.tensors()[i];
+            let Some(&j) = ib.get(&ta.name) else {
+                return Ok(());
+            };
+            let tb = &sb.tensors()[j];
+            let name = &ta.name;
+            if ta.dtype != tb.dtype || ta.shape != tb.shape {
+                changed.push((
+                    name,
+                    json!({"name": name,
                 "a": {"dtype": ta.dtype.as_str(), "shape": ta.shape},
-                "b": {"dtype": tb.dtype.as_str(), "shape": tb.shape}}));
-            continue;
-        }
-        let (xa, xb) = (sa.tensor_bytes(i)?, sb.tensor_bytes(j)?);
-        let d = max_abs_diff(ta.dtype, &xa, &xb);
-        if d > a.atol {
-            values.push(json!({"name": name, "max_abs_diff": if d.is_finite() { json!(d) } else { json!("inf") }}));
-        }
-    }
+                "b": {"dtype": tb.dtype.as_str(), "shape": tb.shape}}),
+                ));
+                return Ok(());
+            }
+            let (xa, xb) = (sa.tensor_bytes(i)?, sb.tensor_bytes(j)?);
+            let d = max_abs_diff(ta.dtype, &xa, &xb);
+            if d > a.atol {
+                values.push((name, json!({"name": name, "max_abs_diff": if d.is_finite() { json!(d) } else { json!("inf") }})));
+            }
+            Ok(())
+        },
+    )?;
+    // Reported by name, as before.
+    changed.sort_by(|x, y| x.0.cmp(y.0));
+    values.sort_by(|x, y| x.0.cmp(y.0));
+    let changed: Vec<serde_json::Value> = changed.into_iter().map(|(_, v)| v).collect();
+    let values: Vec<serde_json::Value> = values.into_iter().map(|(_, v)| v).collect();
     let mut value_changes = Vec::new();
     let keys: std::collections::BTreeSet<&String> =
         sa.values().keys().chain(sb.values().keys()).collect();

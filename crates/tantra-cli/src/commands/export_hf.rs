@@ -1,6 +1,6 @@
-//! `tantra export-hf mamba[:VERSION] DIR [--shard-size SIZE] [--force]`: write a registered
-//! Mamba version as a Hugging Face directory (`config.json` + `model.safetensors`, or shards
-//! with `model.safetensors.index.json`) that transformers' `MambaForCausalLM` loads.
+//! `tantra export-hf mamba[:VERSION] DIR [--shard-size SIZE] [--force] [--json]`: write a
+//! registered Mamba version as a Hugging Face directory (`config.json` + `model.safetensors`,
+//! or shards with `model.safetensors.index.json`) that transformers' `MambaForCausalLM` loads.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -27,6 +27,9 @@ pub struct Args {
     /// Overwrite files that exist in DIR.
     #[arg(long)]
     pub force: bool,
+    /// Print {model, version, from, dir, files, tensors, parameters, bytes} as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 pub fn run(a: Args, root: &Path) -> anyhow::Result<ExitCode> {
@@ -36,7 +39,7 @@ pub fn run(a: Args, root: &Path) -> anyhow::Result<ExitCode> {
     };
     let arch = Architecture::parse(model)?;
     if arch != Architecture::Mamba {
-        bail!("export-hf writes transformers' MambaForCausalLM layout, which only the mamba model has (got {arch})");
+        bail!("export-hf writes transformers' MambaForCausalLM layout, which only the mamba model has (got {arch}); copy other weights with `tantra convert`");
     }
     let wm = WeightManager::open(root)?;
     let opts = ExportOptions {
@@ -44,6 +47,20 @@ pub fn run(a: Args, root: &Path) -> anyhow::Result<ExitCode> {
         force: a.force,
     };
     let r = export_from_store(&wm, version, &a.dir, &opts, &Bar::new())?;
+    if a.json {
+        let out = serde_json::json!({
+            "model": r.model,
+            "version": r.version,
+            "from": r.from.display().to_string(),
+            "dir": a.dir.display().to_string(),
+            "files": r.export.files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>(),
+            "tensors": r.export.tensors,
+            "parameters": r.export.parameters,
+            "bytes": r.export.bytes,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(ExitCode::SUCCESS);
+    }
     let weight_files = r
         .export
         .files

@@ -1,19 +1,19 @@
-//! `tantra import-hf DIR --model mamba --version V [--formats LIST] [--force] [--default]`:
-//! register a Hugging Face Mamba directory (`config.json` + single or sharded safetensors or
-//! `pytorch_model*.bin`) as a version in the weights root. See `tantra_models::hf` for the
-//! renames and checks.
+//! `tantra import-hf DIR --model mamba --version V [--formats LIST] [--force] [--default]
+//! [--json]`: register a Hugging Face Mamba directory (`config.json` + single or sharded
+//! safetensors or `pytorch_model*.bin`) as a version in the weights root; its files are
+//! recorded as imported from DIR. See `tantra_models::hf` for the renames and checks.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::bail;
-use tantra_formats::OutputFormat;
+use serde_json::json;
 use tantra_models::hf::{import_into_store, ImportOptions};
 use tantra_models::Architecture;
 use tantra_store::WeightManager;
 
+use super::register::{parse_formats, print_report};
 use crate::progress::Bar;
-use crate::table::{group_digits, human_bytes};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -25,24 +25,28 @@ pub struct Args {
     /// The version name to register.
     #[arg(long)]
     pub version: String,
-    /// Formats to store, comma-separated (default: safetensors).
-    #[arg(long, value_delimiter = ',', value_name = "LIST")]
-    pub formats: Vec<OutputFormat>,
+    /// Formats to store: a comma list of safetensors, pt, bin, or `all` (default: safetensors).
+    #[arg(long, value_name = "LIST")]
+    pub formats: Option<String>,
     /// Replace a version or config that holds something else (backed up first).
     #[arg(long)]
     pub force: bool,
     /// Make this the model's default version.
     #[arg(long)]
     pub default: bool,
+    /// Print `register --json`'s report plus {from, checkpoint_files, renamed,
+    /// dropped_tied_head}.
+    #[arg(long)]
+    pub json: bool,
 }
 
 pub fn run(a: Args, root: &Path) -> anyhow::Result<ExitCode> {
     if a.model != Architecture::Mamba {
-        bail!("import-hf reads transformers' MambaForCausalLM layout, which only the mamba model has (got {})", a.model);
+        bail!("import-hf reads transformers' MambaForCausalLM layout, which only the mamba model has (got {}); register other weights with `tantra register FILE`", a.model);
     }
     let wm = WeightManager::open(root)?;
     let opts = ImportOptions {
-        formats: a.formats.clone(),
+        formats: parse_formats(a.formats.as_deref())?,
         force: a.force,
         make_default: a.default,
     };
@@ -53,31 +57,37 @@ pub fn run(a: Args, root: &Path) -> anyhow::Result<ExitCode> {
     if r.dropped_tied_head {
         eprintln!("lm_head.weight equals the embeddings (tie_word_embeddings): not stored");
     }
-    let reg = &r.registered;
-    let files: Vec<String> = reg
-        .files
-        .iter()
-        .map(|f| {
-            format!(
-                "{} ({}, {})",
-                f.path,
-                human_bytes(f.bytes),
-                serde_json::to_value(f.action)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_string))
-                    .unwrap_or_default()
-            )
-        })
-        .collect();
-    println!(
-        "imported {} ({} file(s)) as {}:{}: {} tensors, {} parameters -> {}",
+    if a.json {
+        // `register --json`'s report, plus what was read.
+        let mut out = serde_json::to_value(&r.registered)?;
+        if let Some(o) = out.as_object_mut() {
+            o.insert("from".into(), json!(a.dir.display().to_string()));
+            o.insert(
+                "checkpoint_files".into(),
+                json!(r
+                    .checkpoint_files
+                    .iter()
+                    .map(|f| f.display().to_string())
+                    .collect::<Vec<_>>()),
+            );
+            o.insert(
+                "renamed".into(),
+                json!(r
+                    .renamed
+                    .iter()
+                    .map(|(from, to)| json!({"from": from, "to": to}))
+                    .collect::<Vec<_>>()),
+            );
+            o.insert("dropped_tied_head".into(), json!(r.dropped_tied_head));
+        }
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    eprintln!(
+        "imported {} ({} checkpoint file(s))",
         a.dir.display(),
-        r.checkpoint_files.len(),
-        reg.model,
-        reg.version,
-        reg.tensors,
-        group_digits(reg.parameters),
-        files.join(", ")
+        r.checkpoint_files.len()
     );
+    print_report(&r.registered, false)?;
     Ok(ExitCode::SUCCESS)
 }

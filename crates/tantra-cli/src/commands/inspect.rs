@@ -7,6 +7,8 @@ use anyhow::Context;
 use serde_json::json;
 use tantra_formats::{detect::extension_mismatch, open, tensor_digest};
 
+use super::with_bar;
+use crate::progress::Bar;
 use crate::table::{group_digits, human_bytes, render};
 
 #[derive(clap::Args)]
@@ -29,12 +31,14 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     let bytes = std::fs::metadata(&a.file)
         .with_context(|| format!("{}: cannot stat", a.file.display()))?
         .len();
-    let mut digests = Vec::new();
-    if a.hash {
-        for i in 0..src.tensors().len() {
-            digests.push(tensor_digest(src.as_ref(), i)?);
-        }
-    }
+    let digests = if a.hash {
+        let bar = Bar::new();
+        with_bar(&bar, "hashing tensors", src.as_ref(), |i| {
+            tensor_digest(src.as_ref(), i)
+        })?
+    } else {
+        Vec::new()
+    };
     if a.json {
         let tensors: Vec<_> = src
             .tensors()

@@ -68,60 +68,58 @@ const HEADER: [&str; 8] = [
     "path",
 ];
 
-/// The table `crate::table::render` would draw (numbers right-aligned), written directly.
+/// The columns `crate::table::render` right-aligns (its cells are all numbers or sizes).
+const RIGHT: [bool; 8] = [false, false, false, false, true, true, false, false];
+
+/// The table `crate::table::render` would draw (numbers right-aligned, header included),
+/// written directly.
 fn write_table(out: &mut impl Write, rows: &[WeightRowRef<'_>]) -> std::io::Result<()> {
     let sizes: Vec<String> = rows.iter().map(|r| human_bytes(r.bytes)).collect();
     let params: Vec<String> = rows.iter().map(|r| group_digits(r.parameters)).collect();
-    let mut w: [usize; 8] = HEADER.map(str::len);
+    let times: Vec<String> = rows.iter().map(|r| short_time(r.created)).collect();
+    let mut widths: [usize; 8] = HEADER.map(|h| h.chars().count());
     for (i, r) in rows.iter().enumerate() {
-        w[0] = w[0].max(r.model.len());
-        w[1] = w[1].max(r.version.len());
-        w[2] = w[2].max(r.format.len());
-        w[4] = w[4].max(sizes[i].len());
-        w[5] = w[5].max(params[i].len());
-        w[6] = w[6].max(19);
+        for (w, c) in widths
+            .iter_mut()
+            .zip(cells(r, &sizes[i], &params[i], &times[i]))
+        {
+            *w = (*w).max(c.chars().count());
+        }
     }
-    writeln!(
-        out,
-        "{:<w0$}  {:<w1$}  {:<w2$}  {:<w3$}  {:<w4$}  {:<w5$}  {:<w6$}  {}",
-        HEADER[0],
-        HEADER[1],
-        HEADER[2],
-        HEADER[3],
-        HEADER[4],
-        HEADER[5],
-        HEADER[6],
-        HEADER[7],
-        w0 = w[0],
-        w1 = w[1],
-        w2 = w[2],
-        w3 = w[3],
-        w4 = w[4],
-        w5 = w[5],
-        w6 = w[6],
-    )?;
+    write_line(out, &widths, HEADER)?;
     for (i, r) in rows.iter().enumerate() {
-        writeln!(
-            out,
-            "{:<w0$}  {:<w1$}  {:<w2$}  {:<w3$}  {:<w4$}  {:>w5$}  {:<w6$}  {}",
-            r.model,
-            r.version,
-            r.format,
-            if r.default { "*" } else { "" },
-            sizes[i],
-            params[i],
-            short_time(r.created),
-            r.path,
-            w0 = w[0],
-            w1 = w[1],
-            w2 = w[2],
-            w3 = w[3],
-            w4 = w[4],
-            w5 = w[5],
-            w6 = w[6],
-        )?;
+        write_line(out, &widths, cells(r, &sizes[i], &params[i], &times[i]))?;
     }
     Ok(())
+}
+
+/// The cells of one row, in [`HEADER`] order.
+fn cells<'a>(r: &WeightRowRef<'a>, size: &'a str, params: &'a str, time: &'a str) -> [&'a str; 8] {
+    [
+        r.model,
+        r.version,
+        r.format,
+        if r.default { "*" } else { "" },
+        size,
+        params,
+        time,
+        r.path,
+    ]
+}
+
+/// One line: cells padded to their column's width and separated by two spaces; the last
+/// column is not padded.
+fn write_line(out: &mut impl Write, widths: &[usize; 8], cells: [&str; 8]) -> std::io::Result<()> {
+    let last = cells.len() - 1;
+    for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
+        let sep = if i == 0 { "" } else { "  " };
+        match (i == last, RIGHT[i]) {
+            (true, _) => write!(out, "{sep}{cell}")?,
+            (false, true) => write!(out, "{sep}{cell:>w$}")?,
+            (false, false) => write!(out, "{sep}{cell:<w$}")?,
+        }
+    }
+    out.write_all(b"\n")
 }
 
 fn is_broken_pipe(e: &anyhow::Error) -> bool {
@@ -140,5 +138,48 @@ pub(super) fn short_time(t: &str) -> String {
     match t.get(..19) {
         Some(s) => s.replacen('T', " ", 1),
         None => t.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::table::render;
+
+    #[test]
+    fn draws_what_render_draws() {
+        let row = |model, version, default, bytes, parameters| WeightRowRef {
+            model,
+            version,
+            format: "safetensors",
+            path: "weights/x.safetensors",
+            bytes,
+            sha256: "ab",
+            parameters,
+            default,
+            created: "2025-01-02T03:04:05.123456Z",
+        };
+        let rows = [
+            row("mamba", "sample_small", true, 2_600_000, 686_584),
+            row("ocr_native", "v", false, 12, 241_711_872),
+        ];
+        let mut out = Vec::new();
+        write_table(&mut out, &rows).unwrap();
+        let cells: Vec<Vec<String>> = rows
+            .iter()
+            .map(|r| {
+                vec![
+                    r.model.into(),
+                    r.version.into(),
+                    r.format.into(),
+                    if r.default { "*" } else { "" }.into(),
+                    human_bytes(r.bytes),
+                    group_digits(r.parameters),
+                    short_time(r.created),
+                    r.path.into(),
+                ]
+            })
+            .collect();
+        assert_eq!(String::from_utf8(out).unwrap(), render(&HEADER, &cells));
     }
 }

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use tantra_formats::{Progress, TensorSource};
 
 mod convert;
 mod create_weights;
@@ -67,13 +68,15 @@ pub enum Command {
     /// Restore a backup to where it was.
     Restore(restore::Args),
     /// Training checkpoints: save, list, prune, promote.
-    Checkpoint(checkpoint::Args),
+    #[command(subcommand)]
+    Checkpoint(checkpoint::Action),
     /// Retention and removal of orphans and temp files (--dry-run to preview).
     Cleanup(cleanup::Args),
     /// Re-hash registered files; exit 1 if anything is missing, changed or unregistered.
     Verify(verify::Args),
     /// Model configurations: list, show, set, validate, check, import.
-    Config(config::Args),
+    #[command(subcommand)]
+    Config(config::Action),
     /// Show the tensors of a weight file (any format).
     Inspect(inspect::Args),
     /// Convert a weight file to safetensors, pt or bin, verified.
@@ -94,7 +97,57 @@ pub enum Command {
     ImportHf(import_hf::Args),
 }
 
+/// Runs the command. An error comes back as one line: the chain of causes, each cause left out
+/// when the message before it already ends with it (library errors that name a file print
+/// their I/O error themselves), so that `main` never prints the same cause twice.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    dispatch(cli).map_err(|e| anyhow::anyhow!(one_line(&e)))
+}
+
+fn one_line(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.ends_with(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
+/// Runs `f` on each tensor index of `src` in order, drawing one `label` bar over the tensors'
+/// bytes (advanced as each tensor is done, ended on success and on error alike); returns
+/// `f`'s results or its first error.
+pub(crate) fn with_bar<T, E>(
+    progress: &dyn Progress,
+    label: &str,
+    src: &dyn TensorSource,
+    mut f: impl FnMut(usize) -> Result<T, E>,
+) -> Result<Vec<T>, E> {
+    let sizes: Vec<u64> = src
+        .tensors()
+        .iter()
+        .map(|t| t.byte_len().unwrap_or(0))
+        .collect();
+    progress.begin(label, sizes.iter().fold(0u64, |a, &b| a.saturating_add(b)));
+    let out = sizes
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| {
+            let r = f(i);
+            progress.advance(n);
+            r
+        })
+        .collect();
+    progress.end();
+    out
+}
+
+fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     let root = cli.root();
     let _ = &root;
     match cli.command {
@@ -123,5 +176,19 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Diff(a) => diff::run(a),
         Command::Scan(a) => scan::run(a),
         Command::Run(a) => run::run(a, &root),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::one_line;
+
+    #[test]
+    fn an_error_prints_each_cause_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "No such file");
+        let e = anyhow::Error::new(tantra_store::StoreError::io("/x.pt", io));
+        assert_eq!(one_line(&e), "/x.pt: No such file");
+        let e = anyhow::anyhow!("bad value").context("a.json: not valid JSON");
+        assert_eq!(one_line(&e), "a.json: not valid JSON: bad value");
     }
 }

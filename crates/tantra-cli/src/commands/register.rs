@@ -89,13 +89,9 @@ pub(super) fn print_report(r: &RegisterReport, json: bool) -> anyhow::Result<()>
         if r.default { " (default)" } else { "" }
     );
     for f in &r.files {
-        let action = match f.action {
-            tantra_store::FileAction::Added => "added",
-            tantra_store::FileAction::Replaced => "replaced",
-            tantra_store::FileAction::Unchanged => "unchanged",
-        };
         println!(
-            "  {action:<9} {:<11} {}  {}  sha256 {:.16}",
+            "  {:<9} {:<11} {}  {}  sha256 {:.16}",
+            f.action.name(),
             f.format,
             f.path,
             human_bytes(f.bytes),

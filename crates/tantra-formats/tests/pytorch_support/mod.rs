@@ -196,6 +196,43 @@ impl P {
         self.global("torch", dtype);
         self.tuple().reduce()
     }
+    /// `numpy.dtype(descr, False, True)` with BUILD state `(3, order, None, None, None, -1, -1, 0)`,
+    /// as numpy pickles a dtype.
+    pub fn np_dtype(&mut self, descr: &str, order: &str) -> &mut Self {
+        self.global("numpy", "dtype")
+            .str(descr)
+            .bool(false)
+            .bool(true)
+            .tuple_n(3)
+            .reduce();
+        self.mark()
+            .int(3)
+            .str(order)
+            .none()
+            .none()
+            .none()
+            .int(-1)
+            .int(-1)
+            .int(0)
+            .tuple()
+            .build()
+    }
+    /// A numpy array as numpy pickles it: `_reconstruct(ndarray, (0,), b"b")`, then BUILD with
+    /// `(1, shape, dtype, fortran_order, data)`.
+    pub fn np_array(
+        &mut self,
+        shape: &[i64],
+        descr: &str,
+        order: &str,
+        fortran_order: bool,
+        data: &[u8],
+    ) -> &mut Self {
+        self.global("numpy.core.multiarray", "_reconstruct")
+            .global("numpy", "ndarray");
+        self.int_tuple(&[0]).bytes(b"b").tuple_n(3).reduce();
+        self.mark().int(1).int_tuple(shape).np_dtype(descr, order);
+        self.bool(fortran_order).bytes(data).tuple().build()
+    }
     pub fn done(&mut self) -> Vec<u8> {
         self.stop();
         self.b.clone()

@@ -328,13 +328,18 @@ impl MambaBlockConfig {
             terms.push(mul(&[2, e]));
             terms.push(d);
         }
-        terms.iter().fold(0u64, |a, &b| a.saturating_add(b))
+        sum(&terms)
     }
 }
 
 /// Saturating product (counts of configs that fail validation saturate instead of wrapping).
 pub(crate) fn mul(xs: &[u64]) -> u64 {
     xs.iter().fold(1u64, |a, &b| a.saturating_mul(b))
+}
+
+/// Saturating sum, for parameter counts (see [`mul`]).
+pub(crate) fn sum(xs: &[u64]) -> u64 {
+    xs.iter().fold(0u64, |a, &b| a.saturating_add(b))
 }
 
 #[cfg(test)]

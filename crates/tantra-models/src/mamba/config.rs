@@ -4,8 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::block::{mul, MambaBlockConfig};
-use crate::error::{check_range, ConfigError};
+use super::block::{mul, sum, MambaBlockConfig};
+use crate::error::{check_model_type, check_range, parse_config, ConfigError};
 use crate::params::{shape, Init, ParamSpec};
 use crate::tokenizer::ByteTokenizer;
 
@@ -86,8 +86,11 @@ use super::block::{
     d_init_scheme, d_one, d_rank, d_state_size, d_true,
 };
 
+/// The `model_type` of this family.
+pub const MODEL_TYPE: &str = "mamba";
+
 fn d_model_type() -> String {
-    "mamba".into()
+    MODEL_TYPE.into()
 }
 fn d_architectures() -> Vec<String> {
     vec!["MambaForCausalLM".into()]
@@ -216,8 +219,7 @@ impl MambaConfig {
     /// [`ConfigError::Json`] for JSON that is not a Mamba config, else what
     /// [`MambaConfig::validate`] finds.
     pub fn from_json(value: &serde_json::Value) -> Result<Self, ConfigError> {
-        let c: MambaConfig =
-            serde_json::from_value(value.clone()).map_err(|e| ConfigError::json("mamba", e))?;
+        let c: Self = parse_config(MODEL_TYPE, value)?;
         c.validate("")?;
         Ok(c)
     }
@@ -230,12 +232,7 @@ impl MambaConfig {
     /// # Errors
     /// The first broken rule, naming the field.
     pub fn validate(&self, prefix: &str) -> Result<(), ConfigError> {
-        if self.model_type != "mamba" {
-            return Err(ConfigError::ModelType {
-                found: self.model_type.clone(),
-                expected: "mamba",
-            });
-        }
+        check_model_type(&self.model_type, MODEL_TYPE)?;
         check_range(
             &format!("{prefix}vocab_size"),
             self.vocab_size,
@@ -311,7 +308,7 @@ impl MambaConfig {
         } else {
             mul(&[v, d])
         };
-        [
+        sum(&[
             mul(&[v, d]),
             mul(&[
                 self.num_hidden_layers as u64,
@@ -319,9 +316,7 @@ impl MambaConfig {
             ]),
             d,
             head,
-        ]
-        .iter()
-        .fold(0u64, |a, &b| a.saturating_add(b))
+        ])
     }
 }
 

@@ -34,8 +34,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{check_positive, check_range, ConfigError};
-use crate::mamba::block::{mul, MambaBlockConfig, MAX_WIDTH};
+use crate::error::{check_model_type, check_positive, check_range, parse_config, ConfigError};
+use crate::mamba::block::{mul, sum, MambaBlockConfig, MAX_WIDTH};
 use crate::mamba::MambaConfig;
 use crate::params::{shape, Init, ParamSpec};
 
@@ -206,8 +206,7 @@ impl MambaMultimodalConfig {
     /// # Errors
     /// [`ConfigError::Json`] for JSON of another shape, else what [`Self::validate`] finds.
     pub fn from_json(value: &serde_json::Value) -> Result<Self, ConfigError> {
-        let c: MambaMultimodalConfig =
-            serde_json::from_value(value.clone()).map_err(|e| ConfigError::json(MODEL_TYPE, e))?;
+        let c: Self = parse_config(MODEL_TYPE, value)?;
         c.validate()?;
         Ok(c)
     }
@@ -218,12 +217,7 @@ impl MambaMultimodalConfig {
     /// # Errors
     /// The first broken rule, naming the field.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.model_type != MODEL_TYPE {
-            return Err(ConfigError::ModelType {
-                found: self.model_type.clone(),
-                expected: MODEL_TYPE,
-            });
-        }
+        check_model_type(&self.model_type, MODEL_TYPE)?;
         self.text_config.validate("text_config.")?;
         self.vision_config.validate()?;
         check_range(
@@ -287,7 +281,7 @@ impl MambaMultimodalConfig {
         let dv = v.hidden_size as u64;
         let dh = self.projector_hidden_size as u64;
         let d = self.text_config.hidden_size as u64;
-        [
+        sum(&[
             self.text_config.parameter_count(),
             mul(&[dv, v.patch_dim() as u64]),
             dv,
@@ -296,9 +290,7 @@ impl MambaMultimodalConfig {
             dh,
             mul(&[d, dh]),
             d,
-        ]
-        .iter()
-        .fold(0u64, |a, &b| a.saturating_add(b))
+        ])
     }
 }
 

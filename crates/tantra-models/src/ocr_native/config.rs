@@ -30,8 +30,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{check_positive, check_range, ConfigError};
-use crate::mamba::block::{mul, MambaBlockConfig, MAX_WIDTH};
+use crate::error::{check_model_type, check_positive, check_range, parse_config, ConfigError};
+use crate::mamba::block::{mul, sum, MambaBlockConfig, MAX_WIDTH};
 use crate::mamba::TimeStepRank;
 use crate::params::{shape, Init, ParamSpec};
 
@@ -141,8 +141,7 @@ impl OcrNativeConfig {
     /// # Errors
     /// [`ConfigError::Json`] for JSON of another shape, else what [`Self::validate`] finds.
     pub fn from_json(value: &serde_json::Value) -> Result<Self, ConfigError> {
-        let c: OcrNativeConfig =
-            serde_json::from_value(value.clone()).map_err(|e| ConfigError::json(MODEL_TYPE, e))?;
+        let c: Self = parse_config(MODEL_TYPE, value)?;
         c.validate()?;
         Ok(c)
     }
@@ -153,12 +152,7 @@ impl OcrNativeConfig {
     /// # Errors
     /// The first broken rule, naming the field.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.model_type != MODEL_TYPE {
-            return Err(ConfigError::ModelType {
-                found: self.model_type.clone(),
-                expected: MODEL_TYPE,
-            });
-        }
+        check_model_type(&self.model_type, MODEL_TYPE)?;
         check_range("image_height", self.image_height, 1, 1 << 12)?;
         check_range("patch_width", self.patch_width, 1, 1 << 12)?;
         if !self.pixel_mean.is_finite() {
@@ -221,7 +215,7 @@ impl OcrNativeConfig {
     pub fn parameter_count(&self) -> u64 {
         let d = self.mamba.hidden_size as u64;
         let c = self.num_classes() as u64;
-        [
+        sum(&[
             mul(&[d, self.patch_dim() as u64]),
             d,
             mul(&[
@@ -231,9 +225,7 @@ impl OcrNativeConfig {
             d,
             mul(&[c, d]),
             c,
-        ]
-        .iter()
-        .fold(0u64, |a, &b| a.saturating_add(b))
+        ])
     }
 }
 

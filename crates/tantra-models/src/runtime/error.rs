@@ -30,6 +30,14 @@ pub enum RuntimeError {
     #[error("config: {0}")]
     Config(#[from] crate::error::ConfigError),
 
+    /// A config size the runtime refuses to allocate for.
+    #[error("config: {field} = {value} is larger than the runtime accepts ({max})")]
+    TooLarge {
+        field: &'static str,
+        value: usize,
+        max: usize,
+    },
+
     /// A tensor the config needs is not in the weights.
     #[error("tensor {name:?} is missing from the weights (the config needs it)")]
     MissingTensor { name: String },

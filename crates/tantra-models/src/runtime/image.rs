@@ -78,7 +78,7 @@ pub fn rgb_input(image: &DynamicImage, size: u32, mean: &[f64], std: &[f64]) -> 
 }
 
 /// The image as grayscale, `height` rows high with the aspect ratio kept (width rounded, at
-/// least one column), padded on the right with white to a multiple of `multiple` columns.
+/// least one column, at most [`MAX_IMAGE_SIDE`]), padded on the right with white to a multiple of `multiple` columns.
 /// Returns the raw pixels (row-major) and the padded width.
 pub fn gray_line(image: &DynamicImage, height: u32, multiple: u32) -> (GrayImage, u32) {
     let gray = image.to_luma8();
@@ -86,8 +86,7 @@ pub fn gray_line(image: &DynamicImage, height: u32, multiple: u32) -> (GrayImage
     let new_w = if h == 0 {
         1
     } else {
-        ((f64::from(w) * f64::from(height) / f64::from(h)).round() as u32)
-            .clamp(1, MAX_IMAGE_SIDE * 4)
+        ((f64::from(w) * f64::from(height) / f64::from(h)).round() as u32).clamp(1, MAX_IMAGE_SIDE)
     };
     let resized = if (w, h) == (new_w, height) {
         gray

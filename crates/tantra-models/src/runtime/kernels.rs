@@ -1,11 +1,13 @@
 //! The arithmetic every runtime needs, in plain f32 Rust: dot products, matrix-vector and
-//! matrix-matrix products against row-major `[out, in]` weights, RMSNorm and the activations.
+//! matrix-matrix products against `[out, in]` weights, RMSNorm and the activations.
 //!
 //! Why not a tensor library: decoding at batch 1 is a chain of matrix-vector products, which
 //! is memory-bound; what matters is streaming each weight once with wide loads on all cores.
-//! A loop over four rows at a time with 16 accumulator lanes each does that, compiled twice (baseline SSE2, and AVX2+FMA picked at
-//! run time) and split over output rows with rayon. `docs/runtime.md` has the measurement
-//! against candle that this choice rests on.
+//! Weights are stored packed ([`PackedMatrix`]: four rows interleaved in 16-column chunks, so
+//! that each group of rows is one sequential stream for the prefetcher), read by a loop over
+//! four rows at a time with 16 accumulator lanes each, compiled twice (baseline SSE2, and
+//! AVX2+FMA picked at run time) and split over output rows with rayon. `docs/runtime.md` has
+//! the measurement against candle that this choice rests on.
 //!
 //! Determinism is a design rule here: a product's value for one row and one input vector is
 //! the same whatever the batch size, the number of threads or the tiling. That is what lets a
@@ -67,8 +69,11 @@ fn dot_body<const FMA: bool>(a: &[f32], b: &[f32]) -> f32 {
     finish::<FMA>(acc, &a[full..], &b[full..])
 }
 
-/// `out[r] = dot(w[r*cols..], x)` for each row `r` of the block `w` (rows of length `cols`),
-/// four rows at a time.
+/// `out[r] = dot(W[r], x)` for the rows of a block of a [`PackedMatrix`] that starts at a
+/// group boundary: groups of four rows interleaved chunk by chunk, then row-major remainder
+/// rows. Each group is one sequential stream of memory, which is what lets the hardware
+/// prefetcher run ahead (four separate row streams restart every row and measured 20-30%
+/// slower on this machine).
 #[inline(always)]
 fn rows_body<const FMA: bool>(w: &[f32], cols: usize, x: &[f32], out: &mut [f32]) {
     if cols == 0 {
@@ -77,33 +82,31 @@ fn rows_body<const FMA: bool>(w: &[f32], cols: usize, x: &[f32], out: &mut [f32]
     }
     let x = &x[..cols];
     let full = cols / LANES * LANES;
+    let tail = cols - full;
+    let (x_body, x_tail) = x.split_at(full);
     let mut out4 = out.chunks_exact_mut(4);
     let mut w4 = w.chunks_exact(4 * cols);
-    for (o, wb) in (&mut out4).zip(&mut w4) {
-        let (r0, rest) = wb.split_at(cols);
-        let (r1, rest) = rest.split_at(cols);
-        let (r2, r3) = rest.split_at(cols);
+    for (o, group) in (&mut out4).zip(&mut w4) {
+        let (body, tails) = group.split_at(4 * full);
         let mut a0 = [0.0f32; LANES];
         let mut a1 = [0.0f32; LANES];
         let mut a2 = [0.0f32; LANES];
         let mut a3 = [0.0f32; LANES];
-        let mut j = 0;
-        while j < full {
-            let xv = &x[j..j + LANES];
-            let (w0, w1) = (&r0[j..j + LANES], &r1[j..j + LANES]);
-            let (w2, w3) = (&r2[j..j + LANES], &r3[j..j + LANES]);
+        for (blk, xv) in body.chunks_exact(4 * LANES).zip(x_body.chunks_exact(LANES)) {
+            let (w0, rest) = blk.split_at(LANES);
+            let (w1, rest) = rest.split_at(LANES);
+            let (w2, w3) = rest.split_at(LANES);
             for i in 0..LANES {
                 a0[i] = madd::<FMA>(w0[i], xv[i], a0[i]);
                 a1[i] = madd::<FMA>(w1[i], xv[i], a1[i]);
                 a2[i] = madd::<FMA>(w2[i], xv[i], a2[i]);
                 a3[i] = madd::<FMA>(w3[i], xv[i], a3[i]);
             }
-            j += LANES;
         }
-        o[0] = finish::<FMA>(a0, &r0[full..], &x[full..]);
-        o[1] = finish::<FMA>(a1, &r1[full..], &x[full..]);
-        o[2] = finish::<FMA>(a2, &r2[full..], &x[full..]);
-        o[3] = finish::<FMA>(a3, &r3[full..], &x[full..]);
+        o[0] = finish::<FMA>(a0, &tails[..tail], x_tail);
+        o[1] = finish::<FMA>(a1, &tails[tail..2 * tail], x_tail);
+        o[2] = finish::<FMA>(a2, &tails[2 * tail..3 * tail], x_tail);
+        o[3] = finish::<FMA>(a3, &tails[3 * tail..], x_tail);
     }
     for (o, row) in out4
         .into_remainder()
@@ -111,6 +114,36 @@ fn rows_body<const FMA: bool>(w: &[f32], cols: usize, x: &[f32], out: &mut [f32]
         .zip(w4.remainder().chunks_exact(cols))
     {
         *o = dot_body::<FMA>(row, x);
+    }
+}
+
+/// Row `r` of packed `data` (`rows x cols`) dotted with `x`, with exactly the arithmetic
+/// [`rows_body`] uses for that row, so a row's value does not depend on which routine or
+/// which thread computed it.
+#[inline(always)]
+fn row_dot_body<const FMA: bool>(
+    data: &[f32],
+    rows: usize,
+    cols: usize,
+    r: usize,
+    x: &[f32],
+) -> f32 {
+    let full = cols / LANES * LANES;
+    let tail = cols - full;
+    if r < rows / 4 * 4 {
+        let (g, k) = (r / 4, r % 4);
+        let group = &data[g * 4 * cols..(g + 1) * 4 * cols];
+        let mut acc = [0.0f32; LANES];
+        for (j, xv) in x[..full].chunks_exact(LANES).enumerate() {
+            let w = &group[j * 4 * LANES + k * LANES..j * 4 * LANES + (k + 1) * LANES];
+            for i in 0..LANES {
+                acc[i] = madd::<FMA>(w[i], xv[i], acc[i]);
+            }
+        }
+        let t0 = 4 * full + k * tail;
+        finish::<FMA>(acc, &group[t0..t0 + tail], &x[full..cols])
+    } else {
+        dot_body::<FMA>(&data[r * cols..(r + 1) * cols], &x[..cols])
     }
 }
 
@@ -146,6 +179,19 @@ mod x86 {
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn rows(w: &[f32], cols: usize, x: &[f32], out: &mut [f32]) {
         super::rows_body::<true>(w, cols, x, out)
+    }
+
+    /// # Safety
+    /// The CPU must support AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn row_dot(
+        data: &[f32],
+        rows: usize,
+        cols: usize,
+        r: usize,
+        x: &[f32],
+    ) -> f32 {
+        super::row_dot_body::<true>(data, rows, cols, r, x)
     }
 
     /// # Safety
@@ -204,6 +250,15 @@ fn rows(w: &[f32], cols: usize, x: &[f32], out: &mut [f32]) {
     rows_body::<false>(w, cols, x, out)
 }
 
+fn row_dot(data: &[f32], rows: usize, cols: usize, r: usize, x: &[f32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if has_fma() {
+        // SAFETY: the CPU supports AVX2 and FMA (checked just above).
+        return unsafe { x86::row_dot(data, rows, cols, r, x) };
+    }
+    row_dot_body::<false>(data, rows, cols, r, x)
+}
+
 fn tile(w: &[f32], cols: usize, xs: &[f32], out_stride: usize, out: &mut [f32], row0: usize) {
     #[cfg(target_arch = "x86_64")]
     if has_fma() {
@@ -223,63 +278,183 @@ fn rows_per_task(rows: usize, cols: usize, vectors: usize) -> usize {
     by_balance.max(by_work).max(1).next_multiple_of(4)
 }
 
-/// `y = W x` for a row-major `W` of shape `[rows, cols]`: `y[r] = dot(W[r], x)`.
-///
-/// `w.len()` must be `rows * cols`, `x.len()` `cols` and `y.len()` `rows` (checked by the
-/// callers, which own the shapes).
-pub fn matvec(w: &[f32], cols: usize, x: &[f32], y: &mut [f32]) {
-    debug_assert_eq!(w.len(), y.len() * cols);
-    let rows_n = y.len();
-    if rows_n * cols < PARALLEL_MIN_WORK || rayon::current_num_threads() < 2 {
-        rows(w, cols, x, y);
-        return;
-    }
-    let per = rows_per_task(rows_n, cols, 1);
-    y.par_chunks_mut(per)
-        .zip(w.par_chunks(per * cols))
-        .for_each(|(out, wb)| rows(wb, cols, x, out));
+/// A weight matrix `[rows, cols]` laid out for the row kernel: rows in groups of four, each
+/// group stored chunk by chunk (16 columns of row 0, of row 1, of row 2, of row 3, the next 16
+/// columns, ...) with the columns past the last whole chunk after them (row 0's, then row 1's,
+/// ...), and the last `rows % 4` rows row-major at the end. Same size as the row-major matrix;
+/// [`PackedMatrix::row`] reads a row back.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PackedMatrix {
+    data: Vec<f32>,
+    rows: usize,
+    cols: usize,
 }
 
-/// `Y = X W^T` for `n` input vectors `X` (`[n, cols]`, row-major) and `W` of shape
-/// `[rows, cols]`: `Y[t, r] = dot(W[r], X[t])`, each element bit-identical to what
-/// [`matvec`] gives for that vector.
-pub fn matmul(w: &[f32], cols: usize, xs: &[f32], rows_n: usize, ys: &mut [f32]) {
-    let n = xs.len() / cols.max(1);
-    debug_assert_eq!(ys.len(), n * rows_n);
-    if n <= 1 {
-        matvec(w, cols, xs, ys);
-        return;
-    }
-    // Blocks of weight rows small enough to stay in L2 while all inputs pass over them.
-    const BLOCK_BYTES: usize = 256 * 1024;
-    let block_rows = (BLOCK_BYTES / (cols.max(1) * 4)).clamp(1, rows_n.max(1));
-    // Each task owns a disjoint range of rows: it writes `ys[t*rows_n + r]` for its rows only,
-    // so tasks get a column band of `ys`; that needs a transposed scratch to stay safe Rust.
-    let work = rows_n * cols * n;
-    if work < PARALLEL_MIN_WORK * 2 || rayon::current_num_threads() < 2 {
-        for (b, wb) in w.chunks(block_rows * cols).enumerate() {
-            tile(wb, cols, xs, rows_n, ys, b * block_rows);
+impl PackedMatrix {
+    /// Packs a row-major matrix. `w.len()` must be `rows * cols` (the callers read it with
+    /// that shape); a shorter `w` is padded with zeros rather than read out of bounds.
+    pub fn from_row_major(w: &[f32], rows: usize, cols: usize) -> Self {
+        let n = rows * cols;
+        let padded;
+        let w = if w.len() >= n {
+            &w[..n]
+        } else {
+            padded = [w, &vec![0.0; n - w.len()]].concat();
+            &padded[..]
+        };
+        let full = cols / LANES * LANES;
+        let groups = rows / 4;
+        let mut data = Vec::with_capacity(n);
+        for group in w[..groups * 4 * cols].chunks_exact(4 * cols) {
+            for j in (0..full).step_by(LANES) {
+                for row in group.chunks_exact(cols) {
+                    data.extend_from_slice(&row[j..j + LANES]);
+                }
+            }
+            for row in group.chunks_exact(cols) {
+                data.extend_from_slice(&row[full..]);
+            }
         }
-        return;
+        data.extend_from_slice(&w[groups * 4 * cols..]);
+        PackedMatrix { data, rows, cols }
     }
-    let per = rows_per_task(rows_n, cols, n).min(block_rows).max(1);
-    // Scratch laid out [row band][t][row in band] so that bands are disjoint slices.
-    let bands = rows_n.div_ceil(per);
-    let mut scratch = vec![0.0f32; rows_n * n];
-    scratch
-        .par_chunks_mut(per * n)
-        .zip(w.par_chunks(per * cols))
-        .for_each(|(out, wb)| {
-            let band_rows = wb.len() / cols;
-            tile(wb, cols, xs, band_rows, out, 0);
-        });
-    for b in 0..bands {
-        let r0 = b * per;
-        let band_rows = per.min(rows_n - r0);
-        let band = &scratch[r0 * n..r0 * n + band_rows * n];
-        for t in 0..n {
-            ys[t * rows_n + r0..t * rows_n + r0 + band_rows]
-                .copy_from_slice(&band[t * band_rows..(t + 1) * band_rows]);
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// Bytes of the weights.
+    pub fn bytes(&self) -> usize {
+        self.data.len() * 4
+    }
+
+    /// Row `r`, written to `out` (`cols` values); nothing for a row past the end.
+    pub fn row_into(&self, r: usize, out: &mut [f32]) {
+        let cols = self.cols;
+        if r >= self.rows || out.len() < cols {
+            return;
+        }
+        let full = cols / LANES * LANES;
+        let tail = cols - full;
+        if r < self.rows / 4 * 4 {
+            let (g, k) = (r / 4, r % 4);
+            let group = &self.data[g * 4 * cols..(g + 1) * 4 * cols];
+            for (j, dst) in out[..full].chunks_exact_mut(LANES).enumerate() {
+                let src = j * 4 * LANES + k * LANES;
+                dst.copy_from_slice(&group[src..src + LANES]);
+            }
+            let t0 = 4 * full + k * tail;
+            out[full..cols].copy_from_slice(&group[t0..t0 + tail]);
+        } else {
+            out[..cols].copy_from_slice(&self.data[r * cols..(r + 1) * cols]);
+        }
+    }
+
+    /// Row `r` as a new vector (empty past the end).
+    pub fn row(&self, r: usize) -> Vec<f32> {
+        if r >= self.rows {
+            return Vec::new();
+        }
+        let mut v = vec![0.0; self.cols];
+        self.row_into(r, &mut v);
+        v
+    }
+
+    /// `y = W x`: `y[r] = dot(W[r], x)`. `x.len()` must be `cols` and `y.len()` `rows`
+    /// (checked by the callers, which own the shapes).
+    pub fn matvec(&self, x: &[f32], y: &mut [f32]) {
+        let (rows_n, cols) = (self.rows.min(y.len()), self.cols);
+        let y = &mut y[..rows_n];
+        if rows_n * cols < PARALLEL_MIN_WORK || rayon::current_num_threads() < 2 {
+            rows(&self.data, cols, x, y);
+            return;
+        }
+        let per = rows_per_task(rows_n, cols, 1);
+        y.par_chunks_mut(per)
+            .zip(self.data.par_chunks(per * cols))
+            .for_each(|(out, wb)| rows(wb, cols, x, out));
+    }
+
+    /// Rows `r0..r1` of `W x`, on the calling thread, into `out[..r1 - r0]`; bit-identical
+    /// to those rows of [`PackedMatrix::matvec`]. Ranges past the end are cut to it.
+    pub fn matvec_rows(&self, r0: usize, r1: usize, x: &[f32], out: &mut [f32]) {
+        let cols = self.cols;
+        let r1 = r1.min(self.rows).min(r0.saturating_add(out.len()));
+        if r0 >= r1 || x.len() < cols {
+            return;
+        }
+        if cols == 0 {
+            out[..r1 - r0].fill(0.0);
+            return;
+        }
+        // Whole groups go through the row kernel; rows of a group cut by the range one by one.
+        let a0 = r0.next_multiple_of(4).min(r1);
+        let a1 = if r1 == self.rows {
+            r1
+        } else {
+            (r1 / 4 * 4).max(a0)
+        };
+        for r in r0..a0 {
+            out[r - r0] = row_dot(&self.data, self.rows, cols, r, x);
+        }
+        rows(
+            &self.data[a0 * cols..a1 * cols],
+            cols,
+            x,
+            &mut out[a0 - r0..a1 - r0],
+        );
+        for r in a1..r1 {
+            out[r - r0] = row_dot(&self.data, self.rows, cols, r, x);
+        }
+    }
+
+    /// `Y = X W^T` for `n` input vectors `X` (`[n, cols]`, row-major):
+    /// `Y[t, r] = dot(W[r], X[t])`, each element bit-identical to what
+    /// [`PackedMatrix::matvec`] gives for that vector.
+    pub fn matmul(&self, xs: &[f32], ys: &mut [f32]) {
+        let (rows_n, cols) = (self.rows, self.cols);
+        let n = xs.len() / cols.max(1);
+        if n <= 1 || cols == 0 {
+            self.matvec(xs, ys);
+            return;
+        }
+        let w = &self.data[..];
+        // Blocks of weight rows (whole groups of four) small enough to stay in L2 while all
+        // inputs pass over them.
+        const BLOCK_BYTES: usize = 256 * 1024;
+        let block_rows = (BLOCK_BYTES / (cols * 4) / 4 * 4).clamp(4, rows_n.max(4));
+        let work = rows_n * cols * n;
+        if work < PARALLEL_MIN_WORK * 2 || rayon::current_num_threads() < 2 {
+            for (b, wb) in w.chunks(block_rows * cols).enumerate() {
+                tile(wb, cols, xs, rows_n, ys, b * block_rows);
+            }
+            return;
+        }
+        // Each task owns a band of rows; it writes `Y[t, r]` for its rows only, which is a
+        // strided column band of `ys`, so tasks write a scratch laid out
+        // [band][t][row in band] (disjoint slices) that is copied over afterwards.
+        let per = rows_per_task(rows_n, cols, n).min(block_rows);
+        let bands = rows_n.div_ceil(per);
+        let mut scratch = vec![0.0f32; rows_n * n];
+        scratch
+            .par_chunks_mut(per * n)
+            .zip(w.par_chunks(per * cols))
+            .for_each(|(out, wb)| {
+                let band_rows = wb.len() / cols;
+                tile(wb, cols, xs, band_rows, out, 0);
+            });
+        for b in 0..bands {
+            let r0 = b * per;
+            let band_rows = per.min(rows_n - r0);
+            let band = &scratch[r0 * n..r0 * n + band_rows * n];
+            for t in 0..n {
+                ys[t * rows_n + r0..t * rows_n + r0 + band_rows]
+                    .copy_from_slice(&band[t * band_rows..(t + 1) * band_rows]);
+            }
         }
     }
 }
@@ -314,7 +489,7 @@ pub fn exp_fast(x: f32) -> f32 {
     let p = ((((1.987_569_2e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
         + 1.666_666_5e-1)
         * r
-        + 5.000_000_1e-1;
+        + 0.5;
     let e_r = p * r * r + r + 1.0;
     // n is in [-126, 128]; the low bits of t hold n + 0x40_0000.
     let n_i = (t.to_bits() as i32).wrapping_sub(0x4B40_0000);
@@ -421,13 +596,40 @@ mod tests {
             .collect()
     }
 
+    const SIZES: [(usize, usize); 7] = [
+        (1, 1),
+        (3, 7),
+        (5, 33),
+        (8, 16),
+        (70, 129),
+        (600, 300),
+        (2051, 40),
+    ];
+
+    #[test]
+    fn packing_keeps_every_row() {
+        for (rows, cols) in SIZES {
+            let w = data(rows * cols, 5);
+            let p = PackedMatrix::from_row_major(&w, rows, cols);
+            assert_eq!(p.bytes(), w.len() * 4);
+            for r in 0..rows {
+                assert_eq!(
+                    p.row(r),
+                    &w[r * cols..(r + 1) * cols],
+                    "{rows}x{cols} row {r}"
+                );
+            }
+            assert!(p.row(rows).is_empty());
+        }
+    }
+
     #[test]
     fn matvec_matches_naive_for_odd_sizes() {
-        for (rows, cols) in [(1, 1), (3, 7), (5, 33), (70, 129), (600, 300)] {
+        for (rows, cols) in SIZES {
             let w = data(rows * cols, 1);
             let x = data(cols, 2);
             let mut y = vec![0.0; rows];
-            matvec(&w, cols, &x, &mut y);
+            PackedMatrix::from_row_major(&w, rows, cols).matvec(&x, &mut y);
             for (a, b) in y.iter().zip(naive(&w, cols, &x)) {
                 assert!((a - b).abs() < 1e-4, "{a} vs {b}");
             }
@@ -435,15 +637,36 @@ mod tests {
     }
 
     #[test]
+    fn row_ranges_are_bitwise_the_full_product() {
+        for (rows, cols) in SIZES {
+            let p = PackedMatrix::from_row_major(&data(rows * cols, 8), rows, cols);
+            let x = data(cols, 9);
+            let mut full = vec![0.0; rows];
+            p.matvec(&x, &mut full);
+            for (r0, r1) in [
+                (0, rows),
+                (1, rows),
+                (0, rows / 2),
+                (rows / 3, rows - rows / 5),
+                (rows, rows),
+            ] {
+                let mut part = vec![0.0; r1.saturating_sub(r0)];
+                p.matvec_rows(r0, r1, &x, &mut part);
+                assert_eq!(part, &full[r0..r1.max(r0)], "{rows}x{cols} {r0}..{r1}");
+            }
+        }
+    }
+
+    #[test]
     fn matmul_is_bitwise_matvec_per_vector() {
-        for (rows, cols, n) in [(3, 5, 2), (700, 257, 5), (64, 64, 9)] {
-            let w = data(rows * cols, 3);
+        for (rows, cols, n) in [(3, 5, 2), (700, 257, 5), (64, 64, 9), (2051, 40, 3)] {
+            let p = PackedMatrix::from_row_major(&data(rows * cols, 3), rows, cols);
             let xs = data(cols * n, 4);
             let mut ys = vec![0.0; rows * n];
-            matmul(&w, cols, &xs, rows, &mut ys);
+            p.matmul(&xs, &mut ys);
             for t in 0..n {
                 let mut y = vec![0.0; rows];
-                matvec(&w, cols, &xs[t * cols..(t + 1) * cols], &mut y);
+                p.matvec(&xs[t * cols..(t + 1) * cols], &mut y);
                 assert_eq!(&ys[t * rows..(t + 1) * rows], &y[..]);
             }
         }

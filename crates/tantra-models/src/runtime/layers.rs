@@ -2,13 +2,13 @@
 //! the shape its config implies.
 
 use super::error::Result;
-use super::kernels;
+use super::kernels::{self, PackedMatrix};
 use super::weights::Weights;
 
 /// `y = W x + b` with `W` row-major `[out, in]`, as torch stores `nn.Linear`.
 #[derive(Debug, Clone)]
 pub struct Linear {
-    weight: Vec<f32>,
+    weight: PackedMatrix,
     bias: Option<Vec<f32>>,
     out_features: usize,
     in_features: usize,
@@ -26,7 +26,7 @@ impl Linear {
         in_features: usize,
         bias: bool,
     ) -> Result<Self> {
-        let weight = weights.get(&format!("{prefix}.weight"), &[out_features, in_features])?;
+        let weight = weights.get_packed(&format!("{prefix}.weight"), out_features, in_features)?;
         let bias = if bias {
             Some(weights.get(&format!("{prefix}.bias"), &[out_features])?)
         } else {
@@ -48,7 +48,7 @@ impl Linear {
         in_features: usize,
     ) -> Self {
         Linear {
-            weight,
+            weight: PackedMatrix::from_row_major(&weight, out_features, in_features),
             bias,
             out_features,
             in_features,
@@ -63,17 +63,23 @@ impl Linear {
         self.in_features
     }
 
-    /// The weight, row-major `[out, in]`.
-    pub fn weight(&self) -> &[f32] {
-        &self.weight
-    }
-
     /// Applies the layer to `n` row-major input vectors (`xs.len() == n * in`), writing
     /// `n * out` values to `ys`.
     pub fn forward(&self, xs: &[f32], ys: &mut [f32]) {
-        kernels::matmul(&self.weight, self.in_features, xs, self.out_features, ys);
+        self.weight.matmul(xs, ys);
         if let Some(b) = &self.bias {
             kernels::add_bias(ys, b);
+        }
+    }
+
+    /// Outputs `r0..r1` of the layer for one input vector, on the calling thread, into
+    /// `out[..r1 - r0]`: bit-identical to those outputs of [`Linear::forward`].
+    pub fn forward_rows(&self, r0: usize, r1: usize, x: &[f32], out: &mut [f32]) {
+        self.weight.matvec_rows(r0, r1, x, out);
+        if let Some(b) = &self.bias {
+            for (o, bv) in out.iter_mut().zip(b.get(r0..r1).unwrap_or_default()) {
+                *o += bv;
+            }
         }
     }
 
@@ -87,6 +93,6 @@ impl Linear {
 
     /// Number of weight bytes (f32) one application reads.
     pub fn bytes(&self) -> usize {
-        (self.weight.len() + self.bias.as_ref().map_or(0, Vec::len)) * 4
+        self.weight.bytes() + self.bias.as_ref().map_or(0, Vec::len) * 4
     }
 }

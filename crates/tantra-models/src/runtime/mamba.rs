@@ -14,8 +14,9 @@ use rayon::prelude::*;
 
 use crate::mamba::{MambaBlockConfig, MambaConfig};
 
+use super::decode;
 use super::error::{Result, RuntimeError};
-use super::kernels::{self, exp_fast, rms_norm, silu, softplus};
+use super::kernels::{exp_fast, rms_norm, silu, softplus, PackedMatrix};
 use super::layers::Linear;
 use super::weights::Weights;
 
@@ -53,22 +54,66 @@ impl BlockDims {
 
 /// One Mamba block: RMSNorm and the selective-scan mixer.
 #[derive(Debug, Clone)]
-struct Layer {
-    norm: Vec<f32>,
-    in_proj: Linear,
+pub(super) struct Layer {
+    pub(super) norm: Vec<f32>,
+    pub(super) in_proj: Linear,
     /// `[E, K]`, newest input at `K-1`.
-    conv_weight: Vec<f32>,
+    pub(super) conv_weight: Vec<f32>,
     /// `[E]`, zeros without `use_conv_bias`.
-    conv_bias: Vec<f32>,
-    x_proj: Linear,
-    dt_proj: Linear,
+    pub(super) conv_bias: Vec<f32>,
+    pub(super) x_proj: Linear,
+    pub(super) dt_proj: Linear,
     /// `A = -exp(A_log)`, `[E, N]`.
-    a: Vec<f32>,
-    d: Vec<f32>,
-    out_proj: Linear,
+    pub(super) a: Vec<f32>,
+    pub(super) d: Vec<f32>,
+    pub(super) out_proj: Linear,
 }
 
 impl Layer {
+    /// One time step of channel `ch`'s causal convolution: shifts `x` into the channel's
+    /// window (`[K]`, newest last) and returns `silu(bias + sum_k w[k] * window[k])`.
+    #[inline(always)]
+    pub(super) fn conv_step(&self, ch: usize, window: &mut [f32], x: f32) -> f32 {
+        let k = window.len();
+        window.copy_within(1.., 0);
+        window[k - 1] = x;
+        let w = &self.conv_weight[ch * k..(ch + 1) * k];
+        let mut acc = self.conv_bias[ch];
+        for (wk, xk) in w.iter().zip(window.iter()) {
+            acc += wk * xk;
+        }
+        silu(acc)
+    }
+
+    /// One time step of channel `ch`'s selective scan over its state `s` (`[N]`): returns the
+    /// gated output `(sum_n s[n] C[n] + D u) * silu(z)`.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn scan_step(
+        &self,
+        ch: usize,
+        s: &mut [f32],
+        dt_raw: f32,
+        x: f32,
+        b: &[f32],
+        c: &[f32],
+        z: f32,
+    ) -> f32 {
+        let n = s.len();
+        let a = &self.a[ch * n..(ch + 1) * n];
+        let dt = softplus(dt_raw);
+        // Two loops: the state update vectorizes (exp_fast is branch-free), the sum stays in
+        // order.
+        for ((sj, aj), bj) in s.iter_mut().zip(a).zip(b) {
+            *sj = exp_fast(dt * aj) * *sj + (dt * bj) * x;
+        }
+        let mut acc = 0.0f32;
+        for (sj, cj) in s.iter().zip(c) {
+            acc += sj * cj;
+        }
+        (acc + x * self.d[ch]) * silu(z)
+    }
+
     fn bytes(&self) -> usize {
         (self.norm.len()
             + self.conv_weight.len()
@@ -87,11 +132,11 @@ impl Layer {
 #[derive(Debug, Clone, PartialEq)]
 pub struct MambaState {
     /// Per layer `[E, K]`: the last K pre-convolution inputs of each channel, newest at K-1.
-    conv: Vec<Vec<f32>>,
+    pub(super) conv: Vec<Vec<f32>>,
     /// Per layer `[E, N]`.
-    ssm: Vec<Vec<f32>>,
+    pub(super) ssm: Vec<Vec<f32>>,
     /// Positions consumed so far.
-    position: usize,
+    pub(super) position: usize,
 }
 
 impl MambaState {
@@ -206,6 +251,14 @@ impl MambaBlocks {
         self.dims
     }
 
+    pub(super) fn layers(&self) -> &[Layer] {
+        &self.layers
+    }
+
+    pub(super) fn eps(&self) -> f32 {
+        self.eps
+    }
+
     /// A fresh (all-zero) state.
     pub fn new_state(&self) -> MambaState {
         let BlockDims {
@@ -258,14 +311,21 @@ impl MambaBlocks {
                 found: state.conv.len(),
             });
         }
-        let len = h.len() / d;
-        if len == 0 {
-            return Ok(());
+        // Long inputs go through in chunks (each through all layers before the next), which
+        // bounds the scratch memory; results are the same bits as one pass.
+        const CHUNK: usize = 256;
+        let threads = decode::threads_for(self);
+        for part in h.chunks_mut(CHUNK * d) {
+            let len = part.len() / d;
+            if len == 1 && threads > 1 {
+                decode::step(self, part, state, threads);
+                continue;
+            }
+            for (i, layer) in self.layers.iter().enumerate() {
+                self.layer_forward(layer, part, len, &mut state.conv[i], &mut state.ssm[i]);
+            }
+            state.position += len;
         }
-        for (i, layer) in self.layers.iter().enumerate() {
-            self.layer_forward(layer, h, len, &mut state.conv[i], &mut state.ssm[i]);
-        }
-        state.position += len;
         Ok(())
     }
 
@@ -298,16 +358,8 @@ impl MambaBlocks {
         let mut u = vec![0.0; len * e];
         for ch in 0..e {
             let window = &mut conv_state[ch * k..(ch + 1) * k];
-            let w = &layer.conv_weight[ch * k..(ch + 1) * k];
-            let b = layer.conv_bias[ch];
             for t in 0..len {
-                window.copy_within(1.., 0);
-                window[k - 1] = xz[t * 2 * e + ch];
-                let mut acc = b;
-                for (wk, xk) in w.iter().zip(window.iter()) {
-                    acc += wk * xk;
-                }
-                u[t * e + ch] = silu(acc);
+                u[t * e + ch] = layer.conv_step(ch, window, xz[t * 2 * e + ch]);
             }
         }
 
@@ -317,10 +369,8 @@ impl MambaBlocks {
             .chunks_exact(stride)
             .flat_map(|row| row[..r].iter().copied())
             .collect();
-        let mut delta = layer.dt_proj.apply(&dt_in);
-        for v in &mut delta {
-            *v = softplus(*v);
-        }
+        // The time steps before softplus; softplus is applied in the scan, in parallel.
+        let dt_raw = layer.dt_proj.apply(&dt_in);
 
         // Selective scan, channel by channel (channels are independent), into y^T [E, L].
         let mut y_t = vec![0.0; e * len];
@@ -331,24 +381,18 @@ impl MambaBlocks {
                 .enumerate()
             {
                 let ch = ch0 + c;
-                let a = &layer.a[ch * n..(ch + 1) * n];
-                let dch = layer.d[ch];
                 for (t, yv) in ys.iter_mut().enumerate() {
-                    let dt = delta[t * e + ch];
-                    let x = u[t * e + ch];
                     let row = &x_dbl[t * stride..(t + 1) * stride];
                     let (bm, cm) = row[r..].split_at(n);
-                    // Two loops: the state update vectorizes (exp_fast is branch-free), the
-                    // sum stays in order.
-                    for ((sj, aj), bj) in s.iter_mut().zip(a).zip(bm) {
-                        *sj = exp_fast(dt * aj) * *sj + (dt * bj) * x;
-                    }
-                    let mut acc = 0.0f32;
-                    for (sj, cj) in s.iter().zip(cm) {
-                        acc += sj * cj;
-                    }
-                    let z = xz[t * 2 * e + e + ch];
-                    *yv = (acc + x * dch) * silu(z);
+                    *yv = layer.scan_step(
+                        ch,
+                        s,
+                        dt_raw[t * e + ch],
+                        u[t * e + ch],
+                        bm,
+                        cm,
+                        xz[t * 2 * e + e + ch],
+                    );
                 }
             }
         };
@@ -393,7 +437,8 @@ pub enum Logits {
 pub struct MambaModel {
     config: MambaConfig,
     vocab: usize,
-    embeddings: Vec<f32>,
+    /// `[V, d]`, packed: rows are read back for the lookup, and it is the head when tied.
+    embeddings: PackedMatrix,
     blocks: MambaBlocks,
     norm_f: RmsNorm,
     /// `None` when tied to the embeddings.
@@ -434,7 +479,12 @@ impl MambaModel {
             .map(|s| format!("{prefix}backbone.{s}"))
             .collect();
         let emb_refs: Vec<&str> = emb_names.iter().map(String::as_str).collect();
-        let embeddings = weights.get_alias(&emb_refs, &[v, d])?;
+        let emb_name = emb_refs
+            .iter()
+            .copied()
+            .find(|n| weights.contains(n))
+            .unwrap_or(emb_refs[0]);
+        let embeddings = weights.get_packed(emb_name, v, d)?;
         let blocks = MambaBlocks::load(
             weights,
             &blocks_config,
@@ -498,7 +548,7 @@ impl MambaModel {
         let d = self.hidden_size();
         let head = match &self.lm_head {
             Some(h) => h.bytes() + d * 4,
-            None => self.embeddings.len() * 4,
+            None => self.embeddings.bytes(),
         };
         self.blocks.bytes() + head + self.norm_f.bytes()
     }
@@ -509,8 +559,8 @@ impl MambaModel {
     /// [`RuntimeError::TokenOutOfRange`].
     pub fn embed(&self, ids: &[u32]) -> Result<Vec<f32>> {
         let d = self.hidden_size();
-        let mut h = Vec::with_capacity(ids.len() * d);
-        for &id in ids {
+        let mut h = vec![0.0; ids.len() * d];
+        for (&id, row) in ids.iter().zip(h.chunks_exact_mut(d.max(1))) {
             let i = id as usize;
             if i >= self.vocab {
                 return Err(RuntimeError::TokenOutOfRange {
@@ -518,7 +568,7 @@ impl MambaModel {
                     vocab_size: self.vocab,
                 });
             }
-            h.extend_from_slice(&self.embeddings[i * d..(i + 1) * d]);
+            self.embeddings.row_into(i, row);
         }
         Ok(h)
     }
@@ -566,7 +616,7 @@ impl MambaModel {
         let mut out = vec![0.0; n * self.vocab];
         match &self.lm_head {
             Some(head) => head.forward(&normed, &mut out),
-            None => kernels::matmul(&self.embeddings, d, &normed, self.vocab, &mut out),
+            None => self.embeddings.matmul(&normed, &mut out),
         }
         Ok(out)
     }

@@ -21,6 +21,7 @@
 //! # Ok::<(), tantra_models::runtime::RuntimeError>(())
 //! ```
 
+mod decode;
 mod error;
 mod generate;
 mod hf;

@@ -4,6 +4,8 @@
 //! prefilled before the prompt's token embeddings; the recurrent states carry across that
 //! boundary and decoding continues from them.
 
+use std::time::Instant;
+
 use ::image::DynamicImage;
 
 use crate::mamba_multimodal::MambaMultimodalConfig;
@@ -15,6 +17,10 @@ use super::kernels::gelu;
 use super::layers::Linear;
 use super::mamba::{Logits, MambaModel, MambaState};
 use super::weights::Weights;
+
+/// The largest `image_size` the runtime accepts: the preprocessed image is `3 * S * S` floats,
+/// and a config is untrusted input.
+pub const MAX_IMAGE_SIZE: usize = 4096;
 
 /// A loaded `mamba_multimodal` model.
 #[derive(Debug, Clone)]
@@ -39,6 +45,13 @@ impl MultimodalModel {
     pub fn load(weights: &Weights<'_>, config: &MambaMultimodalConfig) -> Result<Self> {
         config.validate()?;
         let v = &config.vision_config;
+        if v.image_size > MAX_IMAGE_SIZE {
+            return Err(RuntimeError::TooLarge {
+                field: "vision_config.image_size",
+                value: v.image_size,
+                max: MAX_IMAGE_SIZE,
+            });
+        }
         let dv = v.hidden_size;
         let dh = config.projector_hidden_size;
         let d = config.text_config.hidden_size;
@@ -159,18 +172,23 @@ impl MultimodalModel {
         options: &GenerateOptions,
         on_token: &mut dyn FnMut(u32),
     ) -> Result<Generation> {
+        let start = Instant::now();
         let prefix = match image {
             Some(img) => self.image_tokens(img)?,
             None => Vec::new(),
         };
+        let vision = start.elapsed();
         let mut state = self.language.new_state();
-        generate(
+        let mut g = generate(
             &self.language,
             &mut state,
             &prefix,
             prompt_ids,
             options,
             on_token,
-        )
+        )?;
+        // Encoding the image is part of the prefill.
+        g.prefill_time += vision;
+        Ok(g)
     }
 }

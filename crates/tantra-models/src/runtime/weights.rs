@@ -13,12 +13,15 @@ use std::collections::{BTreeSet, HashMap};
 use tantra_formats::{DType, TensorInfo, TensorSource};
 
 use super::error::{Result, RuntimeError};
+use super::kernels::PackedMatrix;
 
 /// One or more tensor sources seen as one set of named tensors.
 pub struct Weights<'a> {
     sources: Vec<&'a dyn TensorSource>,
     by_name: HashMap<String, (usize, usize)>,
     used: RefCell<BTreeSet<String>>,
+    /// Reused by [`Weights::get_packed`].
+    scratch: RefCell<Vec<f32>>,
 }
 
 impl<'a> Weights<'a> {
@@ -46,6 +49,7 @@ impl<'a> Weights<'a> {
             sources,
             by_name,
             used: RefCell::new(BTreeSet::new()),
+            scratch: RefCell::new(Vec::new()),
         })
     }
 
@@ -88,6 +92,26 @@ impl<'a> Weights<'a> {
     /// Like [`Weights::get`], accepting any of several shapes with the same element count
     /// (`[E, 1, K]` as transformers writes a depthwise convolution, `[E, K]` as others do).
     pub fn get_any(&self, name: &str, shapes: &[&[usize]]) -> Result<Vec<f32>> {
+        let mut values = Vec::new();
+        self.read_checked(name, shapes, &mut values)?;
+        Ok(values)
+    }
+
+    /// A `[rows, cols]` matrix, packed for the matrix kernels. The row-major values pass
+    /// through one scratch buffer reused for every matrix, so loading leaves no holes of
+    /// freed temporaries in the heap.
+    ///
+    /// # Errors
+    /// As [`Weights::get`].
+    pub fn get_packed(&self, name: &str, rows: usize, cols: usize) -> Result<PackedMatrix> {
+        let mut scratch = self.scratch.borrow_mut();
+        self.read_checked(name, &[&[rows, cols]], &mut scratch)?;
+        Ok(PackedMatrix::from_row_major(&scratch, rows, cols))
+    }
+
+    /// Reads tensor `name` into `values` (cleared first) after checking its shape against
+    /// `shapes`; checks the values are finite and marks the tensor used.
+    fn read_checked(&self, name: &str, shapes: &[&[usize]], values: &mut Vec<f32>) -> Result<()> {
         let &(s, i) = self
             .by_name
             .get(name)
@@ -107,7 +131,7 @@ impl<'a> Weights<'a> {
                 found: info.shape.clone(),
             });
         }
-        let values = read_f32(src, i, name, info)?;
+        read_f32(src, i, name, info, values)?;
         if let Some(index) = values.iter().position(|v| !v.is_finite()) {
             return Err(RuntimeError::NonFinite {
                 name: name.to_string(),
@@ -115,7 +139,7 @@ impl<'a> Weights<'a> {
             });
         }
         self.used.borrow_mut().insert(name.to_string());
-        Ok(values)
+        Ok(())
     }
 
     /// The first of `names` that exists, read as [`Weights::get`] reads it; the error names
@@ -157,7 +181,8 @@ fn read_f32(
     index: usize,
     name: &str,
     info: &TensorInfo,
-) -> Result<Vec<f32>> {
+    values: &mut Vec<f32>,
+) -> Result<()> {
     let size = match info.dtype {
         DType::F32 => 4,
         DType::F16 | DType::BF16 => 2,
@@ -173,7 +198,8 @@ fn read_f32(
         .numel()
         .and_then(|n| usize::try_from(n).ok())
         .unwrap_or(0);
-    let mut values = Vec::with_capacity(numel);
+    values.clear();
+    values.reserve(numel);
     // Bytes of an element split across two chunks.
     let mut carry: Vec<u8> = Vec::with_capacity(8);
     let dtype = info.dtype;
@@ -184,12 +210,12 @@ fn read_f32(
             carry.extend_from_slice(&chunk[..take]);
             chunk = &chunk[take..];
             if carry.len() == size {
-                convert(dtype, &carry, &mut values);
+                convert(dtype, &carry, values);
                 carry.clear();
             }
         }
         let whole = chunk.len() / size * size;
-        convert(dtype, &chunk[..whole], &mut values);
+        convert(dtype, &chunk[..whole], values);
         carry.extend_from_slice(&chunk[whole..]);
         Ok(())
     })?;
@@ -200,7 +226,7 @@ fn read_f32(
             found: info.shape.clone(),
         });
     }
-    Ok(values)
+    Ok(())
 }
 
 /// Appends the little-endian elements of `bytes` (whole elements of `dtype`) as f32.

@@ -72,3 +72,14 @@ pub fn corrupt_one_byte(path: &Path) {
     f.seek(SeekFrom::Start(i as u64)).unwrap();
     f.write_all(&b[i..i + 1]).unwrap();
 }
+
+/// Cuts a file in place to `keep(its length)` bytes, as a crash or a full disk would.
+pub fn truncate(path: &Path, keep: impl FnOnce(u64) -> u64) {
+    let len = std::fs::metadata(path).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_len(keep(len))
+        .unwrap();
+}
