@@ -6,14 +6,21 @@
 #
 # The input is written by real torch.save when a Python with torch is available
 # (TORCH_PYTHON, default the torch-check venv), otherwise by tantra itself from a synthetic
-# safetensors file. Reports the median of 3 runs each, page cache warm for all.
+# safetensors file. Reports the median of RUNS runs each (default 3), page cache warm for all,
+# and the load average before and after: on a shared machine, numbers taken under load are
+# not comparable. TANTRA=/path/to/tantra measures that binary instead of building this tree
+# (to compare two builds on the same machine at the same time).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SIZE_MB="${1:-256}"
 OUT="${BENCH_DIR:-bench/out}"
 mkdir -p "$OUT"
-cargo build --release --quiet --bin tantra
-TANTRA="$PWD/target/release/tantra"
+RUNS="${RUNS:-3}"
+if [ -z "${TANTRA:-}" ]; then
+  cargo build --release --quiet --bin tantra
+  TANTRA="$PWD/target/release/tantra"
+fi
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo "?")
 PY="${TORCH_PYTHON:-$HOME/.cache/torch-check-venv/bin/python}"
 IN="$OUT/input.pt"
 
@@ -61,7 +68,7 @@ timeit() { # prints seconds
   local s e; s=$(date +%s%N); "$@" >/dev/null 2>&1; e=$(date +%s%N)
   awk -v d=$((e - s)) 'BEGIN { printf "%.4f\n", d / 1e9 }'
 }
-run3() { for _ in 1 2 3; do rm -f "$OUT/out.safetensors" "$OUT/copy.pt"; timeit "$@"; done | median; }
+run3() { for _ in $(seq "$RUNS"); do rm -f "$OUT/out.safetensors" "$OUT/copy.pt"; timeit "$@"; done | median; }
 
 T_CP=$(run3 cp "$IN" "$OUT/copy.pt")
 cp_sync() { cp "$1" "$2" && sync "$2"; }
@@ -83,6 +90,8 @@ PYEOF
   done | median)
 fi
 
+rm -f "$OUT/out.safetensors" "$OUT/copy.pt"
+LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo "?")
 awk -v b="$BYTES" -v cp="$T_CP" -v cps="$T_CPSYNC" -v conv="$T_CONV" -v nov="$T_NOVERIFY" -v rss="$RSS_KB" -v py="$T_PY" 'BEGIN {
   printf "input                      %.1f MB (%s)\n", b/1e6, "'"$IN"'"
   printf "cp                         %.3f s\n", cp
@@ -91,4 +100,5 @@ awk -v b="$BYTES" -v cp="$T_CP" -v cps="$T_CPSYNC" -v conv="$T_CONV" -v nov="$T_
   printf "tantra convert --no-verify %.3f s   %.2fx cp   %.2fx cp+sync\n", nov, nov/cp, nov/cps
   if (py != "") printf "torch.load + save_file     %.3f s   %.2fx cp  (tantra verified is %.1fx faster)\n", py, py/cp, py/conv
   printf "peak RSS (verified)        %.1f MB  = %.3f of the file size\n", rss/1024, rss*1024/b
+  printf "median of %s runs; load average %s before, %s after; %s\n", "'"$RUNS"'", "'"$LOAD_BEFORE"'", "'"$LOAD_AFTER"'", "'"$TANTRA"'"
 }'

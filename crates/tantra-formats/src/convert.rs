@@ -15,7 +15,7 @@
 //!   same chunk ([`HashingSource`]);
 //! - the output is verified as the temporary file, before it takes the output's name and while
 //!   the last of it is synced to disk ([`atomic_write_checked`]), with its tensors hashed on up
-//!   to [`VERIFY_THREADS`] threads. A verification that fails therefore never replaces the file
+//!   to four threads. A verification that fails therefore never replaces the file
 //!   that was there.
 //!
 //! Threads are scoped and start per chunk or per verification; where none can be started the
@@ -73,7 +73,7 @@ const PARALLEL_HASH_MIN: usize = 1 << 20;
 
 /// The most threads that hash the output's tensors during verification. Hashing reads memory
 /// as fast as one core can; beyond a few threads the memory bus, not the cores, is the limit.
-pub const VERIFY_THREADS: usize = 4;
+const VERIFY_THREADS: usize = 4;
 
 /// Hashes each tensor as a writer pulls it.
 struct HashingSource<'a> {
@@ -129,7 +129,7 @@ fn hash_beside(
     chunk: &[u8],
     sink: &mut dyn FnMut(&[u8]) -> Result<(), FormatError>,
 ) -> Result<(), FormatError> {
-    if chunk.len() < PARALLEL_HASH_MIN || std::env::var_os("XX_NO_PARHASH").is_some() {
+    if chunk.len() < PARALLEL_HASH_MIN {
         h.update(chunk);
         return sink(chunk);
     }
@@ -212,9 +212,11 @@ pub fn convert(
         hashes: Mutex::new(vec![None; src.tensors().len()]),
     };
     let archive = archive_name(output);
+    // Without verification nothing needs the hashes: write straight from the input.
+    let pulled: &dyn TensorSource = if opts.verify { &hashing } else { src.as_ref() };
     let write = |w: &mut FileWriter<'_>| {
         let mut cw = CountingWriter::new(w);
-        write_to(&mut cw, format, &hashing, &archive, progress)?;
+        write_to(&mut cw, format, pulled, &archive, progress)?;
         Ok(cw.count())
     };
     // The check runs on the finished temporary file, before it takes the output's name.
@@ -315,8 +317,8 @@ fn verify_output(
         }
         pairs.push(j);
     }
-    let out_hashes = hash_tensors(out.as_ref(), &pairs, VERIFY_THREADS)
-        .map_err(|e| e.with_path(output))?;
+    let out_hashes =
+        hash_tensors(out.as_ref(), &pairs, VERIFY_THREADS).map_err(|e| e.with_path(output))?;
     for (i, (t, got)) in input.tensors().iter().zip(out_hashes).enumerate() {
         let want = match input_hashes.get(i).copied().flatten() {
             Some(h) => h,
@@ -349,7 +351,7 @@ fn verify_output(
 ///
 /// # Errors
 /// The first error of the source.
-pub fn hash_tensors(
+fn hash_tensors(
     src: &(dyn TensorSource + Sync),
     indices: &[usize],
     threads: usize,
@@ -363,7 +365,7 @@ pub fn hash_tensors(
     // Positions in `indices`, largest tensor first.
     let mut order: Vec<usize> = (0..indices.len()).collect();
     order.sort_by_key(|&k| std::cmp::Reverse(size(indices[k])));
-    let threads = if std::env::var_os("XX_NO_PARVERIFY").is_some() { 1 } else { threads }
+    let threads = threads
         .min(std::thread::available_parallelism().map_or(1, |n| n.get()))
         .min(indices.len())
         .max(1);
@@ -417,5 +419,70 @@ fn values_equal(a: &Value, b: &Value) -> bool {
             x.to_bits() == y.to_bits() || (x.is_nan() && y.is_nan())
         }
         _ => a == b,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tensor::MemorySource;
+    use crate::DType;
+
+    /// Tensors of 0 bytes to a few MiB (so that some chunks are hashed beside the sink).
+    fn tensors() -> MemorySource {
+        let mut m = MemorySource::new();
+        for (i, len) in [0usize, 1, 4096, 3 << 20, 1 << 20, 5]
+            .into_iter()
+            .enumerate()
+        {
+            let data = (0..len).map(|j| (j * 7 + i) as u8).collect();
+            m.push(
+                TensorInfo::new(format!("t{i}"), DType::U8, vec![len as u64]),
+                data,
+            )
+            .unwrap();
+        }
+        m
+    }
+
+    #[test]
+    fn hashing_while_streaming_gives_the_hash_and_the_bytes() {
+        let m = tensors();
+        let src = HashingSource {
+            inner: &m,
+            hashes: Mutex::new(vec![None; m.tensors().len()]),
+        };
+        for i in 0..m.tensors().len() {
+            let mut got = Vec::new();
+            src.stream_tensor(i, &mut |c| {
+                got.extend_from_slice(c);
+                Ok(())
+            })
+            .unwrap();
+            let want = m.tensor_bytes(i).unwrap();
+            assert!(got == *want);
+            let hashes = src.hashes.lock().unwrap();
+            assert_eq!(hashes[i], Some(blake3::hash(&want)));
+        }
+        // A sink's error comes back, after the hashing thread is done with the chunk.
+        let e = src
+            .stream_tensor(3, &mut |_| Err(FormatError::memory("full")))
+            .unwrap_err();
+        assert!(matches!(e.kind, ErrorKind::Memory(_)));
+    }
+
+    #[test]
+    fn hashing_on_threads_keeps_the_order_asked_for() {
+        let m = tensors();
+        let indices = [5, 3, 0, 1, 4, 2, 3];
+        let want: Vec<_> = indices
+            .iter()
+            .map(|&i| blake3::hash(&m.tensor_bytes(i).unwrap()))
+            .collect();
+        for threads in [1, 2, 4, 64] {
+            assert_eq!(hash_tensors(&m, &indices, threads).unwrap(), want);
+        }
+        assert!(hash_tensors(&m, &[], 4).unwrap().is_empty());
+        assert!(hash_tensors(&m, &[0, 99], 2).is_err());
     }
 }

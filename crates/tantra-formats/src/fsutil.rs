@@ -5,13 +5,15 @@
 //! a half-written one. Temporary files carry the [`TEMP_PREFIX`] so that cleanup can recognise
 //! what a crash left behind.
 //!
-//! # Why the `fsync` is not slow
+//! # Why write-back starts early
 //! Weight files are hundreds of megabytes. Left alone, the kernel would hold all of it dirty in
-//! memory until the final `fsync`, which then waits for the whole file to reach the disk: for a
-//! conversion that was a third of its time, with the CPU idle. [`FileWriter`] (on Linux) asks the
-//! kernel to start writing each window of [`WRITEBACK_WINDOW`] bytes as soon as it is written
-//! (`sync_file_range(SYNC_FILE_RANGE_WRITE)`, which starts the I/O and does not wait for it), so
-//! the disk works while the rest of the file is produced and the `fsync` finds little left. It
+//! memory until the final `fsync`, which then has to write the whole file before it returns:
+//! the time of the disk comes after the time of producing the bytes instead of beside it.
+//! [`FileWriter`] (on Linux) asks the kernel to start writing each window of
+//! [`WRITEBACK_WINDOW`] bytes as soon as it is written (`sync_file_range(SYNC_FILE_RANGE_WRITE)`,
+//! which queues the I/O and does not wait for it), so that the disk works while the rest of the
+//! file is produced and the `fsync` finds little left. On a slow disk that hides most of the
+//! disk's time; on a fast disk with few cores it mostly moves the kernel's work earlier. It
 //! changes nothing about durability: the `fsync` still runs and still reports any write-back
 //! error (starting write-back does not consume the error the way waiting for it would).
 //!
@@ -22,8 +24,6 @@
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
-use std::thread::JoinHandle;
 
 use tempfile::NamedTempFile;
 
@@ -54,25 +54,11 @@ impl<'a> FileWriter<'a> {
                 WritebackAhead {
                     file,
                     written: 0,
-                    kicked: 0,
-                    kick: if cfg!(target_os = "linux") && std::env::var_os("XX_NO_SFR").is_none() {
-                        Kick::Idle
-                    } else {
-                        Kick::Off
-                    },
+                    started: 0,
+                    enabled: cfg!(target_os = "linux"),
                 },
             ),
         }
-    }
-
-    /// Flushes, and waits for the write-back thread to have started the write-back of all it
-    /// was asked for.
-    ///
-    /// # Errors
-    /// The flush's error, or an I/O error the kernel reported when write-back was started.
-    fn finish(mut self) -> io::Result<()> {
-        self.inner.flush()?;
-        self.inner.get_mut().finish()
     }
 }
 
@@ -88,59 +74,62 @@ impl Write for FileWriter<'_> {
     }
 }
 
-/// Who starts the write-back of what [`WritebackAhead`] has written.
-enum Kick {
-    /// Nobody yet: less than a window has been written (most files never get further).
-    Idle,
-    /// A thread of its own, told how far the file is written, so that the writer does not wait
-    /// while the kernel queues the pages for the disk.
-    Thread {
-        lengths: mpsc::Sender<u64>,
-        thread: JoinHandle<io::Result<()>>,
-    },
-    /// Nobody: no `sync_file_range` here, or no thread or file descriptor to spare.
-    Off,
-}
-
-/// Writes to a file from offset 0 and has the write-back of each full window started.
+/// Writes to a file from offset 0 and starts the write-back of each full window.
 struct WritebackAhead<'a> {
     file: &'a File,
     /// Bytes written so far: the file's length, since it is written from the start.
     written: u64,
-    /// Write-back was asked for up to here.
-    kicked: u64,
-    kick: Kick,
+    /// Write-back has been started for `0..started`.
+    started: u64,
+    /// False where the system or the file system refuses `sync_file_range`.
+    enabled: bool,
 }
 
 impl WritebackAhead<'_> {
-    /// Has the write-back of `0..written` started, starting the thread on first use.
-    fn kick(&mut self) {
-        self.kicked = self.written;
-        if let Kick::Idle = self.kick {
-            // The thread gets a file descriptor of its own, so that it borrows nothing.
-            self.kick = match self.file.try_clone() {
-                Ok(file) => start_writeback_thread(file),
-                Err(_) => Kick::Off,
-            };
+    /// Starts (does not wait for) the write-back of `started..written`.
+    ///
+    /// # Errors
+    /// An I/O error the kernel reports on starting (EIO, ENOSPC): the file will not be written.
+    /// A refusal of the call itself (a sandbox, a file system without it) is no error: the final
+    /// `fsync` then does all the work, as on other systems.
+    #[cfg(target_os = "linux")]
+    fn start_writeback(&mut self) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        let (Ok(offset), Ok(len)) = (
+            libc::off64_t::try_from(self.started),
+            libc::off64_t::try_from(self.written - self.started),
+        ) else {
+            self.enabled = false;
+            return Ok(());
+        };
+        // SAFETY: a plain system call on a file descriptor that `self.file` keeps open; it reads
+        // no memory of this process.
+        let rc = unsafe {
+            libc::sync_file_range(
+                self.file.as_raw_fd(),
+                offset,
+                len,
+                libc::SYNC_FILE_RANGE_WRITE,
+            )
+        };
+        if rc == 0 {
+            self.started = self.written;
+            return Ok(());
         }
-        if let Kick::Thread { lengths, .. } = &self.kick {
-            // A thread that has stopped (it failed; its error is reported when it is joined,
-            // or it was refused the call) costs only the head start.
-            let _ = lengths.send(self.written);
+        let e = io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EINVAL | libc::ESPIPE | libc::ENOSYS | libc::EPERM | libc::EOPNOTSUPP) => {
+                self.enabled = false;
+                Ok(())
+            }
+            _ => Err(e),
         }
     }
 
-    /// Hangs up on the write-back thread and returns what it found.
-    fn finish(&mut self) -> io::Result<()> {
-        match std::mem::replace(&mut self.kick, Kick::Off) {
-            Kick::Thread { lengths, thread } => {
-                drop(lengths);
-                thread
-                    .join()
-                    .unwrap_or_else(|_| Err(io::Error::other("the write-back thread panicked")))
-            }
-            Kick::Idle | Kick::Off => Ok(()),
-        }
+    #[cfg(not(target_os = "linux"))]
+    fn start_writeback(&mut self) -> io::Result<()> {
+        self.enabled = false;
+        Ok(())
     }
 }
 
@@ -148,77 +137,14 @@ impl Write for WritebackAhead<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.file.write(buf)?;
         self.written += n as u64;
-        if self.written - self.kicked >= std::env::var("XX_WINDOW").ok().and_then(|v| v.parse().ok()).unwrap_or(WRITEBACK_WINDOW) {
-            self.kick();
+        if self.enabled && self.written - self.started >= WRITEBACK_WINDOW {
+            self.start_writeback()?;
         }
         Ok(n)
     }
     fn flush(&mut self) -> io::Result<()> {
         self.file.flush()
     }
-}
-
-/// Starts the thread that starts write-back up to the latest length it is told, until the
-/// writer hangs up. Without a thread, the final `fsync` does all the work.
-fn start_writeback_thread(file: File) -> Kick {
-    let (lengths, rx) = mpsc::channel::<u64>();
-    let spawned = std::thread::Builder::new()
-        .name("tantra-writeback".into())
-        .spawn(move || {
-            let mut started = 0;
-            while let Ok(mut upto) = rx.recv() {
-                // Catch up in one call when the writer got ahead.
-                while let Ok(more) = rx.try_recv() {
-                    upto = more;
-                }
-                if !start_writeback(&file, started, upto)? {
-                    break;
-                }
-                started = upto;
-            }
-            Ok(())
-        });
-    match spawned {
-        Ok(thread) => Kick::Thread { lengths, thread },
-        Err(_) => Kick::Off,
-    }
-}
-
-/// Starts (does not wait for) the write-back of `from..to` of `file`. `Ok(false)` when the
-/// system or the file system refuses the call (a sandbox, a file system without it): no error,
-/// the final `fsync` then does all the work, as on other systems.
-///
-/// # Errors
-/// An I/O error the kernel reports on starting (EIO, ENOSPC): the file will not be written.
-#[cfg(target_os = "linux")]
-fn start_writeback(file: &File, from: u64, to: u64) -> io::Result<bool> {
-    use std::os::fd::AsRawFd;
-    let (Ok(offset), Ok(len)) = (
-        libc::off64_t::try_from(from),
-        libc::off64_t::try_from(to.saturating_sub(from)),
-    ) else {
-        return Ok(false);
-    };
-    // SAFETY: a plain system call on a file descriptor that `file` keeps open; it reads no
-    // memory of this process.
-    let rc = unsafe {
-        libc::sync_file_range(file.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE)
-    };
-    if rc == 0 {
-        return Ok(true);
-    }
-    let e = io::Error::last_os_error();
-    match e.raw_os_error() {
-        Some(libc::EINVAL | libc::ESPIPE | libc::ENOSYS | libc::EPERM | libc::EOPNOTSUPP) => {
-            Ok(false)
-        }
-        _ => Err(e),
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn start_writeback(_file: &File, _from: u64, _to: u64) -> io::Result<bool> {
-    Ok(false)
 }
 
 /// Counts bytes passing through a writer.
@@ -315,20 +241,17 @@ fn write_and_place<T>(
         .suffix(".tmp")
         .tempfile_in(&dir)
         .map_err(|e| FormatError::new(target, e))?;
-    let xx_t0 = std::time::Instant::now();
     let value = {
         let mut w = FileWriter::new(tmp.as_file());
         let v = write(&mut w).map_err(|e| e.with_path(target))?;
-        w.finish().map_err(|e| FormatError::new(target, e))?;
+        w.flush().map_err(|e| FormatError::new(target, e))?;
         v
     };
-    let xx_t1 = std::time::Instant::now();
     match check {
         None => tmp.as_file().sync_all(),
         Some(check) => sync_while(&tmp, check)?,
     }
     .map_err(|e| FormatError::new(target, e))?;
-    let xx_t2 = std::time::Instant::now();
     if overwrite {
         tmp.persist(target)
             .map_err(|e| FormatError::new(target, e.error))?;
@@ -342,9 +265,6 @@ fn write_and_place<T>(
         })?;
     }
     sync_dir(&dir).map_err(|e| FormatError::new(&dir, e))?;
-    if std::env::var_os("XX_TIMING").is_some() {
-        eprintln!("XX write {:.3} sync+check {:.3} place {:.3}", (xx_t1-xx_t0).as_secs_f64(), (xx_t2-xx_t1).as_secs_f64(), xx_t2.elapsed().as_secs_f64());
-    }
     Ok(value)
 }
 
@@ -362,9 +282,7 @@ fn sync_while(
             .spawn_scoped(s, || file.sync_all())
         {
             Ok(sync) => {
-                let xx = std::time::Instant::now();
                 let checked = check(tmp.path());
-                if std::env::var_os("XX_TIMING").is_some() { eprintln!("XX check {:.3}", xx.elapsed().as_secs_f64()); }
                 let synced = sync
                     .join()
                     .unwrap_or_else(|_| Err(io::Error::other("the fsync thread panicked")));

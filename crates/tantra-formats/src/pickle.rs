@@ -1819,34 +1819,29 @@ impl Vm<'_> {
         })
     }
 
-    /// Ints of a tuple or list, all non-negative.
-    fn uint_seq(&self, id: NodeId) -> Option<Vec<u64>> {
-        let items = match self.node(id) {
-            Object::Tuple(v) | Object::List(v) => v,
-            _ => return None,
+    /// The items of a tuple or list, each converted by `item`; `None` if one does not convert.
+    fn seq_of<T>(&self, id: NodeId, item: impl Fn(&Object) -> Option<T>) -> Option<Vec<T>> {
+        let (Object::Tuple(items) | Object::List(items)) = self.node(id) else {
+            return None;
         };
-        items
-            .iter()
-            .map(|&i| match self.node(i) {
-                Object::Int(v) => u64::try_from(*v).ok(),
-                _ => None,
-            })
-            .collect()
+        items.iter().map(|&i| item(self.node(i))).collect()
     }
 
+    /// Ints of a tuple or list, all non-negative.
+    fn uint_seq(&self, id: NodeId) -> Option<Vec<u64>> {
+        self.seq_of(id, |o| match o {
+            Object::Int(v) => u64::try_from(*v).ok(),
+            _ => None,
+        })
+    }
+
+    /// Ints (or bools, as Python counts them) of a tuple or list.
     fn int_seq(&self, id: NodeId) -> Option<Vec<i64>> {
-        let items = match self.node(id) {
-            Object::Tuple(v) | Object::List(v) => v,
-            _ => return None,
-        };
-        items
-            .iter()
-            .map(|&i| match self.node(i) {
-                Object::Int(v) => Some(*v),
-                Object::Bool(b) => Some(i64::from(*b)),
-                _ => None,
-            })
-            .collect()
+        self.seq_of(id, |o| match o {
+            Object::Int(v) => Some(*v),
+            Object::Bool(b) => Some(i64::from(*b)),
+            _ => None,
+        })
     }
 
     fn persistent_load(&mut self, pid: NodeId) -> Result<NodeId, PickleError> {
