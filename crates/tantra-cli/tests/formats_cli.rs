@@ -3,30 +3,12 @@
 //! against files written by real PyTorch, safetensors and transformers.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use serde_json::Value as J;
 
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")
-}
+mod common;
 
-fn tantra(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tantra"))
-        .args(args)
-        .env_remove("TANTRA_ROOT")
-        .output()
-        .expect("run tantra")
-}
-
-fn stdout_json(out: &Output) -> J {
-    assert!(
-        out.status.success(),
-        "tantra failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("stdout is JSON")
-}
+use common::{fixtures, ok_json as stdout_json, tantra_bare as tantra};
 
 fn inspect_hash(path: &Path) -> J {
     stdout_json(&tantra(&[
