@@ -8,7 +8,7 @@ use serde_json::Value as J;
 
 mod common;
 
-use common::{fixtures, ok_json as stdout_json, tantra_bare as tantra};
+use common::{fixtures, ok, ok_json as stdout_json, tantra_bare as tantra};
 
 fn inspect_hash(path: &Path) -> J {
     stdout_json(&tantra(&[
@@ -231,11 +231,7 @@ fn convert_refuses_to_overwrite_and_leaves_no_partial_output() {
         input.to_str().unwrap(),
         out_path.to_str().unwrap(),
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ok(&out);
     assert_eq!(inspect_hash(&out_path)["format"], "safetensors");
 
     // A refused input leaves nothing behind, not even a temporary file.
@@ -263,11 +259,7 @@ fn convert_to_an_explicit_format_and_unknown_extension() {
         input.to_str().unwrap(),
         odd.to_str().unwrap(),
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ok(&out);
     assert_eq!(inspect_hash(&odd)["format"], "pytorch-zip");
 }
 

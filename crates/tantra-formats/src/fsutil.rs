@@ -240,7 +240,15 @@ fn write_and_place<T>(
         .prefix(TEMP_PREFIX)
         .suffix(".tmp")
         .tempfile_in(&dir)
-        .map_err(|e| FormatError::new(target, e))?;
+        .map_err(|e| {
+            // The temporary file's own name means nothing to the user: say which folder failed.
+            let what = if dir.is_dir() {
+                format!("cannot create a file in {}: {e}", dir.display())
+            } else {
+                format!("the folder {} does not exist", dir.display())
+            };
+            FormatError::new(target, std::io::Error::new(e.kind(), what))
+        })?;
     let value = {
         let mut w = FileWriter::new(tmp.as_file());
         let v = write(&mut w).map_err(|e| e.with_path(target))?;
@@ -377,6 +385,18 @@ mod tests {
         )
         .unwrap();
         assert_eq!(fs::read(&p).unwrap(), b"new");
+    }
+
+    #[test]
+    fn a_missing_folder_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("missing").join("x.bin");
+        let err = atomic_write_bytes(&p, b"one", false)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("x.bin"), "{err}");
+        assert!(err.contains("missing does not exist"), "{err}");
+        assert!(!err.contains(TEMP_PREFIX), "{err}");
     }
 
     #[test]
