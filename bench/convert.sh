@@ -6,7 +6,8 @@
 #
 # The input is written by real torch.save when a Python with torch is available
 # (TORCH_PYTHON, default the torch-check venv), otherwise by tantra itself from a synthetic
-# safetensors file. Reports the median of RUNS runs each (default 3), page cache warm for all,
+# safetensors file. Reports the median of RUNS rounds (default 5; the commands take turns within
+# a round, each started after a `sync` with no output present), the input's page cache warm,
 # and the load average before and after: on a shared machine, numbers taken under load are
 # not comparable. TANTRA=/path/to/tantra measures that binary instead of building this tree
 # (to compare two builds on the same machine at the same time).
@@ -15,7 +16,7 @@ cd "$(dirname "$0")/.."
 SIZE_MB="${1:-256}"
 OUT="${BENCH_DIR:-bench/out}"
 mkdir -p "$OUT"
-RUNS="${RUNS:-3}"
+RUNS="${RUNS:-5}"
 if [ -z "${TANTRA:-}" ]; then
   cargo build --release --quiet --bin tantra
   TANTRA="$PWD/target/release/tantra"
@@ -64,17 +65,28 @@ BYTES=$(stat -c %s "$IN")
 cat "$IN" > /dev/null   # warm the page cache
 
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-timeit() { # prints seconds
-  local s e; s=$(date +%s%N); "$@" >/dev/null 2>&1; e=$(date +%s%N)
+timeit() { # prints seconds; starts from a clean slate: no output, nothing dirty in the page
+  # cache, the input read once more (proactive reclaim may have evicted it since the last run)
+  local s e
+  rm -f "$OUT/out.safetensors" "$OUT/copy.pt"; sync; cat "$IN" > /dev/null; sleep 0.2
+  s=$(date +%s%N); "$@" >/dev/null 2>&1; e=$(date +%s%N)
   awk -v d=$((e - s)) 'BEGIN { printf "%.4f\n", d / 1e9 }'
 }
-run3() { for _ in $(seq "$RUNS"); do rm -f "$OUT/out.safetensors" "$OUT/copy.pt"; timeit "$@"; done | median; }
-
-T_CP=$(run3 cp "$IN" "$OUT/copy.pt")
 cp_sync() { cp "$1" "$2" && sync "$2"; }
-T_CPSYNC=$(run3 cp_sync "$IN" "$OUT/copy.pt")
-T_CONV=$(run3 "$TANTRA" convert --force "$IN" "$OUT/out.safetensors")
-T_NOVERIFY=$(run3 "$TANTRA" convert --force --no-verify "$IN" "$OUT/out.safetensors")
+# The four commands take turns, round after round, so that a slow spell of a shared machine
+# falls on all of them alike; each is reported as the median of its RUNS rounds.
+: > "$OUT/times"
+for _ in $(seq "$RUNS"); do
+  echo "cp $(timeit cp "$IN" "$OUT/copy.pt")" >> "$OUT/times"
+  echo "cpsync $(timeit cp_sync "$IN" "$OUT/copy.pt")" >> "$OUT/times"
+  echo "conv $(timeit "$TANTRA" convert --force "$IN" "$OUT/out.safetensors")" >> "$OUT/times"
+  echo "noverify $(timeit "$TANTRA" convert --force --no-verify "$IN" "$OUT/out.safetensors")" >> "$OUT/times"
+done
+pick() { awk -v k="$1" '$1 == k {print $2}' "$OUT/times" | median; }
+T_CP=$(pick cp)
+T_CPSYNC=$(pick cpsync)
+T_CONV=$(pick conv)
+T_NOVERIFY=$(pick noverify)
 RSS_KB=$(/usr/bin/time -f %M "$TANTRA" convert --force "$IN" "$OUT/out.safetensors" 2>&1 >/dev/null | tail -n 1)
 T_PY=""
 if [ -x "$PY" ] && "$PY" -c "import torch, safetensors" 2>/dev/null; then
@@ -90,7 +102,7 @@ PYEOF
   done | median)
 fi
 
-rm -f "$OUT/out.safetensors" "$OUT/copy.pt"
+rm -f "$OUT/out.safetensors" "$OUT/copy.pt" "$OUT/times"
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo "?")
 awk -v b="$BYTES" -v cp="$T_CP" -v cps="$T_CPSYNC" -v conv="$T_CONV" -v nov="$T_NOVERIFY" -v rss="$RSS_KB" -v py="$T_PY" 'BEGIN {
   printf "input                      %.1f MB (%s)\n", b/1e6, "'"$IN"'"

@@ -20,6 +20,17 @@ pub(crate) const STREAM_CHUNK: usize = 8 << 20;
 /// Pages are released in multiples of this (a multiple of every page size in use: 4, 16, 64 KiB).
 const RELEASE_ALIGN: usize = 64 << 10;
 
+/// The part `within` (offsets relative to `whole.start`) of `whole`, as absolute offsets;
+/// `None` when it reaches beyond `whole` or is reversed.
+pub(crate) fn sub_range(whole: &Range<usize>, within: &Range<u64>) -> Option<Range<usize>> {
+    let start = usize::try_from(within.start).ok()?;
+    let end = usize::try_from(within.end).ok()?;
+    if start > end || end > whole.end.checked_sub(whole.start)? {
+        return None;
+    }
+    Some(whole.start + start..whole.start + end)
+}
+
 /// Where the bytes of an open file live.
 pub(crate) enum Backing {
     Map(Mmap),
@@ -73,7 +84,9 @@ impl Backing {
             let next = (pos - pos % STREAM_CHUNK)
                 .saturating_add(STREAM_CHUNK)
                 .min(range.end);
-            sink(bytes.get(pos..next).ok_or_else(outside)?)?;
+            let chunk = bytes.get(pos..next).ok_or_else(outside)?;
+            self.populate(pos, next);
+            sink(chunk)?;
             self.release(pos, next);
             pos = next;
         }
@@ -108,6 +121,24 @@ impl Backing {
 
     #[cfg(not(unix))]
     fn release(&self, _start: usize, _end: usize) {}
+
+    /// Maps the pages of `start..end` in one call before they are read (Linux 5.14+; elsewhere
+    /// nothing), instead of one page fault per page as they are touched. Handing mapped bytes
+    /// to `write()` is where this counts: a fault inside the kernel's copy makes it back out,
+    /// fault the page in and retry; populated first, the same conversion took half the time
+    /// (`bench/convert.sh`, Linux 6.18, ext4). The advice changes no flags (no VMA split) and
+    /// no contents; an older kernel refuses it, and the pages then fault in as they are read.
+    #[cfg(target_os = "linux")]
+    fn populate(&self, start: usize, end: usize) {
+        if let Backing::Map(map) = self {
+            if start < end {
+                let _ = map.advise_range(memmap2::Advice::PopulateRead, start, end - start);
+            }
+        }
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn populate(&self, _start: usize, _end: usize) {}
 }
 
 #[cfg(test)]

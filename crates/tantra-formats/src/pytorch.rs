@@ -14,17 +14,18 @@
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use crate::detect::{detect_bytes, Detected, NotWeights, DETECT_PREFIX};
 use crate::dtype::DType;
 use crate::error::{ErrorKind, FormatError};
-use crate::mmap::Backing;
+use crate::mmap::{sub_range, Backing};
 use crate::pickle::{
     self, ElementType, Leaf, Limits, NdArray, NdData, Object, ParseOptions, PersistentIds, Pickle,
     PickleError, ScanReport, StorageRef, Verdict,
 };
-use crate::tensor::{TensorInfo, TensorSource, Value};
+use crate::tensor::{range_outside, sink_part, TensorInfo, TensorSource, Value};
 use crate::zip::ZipArchive;
 use crate::Format;
 
@@ -397,6 +398,22 @@ impl PytorchFile {
         )
     }
 
+    /// The bytes of tensor `index` as one run of the memory map, where they are stored that
+    /// way (contiguous, little-endian, in a storage read in place); `None` where they have to
+    /// be materialized.
+    fn file_run(&self, index: usize) -> Result<Option<Range<usize>>, FormatError> {
+        let plan = self.plan(index)?;
+        if let (Source::Map { start, .. }, Some((s, e)), true) =
+            (plan.source, plan.contiguous_range(), plan.swap_unit <= 1)
+        {
+            // Both within the storage, which lies within the map.
+            if e <= self.storage(index, plan)?.len() {
+                return Ok(Some(start + s..start + e));
+            }
+        }
+        Ok(None)
+    }
+
     fn plan(&self, index: usize) -> Result<&Plan, FormatError> {
         self.plans
             .get(index)
@@ -767,20 +784,26 @@ impl TensorSource for PytorchFile {
         index: usize,
         sink: &mut dyn FnMut(&[u8]) -> Result<(), FormatError>,
     ) -> Result<(), FormatError> {
-        let plan = self.plan(index)?;
-        if let (Source::Map { start, .. }, Some((s, e)), true) =
-            (plan.source, plan.contiguous_range(), plan.swap_unit <= 1)
-        {
-            let storage = self.storage(index, plan)?;
-            if e <= storage.len() {
-                // Both within the storage, which lies within the map.
-                return self
-                    .backing
-                    .stream(start + s..start + e, sink, &|| self.outside(index));
-            }
+        match self.file_run(index)? {
+            Some(run) => self.backing.stream(run, sink, &|| self.outside(index)),
+            None => sink(&self.tensor_bytes(index)?),
         }
-        let bytes = self.tensor_bytes(index)?;
-        sink(&bytes)
+    }
+
+    fn stream_tensor_range(
+        &self,
+        index: usize,
+        range: Range<u64>,
+        sink: &mut dyn FnMut(&[u8]) -> Result<(), FormatError>,
+    ) -> Result<(), FormatError> {
+        let outside = || range_outside(self.path.as_deref(), &self.infos, index, &range);
+        match self.file_run(index)? {
+            Some(run) => {
+                let part = sub_range(&run, &range).ok_or_else(outside)?;
+                self.backing.stream(part, sink, &|| self.outside(index))
+            }
+            None => sink_part(&self.tensor_bytes(index)?, &range, outside, sink),
+        }
     }
 
     fn metadata(&self) -> &BTreeMap<String, String> {

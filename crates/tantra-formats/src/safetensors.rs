@@ -52,8 +52,8 @@ use serde::ser::{Serialize, SerializeMap, Serializer};
 
 use crate::dtype::DType;
 use crate::error::{ErrorKind, FormatError, ResultExt};
-use crate::mmap::Backing;
-use crate::tensor::{TensorInfo, TensorSource, Value};
+use crate::mmap::{sub_range, Backing};
+use crate::tensor::{range_outside, TensorInfo, TensorSource, Value};
 use crate::{Format, Progress, VALUES_METADATA_KEY};
 
 /// The largest header the reference reader accepts (and so the largest tantra writes).
@@ -984,6 +984,21 @@ impl TensorSource for SafetensorsFile {
     ) -> Result<(), FormatError> {
         let r = self.range(index)?;
         self.backing.stream(r, sink, &|| {
+            self.error(SafetensorsError::NoSuchTensor { index })
+        })
+    }
+
+    fn stream_tensor_range(
+        &self,
+        index: usize,
+        range: Range<u64>,
+        sink: &mut dyn FnMut(&[u8]) -> Result<(), FormatError>,
+    ) -> Result<(), FormatError> {
+        let r = self.range(index)?;
+        let part = sub_range(&r, &range).ok_or_else(|| {
+            range_outside(self.path.as_deref(), &self.header.tensors, index, &range)
+        })?;
+        self.backing.stream(part, sink, &|| {
             self.error(SafetensorsError::NoSuchTensor { index })
         })
     }

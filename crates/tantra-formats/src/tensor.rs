@@ -7,6 +7,8 @@
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::ops::Range;
+use std::path::Path;
 
 use crate::dtype::DType;
 use crate::error::FormatError;
@@ -140,6 +142,24 @@ pub trait TensorSource {
         sink(&bytes)
     }
 
+    /// Feeds bytes `range` of tensor `index` (offsets into its row-major bytes) to `sink`, as
+    /// [`TensorSource::stream_tensor`] does for the whole tensor. Memory-mapped sources serve
+    /// any part of a tensor stored as one run of the file without touching the rest; the
+    /// default takes the part out of [`TensorSource::tensor_bytes`], which for a tensor that has
+    /// to be materialized (a strided view) builds the whole tensor on every call.
+    ///
+    /// # Errors
+    /// A range beyond the tensor's bytes, and the source's and the sink's errors.
+    fn stream_tensor_range(
+        &self,
+        index: usize,
+        range: Range<u64>,
+        sink: &mut dyn FnMut(&[u8]) -> Result<(), FormatError>,
+    ) -> Result<(), FormatError> {
+        let outside = || range_outside(None, self.tensors(), index, &range);
+        sink_part(&self.tensor_bytes(index)?, &range, outside, sink)
+    }
+
     /// String metadata (the safetensors `__metadata__`); empty for formats without it.
     fn metadata(&self) -> &BTreeMap<String, String>;
 
@@ -158,6 +178,43 @@ pub trait TensorSource {
             .map(|t| t.numel().unwrap_or(u64::MAX))
             .fold(0u64, |a, b| a.saturating_add(b))
     }
+}
+
+/// The error for a part of tensor `index` (of the file at `path`) that lies beyond its bytes.
+pub(crate) fn range_outside(
+    path: Option<&Path>,
+    infos: &[TensorInfo],
+    index: usize,
+    range: &Range<u64>,
+) -> FormatError {
+    let (name, len) = infos
+        .get(index)
+        .map(|t| (t.name.as_str(), t.byte_len().unwrap_or(0)))
+        .unwrap_or(("?", 0));
+    FormatError {
+        path: path.map(Path::to_path_buf),
+        ..FormatError::memory(format!(
+            "bytes {}..{} of tensor {name:?} asked for; it has {len}",
+            range.start, range.end
+        ))
+    }
+}
+
+/// Feeds bytes `range` of a whole tensor's `bytes` to `sink` (the error of `outside` when the
+/// range does not lie within them).
+pub(crate) fn sink_part(
+    bytes: &[u8],
+    range: &Range<u64>,
+    outside: impl FnOnce() -> FormatError,
+    sink: &mut dyn FnMut(&[u8]) -> Result<(), FormatError>,
+) -> Result<(), FormatError> {
+    let part = usize::try_from(range.start)
+        .ok()
+        .zip(usize::try_from(range.end).ok())
+        .filter(|(s, e)| s <= e)
+        .and_then(|(s, e)| bytes.get(s..e))
+        .ok_or_else(outside)?;
+    sink(part)
 }
 
 /// Tensors held in memory: what model initialization produces and what tests build.

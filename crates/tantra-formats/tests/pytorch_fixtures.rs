@@ -237,3 +237,58 @@ fn good_fixtures_scan_safe() {
     let r = scan_file(&fixtures().join("torch/all_dtypes.safetensors")).unwrap();
     assert!(r.is_safe());
 }
+
+/// Every part of every tensor, streamed as a range, is the same bytes as the part cut out of
+/// the whole tensor: for storages read in place, views materialized, both archive kinds, and
+/// for safetensors files; a range past the end is an error naming the tensor.
+#[test]
+fn ranges_of_tensors_are_the_bytes_of_the_whole() {
+    let files = [
+        "torch/all_dtypes.pt",
+        "torch/all_dtypes_legacy.pt",
+        "torch/views.pt",
+        "torch/views_legacy.pt",
+        "torch/checkpoint.pt",
+        "torch/all_dtypes.safetensors",
+    ];
+    let mut checked = 0;
+    for file in files {
+        let path = fixtures().join(file);
+        let f = tantra_formats::open(&path).unwrap();
+        for (i, t) in f.tensors().iter().enumerate() {
+            let whole = f.tensor_bytes(i).unwrap().into_owned();
+            let n = whole.len() as u64;
+            let cuts = [
+                (0, n),
+                (0, 0),
+                (n, n),
+                (n / 3, n),
+                (1.min(n), n / 2 + 1.min(n)),
+            ];
+            for (s, e) in cuts {
+                let mut got = Vec::new();
+                f.stream_tensor_range(i, s..e, &mut |c| {
+                    got.extend_from_slice(c);
+                    Ok(())
+                })
+                .unwrap();
+                assert_eq!(
+                    got,
+                    &whole[s as usize..e as usize],
+                    "{file} {} {s}..{e}",
+                    t.name
+                );
+                checked += 1;
+            }
+            let err = f
+                .stream_tensor_range(i, 0..n + 1, &mut |_| Ok(()))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(&t.name) && err.contains(file.rsplit('/').next().unwrap()),
+                "{err}"
+            );
+        }
+    }
+    assert!(checked > 100, "{checked}");
+}

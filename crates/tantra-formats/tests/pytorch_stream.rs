@@ -122,3 +122,32 @@ fn streaming_a_large_tensor_keeps_rss_low() {
     assert_eq!(d.len(), 64);
     assert!((rss_kib().saturating_sub(before)) / 1024 < 64);
 }
+
+#[test]
+fn streaming_part_of_a_large_tensor_keeps_rss_low() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big.pt");
+    let len: u64 = 256 << 20;
+    sparse_archive(&path, len);
+    let file = PytorchFile::open(&path).unwrap();
+    let before = rss_kib();
+    let mut peak = before;
+    let mut total = 0u64;
+    let mut largest = 0usize;
+    let (s, e) = ((100 << 20) + 3, (228 << 20) + 5);
+    file.stream_tensor_range(0, s..e, &mut |c| {
+        assert!(c.iter().all(|&b| b == 0));
+        largest = largest.max(c.len());
+        total += c.len() as u64;
+        peak = peak.max(rss_kib());
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(total, e - s);
+    assert!(largest <= 8 << 20, "chunk of {largest} bytes");
+    let growth_mib = (peak.saturating_sub(before)) / 1024;
+    assert!(
+        growth_mib < 64,
+        "RSS grew by {growth_mib} MiB while streaming 128 MiB"
+    );
+}
