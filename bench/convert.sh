@@ -74,7 +74,10 @@ timeit() { # prints seconds; starts from a clean slate: no output, nothing dirty
 }
 cp_sync() { cp "$1" "$2" && sync "$2"; }
 # The four commands take turns, round after round, so that a slow spell of a shared machine
-# falls on all of them alike; each is reported as the median of its RUNS rounds.
+# falls on all of them alike; each is reported as the median of its RUNS rounds. Each command
+# writes over the blocks the one before it freed: on this development machine's virtual disk,
+# writing to blocks never written before was several times slower (for `cp` + `sync` as much
+# as for tantra), which would measure the disk's provisioning, not the tools.
 : > "$OUT/times"
 for _ in $(seq "$RUNS"); do
   echo "cp $(timeit cp "$IN" "$OUT/copy.pt")" >> "$OUT/times"

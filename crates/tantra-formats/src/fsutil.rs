@@ -43,7 +43,7 @@ const BUFFER: usize = 1 << 20;
 /// (Linux 6.18, ext4; `bench/convert.sh`).
 const MAX_WRITE: usize = 2 << 20;
 
-/// The writer [`atomic_write`] hands out: buffered ([`BUFFER`] bytes; larger writes go straight
+/// The writer [`atomic_write`] hands out: buffered (1 MiB; larger writes go straight
 /// through), and on Linux it starts the write-back of every [`WRITEBACK_WINDOW`] bytes as soon as
 /// they are written (see the module docs).
 pub struct FileWriter<'a> {
@@ -64,6 +64,13 @@ impl<'a> FileWriter<'a> {
                 },
             ),
         }
+    }
+}
+
+impl FileWriter<'_> {
+    /// The file written to (for reading back what has reached it; never for writing).
+    pub fn file(&self) -> &File {
+        self.inner.get_ref().file
     }
 }
 

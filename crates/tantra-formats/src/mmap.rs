@@ -31,6 +31,42 @@ pub(crate) fn sub_range(whole: &Range<usize>, within: &Range<u64>) -> Option<Ran
     Some(whole.start + start..whole.start + end)
 }
 
+/// Streams bytes `range` of `file` to `sink` as [`Backing::stream`] does (bounded chunks,
+/// pages populated before and released after), through a map of just that part of the file:
+/// for reading back part of a file that is still being written.
+///
+/// # Errors
+/// A range past the file's end, a failed map, and the sink's first error.
+pub(crate) fn stream_file_range(
+    file: &File,
+    range: Range<u64>,
+    sink: &mut dyn FnMut(&[u8]) -> Result<(), FormatError>,
+) -> Result<(), FormatError> {
+    let outside = || {
+        FormatError::memory(format!(
+            "bytes {}..{} are not all in the file",
+            range.start, range.end
+        ))
+    };
+    let io = |e: std::io::Error| FormatError {
+        path: None,
+        kind: e.into(),
+    };
+    if range.start > range.end || range.end > file.metadata().map_err(io)?.len() {
+        return Err(outside());
+    }
+    if range.is_empty() {
+        return sink(&[]);
+    }
+    let from = range.start - range.start % RELEASE_ALIGN as u64;
+    let len = usize::try_from(range.end - from).map_err(|_| outside())?;
+    // SAFETY: as for `Backing::map`: a read-only shared map of a file that nobody truncates
+    // while it is mapped (here tantra's own temporary file, which only grows).
+    let map = unsafe { memmap2::MmapOptions::new().offset(from).len(len).map(file) }.map_err(io)?;
+    let skip = (range.start - from) as usize;
+    Backing::Map(map).stream(skip..len, sink, &outside)
+}
+
 /// Where the bytes of an open file live.
 pub(crate) enum Backing {
     Map(Mmap),

@@ -806,6 +806,16 @@ impl TensorSource for PytorchFile {
         }
     }
 
+    fn file_range(&self, index: usize) -> Option<Range<u64>> {
+        match &self.backing {
+            Backing::Map(_) => match self.file_run(index) {
+                Ok(Some(r)) => Some(r.start as u64..r.end as u64),
+                _ => None,
+            },
+            Backing::Owned(_) => None,
+        }
+    }
+
     fn metadata(&self) -> &BTreeMap<String, String> {
         &self.metadata
     }

@@ -1003,6 +1003,13 @@ impl TensorSource for SafetensorsFile {
         })
     }
 
+    fn file_range(&self, index: usize) -> Option<Range<u64>> {
+        match &self.backing {
+            Backing::Map(_) => self.range(index).ok().map(|r| r.start as u64..r.end as u64),
+            Backing::Owned(_) => None,
+        }
+    }
+
     fn metadata(&self) -> &BTreeMap<String, String> {
         &self.header.metadata
     }

@@ -160,6 +160,14 @@ pub trait TensorSource {
         sink_part(&self.tensor_bytes(index)?, &range, outside, sink)
     }
 
+    /// Where the bytes of tensor `index` lie in the source's file, as one run of it (offsets
+    /// from the file's start), for a tensor stored that way; `None` for one that has to be
+    /// materialized, and for sources that are not files.
+    fn file_range(&self, index: usize) -> Option<Range<u64>> {
+        let _ = index;
+        None
+    }
+
     /// String metadata (the safetensors `__metadata__`); empty for formats without it.
     fn metadata(&self) -> &BTreeMap<String, String>;
 
