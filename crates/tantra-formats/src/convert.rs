@@ -825,4 +825,41 @@ mod tests {
             }
         }
     }
+
+    #[test]
+    fn the_final_check_compares_what_was_not_vouched_for_at_its_place() {
+        let m = tensors();
+        // The output as written, with one byte of tensor 3 changed.
+        let mut changed = MemorySource::new();
+        for (i, t) in m.tensors().iter().enumerate() {
+            let mut data = m.tensor_bytes(i).unwrap().into_owned();
+            if i == 3 {
+                data[2_000_000] ^= 1;
+            }
+            changed.push(t.clone(), data).unwrap();
+        }
+        let (file, ranges) = tracked_write(&changed, OutputFormat::Safetensors);
+        let path = file.path();
+        let mut vouched: Vec<Option<Range<u64>>> = vec![None; m.tensors().len()];
+        for (i, r) in ranges {
+            // Tensor 3 vouched for at a place the file does not give it.
+            vouched[i] = Some(if i == 3 { r.start + 8..r.end + 8 } else { r });
+        }
+        for v in [None, Some(vouched.as_slice())] {
+            let err = verify_output(&m, path, path, &NoProgress, v).unwrap_err();
+            assert!(
+                err.to_string()
+                    .contains("tensor \"t3\": byte 2000000 differs"),
+                "{err}"
+            );
+        }
+        // The same file against its own tensors passes, vouched for or not.
+        let all: Vec<_> = tracked_write(&changed, OutputFormat::Safetensors).1;
+        let mut fine = vec![None; m.tensors().len()];
+        for (i, r) in all {
+            fine[i] = Some(r);
+        }
+        verify_output(&changed, path, path, &NoProgress, None).unwrap();
+        verify_output(&changed, path, path, &NoProgress, Some(&fine)).unwrap();
+    }
 }
