@@ -16,14 +16,14 @@
 //! # Why most of the comparing happens while the file is written
 //! Writing keeps one core busy (the copy into the page cache) and the kernel's write-back part
 //! of another; comparing afterwards would add its own time on top. So a thread beside the
-//! writer (`verify_beside`) compares each tensor as soon as its bytes have reached the
-//! temporary file, at the place the writer was seen to put them (`Tracking`). That thread can
+//! writer (`verify_beside`) compares each tensor of at least a mebibyte as soon as its bytes
+//! have reached the temporary file, at the place the writer was seen to put them (`Tracking`). That thread can
 //! only vouch: when the finished file has been parsed, a tensor counts as compared only if the
 //! file's own header or pickle places it at exactly the bytes that were compared; every other
 //! tensor (and any that differed or could not be read) is compared again, from the parsed file,
 //! on up to four threads, and a difference is reported from there with the tensor and the first
-//! byte that differs. On the benchmark file this made verification cost 15 ms instead of 45 ms
-//! after the writing (`bench/convert.sh`).
+//! byte that differs. On the benchmark file (16 tensors of 16 MiB) this made verification add
+//! about 18 ms to the conversion instead of 45 ms (`bench/convert.sh`).
 //!
 //! The final check runs on the temporary file while its last bytes are synced to disk
 //! ([`atomic_write_checked`]); a verification that fails therefore never replaces the file
@@ -41,7 +41,7 @@ use std::sync::Mutex;
 
 use crate::detect::extension_mismatch;
 use crate::error::{ErrorKind, FormatError};
-use crate::fsutil::{atomic_write, atomic_write_checked, CountingWriter, FileWriter};
+use crate::fsutil::{atomic_write, atomic_write_checked, FileWriter};
 use crate::mmap::stream_file_range;
 use crate::tensor::{TensorInfo, TensorSource, Value};
 use crate::{open, write_to, Format, NoProgress, OutputFormat, Progress};
@@ -128,9 +128,7 @@ pub fn convert(
         write_verified(src.as_ref(), output, opts.force, format, &archive, progress)?
     } else {
         atomic_write(output, opts.force, |w| {
-            let mut cw = CountingWriter::new(w);
-            write_to(&mut cw, format, src.as_ref(), &archive, progress)?;
-            Ok(cw.count())
+            write_to(w, format, src.as_ref(), &archive, progress)
         })?
     };
     Ok(ConvertReport {
@@ -177,8 +175,7 @@ fn write_verified(
                 inner: w,
                 count: tracking.count,
             };
-            write_to(&mut pw, format, &tracking, archive, progress)?;
-            Ok(tracking.count.load(Ordering::Acquire))
+            write_to(&mut pw, format, &tracking, archive, progress)
         };
         let check = |written: &Path| {
             // The file is complete and flushed: no byte is still to come.
@@ -217,6 +214,12 @@ enum Note {
     Tensor(usize, Range<u64>),
 }
 
+/// Tensors smaller than this are left to the check after the writing, which reads them out of
+/// one map of the finished file: reading one back while the file grows costs a map of its own,
+/// which for a file of 20,000 tensors of 4 KiB made verifying take five times as long as
+/// writing.
+const BESIDE_MIN: u64 = 1 << 20;
+
 /// The input as the writer pulls it: for each tensor streamed, where its bytes went in the
 /// output (the count of bytes written before its first chunk and after its last) is passed to
 /// the verifier. A writer that put anything else between a tensor's chunks would only make
@@ -249,7 +252,9 @@ impl TensorSource for Tracking<'_> {
         })?;
         if let Some(start) = start {
             let end = self.count.load(Ordering::Acquire);
-            let _ = self.notes.send(Note::Tensor(index, start..end));
+            if end - start >= BESIDE_MIN {
+                let _ = self.notes.send(Note::Tensor(index, start..end));
+            }
         }
         Ok(())
     }
@@ -789,7 +794,9 @@ mod tests {
         let m = tensors();
         for format in [OutputFormat::Safetensors, OutputFormat::Pt] {
             let (file, ranges) = tracked_write(&m, format);
-            assert_eq!(ranges.len(), m.tensors().len());
+            // Only the tensors of at least BESIDE_MIN bytes (3 MiB and 1 MiB) are noted.
+            let noted: Vec<usize> = ranges.iter().map(|(i, _)| *i).collect();
+            assert_eq!(noted, vec![3, 4], "{format:?}");
             let out = open(file.path()).unwrap();
             for (i, r) in ranges {
                 let j = out.find(&m.tensors()[i].name).unwrap();
@@ -802,7 +809,15 @@ mod tests {
     #[test]
     fn the_verifier_beside_vouches_only_for_equal_bytes() {
         let m = tensors();
-        let (file, ranges) = tracked_write(&m, OutputFormat::Safetensors);
+        let (file, _) = tracked_write(&m, OutputFormat::Safetensors);
+        // Every tensor at the place the finished file gives it, small ones included.
+        let out = open(file.path()).unwrap();
+        let ranges: Vec<(usize, Range<u64>)> = (0..m.tensors().len())
+            .map(|i| {
+                let j = out.find(&m.tensors()[i].name).unwrap();
+                (i, out.file_range(j).unwrap())
+            })
+            .collect();
         let (notes, heard) = mpsc::channel();
         notes.send(Note::Output(file.reopen().unwrap())).unwrap();
         for (i, r) in &ranges {

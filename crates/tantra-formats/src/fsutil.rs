@@ -159,35 +159,6 @@ impl Write for WritebackAhead<'_> {
     }
 }
 
-/// Counts bytes passing through a writer.
-pub struct CountingWriter<W> {
-    inner: W,
-    count: u64,
-}
-
-impl<W: Write> CountingWriter<W> {
-    pub fn new(inner: W) -> Self {
-        CountingWriter { inner, count: 0 }
-    }
-    pub fn count(&self) -> u64 {
-        self.count
-    }
-    pub fn into_inner(self) -> W {
-        self.inner
-    }
-}
-
-impl<W: Write> Write for CountingWriter<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.count += n as u64;
-        Ok(n)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
-}
-
 /// The directory `path` lives in (`.` for a bare file name).
 pub fn parent_dir(path: &Path) -> PathBuf {
     match path.parent() {

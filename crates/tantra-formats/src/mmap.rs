@@ -164,10 +164,12 @@ impl Backing {
     /// fault the page in and retry; populated first, the same conversion took half the time
     /// (`bench/convert.sh`, Linux 6.18, ext4). The advice changes no flags (no VMA split) and
     /// no contents; an older kernel refuses it, and the pages then fault in as they are read.
+    /// Below [`RELEASE_ALIGN`] bytes the system call costs more than the few faults it saves
+    /// (the kernel maps up to 16 neighbouring pages per fault anyway).
     #[cfg(target_os = "linux")]
     fn populate(&self, start: usize, end: usize) {
         if let Backing::Map(map) = self {
-            if start < end {
+            if end.saturating_sub(start) >= RELEASE_ALIGN {
                 let _ = map.advise_range(memmap2::Advice::PopulateRead, start, end - start);
             }
         }

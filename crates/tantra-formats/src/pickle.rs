@@ -1075,7 +1075,7 @@ fn read_op(data: &[u8], off: usize) -> Result<(u8, &'static str, Arg<'_>, usize)
         offset: off,
         opcode: name,
     };
-    let fixed = |n: usize| rest.get(..n).ok_or(truncated.clone());
+    let fixed = |n: usize| rest.get(..n).ok_or_else(|| truncated.clone());
     // A body of `len` bytes after a `hdr`-byte length field.
     let counted = |hdr: usize, len: u64| -> Result<&[u8], PickleError> {
         let remaining = rest.len().saturating_sub(hdr) as u64;
@@ -1090,11 +1090,11 @@ fn read_op(data: &[u8], off: usize) -> Result<(u8, &'static str, Arg<'_>, usize)
         Ok(&rest[hdr..hdr + len as usize])
     };
     let line = |from: usize| -> Result<&[u8], PickleError> {
-        let r = rest.get(from..).ok_or(truncated.clone())?;
+        let r = rest.get(from..).ok_or_else(|| truncated.clone())?;
         let n = r
             .iter()
             .position(|&b| b == b'\n')
-            .ok_or(truncated.clone())?;
+            .ok_or_else(|| truncated.clone())?;
         Ok(&r[..n])
     };
     let le = |b: &[u8]| b.iter().rev().fold(0u64, |a, &x| (a << 8) | u64::from(x));
