@@ -2,6 +2,7 @@
 
 mod commands;
 mod progress;
+mod signals;
 mod table;
 
 use std::process::ExitCode;
@@ -10,6 +11,7 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     restore_sigpipe();
+    signals::install();
     let cli = commands::Cli::parse();
     match commands::run(cli) {
         Ok(code) => code,

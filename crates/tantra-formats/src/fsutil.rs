@@ -28,9 +28,8 @@ use std::path::{Path, PathBuf};
 use tempfile::NamedTempFile;
 
 use crate::error::{ErrorKind, FormatError};
-
-/// Prefix of every temporary file tantra creates next to a target.
-pub const TEMP_PREFIX: &str = ".tantra-tmp-";
+use crate::failpoint;
+pub use crate::temp::TEMP_PREFIX;
 
 /// [`FileWriter`] starts write-back each time this many more bytes have reached the file.
 pub const WRITEBACK_WINDOW: u64 = 8 << 20;
@@ -169,6 +168,7 @@ pub fn parent_dir(path: &Path) -> PathBuf {
 
 /// `fsync`s a directory so that a rename inside it is durable.
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    failpoint::step("syncdir", dir)?;
     // Opening a directory read-only and calling fsync is the POSIX way; other platforms
     // do not allow it, and there a failure to open is not an error.
     match File::open(dir) {
@@ -219,11 +219,7 @@ fn write_and_place<T>(
         return Err(FormatError::new(target, ErrorKind::Exists));
     }
     let dir = parent_dir(target);
-    let tmp = tempfile::Builder::new()
-        .prefix(TEMP_PREFIX)
-        .suffix(".tmp")
-        .tempfile_in(&dir)
-        .map_err(|e| {
+    let tmp = crate::temp::create_in(&dir).map_err(|e| {
             // The temporary file's own name means nothing to the user: say which folder failed.
             let what = if dir.is_dir() {
                 format!("cannot create a file in {}: {e}", dir.display())
@@ -233,16 +229,19 @@ fn write_and_place<T>(
             FormatError::new(target, std::io::Error::new(e.kind(), what))
         })?;
     let value = {
+        failpoint::step("write", tmp.path()).map_err(|e| FormatError::new(target, e))?;
         let mut w = FileWriter::new(tmp.as_file());
         let v = write(&mut w).map_err(|e| e.with_path(target))?;
         w.flush().map_err(|e| FormatError::new(target, e))?;
         v
     };
+    failpoint::step("fsync", tmp.path()).map_err(|e| FormatError::new(target, e))?;
     match check {
         None => tmp.as_file().sync_all(),
         Some(check) => sync_while(&tmp, check)?,
     }
     .map_err(|e| FormatError::new(target, e))?;
+    failpoint::step("rename", target).map_err(|e| FormatError::new(target, e))?;
     if overwrite {
         tmp.persist(target)
             .map_err(|e| FormatError::new(target, e.error))?;

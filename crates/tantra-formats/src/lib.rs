@@ -19,12 +19,14 @@ pub mod detect;
 pub mod digest;
 pub mod dtype;
 pub mod error;
+pub mod failpoint;
 pub mod fsutil;
 mod mmap;
 pub mod pickle;
 pub mod pytorch;
 pub mod pytorch_write;
 pub mod safetensors;
+pub mod temp;
 pub mod tensor;
 pub mod zip;
 

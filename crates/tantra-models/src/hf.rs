@@ -622,7 +622,7 @@ pub fn import_into_store(
 ) -> Result<StoreImportReport, HfError> {
     let model = Architecture::Mamba.name();
     let ck = import_hf(dir)?;
-    tantra_store::names::validate_name("version", version)?;
+    tantra_store::validate_name("version", version)?;
     let json = serde_json::to_value(&ck.config).map_err(|source| HfError::Json {
         path: dir.join(CONFIG_FILE),
         source,

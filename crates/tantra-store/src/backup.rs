@@ -17,13 +17,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use tantra_formats::{open, Progress};
+use tantra_formats::{open, OutputFormat, Progress};
 
 use crate::checkpoint::CheckpointRecord;
 use crate::content::TensorTable;
 use crate::error::{Result, StoreError};
 use crate::fsx::{self, FileHash};
 use crate::lock::RootLock;
+use crate::plan::{NewFile, RegisterRequest};
 use crate::registry::{is_safe_relative, VersionRecord};
 use crate::time::now_rfc3339;
 use crate::WeightManager;
@@ -135,28 +136,6 @@ impl BackupSpec {
             record: None,
         }
     }
-
-    /// [`BackupSpec::file`] of a file that is in the way of `model:version`'s `format` file,
-    /// sized from the file itself.
-    pub(crate) fn in_the_way(
-        kind: BackupKind,
-        src_rel: &str,
-        path: &Path,
-        (model, version, format): (&str, &str, &str),
-        reason: String,
-    ) -> Self {
-        BackupSpec {
-            model: Some(model.into()),
-            version: Some(version.into()),
-            format: Some(format.into()),
-            ..BackupSpec::file(
-                kind,
-                src_rel,
-                crate::weights::file_len(path).unwrap_or(0),
-                reason,
-            )
-        }
-    }
 }
 
 /// What [`WeightManager::restore`] did.
@@ -179,9 +158,30 @@ impl WeightManager {
         self.backups_dir().join(MANIFEST_FILE)
     }
 
+    /// The backup manifest.
+    ///
+    /// # Errors
+    /// A manifest that does not parse, or one that is missing while `backups/` holds files: the
+    /// store never decides anything about backups it cannot account for (`tantra repair`
+    /// rebuilds the manifest).
     pub(crate) fn load_manifest(&self) -> Result<Manifest> {
         let path = self.manifest_path();
-        let m: Manifest = fsx::read_json(&path)?.unwrap_or_default();
+        let m: Manifest = match fsx::read_json(&path)? {
+            Some(m) => m,
+            None => {
+                let n = crate::cleanup::list_files(&self.backups_dir())?
+                    .iter()
+                    .filter(|(n, _)| !fsx::is_temp_name(n))
+                    .count();
+                if n > 0 {
+                    return Err(StoreError::corrupt(
+                        &path,
+                        format!("the backup manifest is missing while backups/ holds {n} file(s)"),
+                    ));
+                }
+                Manifest::default()
+            }
+        };
         if m.schema > SCHEMA {
             return Err(StoreError::SchemaTooNew {
                 path,
@@ -208,10 +208,12 @@ impl WeightManager {
         }
         let mut manifest = self.load_manifest()?;
         let dir = self.backups_dir();
-        std::fs::create_dir_all(&dir).map_err(|e| StoreError::io(&dir, e))?;
+        fsx::create_dirs(&dir)?;
         let mut out = Vec::new();
         for spec in specs {
             let src = self.abs(&spec.src_rel);
+            // A missing file leaves nothing to keep; a symlink is followed and its bytes copied
+            // (never a link to a link).
             if !src.is_file() {
                 continue;
             }
@@ -311,7 +313,7 @@ impl WeightManager {
         }
         let target = self.abs(&entry.original);
         let dir = tantra_formats::fsutil::parent_dir(&target);
-        std::fs::create_dir_all(&dir).map_err(|e| StoreError::io(&dir, e))?;
+        fsx::create_dirs(&dir)?;
         // The copy that will be renamed into place; hashed while it is written.
         let staged = fsx::copy_to_temp(&bfile, &dir, &target, progress)?;
         if let Some(sha) = &entry.sha256 {
@@ -364,6 +366,9 @@ impl WeightManager {
         let Some(frec) = snap.formats.get(format).cloned() else {
             return Err(bad("the registry entry does not name the file's format"));
         };
+        let fmt: OutputFormat = format
+            .parse()
+            .map_err(|e: String| bad(&format!("format: {e}")))?;
         if snap.content != table.content {
             return Err(StoreError::BackupDamaged {
                 id: entry.id.clone(),
@@ -371,94 +376,80 @@ impl WeightManager {
                 detail: "its tensors are not those recorded".into(),
             });
         }
-        let target = self.abs(&entry.original);
         let lock = self.lock()?;
-        let mut reg = self.registry()?;
-        if let Some((m, v, f)) = reg.owner_of(&entry.original) {
+        let current = self.registry()?;
+        let canonical = crate::plan::canonical_rel(model, version, fmt);
+        if let Some((m, v, f)) = current.owner_of(&canonical) {
             if (m, v, f) != (model.as_str(), version.as_str(), format.as_str()) {
-                return Err(blocked(target, m, v, f));
+                return Err(blocked(self.abs(&canonical), m, v, f));
             }
         }
-        let mut specs = Vec::new();
-        let mut stale = Vec::new();
-        let current = reg.version(model, version).cloned();
-        let replacing = current.as_ref().is_some_and(|c| c.content != snap.content);
-        if let Some(cur) = &current {
-            for (f, rec) in &cur.formats {
-                if replacing || f == format {
-                    specs.push(self.weights_backup_spec(
-                        model,
-                        version,
-                        f,
-                        cur,
-                        rec,
-                        &format!("replaced by restore {}", entry.id),
-                    ));
-                    if rec.path != entry.original {
-                        stale.push(rec.path.clone());
+        let req = RegisterRequest {
+            model: model.clone(),
+            version: version.clone(),
+            content: snap.content.clone(),
+            parameters: snap.parameters,
+            tensors: snap.tensors,
+            dtypes: snap.dtypes.clone(),
+            files: vec![NewFile {
+                format: fmt,
+                sha256: hash.sha256.clone(),
+                bytes: hash.bytes,
+                source: frec.source.clone(),
+                staged: true,
+            }],
+            tags: Vec::new(),
+            note: None,
+            config: None,
+            make_default: false,
+            force: true,
+            now: crate::time::now_rfc3339(),
+            reason: format!("replaced by restore {}", entry.id),
+        };
+        let (mut plan, files) = crate::plan::plan_register(&current, &req)?;
+        if current.version(model, version).is_none() {
+            // The version comes back as it was: its dates, tags, note and config.
+            if let Some(v) = plan.registry.version_mut(model, version) {
+                v.created = snap.created.clone();
+                v.note = snap.note.clone();
+                v.config = snap.config.clone();
+                v.extra = snap.extra.clone();
+                v.tags = snap.tags.clone();
+            }
+            for t in &snap.tags {
+                if let Some(m) = plan.registry.models.get_mut(model) {
+                    for (v, rec) in m.versions.iter_mut() {
+                        if v != version {
+                            rec.tags.retain(|x| x != t);
+                        }
                     }
                 }
             }
         }
-        if target.is_file() && !reg.all_paths().contains(entry.original.as_str()) {
-            specs.push(BackupSpec::in_the_way(
-                BackupKind::Orphan,
-                &entry.original,
-                &target,
-                (model.as_str(), version.as_str(), format.as_str()),
-                format!("unregistered file overwritten by restore {}", entry.id),
-            ));
-        }
-        let taken = self.backup_locked(&lock, specs)?;
-        if let Some(m) = reg.models.get_mut(model) {
-            if replacing {
-                m.versions.remove(version);
-            } else if let Some(v) = m.versions.get_mut(version) {
-                v.formats.remove(format);
-                if v.formats.is_empty() {
-                    m.versions.remove(version);
-                }
-            }
-        }
-        if current.is_some() {
-            reg.save(&self.registry_path())?;
-        }
-        fsx::persist(tmp, &target, true)?;
-        table.save(&self.digests_path(model, version))?;
-        let m = reg.models.entry(model.clone()).or_default();
-        let v = m.versions.entry(version.clone()).or_insert_with(|| {
-            let mut s = snap.clone();
-            s.formats.clear();
-            s
-        });
-        v.formats.insert(
-            format.clone(),
-            crate::registry::FormatRecord {
-                path: entry.original.clone(),
-                bytes: hash.bytes,
-                sha256: hash.sha256.clone(),
-                ..frec
-            },
-        );
-        if m.default
-            .as_ref()
-            .is_none_or(|d| !m.versions.contains_key(d))
-        {
-            m.default = Some(version.clone());
-        }
-        reg.save(&self.registry_path())?;
-        for rel in stale {
-            fsx::remove_synced(&self.abs(&rel))?;
-        }
+        let path = files
+            .first()
+            .map(|f| f.path.clone())
+            .unwrap_or_else(|| entry.original.clone());
+        let applied = self.apply(&lock, &current, plan, vec![Some(tmp)], &[table])?;
+        drop(lock);
+        let path = self
+            .registry()
+            .ok()
+            .and_then(|r| {
+                r.version(model, version)
+                    .and_then(|v| v.formats.get(format))
+                    .map(|f| f.path.clone())
+            })
+            .unwrap_or(path);
         Ok(RestoreReport {
             id: entry.id.clone(),
             kind: entry.kind,
-            path: entry.original.clone(),
+            path,
             model: Some(model.clone()),
             version: Some(version.clone()),
             format: Some(format.clone()),
             step: None,
-            backups: taken.into_iter().map(|b| b.id).collect(),
+            backups: applied.backups.into_iter().map(|b| b.id).collect(),
         })
     }
 

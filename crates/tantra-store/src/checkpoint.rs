@@ -23,7 +23,7 @@ use tantra_formats::{open, write_to, OutputFormat, Progress, TensorSource};
 use crate::backup::{BackupKind, BackupSpec};
 use crate::cleanup::{list_dirs, list_files, CleanupItem, CleanupKind};
 use crate::content::TensorTable;
-use crate::error::{IoResultExt, Result, StoreError};
+use crate::error::{Result, StoreError};
 use crate::fsx::{self, FileHash};
 use crate::names::{checkpoint_file_name, checkpoint_record_name, validate_name};
 use crate::registry::Source;
@@ -192,6 +192,7 @@ impl WeightManager {
         let archive = archive_name(&target);
         let staged = fsx::write_temp(&dir, &target, |w| {
             write_to(w, format, src, &archive, progress)
+                .map(|_| ())
                 .map_err(|e| StoreError::from(e.with_path(&target)))
         })?;
         let back = open(staged.path())?;
@@ -228,11 +229,15 @@ impl WeightManager {
             });
         }
         let dir = self.checkpoint_dir(model);
-        std::fs::create_dir_all(&dir).at(&dir)?;
+        fsx::create_dirs(&dir)?;
         let target = dir.join(checkpoint_file_name(step, format));
         Ok((dir, target))
     }
 
+    /// Under the lock: backs up what the step holds now (the recorded file, or, when the
+    /// record is damaged, every file of the step and the record itself), places the new file
+    /// under a name no record uses, then writes the record (the commit), then unlinks the old
+    /// file. A failure at any step leaves the old checkpoint whole or the new one whole.
     #[allow(clippy::too_many_arguments)]
     fn commit_checkpoint(
         &self,
@@ -247,37 +252,55 @@ impl WeightManager {
     ) -> Result<CheckpointRecord> {
         let lock = self.lock()?;
         let record_path = self.checkpoint_record_path(model, step);
-        let target = self
-            .checkpoint_dir(model)
-            .join(checkpoint_file_name(step, format));
+        let exists = std::fs::symlink_metadata(&record_path).is_ok();
+        if exists && !force {
+            return Err(StoreError::CheckpointExists {
+                path: record_path,
+                model: model.into(),
+                step,
+            });
+        }
+        let old = self.read_checkpoint_record(&record_path);
         let mut specs = Vec::new();
-        let old = self.read_checkpoint_record(&record_path).ok().flatten();
-        if record_path.exists() {
-            if !force {
-                return Err(StoreError::CheckpointExists {
-                    path: record_path,
-                    model: model.into(),
-                    step,
-                });
-            }
-            if let Some(old) = &old {
+        let mut in_use: Vec<String> = Vec::new();
+        match &old {
+            Ok(Some(old)) => {
                 specs.push(self.checkpoint_backup_spec(old, "replaced by checkpoint save --force"));
+                in_use.push(old.file.clone());
+            }
+            Ok(None) => {}
+            Err(_) => {
+                // A damaged record: keep everything of this step before anything changes.
+                let prefix = format!("step_{step:010}");
+                for (name, bytes) in list_files(&self.checkpoint_dir(model))? {
+                    if name.starts_with(&prefix) && !fsx::is_temp_name(&name) {
+                        let rel = format!("checkpoints/{model}/{name}");
+                        specs.push(BackupSpec {
+                            model: Some(model.into()),
+                            step: Some(step),
+                            ..BackupSpec::file(
+                                BackupKind::Checkpoint,
+                                &rel,
+                                bytes,
+                                "replaced by checkpoint save --force (its record was damaged)"
+                                    .into(),
+                            )
+                        });
+                        in_use.push(rel);
+                    }
+                }
             }
         }
         self.backup_locked(&lock, specs)?;
-        // The old record goes before its file changes.
-        fsx::remove_synced(&record_path)?;
-        fsx::persist(tmp, &target, true)?;
-        if let Some(old) = &old {
-            if old.file != rel_of(model, step, format) {
-                fsx::remove_synced(&self.abs(&old.file))?;
-            }
-        }
+        let rel = free_checkpoint_rel(model, step, format, |r| {
+            in_use.iter().any(|u| u == r) || std::fs::symlink_metadata(self.abs(r)).is_ok()
+        });
+        fsx::persist(tmp, &self.abs(&rel), false)?;
         let rec = CheckpointRecord {
             schema: SCHEMA,
             model: model.into(),
             step,
-            file: rel_of(model, step, format),
+            file: rel.clone(),
             format: format.name().into(),
             bytes: hash.bytes,
             sha256: hash.sha256.clone(),
@@ -287,7 +310,22 @@ impl WeightManager {
             tensors: table.tensors.len() as u64,
             content: table.content.clone(),
         };
-        fsx::write_json_atomic(&record_path, &rec)?;
+        if let Err(e) = fsx::write_json_atomic(&record_path, &rec) {
+            let _ = std::fs::remove_file(self.abs(&rel));
+            return Err(e);
+        }
+        // The old file is backed up; a failure to unlink it leaves a stray that cleanup moves
+        // to quarantine.
+        if let Ok(Some(old)) = &old {
+            if old.file != rel {
+                let _ = fsx::remove_synced(&self.abs(&old.file));
+            }
+        }
+        if old.is_err() {
+            for u in in_use.iter().filter(|u| **u != rel && !u.ends_with(".json")) {
+                let _ = fsx::remove_synced(&self.abs(u));
+            }
+        }
         Ok(rec)
     }
 
@@ -343,10 +381,13 @@ impl WeightManager {
             return Err("the record does not match its file name".into());
         }
         let fmt: OutputFormat = r.format.parse()?;
-        if r.file != rel_of(model, r.step, fmt) {
+        if !is_checkpoint_rel(&r.file, model, r.step, fmt) {
             return Err(format!("the record names an unexpected file {:?}", r.file));
         }
-        match std::fs::metadata(self.abs(&r.file)) {
+        match std::fs::symlink_metadata(self.abs(&r.file)) {
+            Ok(m) if !m.file_type().is_file() => {
+                Err(format!("{} is not a regular file (a symlink?)", r.file))
+            }
             Ok(m) if m.len() == r.bytes => Ok(r),
             Ok(m) => Err(format!("{} bytes, recorded {}", m.len(), r.bytes)),
             Err(_) => Err(format!("the weights file {} is missing", r.file)),
@@ -491,6 +532,37 @@ fn rel_of(model: &str, step: u64, format: OutputFormat) -> String {
     format!("checkpoints/{model}/{}", checkpoint_file_name(step, format))
 }
 
+/// The canonical checkpoint path if `used` says it is free, else `step_<step>.<n>.<ext>`.
+fn free_checkpoint_rel(
+    model: &str,
+    step: u64,
+    format: OutputFormat,
+    used: impl Fn(&str) -> bool,
+) -> String {
+    let canonical = rel_of(model, step, format);
+    if !used(&canonical) {
+        return canonical;
+    }
+    (1u32..)
+        .map(|n| format!("checkpoints/{model}/step_{step:010}.{n}.{}", format.extension()))
+        .find(|r| !used(r))
+        .unwrap_or(canonical)
+}
+
+/// True for `checkpoints/<model>/step_<step>[.<n>].<ext>`.
+fn is_checkpoint_rel(rel: &str, model: &str, step: u64, format: OutputFormat) -> bool {
+    let Some(rest) = rel
+        .strip_prefix(&format!("checkpoints/{model}/step_{step:010}"))
+        .and_then(|r| r.strip_suffix(&format!(".{}", format.extension())))
+    else {
+        return false;
+    };
+    rest.is_empty()
+        || rest
+            .strip_prefix('.')
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
 fn check_metrics(model: &str, metrics: &BTreeMap<String, f64>) -> Result<()> {
     validate_name("model", model)?;
     for (k, v) in metrics {
@@ -509,6 +581,7 @@ fn check_metrics(model: &str, metrics: &BTreeMap<String, f64>) -> Result<()> {
 fn checkpoint_item(c: &CheckpointRecord, backup: Option<String>) -> CleanupItem {
     CleanupItem {
         kind: CleanupKind::Checkpoint,
+        action: crate::cleanup::CleanupAction::Delete,
         path: c.file.clone(),
         bytes: c.bytes,
         model: Some(c.model.clone()),

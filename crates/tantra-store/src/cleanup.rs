@@ -1,11 +1,15 @@
 //! Cleanup: retention for versions and backups, and the sweep of what crashes leave behind.
 //!
-//! Garbage collection here is "mark what the registry, the backup manifest and the checkpoint
-//! records name, sweep the rest": files in `weights/` that the registry does not name,
-//! temporary files whose writer is gone (their lock can be taken), checkpoint files without a
-//! complete record, backup copies the manifest does not list, digest files of versions that
-//! no longer exist. Version retention never touches a model's default version or a tagged
-//! one. Everything is planned first under the root's lock; `dry_run` returns the plan.
+//! The rule is that **only files the store recorded as its own are deleted**: temporary files
+//! whose writer is gone, backups the user asked to expire, versions retention drops (backed up
+//! first unless `--no-backup`), digests of content nothing refers to. Everything else that no
+//! metadata accounts for (a file in `weights/` the registry does not name, a checkpoint file
+//! without a record, a file in `backups/` the manifest does not list) is moved to
+//! `quarantine/`, never deleted; and when the metadata itself is missing or damaged nothing is
+//! moved at all: the item is reported as kept, with the reason and what to run (`tantra
+//! repair`). Version retention never touches a model's default version or a tagged one, and goes
+//! through the same plan-and-publish path as `remove`. `dry_run` returns the plan without the
+//! lock, so it works on a read-only root.
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -13,10 +17,10 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
-use crate::backup::{BackupKind, BackupSpec};
 use crate::error::{Result, StoreError};
 use crate::fsx;
 use crate::names::validate_name;
+use crate::plan::{plan_remove, Removal};
 use crate::time::parse_rfc3339;
 use crate::WeightManager;
 
@@ -40,6 +44,10 @@ pub enum CleanupKind {
     StaleDigests,
     /// A checkpoint that a prune rule does not keep.
     Checkpoint,
+    /// A checkpoint whose record is damaged: kept for `tantra repair`.
+    DamagedCheckpoint,
+    /// Something that is not a regular file (a symlink, a folder) where the store keeps files.
+    NotRegular,
 }
 
 impl CleanupKind {
@@ -53,14 +61,39 @@ impl CleanupKind {
             CleanupKind::UnlistedBackup => "unlisted-backup",
             CleanupKind::StaleDigests => "stale-digests",
             CleanupKind::Checkpoint => "checkpoint",
+            CleanupKind::DamagedCheckpoint => "damaged-checkpoint",
+            CleanupKind::NotRegular => "not-regular",
         }
     }
 }
 
-/// One thing cleanup removes (or would remove).
+/// What cleanup does with an item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CleanupAction {
+    /// Deleted (or backed up, then deleted).
+    Delete,
+    /// Moved to `quarantine/`: the store cannot account for it, so it is kept.
+    Quarantine,
+    /// Left where it is: the metadata that would decide is missing or damaged.
+    Keep,
+}
+
+impl CleanupAction {
+    pub fn name(self) -> &'static str {
+        match self {
+            CleanupAction::Delete => "delete",
+            CleanupAction::Quarantine => "quarantine",
+            CleanupAction::Keep => "keep",
+        }
+    }
+}
+
+/// One thing cleanup removes, moves aside or keeps (or would).
 #[derive(Debug, Clone, Serialize)]
 pub struct CleanupItem {
     pub kind: CleanupKind,
+    pub action: CleanupAction,
     /// Relative to the root.
     pub path: String,
     pub bytes: u64,
@@ -100,8 +133,20 @@ pub struct CleanupReport {
 }
 
 fn item(kind: CleanupKind, path: String, bytes: u64, reason: &str) -> CleanupItem {
+    let action = match kind {
+        CleanupKind::Version
+        | CleanupKind::Backup
+        | CleanupKind::Temp
+        | CleanupKind::StaleDigests
+        | CleanupKind::Checkpoint => CleanupAction::Delete,
+        CleanupKind::Orphan | CleanupKind::IncompleteCheckpoint | CleanupKind::UnlistedBackup => {
+            CleanupAction::Quarantine
+        }
+        CleanupKind::DamagedCheckpoint | CleanupKind::NotRegular => CleanupAction::Keep,
+    };
     CleanupItem {
         kind,
+        action,
         path,
         bytes,
         model: None,
@@ -130,11 +175,18 @@ impl WeightManager {
                 items: Vec::new(),
             });
         }
-        let lock = self.lock()?;
-        let mut reg = self.registry()?;
-        let manifest = self.load_manifest()?;
+        // Readers and dry runs take no lock; a real cleanup plans under it.
+        let lock = if opts.dry_run {
+            None
+        } else {
+            Some(self.lock()?)
+        };
+        // A registry that is missing or damaged stops everything: nothing is decided on it.
+        let reg = self.registry()?;
+        let manifest = self.load_manifest();
         let mut items = Vec::new();
 
+        let mut removals = Vec::new();
         if let Some(keep) = opts.keep_versions {
             for (m, model) in &reg.models {
                 if opts.model.as_deref().is_some_and(|f| f != m) {
@@ -147,6 +199,11 @@ impl WeightManager {
                     if model.default.as_deref() == Some(v.as_str()) || !rec.tags.is_empty() {
                         continue;
                     }
+                    removals.push(Removal {
+                        model: m.clone(),
+                        version: v.clone(),
+                        formats: None,
+                    });
                     for (f, frec) in &rec.formats {
                         items.push(CleanupItem {
                             model: Some(m.clone()),
@@ -165,6 +222,15 @@ impl WeightManager {
         }
 
         if let Some(age) = opts.backups_older_than {
+            let manifest = match &manifest {
+                Ok(m) => m,
+                Err(e) => {
+                    return Err(StoreError::corrupt(
+                        self.manifest_path(),
+                        format!("cannot expire backups without a readable manifest ({e})"),
+                    ))
+                }
+            };
             let cutoff = SystemTime::now()
                 .checked_sub(age)
                 .unwrap_or(SystemTime::UNIX_EPOCH);
@@ -188,75 +254,41 @@ impl WeightManager {
         }
 
         if opts.orphans {
-            self.plan_orphans(&reg, &manifest, &mut items)?;
+            self.plan_orphans(&reg, manifest.as_ref().ok(), &mut items)?;
         }
 
-        let bytes = items.iter().map(|i| i.bytes).sum();
-        if opts.dry_run {
+        let bytes = items
+            .iter()
+            .filter(|i| i.action == CleanupAction::Delete)
+            .map(|i| i.bytes)
+            .sum();
+        let Some(lock) = lock else {
             return Ok(CleanupReport {
                 dry_run: true,
                 bytes,
                 items,
             });
-        }
+        };
 
-        // Back up what deserves it, before anything goes.
-        let mut specs = Vec::new();
-        if !opts.no_backup {
-            for it in &items {
-                match it.kind {
-                    CleanupKind::Version => {
-                        let (Some(m), Some(v), Some(f)) = (&it.model, &it.version, &it.format)
-                        else {
-                            continue;
-                        };
-                        if let Some(ver) = reg.version(m, v) {
-                            if let Some(frec) = ver.formats.get(f) {
-                                specs.push(self.weights_backup_spec(
-                                    m,
-                                    v,
-                                    f,
-                                    ver,
-                                    frec,
-                                    "removed by cleanup (version retention)",
-                                ));
-                            }
-                        }
-                    }
-                    CleanupKind::Orphan => specs.push(BackupSpec::file(
-                        BackupKind::Orphan,
-                        &it.path,
-                        it.bytes,
-                        "removed by cleanup (not in the registry)".into(),
-                    )),
-                    _ => {}
+        // Versions: one plan, one published generation, backed up unless --no-backup.
+        if !removals.is_empty() {
+            let plan = plan_remove(
+                &reg,
+                &removals,
+                false,
+                opts.no_backup,
+                "removed by cleanup (version retention)",
+            )?;
+            let applied = self.apply(&lock, &reg, plan, Vec::new(), &[])?;
+            for it in &mut items {
+                if it.kind == CleanupKind::Version {
+                    it.backup = applied
+                        .backups
+                        .iter()
+                        .find(|b| b.original == it.path)
+                        .map(|b| b.id.clone());
                 }
             }
-        }
-        let taken = self.backup_locked(&lock, specs)?;
-        for it in &mut items {
-            it.backup = taken
-                .iter()
-                .find(|b| b.original == it.path)
-                .map(|b| b.id.clone());
-        }
-
-        // Registry first: nothing it names is removed before it stops naming it.
-        let mut dropped_versions = Vec::new();
-        let version_items: Vec<&CleanupItem> = items
-            .iter()
-            .filter(|i| i.kind == CleanupKind::Version)
-            .collect();
-        if !version_items.is_empty() {
-            for it in &version_items {
-                if let (Some(m), Some(v), Some(f)) = (&it.model, &it.version, &it.format) {
-                    self.drop_records(&mut reg, m, v, std::slice::from_ref(f));
-                    if reg.version(m, v).is_none() {
-                        dropped_versions.push((m.clone(), v.clone()));
-                    }
-                }
-            }
-            reg.save(&self.registry_path())?;
         }
         // Backups leave the manifest before their files go.
         let expired: HashSet<&str> = items
@@ -269,16 +301,21 @@ impl WeightManager {
             m.backups.retain(|b| !expired.contains(b.file.as_str()));
             self.save_manifest(&lock, &m)?;
         }
-        for it in &items {
+        for it in &mut items {
             let p = self.abs(&it.path);
-            if it.kind == CleanupKind::Temp && !fsx::is_stale_temp(&p) {
-                continue; // its writer came back to life? never remove a live one
+            match (it.kind, it.action) {
+                (CleanupKind::Version, _) | (_, CleanupAction::Keep) => {}
+                (CleanupKind::Temp, _) => {
+                    if fsx::is_stale_temp(&p) {
+                        fsx::remove_synced(&p)?;
+                    }
+                }
+                (_, CleanupAction::Delete) => fsx::remove_synced(&p)?,
+                (_, CleanupAction::Quarantine) => {
+                    let to = self.quarantine(&it.path, &it.reason)?;
+                    it.reason = format!("{}; moved to {to}", it.reason);
+                }
             }
-            fsx::remove_synced(&p)?;
-        }
-        dropped_versions.dedup();
-        for (m, v) in dropped_versions {
-            fsx::remove_synced(&self.digests_path(&m, &v))?;
         }
         drop(lock);
         Ok(CleanupReport {
@@ -291,7 +328,7 @@ impl WeightManager {
     fn plan_orphans(
         &self,
         reg: &crate::registry::Registry,
-        manifest: &crate::backup::Manifest,
+        manifest: Option<&crate::backup::Manifest>,
         items: &mut Vec<CleanupItem>,
     ) -> Result<()> {
         let registered = reg.all_paths();
@@ -305,47 +342,75 @@ impl WeightManager {
                 ));
             }
         }
-        // The root itself: only its temporary files (of the registry) are swept.
+        // The root itself and the generations: only temporary files are swept.
         self.sweep("", items)?;
-        let listed: HashSet<&str> = manifest.backups.iter().map(|b| b.file.as_str()).collect();
-        for f in self.sweep("backups", items)? {
-            if f.name != crate::backup::MANIFEST_FILE && !listed.contains(f.rel.as_str()) {
-                items.push(item(
-                    CleanupKind::UnlistedBackup,
-                    f.rel,
-                    f.bytes,
-                    "not listed in backups/manifest.json (a backup interrupted by a crash)",
-                ));
+        self.sweep(crate::txn::GENERATIONS_DIR, items)?;
+        let backups = self.sweep("backups", items)?;
+        match manifest {
+            Some(manifest) => {
+                let listed: HashSet<&str> =
+                    manifest.backups.iter().map(|b| b.file.as_str()).collect();
+                for f in backups {
+                    if f.name != crate::backup::MANIFEST_FILE && !listed.contains(f.rel.as_str()) {
+                        items.push(item(
+                            CleanupKind::UnlistedBackup,
+                            f.rel,
+                            f.bytes,
+                            "not listed in backups/manifest.json (a backup interrupted by a crash)",
+                        ));
+                    }
+                }
+            }
+            None => {
+                if !backups.is_empty() {
+                    items.push(item(
+                        CleanupKind::UnlistedBackup,
+                        "backups".into(),
+                        backups.iter().map(|f| f.bytes).sum(),
+                        "backups/manifest.json is missing or damaged: every backup is kept; run `tantra repair`",
+                    ));
+                    if let Some(last) = items.last_mut() {
+                        last.action = CleanupAction::Keep;
+                    }
+                }
             }
         }
         for model in self.checkpoint_models()? {
             let scan = self.checkpoint_scan(&model)?;
-            let mut complete_files = HashSet::new();
+            let mut accounted = HashSet::new();
             for (path, status) in &scan {
+                let name = path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
                 match status {
                     Ok(r) => {
-                        complete_files.insert(r.file.clone());
+                        accounted.insert(r.file.clone());
                     }
                     Err(why) => {
-                        let name = path
-                            .file_name()
-                            .map(|n| n.to_string_lossy().into_owned())
-                            .unwrap_or_default();
+                        // The record cannot be trusted, so neither it nor any file of its step
+                        // is touched: `tantra repair` rebuilds it.
+                        let step_prefix = name.trim_end_matches(".json").to_string();
+                        for (f, _) in list_files(&self.checkpoint_dir(&model))? {
+                            if f.starts_with(&step_prefix) {
+                                accounted.insert(format!("checkpoints/{model}/{f}"));
+                            }
+                        }
                         let bytes = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
                         items.push(CleanupItem {
                             model: Some(model.clone()),
                             ..item(
-                                CleanupKind::IncompleteCheckpoint,
+                                CleanupKind::DamagedCheckpoint,
                                 format!("checkpoints/{model}/{name}"),
                                 bytes,
-                                &format!("checkpoint record without a complete file: {why}"),
+                                &format!("{why}; kept with its weights, run `tantra repair`"),
                             )
                         });
                     }
                 }
             }
             for f in self.sweep(&format!("checkpoints/{model}"), items)? {
-                if !f.name.ends_with(".json") && !complete_files.contains(&f.rel) {
+                if !f.name.ends_with(".json") && !accounted.contains(&f.rel) {
                     items.push(CleanupItem {
                         model: Some(model.clone()),
                         ..item(
@@ -361,6 +426,42 @@ impl WeightManager {
         for model in list_dirs(&self.configs_dir())? {
             self.sweep(&format!("configs/{model}"), items)?;
         }
+        // Digests: content-addressed files nothing refers to any more are derivable and the
+        // store's own; those of backed-up or checkpointed content stay.
+        let mut wanted: HashSet<String> = HashSet::new();
+        for m in reg.models.values() {
+            for v in m.versions.values() {
+                wanted.insert(v.content.clone());
+            }
+        }
+        if let Some(manifest) = manifest {
+            for b in &manifest.backups {
+                if let Some(c) = b
+                    .record
+                    .as_ref()
+                    .and_then(|r| r.get("content"))
+                    .and_then(|c| c.as_str())
+                {
+                    wanted.insert(c.to_string());
+                }
+            }
+        }
+        for m in self.checkpoint_models()? {
+            for c in self.checkpoints(&m)? {
+                wanted.insert(c.content.clone());
+            }
+        }
+        for f in self.sweep("digests", items)? {
+            let content = f.name.strip_suffix(".json").unwrap_or(&f.name);
+            if manifest.is_some() && !wanted.contains(content) {
+                items.push(item(
+                    CleanupKind::StaleDigests,
+                    f.rel,
+                    f.bytes,
+                    "digests of content no version, backup or checkpoint holds",
+                ));
+            }
+        }
         for model in list_dirs(&self.digests_dir())? {
             for f in self.sweep(&format!("digests/{model}"), items)? {
                 let version = f.name.strip_suffix(".json").unwrap_or(&f.name);
@@ -372,6 +473,16 @@ impl WeightManager {
                         "digests of a version that is not registered",
                     ));
                 }
+            }
+        }
+        for sub in ["weights", "backups"] {
+            for (name, what) in list_other(&self.abs(sub))? {
+                items.push(item(
+                    CleanupKind::NotRegular,
+                    format!("{sub}/{name}"),
+                    0,
+                    &format!("{what}, not a regular file: kept; replace it with the file itself"),
+                ));
             }
         }
         Ok(())
@@ -470,6 +581,34 @@ pub(crate) fn list_dirs(dir: &Path) -> Result<Vec<String>> {
                 }
             }
         }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Entries directly in `dir` that are neither regular files nor folders, nor tantra's
+/// temporary files: `(name, "a symlink" | "a device or socket")`.
+pub(crate) fn list_other(dir: &Path) -> Result<Vec<(String, &'static str)>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(StoreError::io(dir, e)),
+    };
+    let mut out = Vec::new();
+    for entry in entries.flatten() {
+        let Ok(ft) = entry.file_type() else { continue };
+        if ft.is_file() || ft.is_dir() {
+            continue;
+        }
+        let name = entry.file_name().to_string_lossy().into_owned();
+        out.push((
+            name,
+            if ft.is_symlink() {
+                "a symlink"
+            } else {
+                "a device, pipe or socket"
+            },
+        ));
     }
     out.sort();
     Ok(out)

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tantra_formats::{tensor_digest, FormatError, Progress, TensorSource};
 
-use crate::error::{Result, StoreError};
+use crate::error::Result;
 
 /// One tensor's description and digest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -170,6 +170,13 @@ impl TensorTable {
         }
     }
 
+    /// The content digest its entries add up to; equal to `content` for an intact table.
+    pub fn recomputed_content(&self) -> String {
+        let mut sorted = self.tensors.clone();
+        sorted.sort_by(|a, b| a.name.cmp(&b.name));
+        TensorTable::content_of(&sorted)
+    }
+
     /// Reads a table written by [`TensorTable::save`]; `None` when missing.
     pub fn load(path: &Path) -> Result<Option<TensorTable>> {
         crate::fsx::read_json(path)
@@ -178,7 +185,7 @@ impl TensorTable {
     /// Writes the table atomically.
     pub fn save(&self, path: &Path) -> Result<()> {
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
+            crate::fsx::create_dirs(dir)?;
         }
         crate::fsx::write_json_atomic(path, self)
     }

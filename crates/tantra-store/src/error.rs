@@ -40,8 +40,16 @@ pub enum StoreError {
 
     /// A JSON file of the root (registry, backup manifest, checkpoint record, config) that does
     /// not parse or breaks its schema.
-    #[error("{}: {detail}; fix the file by hand or restore it from a copy", path.display())]
+    #[error("{}: {detail}; run `tantra verify` to see the damage and `tantra repair` to fix it", path.display())]
     Corrupt { path: PathBuf, detail: String },
+
+    /// The registry is gone from a root that holds weights: never taken for an empty store.
+    #[error("{}: the registry is missing but this root holds weights ({found}); run `tantra repair` to restore it from a kept generation and the history", path.display())]
+    RegistryMissing { path: PathBuf, found: String },
+
+    /// A symlink, folder or device where the store keeps only regular files.
+    #[error("{}: {what}; the store keeps only regular files: replace it with the file itself", path.display())]
+    NotRegular { path: PathBuf, what: String },
 
     /// A JSON file written by a newer tantra.
     #[error("{}: schema {found} is newer than this tantra understands (up to {supported}); upgrade tantra", path.display())]
@@ -205,6 +213,8 @@ impl StoreError {
             StoreError::Changed { .. }
                 | StoreError::Missing { .. }
                 | StoreError::BackupDamaged { .. }
+                | StoreError::NotRegular { .. }
+                | StoreError::RegistryMissing { .. }
         )
     }
 }

@@ -1,12 +1,13 @@
-//! File primitives of the store: locked temporary files, atomic placement, hashing while
-//! writing, fast parallel hashing, hard links with a copy fallback.
+//! File primitives of the store: hashing while writing, atomic placement, fast parallel
+//! hashing, hard links with a copy fallback, folders that are synced when created.
 //!
-//! Every file the store writes goes to a temporary file in the target directory (named with
-//! [`TEMP_PREFIX`], so cleanup recognises it), is flushed and `fsync`ed, renamed into place, and
-//! the directory is synced. Unlike [`tantra_formats::fsutil::atomic_write`] the temporary file
-//! also holds an exclusive `flock` while it lives: cleanup removes a temporary file only when it
-//! can take that lock, that is when the process that wrote it is gone. That lets `cleanup` run
-//! beside a long `register` without deleting its work in progress, with no grace period to guess.
+//! There is one atomic-write stack in tantra, [`tantra_formats::fsutil`] and
+//! [`tantra_formats::temp`]: every temporary file here comes from [`tantra_formats::temp::create_in`]
+//! (mode from the umask, locked from birth, removed on SIGINT/SIGTERM), every directory sync from
+//! [`tantra_formats::fsutil::sync_dir`]. What this module adds is what the store needs on top:
+//! the sha256 of what is written, no-clobber placement, links that never copy a link, and a
+//! [`failpoint`] before every step that changes the file system, so that tests can fail or kill
+//! each step in turn.
 
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Write};
@@ -14,7 +15,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use sha2::{Digest, Sha256};
-use tantra_formats::fsutil::{parent_dir, sync_dir, TEMP_PREFIX};
+use tantra_formats::failpoint;
+use tantra_formats::fsutil::{parent_dir, sync_dir};
 use tantra_formats::Progress;
 use tempfile::NamedTempFile;
 
@@ -35,13 +37,12 @@ pub struct FileHash {
 /// A finished temporary file waiting to be renamed into place, with the hash of what was
 /// written to it.
 #[derive(Debug)]
-pub struct Staged<T = ()> {
+pub struct Staged {
     pub tmp: NamedTempFile,
     pub hash: FileHash,
-    pub value: T,
 }
 
-impl<T> Staged<T> {
+impl Staged {
     /// The temporary file's current path.
     pub fn path(&self) -> &Path {
         self.tmp.path()
@@ -50,14 +51,32 @@ impl<T> Staged<T> {
 
 /// Creates a locked temporary file in `dir`; `target` names the file in errors.
 pub fn new_temp(dir: &Path, target: &Path) -> Result<NamedTempFile> {
-    let tmp = tempfile::Builder::new()
-        .prefix(TEMP_PREFIX)
-        .suffix(".tmp")
-        .tempfile_in(dir)
-        .at(target)?;
-    // A file system without flock still works; cleanup then treats the file as stale.
-    let _ = tmp.as_file().try_lock();
-    Ok(tmp)
+    tantra_formats::temp::create_in(dir).at(target)
+}
+
+/// Creates `dir` and any missing parents, syncing the parent of each folder it creates so that
+/// the new folder survives a crash.
+pub fn create_dirs(dir: &Path) -> Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        create_dirs(parent)?;
+    }
+    failpoint::step("mkdir", dir).at(dir)?;
+    match fs::create_dir(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => return Ok(()),
+        Err(e) => return Err(StoreError::io(dir, e)),
+    }
+    let parent = parent_dir(dir);
+    sync_dir(&parent).at(&parent)
+}
+
+/// The file's type without following a link: `Ok(true)` for a regular file, `Ok(false)` for
+/// anything else (a symlink, a folder, a device), an error when it cannot be looked at.
+pub fn is_regular(path: &Path) -> io::Result<bool> {
+    Ok(fs::symlink_metadata(path)?.file_type().is_file())
 }
 
 /// Counts and hashes everything written through it.
@@ -101,23 +120,25 @@ impl<W: Write> Write for HashingWriter<W> {
 
 /// Writes a temporary file in `dir` through `write` (buffered; the bytes are hashed as they
 /// reach the file), flushes and syncs it. `target` is the file this will become, for errors.
-pub fn write_temp<T>(
+pub fn write_temp(
     dir: &Path,
     target: &Path,
-    write: impl FnOnce(&mut dyn Write) -> Result<T>,
-) -> Result<Staged<T>> {
+    write: impl FnOnce(&mut dyn Write) -> Result<()>,
+) -> Result<Staged> {
     let tmp = new_temp(dir, target)?;
-    let (value, hash) = {
+    failpoint::step("write", tmp.path()).at(target)?;
+    let hash = {
         let mut w = BufWriter::with_capacity(CHUNK, HashingWriter::new(tmp.as_file()));
-        let value = write(&mut w)?;
+        write(&mut w)?;
         let hw = w
             .into_inner()
             .map_err(|e| StoreError::io(target, e.into_error()))?;
         let (_, hash) = hw.finish();
-        (value, hash)
+        hash
     };
+    failpoint::step("fsync", tmp.path()).at(target)?;
     tmp.as_file().sync_all().at(target)?;
-    Ok(Staged { tmp, hash, value })
+    Ok(Staged { tmp, hash })
 }
 
 /// Copies `src` into a temporary file in `dir`, hashing the bytes as they are written.
@@ -131,6 +152,7 @@ pub fn copy_to_temp(
     let total = input.metadata().at(src)?.len();
     progress.begin("copying", total);
     let tmp = new_temp(dir, target)?;
+    failpoint::step("write", tmp.path()).at(target)?;
     let hash = {
         let mut w = HashingWriter::new(tmp.as_file());
         let mut buf = vec![0u8; CHUNK];
@@ -150,17 +172,15 @@ pub fn copy_to_temp(
         w.finish().1
     };
     progress.end();
+    failpoint::step("fsync", tmp.path()).at(target)?;
     tmp.as_file().sync_all().at(target)?;
-    Ok(Staged {
-        tmp,
-        hash,
-        value: (),
-    })
+    Ok(Staged { tmp, hash })
 }
 
 /// Renames a staged file to `target` and syncs the directory. With `overwrite` false an
 /// existing `target` is an error.
 pub fn persist(tmp: NamedTempFile, target: &Path, overwrite: bool) -> Result<()> {
+    failpoint::step("rename", target).at(target)?;
     if overwrite {
         tmp.persist(target)
             .map_err(|e| StoreError::io(target, e.error))?;
@@ -205,9 +225,17 @@ pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T
         .map_err(|e| StoreError::corrupt(path, format!("not valid JSON for this file: {e}")))
 }
 
-/// Makes `dst` name the same bytes as `src`: a hard link where the file system allows it, else
-/// a copy through a temporary file. `dst` must not exist. Returns true for a link.
+/// Makes `dst` name the same bytes as `src`: a hard link where the file system allows it and
+/// `src` is a regular file, else a copy through a temporary file (so a symlink is never linked:
+/// the copy holds the bytes it points to). `dst` must not exist. Returns true for a link.
 pub fn link_or_copy(src: &Path, dst: &Path) -> Result<bool> {
+    if !is_regular(src).at(src)? {
+        let dir = parent_dir(dst);
+        let staged = copy_to_temp(src, &dir, dst, &tantra_formats::NoProgress)?;
+        persist(staged.tmp, dst, false)?;
+        return Ok(false);
+    }
+    failpoint::step("link", dst).at(dst)?;
     match fs::hard_link(src, dst) {
         Ok(()) => {
             let dir = parent_dir(dst);
@@ -227,6 +255,7 @@ pub fn link_or_copy(src: &Path, dst: &Path) -> Result<bool> {
 
 /// Removes a file (missing is fine) and syncs its directory.
 pub fn remove_synced(path: &Path) -> Result<()> {
+    failpoint::step("unlink", path).at(path)?;
     match fs::remove_file(path) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
@@ -338,22 +367,25 @@ pub fn default_jobs() -> usize {
 
 /// True when `name` is a temporary file of tantra's.
 pub fn is_temp_name(name: &str) -> bool {
-    name.starts_with(TEMP_PREFIX)
+    tantra_formats::temp::is_temp_name(name)
 }
 
-/// True when the temporary file at `path` belongs to no live process (its lock can be taken).
+/// True when the temporary file at `path` belongs to no live process (see
+/// [`tantra_formats::temp::is_stale`]).
 pub fn is_stale_temp(path: &Path) -> bool {
-    match File::open(path) {
-        Ok(f) => match f.try_lock() {
-            Ok(()) => {
-                let _ = f.unlock();
-                true
-            }
-            Err(fs::TryLockError::WouldBlock) => false,
-            Err(fs::TryLockError::Error(_)) => true,
-        },
-        Err(_) => false,
+    tantra_formats::temp::is_stale(path)
+}
+
+/// Renames `from` to `to` (no-clobber: an existing `to` is an error) and syncs both folders.
+pub fn rename_noclobber(from: &Path, to: &Path) -> Result<()> {
+    failpoint::step("link", to).at(to)?;
+    match fs::hard_link(from, to) {
+        Ok(()) => {}
+        Err(e) => return Err(StoreError::io(to, e)),
     }
+    let dir = parent_dir(to);
+    sync_dir(&dir).at(&dir)?;
+    remove_synced(from)
 }
 
 #[cfg(test)]
@@ -395,8 +427,17 @@ mod tests {
             &staged.path().file_name().unwrap().to_string_lossy()
         ));
         assert!(!is_stale_temp(staged.path()));
-        let leftover = dir.path().join(format!("{TEMP_PREFIX}old.tmp"));
+        let leftover = dir
+            .path()
+            .join(format!("{}old.tmp", tantra_formats::temp::TEMP_PREFIX));
         fs::write(&leftover, b"x").unwrap();
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        File::options()
+            .write(true)
+            .open(&leftover)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
         assert!(is_stale_temp(&leftover));
         persist(staged.tmp, &target, false).unwrap();
         assert_eq!(fs::read(&target).unwrap(), b"hello");

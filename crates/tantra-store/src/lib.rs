@@ -16,11 +16,14 @@
 //! print, report long work through [`tantra_formats::Progress`], and return [`StoreError`]s
 //! that name the file and say what to do.
 //!
-//! Guarantees (see the modules for how): every write goes through a temporary file in the
-//! target directory that is synced and renamed, and the directory is synced; the registry is
-//! rewritten only after the files it names are in place, so a crash at any instant leaves a
-//! registry that parses and names only complete files; concurrent processes serialize their
-//! updates through an advisory lock on `<root>/.lock`; names are held to `[A-Za-z0-9._-]`.
+//! Guarantees (`docs/store.md` states them exactly): every change of a version is planned in
+//! memory ([`plan`](crate::plan)) and published as one registry generation with one rename
+//! ([`txn`](crate::txn)), so a failure or crash at any step leaves each version exactly as it was
+//! or exactly as requested; a file the registry names is never changed or removed while it
+//! names it; nothing is deleted on the strength of missing or damaged metadata (what the store
+//! cannot account for is moved to `quarantine/`); every change is in the [`history`]; concurrent
+//! writers serialize on an advisory lock on `<root>/.lock`, readers take no lock; names are held
+//! to `[A-Za-z0-9._-]`.
 //!
 //! ```no_run
 //! use tantra_store::{RegisterOptions, WeightManager};
@@ -38,17 +41,21 @@ pub mod cleanup;
 pub mod config;
 pub mod content;
 pub mod error;
-pub mod fsx;
-pub mod lock;
-pub mod names;
+mod fsx;
+pub mod history;
+mod lock;
+mod names;
+mod plan;
 pub mod registry;
-pub mod time;
+pub mod repair;
+mod time;
+mod txn;
 pub mod verify;
 pub mod weights;
 
 pub use backup::{BackupEntry, BackupKind, RestoreReport};
 pub use checkpoint::{parse_metric, CheckpointRecord, MetricMode, PruneRule};
-pub use cleanup::{CleanupItem, CleanupKind, CleanupOptions, CleanupReport};
+pub use cleanup::{CleanupAction, CleanupItem, CleanupKind, CleanupOptions, CleanupReport};
 pub use config::{
     ConfigInfo, ConfigManager, ConfigProblem, ConfigSchema, ExpectedTensor, FieldSchema, FieldSpec,
     Schemas,
@@ -57,7 +64,16 @@ pub use content::{TensorDigest, TensorTable};
 pub use error::{Result, StoreError};
 pub use registry::{FormatRecord, ModelRecord, Registry, Source, VersionRecord};
 pub use verify::{ProblemKind, VerifyProblem, VerifyReport, VerifyScope};
+pub use history::{Change, ChangeKind, HistoryEntry};
+pub use names::{is_valid_name, validate_name, weight_file_name, MAX_NAME_LEN};
+pub use plan::{FileAction, PlacedFile};
+pub use repair::{RepairAction, RepairReport};
+pub use time::{format_rfc3339, now_rfc3339, parse_duration, parse_rfc3339};
+pub use txn::{GENERATIONS_DIR, QUARANTINE_DIR};
 pub use weights::{
-    FileAction, ListFilter, LoadOptions, LoadedWeights, PlacedFile, RegisterOptions,
-    RegisterReport, RemoveReport, Resolved, VersionRow, WeightManager, WeightRow, WeightRowRef,
+    ListFilter, LoadOptions, LoadedWeights, RegisterOptions, RegisterReport, RemoveOptions,
+    RemoveReport, Resolved, VersionRow, WeightManager, WeightRow, WeightRowRef,
 };
+
+/// Hashing a file: `sha256` of its bytes, read in large chunks.
+pub use fsx::{hash_file, FileHash};

@@ -33,7 +33,7 @@ pub fn is_valid_name(name: &str) -> bool {
 /// `..`, a leading `.` or `-`, or more than [`MAX_NAME_LEN`] bytes.
 ///
 /// ```
-/// use tantra_store::names::validate_name;
+/// use tantra_store::validate_name;
 /// assert!(validate_name("version", "sample_small").is_ok());
 /// assert!(validate_name("version", "../etc").is_err());
 /// ```

@@ -5,8 +5,11 @@
 //! in `digests/<model>/<version>.json` so that the registry stays small; the registry keeps one
 //! `content` digest per version that summarizes them.
 //!
-//! The document carries `"schema": 1`. A newer schema is refused rather than rewritten, so an
-//! old tantra never drops fields it does not know.
+//! The document carries `"schema": 1` and a `generation` that every published change raises by
+//! one (the history under the root names changes by generation). A newer schema is readable
+//! for listing but refused for writing, so an old tantra never rewrites what it does not
+//! understand; fields it does not know (added by a newer tantra or by hand) are kept in `extra`
+//! maps at every level and written back unchanged.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -22,19 +25,30 @@ use crate::fsx;
 /// The schema this tantra reads and writes.
 pub const SCHEMA: u64 = 1;
 
+/// Fields a record does not know, kept as they were.
+pub type Extra = serde_json::Map<String, serde_json::Value>;
+
 /// The whole registry.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Registry {
     pub schema: u64,
+    /// Raised by one with every published change; 0 for a registry never published by a
+    /// tantra that counts.
+    #[serde(default)]
+    pub generation: u64,
     #[serde(default)]
     pub models: BTreeMap<String, ModelRecord>,
+    #[serde(flatten)]
+    pub extra: Extra,
 }
 
 impl Default for Registry {
     fn default() -> Self {
         Registry {
             schema: SCHEMA,
+            generation: 0,
             models: BTreeMap::new(),
+            extra: Extra::new(),
         }
     }
 }
@@ -46,6 +60,8 @@ pub struct ModelRecord {
     pub default: Option<String>,
     #[serde(default)]
     pub versions: BTreeMap<String, VersionRecord>,
+    #[serde(flatten)]
+    pub extra: Extra,
 }
 
 /// One version of a model: the same tensors in one or more formats.
@@ -71,6 +87,8 @@ pub struct VersionRecord {
     pub config: Option<String>,
     /// By format name (`safetensors`, `pt`, `bin`).
     pub formats: BTreeMap<String, FormatRecord>,
+    #[serde(flatten)]
+    pub extra: Extra,
 }
 
 /// One file of a version.
@@ -84,6 +102,8 @@ pub struct FormatRecord {
     /// When this file was placed.
     pub created: String,
     pub source: Source,
+    #[serde(flatten)]
+    pub extra: Extra,
 }
 
 /// Where a file came from.
@@ -132,43 +152,85 @@ impl VersionRecord {
 }
 
 impl Registry {
-    /// Reads the registry at `path`; a missing file is an empty registry.
+    /// Reads the registry at `path`; a missing file is an empty registry (the store decides
+    /// whether a missing registry is an error: see `WeightManager::registry`).
     ///
     /// # Errors
     /// [`StoreError::Corrupt`] for a file that does not parse or names an unknown format,
-    /// [`StoreError::SchemaTooNew`] for a newer schema.
+    /// [`StoreError::SchemaTooNew`] for a newer schema whose shape this tantra cannot read.
     pub fn load(path: &Path) -> Result<Registry> {
         let bytes = match std::fs::read(path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Registry::default()),
             Err(e) => return Err(StoreError::io(path, e)),
         };
+        Registry::parse(&bytes, path)
+    }
+
+    /// Parses registry bytes read from `path` (for errors). A newer schema parses when its
+    /// shape is one this tantra can read; [`Registry::check_writable`] refuses to write it.
+    ///
+    /// # Errors
+    /// As [`Registry::load`].
+    pub fn parse(bytes: &[u8], path: &Path) -> Result<Registry> {
         // Check the schema first, so that a newer registry gets the right message even when
         // its shape changed.
         #[derive(Deserialize)]
         struct Head {
             schema: u64,
         }
-        let head: Head = serde_json::from_slice(&bytes).map_err(|e| {
+        let head: Head = serde_json::from_slice(bytes).map_err(|e| {
             StoreError::corrupt(path, format!("the registry is not valid JSON: {e}"))
         })?;
-        if head.schema > SCHEMA {
-            return Err(StoreError::SchemaTooNew {
-                path: path.to_path_buf(),
-                found: head.schema,
-                supported: SCHEMA,
-            });
-        }
-        let reg: Registry = serde_json::from_slice(&bytes).map_err(|e| {
-            StoreError::corrupt(path, format!("the registry does not match schema 1: {e}"))
-        })?;
+        let reg: Registry = match serde_json::from_slice(bytes) {
+            Ok(r) => r,
+            Err(_) if head.schema > SCHEMA => {
+                return Err(StoreError::SchemaTooNew {
+                    path: path.to_path_buf(),
+                    found: head.schema,
+                    supported: SCHEMA,
+                })
+            }
+            Err(e) => {
+                return Err(StoreError::corrupt(
+                    path,
+                    format!("the registry does not match schema 1: {e}"),
+                ))
+            }
+        };
         reg.check(path)?;
         Ok(reg)
     }
 
+    /// Refuses to write a registry of a newer schema than this tantra's.
+    ///
+    /// # Errors
+    /// [`StoreError::SchemaTooNew`].
+    pub fn check_writable(&self, path: &Path) -> Result<()> {
+        if self.schema > SCHEMA {
+            return Err(StoreError::SchemaTooNew {
+                path: path.to_path_buf(),
+                found: self.schema,
+                supported: SCHEMA,
+            });
+        }
+        Ok(())
+    }
+
     /// Writes the registry atomically (compact JSON).
+    ///
+    /// # Errors
+    /// A newer schema ([`Registry::check_writable`]); the write.
     pub fn save(&self, path: &Path) -> Result<()> {
+        self.check_writable(path)?;
         fsx::write_json_atomic(path, self)
+    }
+
+    /// The registry as the bytes [`Registry::save`] writes.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut v = serde_json::to_vec(self).unwrap_or_default();
+        v.push(b'\n');
+        v
     }
 
     /// Rejects names and paths that a hand edit could have broken.
@@ -283,18 +345,21 @@ impl<'a> RegistryView<'a> {
     /// As [`Registry::load`].
     pub fn parse(bytes: &'a [u8], path: &Path) -> Result<RegistryView<'a>> {
         let view: RegistryView<'a> = serde_json::from_slice(bytes).map_err(|e| {
-            StoreError::corrupt(
-                path,
-                format!("the registry is not valid JSON for schema 1: {e}"),
-            )
+            match serde_json::from_slice::<serde_json::Value>(bytes)
+                .ok()
+                .and_then(|v| v.get("schema").and_then(|s| s.as_u64()))
+            {
+                Some(found) if found > SCHEMA => StoreError::SchemaTooNew {
+                    path: path.to_path_buf(),
+                    found,
+                    supported: SCHEMA,
+                },
+                _ => StoreError::corrupt(
+                    path,
+                    format!("the registry is not valid JSON for schema 1: {e}"),
+                ),
+            }
         })?;
-        if view.schema > SCHEMA {
-            return Err(StoreError::SchemaTooNew {
-                path: path.to_path_buf(),
-                found: view.schema,
-                supported: SCHEMA,
-            });
-        }
         Ok(view)
     }
 }
@@ -327,6 +392,7 @@ mod tests {
                 source: Source::Imported {
                     from: "/x.pt".into(),
                 },
+                extra: Extra::new(),
             },
         );
         let mut model = ModelRecord::default();
@@ -342,6 +408,7 @@ mod tests {
                 note: None,
                 config: None,
                 formats,
+                extra: Extra::new(),
             },
         );
         model.default = Some("v".into());
@@ -367,9 +434,16 @@ mod tests {
     fn refuses_newer_schema_and_broken_files() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("weight_config.json");
-        std::fs::write(&p, r#"{"schema":2,"whatever":[]}"#).unwrap();
+        std::fs::write(&p, r#"{"schema":2,"models":[]}"#).unwrap();
         assert!(matches!(
             Registry::load(&p),
+            Err(StoreError::SchemaTooNew { found: 2, .. })
+        ));
+        // A newer registry of a shape this tantra reads: listed, never written.
+        std::fs::write(&p, r#"{"schema":2,"models":{},"shiny":true}"#).unwrap();
+        let newer = Registry::load(&p).unwrap();
+        assert!(matches!(
+            newer.save(&p),
             Err(StoreError::SchemaTooNew { found: 2, .. })
         ));
         std::fs::write(&p, b"{\"schema\":1,\"models\":").unwrap();
@@ -392,6 +466,16 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("leaves the root"));
+    }
+
+    #[test]
+    fn unknown_fields_survive_a_round_trip_at_every_level() {
+        let text = r#"{"schema":1,"generation":4,"future":{"a":1},"models":{"m":{"default":"v","m_extra":2,"versions":{"v":{"created":"2025-01-01T00:00:00.000000Z","parameters":3,"tensors":1,"dtypes":["F32"],"content":"cd","v_extra":[1,2],"formats":{"pt":{"path":"weights/m_v_pt.pt","bytes":10,"sha256":"ab","created":"2025-01-01T00:00:00.000000Z","source":{"kind":"generated"},"f_extra":"x"}}}}}}}"#;
+        let reg = Registry::parse(text.as_bytes(), Path::new("r.json")).unwrap();
+        assert_eq!(reg.generation, 4);
+        let back: serde_json::Value = serde_json::from_slice(&reg.to_bytes()).unwrap();
+        let orig: serde_json::Value = serde_json::from_str(text).unwrap();
+        assert_eq!(back, orig);
     }
 
     #[test]

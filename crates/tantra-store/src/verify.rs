@@ -1,10 +1,18 @@
 //! Verification: re-hash every registered file (and checkpoint) and compare with what was
-//! recorded; report missing, changed and unregistered files.
+//! recorded; report everything the store cannot vouch for.
 //!
 //! Sizes are compared first (a truncated file is found without reading it), then the files of
-//! the right size are hashed on several threads, largest first. The registry and the folder
-//! listing are read together under the lock, so that a registration running beside `verify`
-//! never shows up as a half-registered file; the hashing itself runs without the lock.
+//! the right size are hashed on several threads, largest first; a file whose sha256 differs is
+//! read tensor by tensor against the version's per-tensor digests, so the report names the
+//! tensor that changed. Beyond the files, `verify` checks the per-tensor digests themselves, a
+//! default that names a missing version, symlinks and other non-regular entries, quarantined
+//! and unaccounted files, the backup manifest, the history and the registry itself (a missing
+//! or damaged registry is a problem in the report, never an empty store).
+//!
+//! `verify` takes no lock, so it works for a user who can only read the root and on a read-only
+//! mount. The registry is replaced by rename, so it reads one generation; when a file it names
+//! is missing and the registry has moved on meanwhile (a concurrent `remove`), it starts over on
+//! the fresh registry instead of reporting a false "missing".
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -12,8 +20,9 @@ use std::time::Instant;
 use serde::Serialize;
 use tantra_formats::Progress;
 
-use crate::error::Result;
+use crate::error::{Result, StoreError};
 use crate::fsx;
+use crate::registry::Registry;
 use crate::names::validate_name;
 use crate::WeightManager;
 
@@ -59,6 +68,22 @@ pub enum ProblemKind {
     Temp,
     /// A checkpoint whose record or file is incomplete.
     IncompleteCheckpoint,
+    /// A checkpoint record that does not parse: `tantra repair` rebuilds it from its file.
+    DamagedCheckpoint,
+    /// A symlink, folder or device where the store keeps regular files.
+    NotRegular,
+    /// A version's per-tensor digests are missing or damaged.
+    Digests,
+    /// A model's default names a version that is not registered.
+    DefaultMissing,
+    /// A file in `quarantine/`: moved aside because the store could not account for it.
+    Quarantined,
+    /// The registry is missing or damaged.
+    Registry,
+    /// The backup manifest is missing or damaged.
+    Manifest,
+    /// Lines of the history that do not parse.
+    History,
 }
 
 impl ProblemKind {
@@ -69,6 +94,14 @@ impl ProblemKind {
             ProblemKind::Unregistered => "unregistered",
             ProblemKind::Temp => "temp",
             ProblemKind::IncompleteCheckpoint => "incomplete-checkpoint",
+            ProblemKind::DamagedCheckpoint => "damaged-checkpoint",
+            ProblemKind::NotRegular => "not-regular",
+            ProblemKind::Digests => "digests",
+            ProblemKind::DefaultMissing => "default-missing",
+            ProblemKind::Quarantined => "quarantined",
+            ProblemKind::Registry => "registry",
+            ProblemKind::Manifest => "manifest",
+            ProblemKind::History => "history",
         }
     }
 }
@@ -104,6 +137,8 @@ impl VerifyReport {
 }
 
 struct Expect {
+    /// The version's content digest, for naming the tensor that changed.
+    content: Option<String>,
     rel: String,
     bytes: u64,
     sha256: String,
@@ -115,116 +150,233 @@ struct Expect {
 
 impl WeightManager {
     /// Re-hashes the registered files in `scope` (and, for the whole root or a whole model,
-    /// the checkpoints) and reports what is missing, changed or unregistered.
+    /// the checkpoints) and reports every problem (see the module docs).
     ///
     /// # Errors
-    /// An unknown model or version; a registry that does not parse; the lock. Problems with
-    /// files are not errors: they are the report.
+    /// An unknown model or version. Problems with files and metadata are not errors: they are
+    /// the report.
     pub fn verify(&self, scope: &VerifyScope, progress: &dyn Progress) -> Result<VerifyReport> {
+        let mut attempt = 0;
+        loop {
+            let (report, moved_on) = self.verify_once(scope, progress)?;
+            attempt += 1;
+            if !moved_on || attempt >= 4 {
+                return Ok(report);
+            }
+        }
+    }
+
+    /// One pass; the flag says that a file was missing while the registry moved on.
+    fn verify_once(
+        &self,
+        scope: &VerifyScope,
+        progress: &dyn Progress,
+    ) -> Result<(VerifyReport, bool)> {
         let start = Instant::now();
         let mut problems = Vec::new();
         let mut expect = Vec::new();
-        {
-            let _lock = if self.root.is_dir() {
-                Some(self.lock()?)
-            } else {
-                None
-            };
-            let reg = self.registry()?;
-            if let Some(m) = &scope.model {
+        let reg = match self.registry() {
+            Ok(r) => r,
+            Err(e @ (StoreError::Corrupt { .. } | StoreError::RegistryMissing { .. })) => {
+                problems.push(plain(
+                    ProblemKind::Registry,
+                    crate::weights::REGISTRY_FILE.into(),
+                    &format!("{e}"),
+                ));
+                Registry::default()
+            }
+            Err(e) => return Err(e),
+        };
+        if let Some(m) = &scope.model {
+            if problems.is_empty() {
                 match &scope.version {
                     Some(v) => {
                         crate::weights::find_version(&reg, m, v)?;
                     }
                     None => {
                         if !reg.models.contains_key(m) && self.checkpoints(m)?.is_empty() {
-                            return Err(crate::StoreError::UnknownModel { model: m.clone() });
+                            return Err(StoreError::UnknownModel { model: m.clone() });
                         }
-                    }
-                }
-            }
-            for (m, model) in &reg.models {
-                if scope.model.as_deref().is_some_and(|s| s != m) {
-                    continue;
-                }
-                for (v, ver) in &model.versions {
-                    if scope.version.as_deref().is_some_and(|s| s != v) {
-                        continue;
-                    }
-                    for (f, rec) in &ver.formats {
-                        expect.push(Expect {
-                            rel: rec.path.clone(),
-                            bytes: rec.bytes,
-                            sha256: rec.sha256.clone(),
-                            model: m.clone(),
-                            version: Some(v.clone()),
-                            format: f.clone(),
-                            step: None,
-                        });
-                    }
-                }
-            }
-            if scope.version.is_none() {
-                let models = match &scope.model {
-                    Some(m) => vec![m.clone()],
-                    None => self.checkpoint_models()?,
-                };
-                for m in models {
-                    for (path, status) in self.checkpoint_scan(&m)? {
-                        match status {
-                            Ok(r) => expect.push(Expect {
-                                rel: r.file.clone(),
-                                bytes: r.bytes,
-                                sha256: r.sha256.clone(),
-                                model: m.clone(),
-                                version: None,
-                                format: r.format.clone(),
-                                step: Some(r.step),
-                            }),
-                            Err(why) => problems.push(VerifyProblem {
-                                kind: ProblemKind::IncompleteCheckpoint,
-                                path: format!(
-                                    "checkpoints/{m}/{}",
-                                    path.file_name()
-                                        .map(|n| n.to_string_lossy().into_owned())
-                                        .unwrap_or_default()
-                                ),
-                                model: Some(m.clone()),
-                                version: None,
-                                format: None,
-                                step: None,
-                                detail: why,
-                            }),
-                        }
-                    }
-                }
-            }
-            if scope.model.is_none() {
-                let registered = reg.all_paths();
-                let (stale, files) = self.scan_folder("weights")?;
-                for f in stale {
-                    problems.push(plain(
-                        ProblemKind::Temp,
-                        f.rel,
-                        "left by an interrupted write; `tantra cleanup --orphans` removes it",
-                    ));
-                }
-                for f in files {
-                    if !registered.contains(f.rel.as_str()) {
-                        problems.push(plain(ProblemKind::Unregistered, f.rel, "not named by the registry; register it, or `tantra cleanup --orphans` removes it"));
                     }
                 }
             }
         }
+        for (m, model) in &reg.models {
+            if scope.model.as_deref().is_some_and(|s| s != m) {
+                continue;
+            }
+            if let Some(d) = &model.default {
+                if !model.versions.contains_key(d) && scope.version.is_none() {
+                    problems.push(VerifyProblem {
+                        model: Some(m.clone()),
+                        version: Some(d.clone()),
+                        ..plain(
+                            ProblemKind::DefaultMissing,
+                            crate::weights::REGISTRY_FILE.into(),
+                            &format!("the default of {m} is {d}, which is not registered; run `tantra set-default {m} VERSION`"),
+                        )
+                    });
+                }
+            }
+            for (v, ver) in &model.versions {
+                if scope.version.as_deref().is_some_and(|s| s != v) {
+                    continue;
+                }
+                if let Err(e) = self.digests_of(m, v, &ver.content) {
+                    problems.push(VerifyProblem {
+                        model: Some(m.clone()),
+                        version: Some(v.clone()),
+                        ..plain(
+                            ProblemKind::Digests,
+                            format!("digests/{}.json", ver.content),
+                            &e.to_string(),
+                        )
+                    });
+                }
+                for (f, rec) in &ver.formats {
+                    expect.push(Expect {
+                        rel: rec.path.clone(),
+                        bytes: rec.bytes,
+                        sha256: rec.sha256.clone(),
+                        model: m.clone(),
+                        version: Some(v.clone()),
+                        format: f.clone(),
+                        step: None,
+                        content: Some(ver.content.clone()),
+                    });
+                }
+            }
+        }
+        if scope.version.is_none() {
+            let models = match &scope.model {
+                Some(m) => vec![m.clone()],
+                None => self.checkpoint_models()?,
+            };
+            for m in models {
+                for (path, status) in self.checkpoint_scan(&m)? {
+                    let rel = format!(
+                        "checkpoints/{m}/{}",
+                        path.file_name()
+                            .map(|n| n.to_string_lossy().into_owned())
+                            .unwrap_or_default()
+                    );
+                    match status {
+                        Ok(r) => expect.push(Expect {
+                            rel: r.file.clone(),
+                            bytes: r.bytes,
+                            sha256: r.sha256.clone(),
+                            model: m.clone(),
+                            version: None,
+                            format: r.format.clone(),
+                            step: Some(r.step),
+                            content: None,
+                        }),
+                        Err(why) => {
+                            let damaged = matches!(
+                                self.read_checkpoint_record(&path),
+                                Err(StoreError::Corrupt { .. })
+                            );
+                            problems.push(VerifyProblem {
+                                model: Some(m.clone()),
+                                ..plain(
+                                    if damaged {
+                                        ProblemKind::DamagedCheckpoint
+                                    } else {
+                                        ProblemKind::IncompleteCheckpoint
+                                    },
+                                    rel,
+                                    &why,
+                                )
+                            })
+                        }
+                    }
+                }
+                for (name, what) in crate::cleanup::list_other(&self.checkpoint_dir(&m))? {
+                    problems.push(plain(
+                        ProblemKind::NotRegular,
+                        format!("checkpoints/{m}/{name}"),
+                        &format!("{what}, not a regular file"),
+                    ));
+                }
+            }
+        }
+        if scope.model.is_none() {
+            let registered = reg.all_paths();
+            let (stale, files) = self.scan_folder("weights")?;
+            for f in stale {
+                problems.push(plain(
+                    ProblemKind::Temp,
+                    f.rel,
+                    "left by an interrupted write; `tantra cleanup` removes it",
+                ));
+            }
+            for f in files {
+                if !registered.contains(f.rel.as_str()) {
+                    problems.push(plain(ProblemKind::Unregistered, f.rel, "not named by the registry; register it, or `tantra cleanup` moves it to quarantine/"));
+                }
+            }
+            for sub in ["weights", "backups"] {
+                for (name, what) in crate::cleanup::list_other(&self.abs(sub))? {
+                    let rel = format!("{sub}/{name}");
+                    if registered.contains(rel.as_str()) {
+                        continue; // reported with the registered file below
+                    }
+                    problems.push(plain(
+                        ProblemKind::NotRegular,
+                        rel,
+                        &format!("{what}, not a regular file; replace it with the file itself"),
+                    ));
+                }
+            }
+            for (name, bytes) in
+                crate::cleanup::list_files(&self.root.join(crate::txn::QUARANTINE_DIR))?
+            {
+                if name == "index.jsonl" {
+                    continue;
+                }
+                problems.push(plain(
+                    ProblemKind::Quarantined,
+                    format!("{}/{name}", crate::txn::QUARANTINE_DIR),
+                    &format!("{bytes} bytes the store could not account for (see quarantine/index.jsonl); look, then restore or delete it yourself"),
+                ));
+            }
+            if let Err(e) = self.load_manifest() {
+                problems.push(plain(
+                    ProblemKind::Manifest,
+                    format!("backups/{}", crate::backup::MANIFEST_FILE),
+                    &e.to_string(),
+                ));
+            }
+            let (_, bad) =
+                crate::history::read_raw(&self.root.join(crate::history::HISTORY_FILE))?;
+            if bad > 0 {
+                problems.push(plain(
+                    ProblemKind::History,
+                    crate::history::HISTORY_FILE.into(),
+                    &format!("{bad} line(s) do not parse (a write cut short?); they are ignored"),
+                ));
+            }
+        }
 
         // Sizes first; then hash what has the right size.
+        let mut moved_on = false;
         let mut to_hash: Vec<&Expect> = Vec::new();
         for e in &expect {
-            match std::fs::metadata(self.abs(&e.rel)) {
-                Err(_) => problems.push(problem(
-                    ProblemKind::Missing,
+            match std::fs::symlink_metadata(self.abs(&e.rel)) {
+                Err(_) => {
+                    if self.registry().is_ok_and(|now| now.generation != reg.generation) {
+                        moved_on = true;
+                    }
+                    problems.push(problem(
+                        ProblemKind::Missing,
+                        e,
+                        "registered, but the file is gone".into(),
+                    ))
+                }
+                Ok(m) if !m.file_type().is_file() => problems.push(problem(
+                    ProblemKind::NotRegular,
                     e,
-                    "registered, but the file is gone".into(),
+                    "registered, but not a regular file (a symlink?): its bytes are not the store's".into(),
                 )),
                 Ok(m) if m.len() != e.bytes => problems.push(problem(
                     ProblemKind::Changed,
@@ -242,11 +394,17 @@ impl WeightManager {
         for (e, r) in to_hash.iter().zip(results) {
             match r {
                 Ok(h) if h.sha256 == e.sha256 => {}
-                Ok(h) => problems.push(problem(
-                    ProblemKind::Changed,
-                    e,
-                    format!("sha256 {:.16}..., registered {:.16}...", h.sha256, e.sha256),
-                )),
+                Ok(h) => {
+                    let which = self.changed_tensor(e).unwrap_or_default();
+                    problems.push(problem(
+                        ProblemKind::Changed,
+                        e,
+                        format!(
+                            "sha256 {:.16}..., registered {:.16}...{which}",
+                            h.sha256, e.sha256
+                        ),
+                    ))
+                }
                 Err(err) => problems.push(problem(
                     ProblemKind::Missing,
                     e,
@@ -254,13 +412,35 @@ impl WeightManager {
                 )),
             }
         }
-        problems.sort_by(|a, b| a.path.cmp(&b.path));
-        Ok(VerifyReport {
-            files: expect.len(),
-            bytes: total,
-            seconds: start.elapsed().as_secs_f64(),
-            problems,
-        })
+        problems.sort_by(|a, b| a.path.cmp(&b.path).then(a.kind.name().cmp(b.kind.name())));
+        Ok((
+            VerifyReport {
+                files: expect.len(),
+                bytes: total,
+                seconds: start.elapsed().as_secs_f64(),
+                problems,
+            },
+            moved_on,
+        ))
+    }
+
+    /// For a changed registered file: `; tensor "x" differs` from its per-tensor digests, or
+    /// why the file no longer reads.
+    fn changed_tensor(&self, e: &Expect) -> Option<String> {
+        let (content, version) = (e.content.as_ref()?, e.version.as_ref()?);
+        let want = self.digests_of(&e.model, version, content).ok()?;
+        let src = match tantra_formats::open(&self.abs(&e.rel)) {
+            Ok(s) => s,
+            Err(err) => return Some(format!("; it no longer reads: {}", err.kind)),
+        };
+        match crate::content::TensorTable::of(src.as_ref(), self.jobs, &tantra_formats::NoProgress)
+        {
+            Ok(t) => Some(match want.difference(&t) {
+                Some(d) => format!("; {d}"),
+                None => "; the tensors are intact (only the container bytes differ)".into(),
+            }),
+            Err(err) => Some(format!("; it no longer reads: {}", err.kind)),
+        }
     }
 }
 

@@ -47,6 +47,17 @@ fn pruned_steps(wm: &WeightManager, rule: &PruneRule) -> Vec<u64> {
     plan.iter().map(|i| i.step.unwrap()).collect()
 }
 
+/// Makes a file look an hour old (temporary files younger than a minute are never stale).
+fn age(path: &std::path::Path) {
+    let old = std::time::SystemTime::now() - Duration::from_secs(3600);
+    std::fs::File::options()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+}
+
 /// Verifies the whole root.
 fn verify_all(wm: &WeightManager) -> VerifyReport {
     wm.verify(&VerifyScope::default(), &NoProgress).unwrap()
@@ -438,8 +449,10 @@ fn cleanup_sweeps_orphans_temps_and_old_backups() {
     let w = wm.weights_dir();
     std::fs::write(w.join("m_old_pt.pt"), vec![0u8; 100]).unwrap();
     std::fs::write(w.join(".tantra-tmp-dead.tmp"), vec![0u8; 10]).unwrap();
+    age(&w.join(".tantra-tmp-dead.tmp"));
     // A temporary file whose writer is alive (holds its lock) is left alone.
-    let live = tantra_store::fsx::new_temp(&w, &w.join("x")).unwrap();
+    let live = tantra_formats::temp::create_in(&w).unwrap();
+    age(live.path());
     std::fs::write(
         wm.backups_dir().join("20000101-000000-abcdef_unlisted.pt"),
         b"x",
@@ -472,7 +485,13 @@ fn cleanup_sweeps_orphans_temps_and_old_backups() {
             (CleanupKind::StaleDigests, "digests/m/gone.json"),
         ]
     );
-    assert_eq!(plan.bytes, 100 + 10 + 1 + 2);
+    // Only the store's own files are deleted; the others are moved to quarantine.
+    assert_eq!(plan.bytes, 10 + 2);
+    let actions: Vec<(CleanupKind, CleanupAction)> =
+        plan.items.iter().map(|i| (i.kind, i.action)).collect();
+    assert!(actions.contains(&(CleanupKind::Orphan, CleanupAction::Quarantine)));
+    assert!(actions.contains(&(CleanupKind::UnlistedBackup, CleanupAction::Quarantine)));
+    assert!(actions.contains(&(CleanupKind::Temp, CleanupAction::Delete)));
     let v = verify_all(&wm);
     assert_eq!(v.problems.len(), 2, "{:?}", v.problems);
 
@@ -483,8 +502,26 @@ fn cleanup_sweeps_orphans_temps_and_old_backups() {
     .unwrap();
     assert!(live.path().exists());
     assert!(!w.join("m_old_pt.pt").exists());
+    assert!(!w.join(".tantra-tmp-dead.tmp").exists());
+    // The orphan and the unlisted backup are kept in quarantine, with their bytes.
+    let v = verify_all(&wm);
+    let mut q: Vec<(ProblemKind, u64)> = v
+        .problems
+        .iter()
+        .map(|p| (p.kind, std::fs::metadata(wm.root().join(&p.path)).unwrap().len()))
+        .collect();
+    q.sort_by_key(|x| x.1);
+    assert_eq!(
+        q,
+        vec![(ProblemKind::Quarantined, 1), (ProblemKind::Quarantined, 100)]
+    );
+    for p in &v.problems {
+        std::fs::remove_file(wm.root().join(&p.path)).unwrap();
+    }
     assert_verifies(&wm);
-    // The orphan was backed up; the bin removed earlier too. Both expire with age.
+    // The bin removed earlier was backed up; one more for the new bin. Both expire with age.
+    register_all(&wm, &safetensors_file(inp.path(), 1), "m", "v");
+    wm.remove("m", "v", Some(OutputFormat::Bin), false).unwrap();
     assert_eq!(wm.backups().unwrap().len(), 2);
     let none = wm
         .cleanup(&CleanupOptions {
@@ -685,18 +722,22 @@ fn threads_registering_at_once_lose_nothing() {
                 let model = if i % 2 == 0 { "even" } else { "odd" };
                 wm.register(f, model, &format!("v{i}"), &all(), &NoProgress)
                     .unwrap();
-                wm.tag(model, &format!("v{i}"), "t", false).unwrap();
+                wm.tag(model, &format!("v{i}"), &format!("t{i}"), false)
+                    .unwrap();
             });
         }
     });
     let rows = wm.list(&ListFilter::default()).unwrap();
     assert_eq!(rows.len(), 8 * 3);
     let reg = wm.registry().unwrap();
-    assert!(reg
-        .models
-        .values()
-        .flat_map(|m| m.versions.values())
-        .all(|v| v.tags == ["t"]));
+    for m in reg.models.values() {
+        for (v, rec) in &m.versions {
+            assert_eq!(rec.tags, [v.replace('v', "t")]);
+        }
+    }
+    // Every change is one generation, and the history has one line for each.
+    assert_eq!(reg.generation, 16);
+    assert_eq!(wm.log(None, None).unwrap().len(), 16);
     assert_verifies(&wm);
 }
 
@@ -838,12 +879,26 @@ fn an_interrupted_checkpoint_save_never_lists() {
             ..Default::default()
         })
         .unwrap();
-    assert_eq!(done.items.len(), 3, "{:?}", done.items);
-    assert!(done
-        .items
-        .iter()
-        .all(|i| i.kind == CleanupKind::IncompleteCheckpoint));
-    assert_verifies(&wm);
+    // Nothing is deleted: the file without a record goes to quarantine, the checkpoint whose
+    // file is damaged stays for `repair` or a restore.
+    let mut got: Vec<(CleanupKind, CleanupAction)> =
+        done.items.iter().map(|i| (i.kind, i.action)).collect();
+    got.sort_by_key(|x| x.0);
+    assert_eq!(
+        got,
+        vec![
+            (CleanupKind::IncompleteCheckpoint, CleanupAction::Quarantine),
+            (CleanupKind::DamagedCheckpoint, CleanupAction::Keep),
+        ],
+        "{:?}",
+        done.items
+    );
+    assert!(f3.exists());
+    let kinds: Vec<ProblemKind> = verify_all(&wm).problems.iter().map(|p| p.kind).collect();
+    assert_eq!(
+        kinds,
+        vec![ProblemKind::IncompleteCheckpoint, ProblemKind::Quarantined]
+    );
 }
 
 struct Toy;
@@ -968,7 +1023,7 @@ fn configs_are_validated_and_weights_checked_against_them() {
 }
 
 #[test]
-fn a_file_in_the_way_is_backed_up_and_never_restored_over_a_registered_one() {
+fn a_file_in_the_way_is_moved_to_quarantine_never_overwritten() {
     let (_r, inp, wm) = setup();
     wm.ensure_layout().unwrap();
     let target = wm.canonical_path("m", "x", OutputFormat::Pt).unwrap();
@@ -981,18 +1036,14 @@ fn a_file_in_the_way_is_backed_up_and_never_restored_over_a_registered_one() {
         &NoProgress,
     )
     .unwrap();
-    let b = wm.backups().unwrap();
-    assert_eq!(b.len(), 1);
-    assert_eq!(b[0].kind, BackupKind::Orphan);
+    assert!(wm.backups().unwrap().is_empty());
+    let v = verify_all(&wm);
+    assert_eq!(v.problems.len(), 1, "{:?}", v.problems);
+    assert_eq!(v.problems[0].kind, ProblemKind::Quarantined);
     assert_eq!(
-        std::fs::read(wm.abs(&b[0].file)).unwrap(),
+        std::fs::read(wm.root().join(&v.problems[0].path)).unwrap(),
         b"left by a crash"
     );
-    let e = wm.restore(&b[0].id, &NoProgress).unwrap_err();
-    assert!(matches!(e, StoreError::RestoreBlocked { .. }), "{e}");
-    assert!(
-        e.to_string().contains("tantra remove m x --format pt"),
-        "{e}"
-    );
+    std::fs::remove_file(wm.root().join(&v.problems[0].path)).unwrap();
     assert_verifies(&wm);
 }

@@ -194,6 +194,7 @@ pub fn run(action: Action, root: &Path) -> anyhow::Result<ExitCode> {
                 tags,
                 note,
                 config,
+                reason: None,
             };
             let r = wm.promote_checkpoint(&model, step, &version, &opts, &Bar::new())?;
             print_report(&r, json)?;

@@ -5,8 +5,8 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use tantra_store::time::parse_duration;
-use tantra_store::{CleanupOptions, WeightManager};
+use tantra_store::parse_duration;
+use tantra_store::{CleanupAction, CleanupOptions, WeightManager};
 
 use crate::table::{human_bytes, render};
 
@@ -21,8 +21,9 @@ pub struct Args {
     /// Remove backups older than this (90s, 15m, 12h, 7d, 2w).
     #[arg(long, value_name = "DURATION")]
     pub backups_older_than: Option<String>,
-    /// Remove files in weights/ the registry does not name, temp files left by crashes,
-    /// incomplete checkpoints, unlisted backups.
+    /// Sweep what crashes leave: temp files are deleted; files in weights/ the registry does
+    /// not name, checkpoint files without a record and unlisted backups are moved to
+    /// quarantine/ (never deleted).
     #[arg(long)]
     pub orphans: bool,
     /// Delete removed versions and orphans without keeping a backup.
@@ -58,16 +59,18 @@ pub fn run(a: Args, root: &Path) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let verb = if report.dry_run {
-        "would remove"
+        "would delete"
     } else {
-        "removed"
+        "deleted"
     };
+    let count = |a: CleanupAction| report.items.iter().filter(|i| i.action == a).count();
     if !report.items.is_empty() {
         let rows: Vec<Vec<String>> = report
             .items
             .iter()
             .map(|i| {
                 vec![
+                    i.action.name().into(),
                     i.kind.name().into(),
                     i.path.clone(),
                     human_bytes(i.bytes),
@@ -78,13 +81,19 @@ pub fn run(a: Args, root: &Path) -> anyhow::Result<ExitCode> {
             .collect();
         print!(
             "{}",
-            render(&["kind", "path", "size", "reason", "backup"], &rows)
+            render(
+                &["action", "kind", "path", "size", "reason", "backup"],
+                &rows
+            )
         );
     }
     println!(
-        "{verb} {} items, {}",
-        report.items.len(),
-        human_bytes(report.bytes)
+        "{verb} {} item{} ({}); {} moved to quarantine; {} kept",
+        count(CleanupAction::Delete),
+        if count(CleanupAction::Delete) == 1 { "" } else { "s" },
+        human_bytes(report.bytes),
+        count(CleanupAction::Quarantine),
+        count(CleanupAction::Keep),
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -21,8 +21,10 @@ mod checkpoint;
 mod cleanup;
 mod config;
 mod list_weights;
+mod log;
 mod register;
 mod remove;
+mod repair;
 mod restore;
 mod set_default;
 mod tag;
@@ -72,8 +74,12 @@ pub enum Command {
     Checkpoint(checkpoint::Action),
     /// Retention and removal of orphans and temp files (--dry-run to preview).
     Cleanup(cleanup::Args),
-    /// Re-hash registered files; exit 1 if anything is missing, changed or unregistered.
+    /// Re-hash registered files and check all metadata; exit 1 on any problem.
     Verify(verify::Args),
+    /// Fix what verify finds: registry, files, digests, checkpoint records (--dry-run first).
+    Repair(repair::Args),
+    /// The history of registry changes (who, when, command, what changed).
+    Log(log::Args),
     /// Model configurations: list, show, set, validate, check, import.
     #[command(subcommand)]
     Config(config::Action),
@@ -162,6 +168,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Checkpoint(a) => checkpoint::run(a, &root),
         Command::Cleanup(a) => cleanup::run(a, &root),
         Command::Verify(a) => verify::run(a, &root),
+        Command::Repair(a) => repair::run(a, &root),
+        Command::Log(a) => log::run(a, &root),
         Command::Config(a) => config::run(a, &root),
         Command::CreateSampleWeights(a) => {
             create_weights::run(a, &root, tantra_models::Preset::SampleSmall)

@@ -51,6 +51,7 @@ pub fn run(a: Args, root: &Path) -> anyhow::Result<ExitCode> {
         tags: a.tags,
         note: a.note,
         config: a.config,
+        reason: None,
     };
     let report = wm.register(&a.file, &a.model, &a.version, &opts, &Bar::new())?;
     print_report(&report, a.json)?;

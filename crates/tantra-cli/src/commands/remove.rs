@@ -1,11 +1,12 @@
-//! `tantra remove MODEL VERSION [--format F] [--force] [--json]`: unregister and delete a
-//! version (or one of its formats); every file is backed up first.
+//! `tantra remove MODEL VERSION [--format F] [--force] [--no-backup] [--dry-run] [--json]`:
+//! unregister a version (or one of its formats) and unlink its files; every file is backed up
+//! first unless `--no-backup`, so the report says what is freed now and what stays in backups.
 
 use std::path::Path;
 use std::process::ExitCode;
 
 use tantra_formats::OutputFormat;
-use tantra_store::WeightManager;
+use tantra_store::{RemoveOptions, WeightManager};
 
 use crate::table::human_bytes;
 
@@ -19,22 +20,35 @@ pub struct Args {
     /// Allow removing the model's default version.
     #[arg(long)]
     pub force: bool,
+    /// Delete without a backup, so that the space is freed now.
+    #[arg(long)]
+    pub no_backup: bool,
+    /// Only say what would be removed.
+    #[arg(long)]
+    pub dry_run: bool,
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
 }
 
 pub fn run(a: Args, root: &Path) -> anyhow::Result<ExitCode> {
-    let r = WeightManager::open(root)?.remove(&a.model, &a.version, a.format, a.force)?;
+    let opts = RemoveOptions {
+        format: a.format,
+        force: a.force,
+        no_backup: a.no_backup,
+        dry_run: a.dry_run,
+    };
+    let r = WeightManager::open(root)?.remove_with(&a.model, &a.version, &opts)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
         return Ok(ExitCode::SUCCESS);
     }
+    let verb = if r.dry_run { "would remove" } else { "removed" };
     for (f, path) in &r.removed {
-        println!("removed {f:<11} {path}");
+        println!("{verb} {f:<11} {path}");
     }
     println!(
-        "{}:{}: {} removed{}; backups: {}",
+        "{}:{}: {} {verb}{}; freed now {}, kept in backups {}{}",
         r.model,
         r.version,
         human_bytes(r.bytes),
@@ -43,7 +57,13 @@ pub fn run(a: Args, root: &Path) -> anyhow::Result<ExitCode> {
         } else {
             ""
         },
-        r.backups.join(", ")
+        human_bytes(r.freed),
+        human_bytes(r.kept_in_backups),
+        if r.backups.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", r.backups.join(", "))
+        }
     );
     Ok(ExitCode::SUCCESS)
 }

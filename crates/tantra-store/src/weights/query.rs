@@ -1,0 +1,106 @@
+//! Listings: registered files and versions, read without the lock.
+
+use tantra_formats::OutputFormat;
+
+use super::{find_model, ListFilter, VersionRow, WeightManager, WeightRow, WeightRowRef};
+use crate::error::{Result, StoreError};
+use crate::names::validate_name;
+
+impl WeightManager {
+    /// Every registered file, by model, version and format (safetensors, pt, bin).
+    ///
+    /// # Errors
+    /// A registry that does not parse.
+    pub fn list(&self, filter: &ListFilter) -> Result<Vec<WeightRow>> {
+        self.with_rows(filter, |rows| {
+            rows.iter().map(WeightRowRef::to_owned).collect()
+        })
+    }
+
+    /// Hands `f` every registered file, borrowed from the registry's bytes: the cheapest way
+    /// to list a large registry (one parse, no copies of the strings).
+    ///
+    /// # Errors
+    /// A registry that does not parse.
+    pub fn with_rows<R>(
+        &self,
+        filter: &ListFilter,
+        f: impl FnOnce(&[WeightRowRef<'_>]) -> R,
+    ) -> Result<R> {
+        let path = self.registry_path();
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                // Empty only if the root never held weights (see `registry`).
+                self.registry()?;
+                return Ok(f(&[]));
+            }
+            Err(e) => return Err(StoreError::io(&path, e)),
+        };
+        let reg = crate::registry::RegistryView::parse(&bytes, &path)?;
+        let mut rows = Vec::new();
+        for (m, model) in &reg.models {
+            if filter.model.as_deref().is_some_and(|f| f != m) {
+                continue;
+            }
+            for (v, ver) in &model.versions {
+                let is_default = model.default.as_deref() == Some(v.as_ref());
+                for fmt in OutputFormat::ALL {
+                    if filter.format.is_some_and(|ff| ff != fmt) {
+                        continue;
+                    }
+                    let Some(rec) = ver.formats.get(fmt.name()) else {
+                        continue;
+                    };
+                    rows.push(WeightRowRef {
+                        model: m,
+                        version: v,
+                        format: fmt.name(),
+                        path: &rec.path,
+                        bytes: rec.bytes,
+                        sha256: &rec.sha256,
+                        parameters: ver.parameters,
+                        default: is_default,
+                        created: &rec.created,
+                    });
+                }
+            }
+        }
+        Ok(f(&rows))
+    }
+
+    /// The versions of `model`, oldest first.
+    ///
+    /// # Errors
+    /// An unknown model.
+    pub fn versions(&self, model: &str) -> Result<Vec<VersionRow>> {
+        validate_name("model", model)?;
+        let reg = self.registry()?;
+        let m = find_model(&reg, model)?;
+        let mut rows: Vec<VersionRow> = m
+            .versions
+            .iter()
+            .map(|(v, rec)| VersionRow {
+                version: v.clone(),
+                default: m.default.as_deref() == Some(v.as_str()),
+                created: rec.created.clone(),
+                parameters: rec.parameters,
+                tensors: rec.tensors,
+                dtypes: rec.dtypes.clone(),
+                formats: rec
+                    .available_formats()
+                    .iter()
+                    .map(|f| f.name().to_string())
+                    .collect(),
+                bytes: rec.total_bytes(),
+                tags: rec.tags.clone(),
+                note: rec.note.clone(),
+                config: rec.config.clone(),
+                content: rec.content.clone(),
+            })
+            .collect();
+        rows.sort_by(|a, b| a.created.cmp(&b.created).then(a.version.cmp(&b.version)));
+        Ok(rows)
+    }
+
+}
