@@ -232,19 +232,52 @@ fn verify_remove_backups_restore_cleanup() {
         .status
         .success());
 
-    // Cleanup: an orphan and a stale temp file; dry run first.
+    // Cleanup: an orphan and a stale temp file; dry run first. The temp file is deleted (the
+    // store's own, its writer gone); the orphan is not the store's, so it is moved to
+    // quarantine/, never deleted.
     std::fs::write(root.join("weights/stray.pt"), vec![1u8; 1000]).unwrap();
     std::fs::write(root.join("weights/.tantra-tmp-x.tmp"), vec![1u8; 24]).unwrap();
-    let out = tantra(&root, &["cleanup", "--orphans", "--dry-run", "--json"]);
+    let no_grace = |args: &[&str]| {
+        bin()
+            .env("TANTRA_TEMP_GRACE", "0")
+            .arg("--root")
+            .arg(&root)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = no_grace(&["cleanup", "--orphans", "--dry-run", "--json"]);
     let plan = ok_json(&out);
     assert_eq!(plan["dry_run"], true);
-    assert_eq!(plan["bytes"], 1024);
-    assert_eq!(plan["items"].as_array().unwrap().len(), 2);
+    assert_eq!(plan["bytes"], 24);
+    let items = plan["items"].as_array().unwrap();
+    let mut actions: Vec<(String, String)> = items
+        .iter()
+        .map(|i| (i["action"].as_str().unwrap().into(), i["path"].as_str().unwrap().into()))
+        .collect();
+    actions.sort();
+    assert_eq!(
+        actions,
+        vec![
+            ("delete".into(), "weights/.tantra-tmp-x.tmp".into()),
+            ("quarantine".into(), "weights/stray.pt".into())
+        ]
+    );
     assert!(root.join("weights/stray.pt").exists());
     assert_eq!(tantra(&root, &["verify"]).status.code(), Some(1));
-    let out = tantra(&root, &["cleanup"]);
+    let out = no_grace(&["cleanup"]);
     ok(&out);
     assert!(!root.join("weights/stray.pt").exists());
+    assert!(!root.join("weights/.tantra-tmp-x.tmp").exists());
+    let out = tantra(&root, &["verify", "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let rep: J = serde_json::from_slice(&out.stdout).unwrap();
+    let problems = rep["problems"].as_array().unwrap();
+    assert_eq!(problems.len(), 1);
+    assert_eq!(problems[0]["kind"], "quarantined");
+    let kept = root.join(problems[0]["path"].as_str().unwrap());
+    assert_eq!(std::fs::read(&kept).unwrap(), vec![1u8; 1000]);
+    std::fs::remove_file(&kept).unwrap();
     assert_exit(&tantra(&root, &["verify"]), 0, "verify after cleanup");
     let out = tantra(&root, &["cleanup", "--backups-older-than", "0s", "--json"]);
     let rep = ok_json(&out);

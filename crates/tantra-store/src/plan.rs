@@ -303,12 +303,13 @@ pub(crate) fn plan_register(
             }
         }
         if let (Some(o), false) = (&old, replacing) {
-            if o.sha256 == f.sha256 || !req.force {
+            if !req.force {
                 // Same bytes, or the same weights in other bytes without --force: keep.
                 report.push(placed(&fname, o, FileAction::Unchanged, None));
                 continue;
             }
-            // --force with the same weights in other bytes: back up and replace the file.
+            // --force: back up and replace the file (whatever its bytes are now: that is how
+            // a damaged file is put right).
             if let Some(ex) = &existing {
                 plan.backups
                     .push(weights_backup(model, version, &fname, ex, o, &req.reason));

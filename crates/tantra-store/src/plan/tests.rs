@@ -142,6 +142,17 @@ fn register_plans_follow_the_table() {
             actions: vec![FileAction::Replaced],
         },
         Expect {
+            name: "same bytes with force: replaced (a damaged file is put right)",
+            request: force(req("a", "c1", vec![file(OutputFormat::Pt, "s1", true)])),
+            want: Ok((
+                vec!["weights/m_a_pt.1.pt"],
+                vec!["weights/m_a_pt.pt"],
+                vec!["weights/m_a_pt.pt"],
+                1,
+            )),
+            actions: vec![FileAction::Replaced],
+        },
+        Expect {
             name: "other weights without force: refused",
             request: req("a", "c9", vec![file(OutputFormat::Pt, "s9", true)]),
             want: Err("already registered with different weights"),
