@@ -253,7 +253,12 @@ fn verify_remove_backups_restore_cleanup() {
     let items = plan["items"].as_array().unwrap();
     let mut actions: Vec<(String, String)> = items
         .iter()
-        .map(|i| (i["action"].as_str().unwrap().into(), i["path"].as_str().unwrap().into()))
+        .map(|i| {
+            (
+                i["action"].as_str().unwrap().into(),
+                i["path"].as_str().unwrap().into(),
+            )
+        })
         .collect();
     actions.sort();
     assert_eq!(

@@ -220,14 +220,14 @@ fn write_and_place<T>(
     }
     let dir = parent_dir(target);
     let tmp = crate::temp::create_in(&dir).map_err(|e| {
-            // The temporary file's own name means nothing to the user: say which folder failed.
-            let what = if dir.is_dir() {
-                format!("cannot create a file in {}: {e}", dir.display())
-            } else {
-                format!("the folder {} does not exist", dir.display())
-            };
-            FormatError::new(target, std::io::Error::new(e.kind(), what))
-        })?;
+        // The temporary file's own name means nothing to the user: say which folder failed.
+        let what = if dir.is_dir() {
+            format!("cannot create a file in {}: {e}", dir.display())
+        } else {
+            format!("the folder {} does not exist", dir.display())
+        };
+        FormatError::new(target, std::io::Error::new(e.kind(), what))
+    })?;
     let value = {
         failpoint::step("write", tmp.path()).map_err(|e| FormatError::new(target, e))?;
         let mut w = FileWriter::new(tmp.as_file());

@@ -311,8 +311,12 @@ impl WeightManager {
             content: table.content.clone(),
         };
         if let Err(e) = fsx::write_json_atomic(&record_path, &rec) {
-            let _ = std::fs::remove_file(self.abs(&rel));
-            return Err(e);
+            // A failure after the record's rename (syncing the folder) leaves the new
+            // checkpoint recorded: it is done. Otherwise the old record still holds.
+            if !matches!(self.read_checkpoint_record(&record_path), Ok(Some(r)) if r == rec) {
+                let _ = std::fs::remove_file(self.abs(&rel));
+                return Err(e);
+            }
         }
         // The old file is backed up; a failure to unlink it leaves a stray that cleanup moves
         // to quarantine.
@@ -322,7 +326,10 @@ impl WeightManager {
             }
         }
         if old.is_err() {
-            for u in in_use.iter().filter(|u| **u != rel && !u.ends_with(".json")) {
+            for u in in_use
+                .iter()
+                .filter(|u| **u != rel && !u.ends_with(".json"))
+            {
                 let _ = fsx::remove_synced(&self.abs(u));
             }
         }
@@ -544,7 +551,12 @@ fn free_checkpoint_rel(
         return canonical;
     }
     (1u32..)
-        .map(|n| format!("checkpoints/{model}/step_{step:010}.{n}.{}", format.extension()))
+        .map(|n| {
+            format!(
+                "checkpoints/{model}/step_{step:010}.{n}.{}",
+                format.extension()
+            )
+        })
         .find(|r| !used(r))
         .unwrap_or(canonical)
 }

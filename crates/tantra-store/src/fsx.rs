@@ -376,16 +376,21 @@ pub fn is_stale_temp(path: &Path) -> bool {
     tantra_formats::temp::is_stale(path)
 }
 
-/// Renames `from` to `to` (no-clobber: an existing `to` is an error) and syncs both folders.
-pub fn rename_noclobber(from: &Path, to: &Path) -> Result<()> {
-    failpoint::step("link", to).at(to)?;
-    match fs::hard_link(from, to) {
-        Ok(()) => {}
-        Err(e) => return Err(StoreError::io(to, e)),
+/// Renames `from` to `to`, a name that does not exist (the caller picks a fresh one under the
+/// root's lock), and syncs both folders. One rename: the file never has two names or none.
+pub fn rename_fresh(from: &Path, to: &Path) -> Result<()> {
+    if fs::symlink_metadata(to).is_ok() {
+        return Err(StoreError::io(
+            to,
+            io::Error::new(io::ErrorKind::AlreadyExists, "already exists"),
+        ));
     }
+    failpoint::step("rename", to).at(to)?;
+    fs::rename(from, to).at(to)?;
     let dir = parent_dir(to);
     sync_dir(&dir).at(&dir)?;
-    remove_synced(from)
+    let src_dir = parent_dir(from);
+    sync_dir(&src_dir).at(&src_dir)
 }
 
 #[cfg(test)]

@@ -107,9 +107,9 @@ pub struct HistoryEntry {
 impl HistoryEntry {
     /// True when the entry touches `model` (and `version`, when given).
     pub fn touches(&self, model: &str, version: Option<&str>) -> bool {
-        self.changes.iter().any(|c| {
-            c.model == model && version.is_none_or(|v| c.version.as_deref() == Some(v))
-        })
+        self.changes
+            .iter()
+            .any(|c| c.model == model && version.is_none_or(|v| c.version.as_deref() == Some(v)))
     }
 }
 
@@ -222,11 +222,15 @@ fn version_changes(
     } else {
         for (f, r) in &b.formats {
             match a.formats.get(f) {
-                None => push(ChangeKind::FormatAdded, format!("{f}: {}", r.source.describe())),
+                None => push(
+                    ChangeKind::FormatAdded,
+                    format!("{f}: {}", r.source.describe()),
+                ),
                 Some(o) if o.sha256 != r.sha256 => push(ChangeKind::FileChanged, f.clone()),
-                Some(o) if o.path != r.path => {
-                    push(ChangeKind::FileChanged, format!("{f}: {} -> {}", o.path, r.path))
-                }
+                Some(o) if o.path != r.path => push(
+                    ChangeKind::FileChanged,
+                    format!("{f}: {} -> {}", o.path, r.path),
+                ),
                 Some(_) => {}
             }
         }
@@ -250,7 +254,10 @@ fn version_changes(
         push(ChangeKind::NoteChanged, b.note.clone().unwrap_or_default());
     }
     if a.config != b.config {
-        push(ChangeKind::ConfigChanged, b.config.clone().unwrap_or_default());
+        push(
+            ChangeKind::ConfigChanged,
+            b.config.clone().unwrap_or_default(),
+        );
     }
 }
 

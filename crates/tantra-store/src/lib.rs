@@ -62,14 +62,14 @@ pub use config::{
 };
 pub use content::{TensorDigest, TensorTable};
 pub use error::{Result, StoreError};
-pub use registry::{FormatRecord, ModelRecord, Registry, Source, VersionRecord};
-pub use verify::{ProblemKind, VerifyProblem, VerifyReport, VerifyScope};
 pub use history::{Change, ChangeKind, HistoryEntry};
 pub use names::{is_valid_name, validate_name, weight_file_name, MAX_NAME_LEN};
 pub use plan::{FileAction, PlacedFile};
+pub use registry::{FormatRecord, ModelRecord, Registry, Source, VersionRecord};
 pub use repair::{RepairAction, RepairReport};
 pub use time::{format_rfc3339, now_rfc3339, parse_duration, parse_rfc3339};
 pub use txn::{GENERATIONS_DIR, QUARANTINE_DIR};
+pub use verify::{ProblemKind, VerifyProblem, VerifyReport, VerifyScope};
 pub use weights::{
     ListFilter, LoadOptions, LoadedWeights, RegisterOptions, RegisterReport, RemoveOptions,
     RemoveReport, Resolved, VersionRow, WeightManager, WeightRow, WeightRowRef,

@@ -63,16 +63,20 @@ pub(crate) struct Plan {
     pub backups: Vec<BackupSpec>,
     /// Files the current registry names and the new one does not: unlinked after publishing.
     pub retire: Vec<String>,
+    /// Files the current registry names and the new one does not, moved to `quarantine/`
+    /// after publishing instead of unlinked (damaged files that `repair` replaces).
+    pub quarantine: Vec<String>,
     pub renames: Vec<Rename>,
 }
 
 impl Plan {
-    fn new(registry: Registry) -> Plan {
+    pub(crate) fn new(registry: Registry) -> Plan {
         Plan {
             registry,
             place: Vec::new(),
             backups: Vec::new(),
             retire: Vec::new(),
+            quarantine: Vec::new(),
             renames: Vec::new(),
         }
     }
@@ -371,11 +375,17 @@ pub(crate) fn plan_register(
             tensors: req.tensors,
             dtypes: req.dtypes.clone(),
             content: req.content.clone(),
-            tags: existing.as_ref().map(|e| e.tags.clone()).unwrap_or_default(),
+            tags: existing
+                .as_ref()
+                .map(|e| e.tags.clone())
+                .unwrap_or_default(),
             note: existing.as_ref().and_then(|e| e.note.clone()),
             config: existing.as_ref().and_then(|e| e.config.clone()),
             formats: BTreeMap::new(),
-            extra: existing.as_ref().map(|e| e.extra.clone()).unwrap_or_default(),
+            extra: existing
+                .as_ref()
+                .map(|e| e.extra.clone())
+                .unwrap_or_default(),
         },
     };
     rec.formats = records;
@@ -559,7 +569,12 @@ fn find_model_mut<'a>(reg: &'a mut Registry, model: &str) -> Result<&'a mut Mode
         })
 }
 
-fn placed(format: &str, rec: &FormatRecord, action: FileAction, same_as: Option<String>) -> PlacedFile {
+fn placed(
+    format: &str,
+    rec: &FormatRecord,
+    action: FileAction,
+    same_as: Option<String>,
+) -> PlacedFile {
     PlacedFile {
         format: format.into(),
         path: rec.path.clone(),

@@ -59,7 +59,12 @@ impl RepairReport {
     }
 }
 
-fn action(what: &str, path: impl Into<String>, fixed: bool, detail: impl Into<String>) -> RepairAction {
+fn action(
+    what: &str,
+    path: impl Into<String>,
+    fixed: bool,
+    detail: impl Into<String>,
+) -> RepairAction {
     RepairAction {
         what: what.into(),
         path: path.into(),
@@ -83,14 +88,23 @@ impl WeightManager {
         // 1. The registry.
         let current = match self.registry() {
             Ok(r) => r,
-            Err(e @ (StoreError::Corrupt { .. } | StoreError::RegistryMissing { .. } | StoreError::SchemaTooNew { .. })) => {
+            Err(
+                e @ (StoreError::Corrupt { .. }
+                | StoreError::RegistryMissing { .. }
+                | StoreError::SchemaTooNew { .. }),
+            ) => {
                 if matches!(e, StoreError::SchemaTooNew { .. }) {
                     return Err(e);
                 }
                 match self.rebuild_registry()? {
                     Ok((reg, how, left_out)) => {
                         for l in &left_out {
-                            actions.push(action("registry", crate::weights::REGISTRY_FILE, false, l.clone()));
+                            actions.push(action(
+                                "registry",
+                                crate::weights::REGISTRY_FILE,
+                                false,
+                                l.clone(),
+                            ));
                         }
                         actions.push(action(
                             "registry",
@@ -102,7 +116,10 @@ impl WeightManager {
                             let _ = lock;
                             let path = self.registry_path();
                             if std::fs::symlink_metadata(&path).is_ok() {
-                                self.quarantine(crate::weights::REGISTRY_FILE, "damaged registry replaced by repair")?;
+                                self.quarantine(
+                                    crate::weights::REGISTRY_FILE,
+                                    "damaged registry replaced by repair",
+                                )?;
                             }
                             let mut next = reg.clone();
                             let base = Registry {
@@ -118,7 +135,12 @@ impl WeightManager {
                         }
                     }
                     Err(why) => {
-                        actions.push(action("registry", crate::weights::REGISTRY_FILE, false, format!("{e}; {why}")));
+                        actions.push(action(
+                            "registry",
+                            crate::weights::REGISTRY_FILE,
+                            false,
+                            format!("{e}; {why}"),
+                        ));
                         return Ok(RepairReport { dry_run, actions });
                     }
                 }
@@ -145,7 +167,9 @@ impl WeightManager {
                     };
                     actions.push(self.repair_digests(&reg, m, v, dry_run, progress)?);
                 }
-                ProblemKind::IncompleteCheckpoint if p.detail.contains("record") || p.detail.contains("JSON") => {
+                ProblemKind::IncompleteCheckpoint
+                    if p.detail.contains("record") || p.detail.contains("JSON") =>
+                {
                     if let Some(m) = &p.model {
                         actions.push(self.repair_checkpoint_record(m, &p.path, dry_run, progress)?);
                     }
@@ -160,7 +184,9 @@ impl WeightManager {
     /// The newest kept generation that parses, plus the committed history after it; or the
     /// history alone. `Ok(Err(why))` when neither is possible.
     #[allow(clippy::type_complexity)]
-    fn rebuild_registry(&self) -> Result<std::result::Result<(Registry, String, Vec<String>), String>> {
+    fn rebuild_registry(
+        &self,
+    ) -> Result<std::result::Result<(Registry, String, Vec<String>), String>> {
         let (entries, bad) = history::read_raw(&self.root.join(history::HISTORY_FILE))?;
         let top = entries.iter().map(|e| e.generation).max().unwrap_or(0);
         let committed = history::committed(entries, u64::MAX);
@@ -230,7 +256,11 @@ impl WeightManager {
         }
         for model in reg.models.values_mut() {
             model.versions.retain(|_, v| !v.formats.is_empty());
-            if model.default.as_ref().is_some_and(|d| !model.versions.contains_key(d)) {
+            if model
+                .default
+                .as_ref()
+                .is_some_and(|d| !model.versions.contains_key(d))
+            {
                 model.default = None;
             }
         }
@@ -252,10 +282,20 @@ impl WeightManager {
         progress: &dyn Progress,
     ) -> Result<RepairAction> {
         let Some(ver) = reg.version(model, version).cloned() else {
-            return Ok(action("file", "", false, format!("{model}:{version} is no longer registered")));
+            return Ok(action(
+                "file",
+                "",
+                false,
+                format!("{model}:{version} is no longer registered"),
+            ));
         };
         let Some(rec) = ver.formats.get(format).cloned() else {
-            return Ok(action("file", "", false, format!("{model}:{version} has no {format}")));
+            return Ok(action(
+                "file",
+                "",
+                false,
+                format!("{model}:{version} has no {format}"),
+            ));
         };
         let fmt: OutputFormat = match format.parse() {
             Ok(f) => f,
@@ -266,7 +306,8 @@ impl WeightManager {
         let backup = manifest.as_ref().and_then(|m| {
             m.backups.iter().rev().find(|b| {
                 b.sha256.as_deref() == Some(rec.sha256.as_str())
-                    && std::fs::symlink_metadata(self.abs(&b.file)).is_ok_and(|md| md.len() == rec.bytes)
+                    && std::fs::symlink_metadata(self.abs(&b.file))
+                        .is_ok_and(|md| md.len() == rec.bytes)
             })
         });
         let table = match self.digests_of(model, version, &ver.content) {
@@ -302,7 +343,12 @@ impl WeightManager {
         let (staged, hash, source) = if let Some(b) = backup {
             let s = fsx::copy_to_temp(&self.abs(&b.file), &wdir, &target, progress)?;
             if s.hash.sha256 != rec.sha256 {
-                return Ok(action("file", rec.path, false, format!("backup {} no longer holds the registered bytes", b.id)));
+                return Ok(action(
+                    "file",
+                    rec.path,
+                    false,
+                    format!("backup {} no longer holds the registered bytes", b.id),
+                ));
             }
             let h = s.hash.clone();
             (s.tmp, h, rec.source.clone())
@@ -321,7 +367,12 @@ impl WeightManager {
                 None => TensorTable::of(src.as_ref(), self.jobs, progress)?,
             };
             if t.content != ver.content || want.difference(&t).is_some() {
-                return Ok(action("file", rec.path, false, "the rebuilt file does not hold the version's tensors"));
+                return Ok(action(
+                    "file",
+                    rec.path,
+                    false,
+                    "the rebuilt file does not hold the version's tensors",
+                ));
             }
             let h = s.hash.clone();
             (s.tmp, h, Source::Converted { from: f.clone() })
@@ -334,36 +385,37 @@ impl WeightManager {
         let alt = {
             let canonical = crate::plan::canonical_rel(model, version, fmt);
             let ext = fmt.extension();
-            let stem = canonical.strip_suffix(&format!(".{ext}")).unwrap_or(&canonical).to_string();
+            let stem = canonical
+                .strip_suffix(&format!(".{ext}"))
+                .unwrap_or(&canonical)
+                .to_string();
             (1u32..)
                 .map(|n| format!("{stem}.{n}.{ext}"))
-                .find(|r| current.owner_of(r).is_none() && std::fs::symlink_metadata(self.abs(r)).is_err())
+                .find(|r| {
+                    current.owner_of(r).is_none() && std::fs::symlink_metadata(self.abs(r)).is_err()
+                })
                 .unwrap_or(canonical)
         };
-        if let Some(r) = next.version_mut(model, version).and_then(|v| v.formats.get_mut(format)) {
+        if let Some(r) = next
+            .version_mut(model, version)
+            .and_then(|v| v.formats.get_mut(format))
+        {
             r.path = alt.clone();
             r.sha256 = hash.sha256.clone();
             r.bytes = hash.bytes;
             r.created = crate::time::now_rfc3339();
             r.source = source;
         }
-        let mut plan = Plan {
-            registry: next,
-            place: vec![Place {
-                rel: alt.clone(),
-                from: PlaceFrom::Staged(0),
-                sha256: hash.sha256.clone(),
-                bytes: hash.bytes,
-            }],
-            backups: Vec::new(),
-            retire: Vec::new(),
-            renames: Vec::new(),
-        };
-        // The damaged file goes to quarantine before the rename back to the canonical name.
-        let damaged_there = std::fs::symlink_metadata(&target).is_ok();
-        if damaged_there {
-            self.quarantine(&rec.path, &format!("damaged {model}:{version} ({format}) replaced by repair"))?;
-        }
+        let mut plan = Plan::new(next);
+        plan.place.push(Place {
+            rel: alt.clone(),
+            from: PlaceFrom::Staged(0),
+            sha256: hash.sha256.clone(),
+            bytes: hash.bytes,
+        });
+        // The damaged file goes to quarantine once the registry names the proven one, then
+        // the proven one takes the canonical name back.
+        plan.quarantine.push(rec.path.clone());
         plan.renames.push(Rename {
             model: model.into(),
             version: version.into(),
@@ -385,13 +437,20 @@ impl WeightManager {
         dry_run: bool,
         progress: &dyn Progress,
     ) -> Result<RepairAction> {
-        let path = format!("digests/{}.json", reg.version(model, version).map(|v| v.content.clone()).unwrap_or_default());
+        let path = format!(
+            "digests/{}.json",
+            reg.version(model, version)
+                .map(|v| v.content.clone())
+                .unwrap_or_default()
+        );
         let Some(ver) = reg.version(model, version) else {
             return Ok(action("digests", path, false, "the version is gone"));
         };
         for rec in ver.formats.values() {
             let file = self.abs(&rec.path);
-            if !fsx::hash_file(&file, &tantra_formats::NoProgress).is_ok_and(|h| h.sha256 == rec.sha256) {
+            if !fsx::hash_file(&file, &tantra_formats::NoProgress)
+                .is_ok_and(|h| h.sha256 == rec.sha256)
+            {
                 continue;
             }
             let src = open(&file)?;
@@ -402,9 +461,19 @@ impl WeightManager {
             if !dry_run {
                 self.save_digests(&t)?;
             }
-            return Ok(action("digests", path, true, format!("recomputed from {}", rec.path)));
+            return Ok(action(
+                "digests",
+                path,
+                true,
+                format!("recomputed from {}", rec.path),
+            ));
         }
-        Ok(action("digests", path, false, "no registered file of the version is intact"))
+        Ok(action(
+            "digests",
+            path,
+            false,
+            "no registered file of the version is intact",
+        ))
     }
 
     /// Rebuilds a damaged checkpoint record from its weight file.
@@ -421,7 +490,12 @@ impl WeightManager {
             .and_then(|s| s.strip_suffix(".json"))
             .and_then(|s| s.parse::<u64>().ok())
         else {
-            return Ok(action("checkpoint-record", record_rel, false, "not a checkpoint record name"));
+            return Ok(action(
+                "checkpoint-record",
+                record_rel,
+                false,
+                "not a checkpoint record name",
+            ));
         };
         let prefix = format!("step_{step:010}.");
         let files: Vec<String> = crate::cleanup::list_files(&self.checkpoint_dir(model))?
@@ -434,21 +508,38 @@ impl WeightManager {
                 "checkpoint-record",
                 record_rel,
                 false,
-                format!("{} weight files for step {step}: restore the record from `tantra backups`", files.len()),
+                format!(
+                    "{} weight files for step {step}: restore the record from `tantra backups`",
+                    files.len()
+                ),
             ));
         };
         let rel = format!("checkpoints/{model}/{file}");
         let path = self.abs(&rel);
         let format = match crate::weights::output_format_of(&path) {
             Ok(f) => f,
-            Err(e) => return Ok(action("checkpoint-record", record_rel, false, format!("{rel}: {e}"))),
+            Err(e) => {
+                return Ok(action(
+                    "checkpoint-record",
+                    record_rel,
+                    false,
+                    format!("{rel}: {e}"),
+                ))
+            }
         };
         let hash = fsx::hash_file(&path, &tantra_formats::NoProgress)?;
         let table = match open(&path).map_err(StoreError::from).and_then(|s| {
             TensorTable::of(s.as_ref(), self.jobs, progress).map_err(StoreError::from)
         }) {
             Ok(t) => t,
-            Err(e) => return Ok(action("checkpoint-record", record_rel, false, format!("{rel} does not read: {e}"))),
+            Err(e) => {
+                return Ok(action(
+                    "checkpoint-record",
+                    record_rel,
+                    false,
+                    format!("{rel} does not read: {e}"),
+                ))
+            }
         };
         // Metrics from a backup of this checkpoint with these bytes, when there is one.
         let metrics: Option<BTreeMap<String, f64>> = self.load_manifest().ok().and_then(|m| {

@@ -78,10 +78,16 @@ impl WeightManager {
         let result = self.place_all(&plan.place, &mut staged, &mut placed, &mut applied);
         let result = result.and_then(|()| self.publish(current, &mut plan.registry));
         if let Err(e) = result {
-            for p in placed {
-                let _ = std::fs::remove_file(p);
+            // A failure after the rename (syncing the folder) means the new registry is
+            // published: the change happened and its files must stay, so the command carries
+            // on as done (the next folder sync makes the entry durable). Only an unpublished
+            // plan is rolled back and reported.
+            if !self.is_published(&plan.registry) {
+                for p in placed {
+                    let _ = std::fs::remove_file(p);
+                }
+                return Err(e);
             }
-            return Err(e);
         }
         applied.generation = plan.registry.generation;
         for rel in &plan.retire {
@@ -90,9 +96,20 @@ impl WeightManager {
             }
             let path = self.abs(rel);
             let last_name = nlink(&path) == Some(1);
-            let bytes = std::fs::symlink_metadata(&path).map(|m| m.len()).unwrap_or(0);
+            let bytes = std::fs::symlink_metadata(&path)
+                .map(|m| m.len())
+                .unwrap_or(0);
             if fsx::remove_synced(&path).is_ok() && last_name {
                 applied.freed += bytes;
+            }
+        }
+        for rel in &plan.quarantine {
+            if plan.registry.owner_of(rel).is_none()
+                && std::fs::symlink_metadata(self.abs(rel)).is_ok()
+            {
+                if let Ok(q) = self.quarantine(rel, "damaged file replaced by repair") {
+                    applied.quarantined.push(q);
+                }
             }
         }
         let mut reg = plan.registry;
@@ -121,10 +138,12 @@ impl WeightManager {
             self.clear_way(&p.rel, &p.sha256, p.bytes, applied)?;
             match &p.from {
                 PlaceFrom::Staged(i) => {
-                    let tmp = staged
-                        .get_mut(*i)
-                        .and_then(Option::take)
-                        .ok_or_else(|| StoreError::io(&target, std::io::Error::other("internal: staged file missing")))?;
+                    let tmp = staged.get_mut(*i).and_then(Option::take).ok_or_else(|| {
+                        StoreError::io(
+                            &target,
+                            std::io::Error::other("internal: staged file missing"),
+                        )
+                    })?;
                     fsx::persist(tmp, &target, false)?;
                 }
                 PlaceFrom::Link(src) => {
@@ -163,10 +182,7 @@ impl WeightManager {
         let dir = self.root.join(QUARANTINE_DIR);
         fsx::create_dirs(&dir)?;
         let base = rel.replace('/', "__");
-        let stamp: String = now_rfc3339()
-            .chars()
-            .filter(char::is_ascii_digit)
-            .collect();
+        let stamp: String = now_rfc3339().chars().filter(char::is_ascii_digit).collect();
         let mut n = 0u32;
         let name = loop {
             let name = if n == 0 {
@@ -181,7 +197,7 @@ impl WeightManager {
         };
         let from = self.abs(rel);
         let to = dir.join(&name);
-        fsx::rename_noclobber(&from, &to)?;
+        fsx::rename_fresh(&from, &to)?;
         let line = serde_json::json!({
             "file": format!("{QUARANTINE_DIR}/{name}"),
             "original": rel,
@@ -253,11 +269,20 @@ impl WeightManager {
             }
         }
         if let Err(e) = self.publish(reg, &mut next) {
-            let _ = std::fs::remove_file(&to);
+            if !self.is_published(&next) {
+                let _ = std::fs::remove_file(&to);
+            }
             return Err(e);
         }
         *reg = next;
         fsx::remove_synced(&self.abs(&r.from))
+    }
+
+    /// True when the registry on disk is `reg` (a publish whose rename happened, whatever
+    /// failed after it).
+    fn is_published(&self, reg: &Registry) -> bool {
+        self.registry()
+            .is_ok_and(|r| r.generation == reg.generation && r == *reg)
     }
 
     /// Keeps the newest [`KEEP_GENERATIONS`] generation files (best effort).

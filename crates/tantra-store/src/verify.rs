@@ -22,8 +22,8 @@ use tantra_formats::Progress;
 
 use crate::error::{Result, StoreError};
 use crate::fsx;
-use crate::registry::Registry;
 use crate::names::validate_name;
+use crate::registry::Registry;
 use crate::WeightManager;
 
 /// What to verify: everything, one model, or one version.
@@ -347,8 +347,7 @@ impl WeightManager {
                     &e.to_string(),
                 ));
             }
-            let (_, bad) =
-                crate::history::read_raw(&self.root.join(crate::history::HISTORY_FILE))?;
+            let (_, bad) = crate::history::read_raw(&self.root.join(crate::history::HISTORY_FILE))?;
             if bad > 0 {
                 problems.push(plain(
                     ProblemKind::History,

@@ -508,12 +508,20 @@ fn cleanup_sweeps_orphans_temps_and_old_backups() {
     let mut q: Vec<(ProblemKind, u64)> = v
         .problems
         .iter()
-        .map(|p| (p.kind, std::fs::metadata(wm.root().join(&p.path)).unwrap().len()))
+        .map(|p| {
+            (
+                p.kind,
+                std::fs::metadata(wm.root().join(&p.path)).unwrap().len(),
+            )
+        })
         .collect();
     q.sort_by_key(|x| x.1);
     assert_eq!(
         q,
-        vec![(ProblemKind::Quarantined, 1), (ProblemKind::Quarantined, 100)]
+        vec![
+            (ProblemKind::Quarantined, 1),
+            (ProblemKind::Quarantined, 100)
+        ]
     );
     for p in &v.problems {
         std::fs::remove_file(wm.root().join(&p.path)).unwrap();

@@ -90,7 +90,11 @@ pub fn run(a: Args, root: &Path) -> anyhow::Result<ExitCode> {
     println!(
         "{verb} {} item{} ({}); {} moved to quarantine; {} kept",
         count(CleanupAction::Delete),
-        if count(CleanupAction::Delete) == 1 { "" } else { "s" },
+        if count(CleanupAction::Delete) == 1 {
+            ""
+        } else {
+            "s"
+        },
         human_bytes(report.bytes),
         count(CleanupAction::Quarantine),
         count(CleanupAction::Keep),

@@ -33,6 +33,14 @@ pub struct Args {
 
 pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     let start = Instant::now();
+    // A file a weights root holds is changed only through the root (register, restore), never
+    // behind its registry's back.
+    if let Some(owner) = tantra_store::WeightManager::owner_of_path(&a.output)? {
+        anyhow::bail!(
+            "{}: this file belongs to {owner} in a weights root; write elsewhere, or use `tantra register --force` to replace registered weights",
+            a.output.display()
+        );
+    }
     let opts = ConvertOptions {
         format: a.to,
         force: a.force,

@@ -26,7 +26,8 @@ pub fn run(a: Args, root: &Path) -> anyhow::Result<ExitCode> {
         Some(t) => VerifyScope::parse(t)?,
         None => VerifyScope::default(),
     };
-    let mut entries = WeightManager::open(root)?.log(scope.model.as_deref(), scope.version.as_deref())?;
+    let mut entries =
+        WeightManager::open(root)?.log(scope.model.as_deref(), scope.version.as_deref())?;
     entries.reverse();
     if let Some(n) = a.limit {
         entries.truncate(n);

@@ -44,7 +44,12 @@ pub fn run(a: Args, root: &Path) -> anyhow::Result<ExitCode> {
                 (true, false) => "fixed",
                 (false, _) => "NOT FIXED",
             };
-            vec![state.into(), x.what.clone(), x.path.clone(), x.detail.clone()]
+            vec![
+                state.into(),
+                x.what.clone(),
+                x.path.clone(),
+                x.detail.clone(),
+            ]
         })
         .collect();
     print!("{}", render(&["state", "what", "path", "detail"], &rows));

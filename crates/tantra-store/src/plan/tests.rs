@@ -95,7 +95,15 @@ struct Expect {
     name: &'static str,
     request: RegisterRequest,
     /// `Err(substring)` or the plan's (place rels, retire rels, backup srcs, renames).
-    want: std::result::Result<(Vec<&'static str>, Vec<&'static str>, Vec<&'static str>, usize), &'static str>,
+    want: std::result::Result<
+        (
+            Vec<&'static str>,
+            Vec<&'static str>,
+            Vec<&'static str>,
+            usize,
+        ),
+        &'static str,
+    >,
     actions: Vec<FileAction>,
 }
 
@@ -131,7 +139,8 @@ fn register_plans_follow_the_table() {
             actions: vec![FileAction::Unchanged],
         },
         Expect {
-            name: "same weights, other bytes, force: alternate name, old file backed up and retired",
+            name:
+                "same weights, other bytes, force: alternate name, old file backed up and retired",
             request: force(req("a", "c1", vec![file(OutputFormat::Pt, "s8", true)])),
             want: Ok((
                 vec!["weights/m_a_pt.1.pt"],
@@ -177,8 +186,17 @@ fn register_plans_follow_the_table() {
         },
         Expect {
             name: "a file written in place by its generator: recorded where it is",
-            request: req("c", "c3", vec![file(OutputFormat::Safetensors, "s5", false)]),
-            want: Ok((vec!["weights/m_c_safetensors.safetensors"], vec![], vec![], 0)),
+            request: req(
+                "c",
+                "c3",
+                vec![file(OutputFormat::Safetensors, "s5", false)],
+            ),
+            want: Ok((
+                vec!["weights/m_c_safetensors.safetensors"],
+                vec![],
+                vec![],
+                0,
+            )),
             actions: vec![FileAction::Added],
         },
         Expect {
@@ -213,11 +231,20 @@ fn register_plans_follow_the_table() {
                 // registry names a file, and nothing retired that the new registry names.
                 for p in &plan.place {
                     if p.from != PlaceFrom::InPlace {
-                        assert!(cur.owner_of(&p.rel).is_none(), "{}: {} in use", c.name, p.rel);
+                        assert!(
+                            cur.owner_of(&p.rel).is_none(),
+                            "{}: {} in use",
+                            c.name,
+                            p.rel
+                        );
                     }
                 }
                 for r in &plan.retire {
-                    assert!(plan.registry.owner_of(r).is_none(), "{}: {r} still named", c.name);
+                    assert!(
+                        plan.registry.owner_of(r).is_none(),
+                        "{}: {r} still named",
+                        c.name
+                    );
                 }
             }
         }
@@ -243,9 +270,15 @@ fn a_forced_replacement_keeps_tags_note_config_and_default() {
 
 #[test]
 fn dedup_links_to_the_file_that_holds_the_bytes() {
-    let (plan, report) =
-        plan_register(&base(), &req("c", "c2", vec![file(OutputFormat::Pt, "s3", true)])).unwrap();
-    assert_eq!(plan.place[0].from, PlaceFrom::Link("weights/m_b_pt.pt".into()));
+    let (plan, report) = plan_register(
+        &base(),
+        &req("c", "c2", vec![file(OutputFormat::Pt, "s3", true)]),
+    )
+    .unwrap();
+    assert_eq!(
+        plan.place[0].from,
+        PlaceFrom::Link("weights/m_b_pt.pt".into())
+    );
     assert_eq!(report[0].same_as.as_deref(), Some("m:b"));
 }
 
@@ -289,7 +322,12 @@ fn removal_plans_follow_the_table() {
     // One format: the version stays with the other.
     let plan = plan_remove(&cur, &[rm("a", Some(vec!["pt"]))], false, false, "r").unwrap();
     assert_eq!(
-        plan.registry.version("m", "a").unwrap().formats.keys().collect::<Vec<_>>(),
+        plan.registry
+            .version("m", "a")
+            .unwrap()
+            .formats
+            .keys()
+            .collect::<Vec<_>>(),
         vec!["safetensors"]
     );
     // The default: refused without force; with force the model has no default.

@@ -102,7 +102,11 @@ impl WeightManager {
                 reason,
             )
         };
-        let lock = if opts.dry_run { None } else { Some(self.lock()?) };
+        let lock = if opts.dry_run {
+            None
+        } else {
+            Some(self.lock()?)
+        };
         let current = self.registry()?;
         let plan = plan_on(&current)?;
         let ver = super::find_version(&current, model, version)?.clone();

@@ -129,7 +129,12 @@ impl WeightManager {
 
     /// The digests of content `content` (of `model:version`, for the legacy location and for
     /// errors).
-    pub(crate) fn digests_of(&self, model: &str, version: &str, content: &str) -> Result<TensorTable> {
+    pub(crate) fn digests_of(
+        &self,
+        model: &str,
+        version: &str,
+        content: &str,
+    ) -> Result<TensorTable> {
         let mut tried = Vec::new();
         for path in [
             self.content_digests_path(content),
@@ -224,4 +229,3 @@ pub(crate) fn check_sha256(
         what: format!("sha256 {:.16}..., {noun} {:.16}...", h.sha256, sha256),
     })
 }
-

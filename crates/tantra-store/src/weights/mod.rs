@@ -362,7 +362,6 @@ impl WeightManager {
             .join(weight_file_name(model, version, format)))
     }
 
-
     /// The absolute path of a root-relative path.
     pub fn abs(&self, rel: &str) -> PathBuf {
         let mut p = self.root.clone();
@@ -379,7 +378,6 @@ impl WeightManager {
             .join(model)
             .join(format!("{version}.json"))
     }
-
 }
 
 pub(crate) fn find_model<'a>(reg: &'a Registry, model: &str) -> Result<&'a ModelRecord> {
@@ -390,7 +388,11 @@ pub(crate) fn find_model<'a>(reg: &'a Registry, model: &str) -> Result<&'a Model
         })
 }
 
-pub(crate) fn model_version<'a>(m: &'a ModelRecord, model: &str, version: &str) -> Result<&'a VersionRecord> {
+pub(crate) fn model_version<'a>(
+    m: &'a ModelRecord,
+    model: &str,
+    version: &str,
+) -> Result<&'a VersionRecord> {
     m.versions
         .get(version)
         .ok_or_else(|| StoreError::UnknownVersion {
@@ -417,7 +419,12 @@ pub(crate) fn output_format_of(file: &Path) -> Result<OutputFormat> {
     })
 }
 
-pub(crate) fn format_missing(model: &str, version: &str, f: OutputFormat, ver: &VersionRecord) -> StoreError {
+pub(crate) fn format_missing(
+    model: &str,
+    version: &str,
+    f: OutputFormat,
+    ver: &VersionRecord,
+) -> StoreError {
     StoreError::FormatMissing {
         model: model.into(),
         version: version.into(),

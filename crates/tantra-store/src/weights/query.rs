@@ -2,6 +2,8 @@
 
 use tantra_formats::OutputFormat;
 
+use std::path::Path;
+
 use super::{find_model, ListFilter, VersionRow, WeightManager, WeightRow, WeightRowRef};
 use crate::error::{Result, StoreError};
 use crate::names::validate_name;
@@ -103,4 +105,46 @@ impl WeightManager {
         Ok(rows)
     }
 
+    /// Who owns `path` if it lies inside a weights root: `Some("model:version (format)")` for a
+    /// registered file, `Some("a backup")` for a file in `backups/`, `Some("checkpoint ...")`
+    /// for a recorded checkpoint file. Programs that write files (`tantra convert`) call this so
+    /// that they never overwrite what a root holds behind its registry's back.
+    ///
+    /// # Errors
+    /// The root's registry cannot be read.
+    pub fn owner_of_path(path: &Path) -> Result<Option<String>> {
+        let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+        let mut dir = abs.parent();
+        while let Some(d) = dir {
+            if d.join(super::REGISTRY_FILE).is_file()
+                || d.join(crate::history::HISTORY_FILE).is_file()
+            {
+                let wm = WeightManager::open(d)?;
+                let Ok(rel) = abs.strip_prefix(d) else {
+                    return Ok(None);
+                };
+                let rel = rel
+                    .components()
+                    .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                    .collect::<Vec<_>>()
+                    .join("/");
+                if let Some((m, v, f)) = wm.registry()?.owner_of(&rel) {
+                    return Ok(Some(format!("{m}:{v} ({f})")));
+                }
+                if rel.starts_with("backups/") {
+                    return Ok(Some("a backup".into()));
+                }
+                for m in wm.checkpoint_models()? {
+                    for c in wm.checkpoints(&m)? {
+                        if c.file == rel {
+                            return Ok(Some(format!("checkpoint {m} step {}", c.step)));
+                        }
+                    }
+                }
+                return Ok(None);
+            }
+            dir = d.parent();
+        }
+        Ok(None)
+    }
 }
