@@ -167,9 +167,7 @@ impl WeightManager {
                     };
                     actions.push(self.repair_digests(&reg, m, v, dry_run, progress)?);
                 }
-                ProblemKind::IncompleteCheckpoint
-                    if p.detail.contains("record") || p.detail.contains("JSON") =>
-                {
+                ProblemKind::DamagedCheckpoint => {
                     if let Some(m) = &p.model {
                         actions.push(self.repair_checkpoint_record(m, &p.path, dry_run, progress)?);
                     }

@@ -76,6 +76,18 @@ pub(super) fn parse_formats(s: Option<&str>) -> anyhow::Result<Vec<OutputFormat>
 }
 
 pub(super) fn print_report(r: &RegisterReport, json: bool) -> anyhow::Result<()> {
+    let mut dups: Vec<&str> = r
+        .files
+        .iter()
+        .filter_map(|f| f.same_as.as_deref())
+        .collect();
+    dups.dedup();
+    for d in dups {
+        eprintln!(
+            "warning: {}:{} holds the same bytes as {d}; stored once (hard link)",
+            r.model, r.version
+        );
+    }
     if json {
         println!("{}", serde_json::to_string_pretty(r)?);
         return Ok(());
