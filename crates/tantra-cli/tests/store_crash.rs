@@ -364,3 +364,133 @@ fn concurrent_processes_lose_no_update() {
         .unwrap()
         .ok());
 }
+
+/// Eight processes at once for a minute (`TANTRA_SOAK_SECS`): four write (register, tag,
+/// set-default, remove their own versions), four read (`verify`, `list-weights`, `versions`).
+/// No update is lost (the registry ends with exactly what the writers kept) and no reader ever
+/// sees a registered file missing or changed.
+#[test]
+fn eight_processes_mixing_writes_and_reads_lose_nothing() {
+    let secs: u64 = std::env::var("TANTRA_SOAK_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(60);
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("Model");
+    let inputs: Vec<PathBuf> = (0..8)
+        .map(|i| weights(dir.path(), 500 + i, 16, OutputFormat::Safetensors))
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let run = |args: &[String]| {
+        bin()
+            .arg("--root")
+            .arg(&root)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let a = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<String>>();
+    let (kept, reads) = std::thread::scope(|s| {
+        let writers: Vec<_> = (0..4usize)
+            .map(|w| {
+                let inputs = &inputs;
+                s.spawn(move || {
+                    let model = format!("w{w}");
+                    let mut mine: Vec<(String, String)> = Vec::new(); // (version, tag)
+                    let mut k = 0;
+                    while Instant::now() < deadline {
+                        let v = format!("v{k}");
+                        let tag = format!("t{k}");
+                        let input = &inputs[(w + k) % inputs.len()];
+                        let out = run(&a(&[
+                            "register",
+                            input.to_str().unwrap(),
+                            "--model",
+                            &model,
+                            "--version",
+                            &v,
+                            "--formats",
+                            "safetensors,pt",
+                            "--tag",
+                            &tag,
+                        ]));
+                        assert!(out.status.success(), "{}", stderr(&out));
+                        mine.push((v.clone(), tag));
+                        let out = run(&a(&["set-default", &model, &v]));
+                        assert!(out.status.success(), "{}", stderr(&out));
+                        if k % 3 == 2 {
+                            // Remove an older one of my versions (never the default).
+                            let (old, _) = mine.remove(0);
+                            let out = run(&a(&["remove", &model, &old]));
+                            assert!(out.status.success(), "{}", stderr(&out));
+                        }
+                        k += 1;
+                    }
+                    (model, mine)
+                })
+            })
+            .collect();
+        let readers: Vec<_> = (0..4usize)
+            .map(|r| {
+                s.spawn(move || {
+                    let mut n = 0;
+                    while Instant::now() < deadline {
+                        let out = match r % 2 {
+                            0 => run(&a(&["verify", "--json"])),
+                            _ => run(&a(&["list-weights", "--json"])),
+                        };
+                        if r % 2 == 0 && out.status.code() != Some(0) && !out.stdout.is_empty() {
+                            let rep: serde_json::Value =
+                                serde_json::from_slice(&out.stdout).unwrap();
+                            for p in rep["problems"].as_array().unwrap() {
+                                let kind = p["kind"].as_str().unwrap();
+                                assert!(
+                                    !matches!(kind, "missing" | "changed" | "registry" | "digests"),
+                                    "a reader saw {p}"
+                                );
+                            }
+                        } else {
+                            assert!(out.status.success() || r % 2 == 0, "{}", stderr(&out));
+                        }
+                        n += 1;
+                    }
+                    n
+                })
+            })
+            .collect();
+        let kept: Vec<(String, Vec<(String, String)>)> =
+            writers.into_iter().map(|h| h.join().unwrap()).collect();
+        let reads: usize = readers.into_iter().map(|h| h.join().unwrap()).sum();
+        (kept, reads)
+    });
+    let wm = WeightManager::open(&root).unwrap();
+    let reg = wm.registry().unwrap();
+    let mut writes = 0;
+    for (model, mine) in &kept {
+        let m = &reg.models[model];
+        let have: Vec<(&String, &Vec<String>)> =
+            m.versions.iter().map(|(v, r)| (v, &r.tags)).collect();
+        let mut want: Vec<(String, Vec<String>)> = mine
+            .iter()
+            .map(|(v, t)| (v.clone(), vec![t.clone()]))
+            .collect();
+        want.sort();
+        let mut have: Vec<(String, Vec<String>)> = have
+            .into_iter()
+            .map(|(v, t)| (v.clone(), t.clone()))
+            .collect();
+        have.sort();
+        assert_eq!(have, want, "{model}: no update lost");
+        assert_eq!(m.default.as_deref(), mine.last().map(|x| x.0.as_str()));
+        writes += mine.len();
+    }
+    eprintln!(
+        "{writes} versions kept, {} generations, {reads} reads in {secs}s",
+        reg.generation
+    );
+    assert!(wm
+        .verify(&VerifyScope::default(), &NoProgress)
+        .unwrap()
+        .ok());
+}

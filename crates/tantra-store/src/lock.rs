@@ -90,6 +90,33 @@ impl Drop for RootLock {
     }
 }
 
+/// Waits (at most `timeout`) while a writer holds the lock at `path`, without taking it for
+/// more than an instant: readers use this when what they read looks like a write in flight
+/// (a registry not yet there on a root's first registration). Opening the lock file read-only
+/// and taking a shared lock works for a user who can only read the root. Returns true when a
+/// writer was seen.
+pub fn wait_for_writer(path: &Path, timeout: Duration) -> bool {
+    let Ok(file) = std::fs::File::open(path) else {
+        return false;
+    };
+    let start = std::time::Instant::now();
+    let mut seen = false;
+    loop {
+        match file.try_lock_shared() {
+            Ok(()) => {
+                let _ = file.unlock();
+                return seen;
+            }
+            Err(std::fs::TryLockError::WouldBlock) => seen = true,
+            Err(std::fs::TryLockError::Error(_)) => return seen,
+        }
+        if start.elapsed() >= timeout {
+            return seen;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -160,7 +160,7 @@ impl WeightManager {
         loop {
             let (report, moved_on) = self.verify_once(scope, progress)?;
             attempt += 1;
-            if !moved_on || attempt >= 4 {
+            if !moved_on || attempt >= 10 {
                 return Ok(report);
             }
         }
@@ -410,6 +410,20 @@ impl WeightManager {
                     format!("unreadable: {err}"),
                 )),
             }
+        }
+        // A registered file missing, changed or replaced while the registry moved on was the
+        // work of a concurrent writer, not damage: the caller looks again at the fresh registry.
+        if problems.iter().any(|p| {
+            p.version.is_some()
+                && matches!(
+                    p.kind,
+                    ProblemKind::Missing | ProblemKind::Changed | ProblemKind::NotRegular
+                )
+        }) && self
+            .registry()
+            .is_ok_and(|now| now.generation != reg.generation)
+        {
+            moved_on = true;
         }
         problems.sort_by(|a, b| a.path.cmp(&b.path).then(a.kind.name().cmp(b.kind.name())));
         Ok((

@@ -313,7 +313,16 @@ impl WeightManager {
         match std::fs::read(&path) {
             Ok(b) => Registry::parse(&b, &path),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => match self.stored_evidence() {
-                Some(what) => Err(StoreError::RegistryMissing { path, found: what }),
+                Some(what) => {
+                    // A root's first registration writes its history before the registry:
+                    // while a writer holds the lock, wait for it and look again.
+                    if crate::lock::wait_for_writer(&self.lock_path(), self.lock_timeout) {
+                        if let Ok(b) = std::fs::read(&path) {
+                            return Registry::parse(&b, &path);
+                        }
+                    }
+                    Err(StoreError::RegistryMissing { path, found: what })
+                }
                 None => Ok(Registry::default()),
             },
             Err(e) => Err(StoreError::io(&path, e)),
