@@ -41,6 +41,8 @@ pub const QUARANTINE_DIR: &str = "quarantine";
 /// What carrying out a plan did.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Applied {
+    /// The registry as published at the end.
+    pub registry: Registry,
     pub backups: Vec<BackupEntry>,
     pub generation: u64,
     /// Bytes whose last name was unlinked (really freed now).
@@ -64,6 +66,7 @@ impl WeightManager {
         if plan.is_noop(current) {
             return Ok(Applied {
                 generation: current.generation,
+                registry: current.clone(),
                 ..Applied::default()
             });
         }
@@ -120,6 +123,7 @@ impl WeightManager {
             }
         }
         applied.generation = reg.generation;
+        applied.registry = reg;
         Ok(applied)
     }
 

@@ -146,8 +146,7 @@ impl WeightManager {
         else {
             return Err(StoreError::NothingToDo("no files to register".into()));
         };
-        self.precheck(model, version, &table, opts)?;
-        let skip = self.formats_already_registered(model, version, &table, opts)?;
+        let skip = self.precheck(model, version, &table, opts)?;
         for f in &opts.formats {
             if prepared.iter().any(|p| p.format == *f) || skip.contains(f) {
                 continue;
@@ -186,8 +185,7 @@ impl WeightManager {
         self.check_request(model, version, opts)?;
         self.ensure_layout()?;
         let table = TensorTable::of(src, self.jobs, progress)?;
-        self.precheck(model, version, &table, opts)?;
-        let skip = self.formats_already_registered(model, version, &table, opts)?;
+        let skip = self.precheck(model, version, &table, opts)?;
         let mut formats = opts.formats.clone();
         if formats.is_empty() {
             formats.push(OutputFormat::Safetensors);
@@ -227,44 +225,48 @@ impl WeightManager {
     }
 
     /// Fails early (before converting) when the version holds other weights and `force` is
-    /// off. The decisive check is repeated under the lock.
+    /// off, and says which formats of these weights are registered already (no need to
+    /// convert them). The decisive check is repeated under the lock. Reads the registry once,
+    /// through the light borrowed view (a registry of 10,000 versions costs a few ms).
     fn precheck(
         &self,
         model: &str,
         version: &str,
         table: &TensorTable,
         opts: &RegisterOptions,
-    ) -> Result<()> {
-        let reg = self.registry()?;
-        if let Some(v) = reg.version(model, version) {
-            if v.content != table.content && !opts.force {
+    ) -> Result<Vec<OutputFormat>> {
+        let path = self.registry_path();
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                self.registry()?;
+                return Ok(Vec::new());
+            }
+            Err(e) => return Err(StoreError::io(&path, e)),
+        };
+        let view = crate::registry::RegistryView::parse(&bytes, &path)?;
+        let Some(v) = view.models.get(model).and_then(|m| m.versions.get(version)) else {
+            return Ok(Vec::new());
+        };
+        let content = v.content.as_deref().unwrap_or_default();
+        if content != table.content {
+            if !opts.force {
                 return Err(StoreError::VersionExists {
                     model: model.into(),
                     version: version.into(),
-                    existing: v.content.clone(),
+                    existing: content.into(),
                     new: table.content.clone(),
                 });
             }
+            return Ok(Vec::new());
         }
-        Ok(())
-    }
-
-    /// Formats of this version already registered with the same weights: no need to convert.
-    fn formats_already_registered(
-        &self,
-        model: &str,
-        version: &str,
-        table: &TensorTable,
-        opts: &RegisterOptions,
-    ) -> Result<Vec<OutputFormat>> {
         if opts.force {
             return Ok(Vec::new());
         }
-        let reg = self.registry()?;
-        Ok(match reg.version(model, version) {
-            Some(v) if v.content == table.content => v.available_formats(),
-            _ => Vec::new(),
-        })
+        Ok(OutputFormat::ALL
+            .into_iter()
+            .filter(|f| v.formats.contains_key(f.name()))
+            .collect())
     }
 
     /// Writes `src` in `format` to a temporary file in `weights/` and checks that it re-reads
@@ -361,11 +363,10 @@ impl WeightManager {
         let applied = self.apply(&lock, &current, plan, staged, &[table])?;
         drop(lock);
         // Files placed under an alternate name were moved to their canonical one if they could.
-        let now = self.registry().ok();
+        let now = Some(&applied.registry);
         for f in &mut files {
             if let Some(r) = renames.iter().find(|r| r.from == f.path) {
                 let moved = now
-                    .as_ref()
                     .and_then(|reg| reg.version(model, version))
                     .and_then(|v| v.formats.get(&f.format))
                     .is_some_and(|rec| rec.path == r.to);
