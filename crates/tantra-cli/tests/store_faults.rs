@@ -12,6 +12,7 @@
 //!   (temporary files, unnamed files, files moved to quarantine);
 //! - running the same command again succeeds as the reference run did, and gives the
 //!   reference state.
+//!
 //! Then 20 runs per command are killed at random moments and checked the same way.
 
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] functions
@@ -502,7 +503,7 @@ fn every_step_of_every_command_fails_and_crashes_safely() {
         assert!(steps > 0, "{}: no file-system step was seen", case.name);
         eprintln!("{}: {steps} steps", case.name);
 
-        let mut trial = |how: String, kill_after: Option<Duration>| {
+        let trial = |how: String, kill_after: Option<Duration>| {
             let work = dir.path().join("work");
             let _ = std::fs::remove_dir_all(&work);
             copy_tree(&start, &work);

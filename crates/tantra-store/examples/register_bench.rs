@@ -68,7 +68,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         reg.save(&wm.registry_path())?;
         let bytes = std::fs::metadata(wm.registry_path())?.len();
         let mut times = Vec::new();
-        let reps: u32 = std::env::var("REPS").ok().and_then(|s| s.parse().ok()).unwrap_or(7);
+        let reps: u32 = std::env::var("REPS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(7);
         for k in 0..reps {
             let t = Instant::now();
             wm.register_source(

@@ -362,11 +362,7 @@ pub(crate) fn plan_register(
         report.push(placed(&fname, &rec, action, same_as));
         records.insert(fname, rec);
     }
-    let entry = plan
-        .registry
-        .models
-        .entry(model.to_string())
-        .or_insert_with(ModelRecord::default);
+    let entry = plan.registry.models.entry(model.to_string()).or_default();
     let mut rec = match (&existing, replacing) {
         (Some(ex), false) => ex.clone(),
         _ => VersionRecord {

@@ -308,10 +308,7 @@ impl WeightManager {
                         .is_ok_and(|md| md.len() == rec.bytes)
             })
         });
-        let table = match self.digests_of(model, version, &ver.content) {
-            Ok(t) => Some(t),
-            Err(_) => None,
-        };
+        let table = self.digests_of(model, version, &ver.content).ok();
         let donor = ver.formats.iter().find(|(f, r)| {
             f.as_str() != format
                 && fsx::hash_file(&self.abs(&r.path), &tantra_formats::NoProgress)

@@ -91,19 +91,19 @@ fn req(version: &str, content: &str, files: Vec<NewFile>) -> RegisterRequest {
     }
 }
 
+/// A plan's shape: (placed rels, retired rels, backed-up rels, number of renames).
+type Shape = (
+    Vec<&'static str>,
+    Vec<&'static str>,
+    Vec<&'static str>,
+    usize,
+);
+
 struct Expect {
     name: &'static str,
     request: RegisterRequest,
-    /// `Err(substring)` or the plan's (place rels, retire rels, backup srcs, renames).
-    want: std::result::Result<
-        (
-            Vec<&'static str>,
-            Vec<&'static str>,
-            Vec<&'static str>,
-            usize,
-        ),
-        &'static str,
-    >,
+    /// `Err(substring)` or the plan's shape.
+    want: std::result::Result<Shape, &'static str>,
     actions: Vec<FileAction>,
 }
 
