@@ -5,7 +5,7 @@
 //!
 //! If this fails after an intended change to initialization, the presets or a writer, run
 //! `rm -rf Model && cargo run -p tantra-cli -- --root Model create-sample-weights` at the
-//! repository root (then remove `Model/.lock`) and commit the result.
+//! repository root (then remove `Model/.lock` and `Model/generations`) and commit the result.
 
 // Test helpers unwrap: a failure there is a failed test.
 #![allow(clippy::unwrap_used)]
