@@ -20,6 +20,7 @@ pub mod digest;
 pub mod dtype;
 pub mod error;
 pub mod fsutil;
+pub mod gguf;
 mod mmap;
 pub mod pickle;
 pub mod pytorch;
@@ -52,6 +53,8 @@ pub enum Format {
     PytorchZip,
     /// A `torch.save` legacy file (`_use_new_zipfile_serialization=False`).
     PytorchLegacy,
+    /// A GGUF file (llama.cpp, ollama), versions 2 and 3.
+    Gguf,
     /// Tensors in memory, not read from a file.
     Memory,
 }
@@ -63,6 +66,7 @@ impl Format {
             Format::Safetensors => "safetensors",
             Format::PytorchZip => "pytorch-zip",
             Format::PytorchLegacy => "pytorch-legacy",
+            Format::Gguf => "gguf",
             Format::Memory => "memory",
         }
     }
@@ -163,6 +167,7 @@ pub fn open(path: &Path) -> Result<DynSource, FormatError> {
         Format::PytorchZip | Format::PytorchLegacy => {
             Ok(Box::new(pytorch::PytorchFile::open(path)?))
         }
+        Format::Gguf => Ok(Box::new(gguf::GgufFile::open(path)?)),
         Format::Memory => Err(FormatError::memory("memory is not a file format")),
     }
 }
