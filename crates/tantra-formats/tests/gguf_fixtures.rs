@@ -3,6 +3,8 @@
 //! produce the bytes of ggml's reference quantizers. How each file was made:
 //! `fixtures/gguf/README.md`.
 
+#![allow(clippy::unwrap_used)]
+
 use std::path::PathBuf;
 
 use tantra_formats::gguf::quant::{dequantize, quantize};

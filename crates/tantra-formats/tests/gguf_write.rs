@@ -1,6 +1,8 @@
 //! The GGUF writer: plain round trips, type conversion, quantization choices, refusals, and
 //! `convert_to_gguf` with verification.
 
+#![allow(clippy::unwrap_used)]
+
 use tantra_formats::gguf::quant::quantize;
 use tantra_formats::gguf::write::{metadata_for, plan, write_gguf};
 use tantra_formats::gguf::{
