@@ -99,3 +99,65 @@ fn reads_gguf_py_metadata() {
         Some(&MetaValue::Str("quants".into()))
     );
 }
+
+fn safetensors_fixture() -> tantra_formats::safetensors::SafetensorsFile {
+    tantra_formats::safetensors::SafetensorsFile::open(
+        &PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../../fixtures/hf_mamba_tiny/safetensors/model.safetensors"),
+    )
+    .unwrap()
+}
+
+/// `convert_hf_to_gguf.py --outtype f32` of `fixtures/hf_mamba_tiny`: llama.cpp's Mamba keys and
+/// names, the weights unchanged (but `A = -exp(A_log)`).
+#[test]
+fn reads_llama_cpp_mamba_conversion() {
+    let f = GgufFile::open(&fixture("mamba_tiny_f32.gguf")).unwrap();
+    let h = f.header();
+    assert_eq!(h.version, 3);
+    assert_eq!(h.architecture(), Some("mamba"));
+    let u = |k: &str| h.get(k).and_then(MetaValue::as_u64);
+    assert_eq!(u("mamba.block_count"), Some(2));
+    assert_eq!(u("mamba.embedding_length"), Some(32));
+    assert_eq!(u("mamba.ssm.inner_size"), Some(64));
+    assert_eq!(u("mamba.ssm.state_size"), Some(8));
+    assert_eq!(u("mamba.ssm.conv_kernel"), Some(4));
+    assert_eq!(u("mamba.ssm.time_step_rank"), Some(2));
+    assert_eq!(u("mamba.context_length"), Some(1 << 20));
+    assert_eq!(u("general.file_type"), Some(0));
+    assert_eq!(
+        h.get("mamba.attention.layer_norm_rms_epsilon"),
+        Some(&MetaValue::F32(1e-5))
+    );
+    assert_eq!(
+        h.get("tokenizer.ggml.model").and_then(MetaValue::as_str),
+        Some("gpt2")
+    );
+    match h.get("tokenizer.ggml.tokens") {
+        Some(MetaValue::Array(a)) => assert_eq!(a.len(), 64),
+        other => panic!("tokens: {other:?}"),
+    }
+    assert_eq!(f.tensors().len(), 22);
+    assert!(h.tensors.iter().all(|t| t.ty == GgmlType::F32));
+
+    let st = safetensors_fixture();
+    let same = |gguf: &str, hf: &str| {
+        let a = f.tensor_bytes(index(&f, gguf)).unwrap();
+        let b = st.tensor_bytes(st.find(hf).unwrap()).unwrap();
+        assert_eq!(a, b, "{gguf} vs {hf}");
+    };
+    same("token_embd.weight", "backbone.embeddings.weight");
+    same("blk.1.ssm_in.weight", "backbone.layers.1.mixer.in_proj.weight");
+    same("blk.0.ssm_conv1d.weight", "backbone.layers.0.mixer.conv1d.weight");
+    same("output_norm.weight", "backbone.norm_f.weight");
+    let e = index(&f, "token_embd.weight");
+    assert_eq!(h.tensors[e].ne, vec![32, 64]);
+    assert_eq!(f.tensors()[e].shape, vec![64, 32]);
+    let conv = index(&f, "blk.0.ssm_conv1d.weight");
+    assert_eq!(f.tensors()[conv].shape, vec![64, 4]);
+    let a = f32s(&f.tensor_bytes(index(&f, "blk.0.ssm_a")).unwrap());
+    let a_log = f32s(&st.tensor_bytes(st.find("backbone.layers.0.mixer.A_log").unwrap()).unwrap());
+    for (x, l) in a.iter().zip(&a_log) {
+        assert!((x + l.exp()).abs() <= 1e-6 * l.exp(), "{x} vs -exp({l})");
+    }
+}

@@ -505,3 +505,12 @@ fn threaded_decoding_is_bitwise_the_prefill_whatever_the_thread_count() {
     assert_eq!(run(2), one);
     assert_eq!(run(3), one);
 }
+
+/// The same weights converted by llama.cpp's `convert_hf_to_gguf.py` (llama.cpp names, squeezed
+/// conv1d, `A = -exp(A_log)` stored) run like the original.
+#[test]
+fn llama_cpp_gguf_matches_transformers() {
+    check_against_reference(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/gguf/mamba_tiny_f32.gguf"),
+    );
+}

@@ -24,6 +24,7 @@
 mod decode;
 mod error;
 mod generate;
+mod gguf;
 mod hf;
 pub mod image;
 pub mod kernels;
