@@ -147,8 +147,14 @@ fn reads_llama_cpp_mamba_conversion() {
         assert_eq!(a, b, "{gguf} vs {hf}");
     };
     same("token_embd.weight", "backbone.embeddings.weight");
-    same("blk.1.ssm_in.weight", "backbone.layers.1.mixer.in_proj.weight");
-    same("blk.0.ssm_conv1d.weight", "backbone.layers.0.mixer.conv1d.weight");
+    same(
+        "blk.1.ssm_in.weight",
+        "backbone.layers.1.mixer.in_proj.weight",
+    );
+    same(
+        "blk.0.ssm_conv1d.weight",
+        "backbone.layers.0.mixer.conv1d.weight",
+    );
     same("output_norm.weight", "backbone.norm_f.weight");
     let e = index(&f, "token_embd.weight");
     assert_eq!(h.tensors[e].ne, vec![32, 64]);
@@ -156,7 +162,10 @@ fn reads_llama_cpp_mamba_conversion() {
     let conv = index(&f, "blk.0.ssm_conv1d.weight");
     assert_eq!(f.tensors()[conv].shape, vec![64, 4]);
     let a = f32s(&f.tensor_bytes(index(&f, "blk.0.ssm_a")).unwrap());
-    let a_log = f32s(&st.tensor_bytes(st.find("backbone.layers.0.mixer.A_log").unwrap()).unwrap());
+    let a_log = f32s(
+        &st.tensor_bytes(st.find("backbone.layers.0.mixer.A_log").unwrap())
+            .unwrap(),
+    );
     for (x, l) in a.iter().zip(&a_log) {
         assert!((x + l.exp()).abs() <= 1e-6 * l.exp(), "{x} vs -exp({l})");
     }

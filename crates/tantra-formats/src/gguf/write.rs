@@ -545,7 +545,43 @@ pub fn convert_to_gguf(
     if let Some(w) = extension_mismatch(input, src.format()) {
         warnings.push(w);
     }
-    let planned = plan(src, opts.target).map_err(|e| FormatError::new(input, e))?;
+    let (bytes_written, written) =
+        write_gguf_file(src, base, output, opts, progress).map_err(|e| e.with_path(input))?;
+    let mut types = BTreeMap::new();
+    for p in &written.tensors {
+        *types.entry(p.ty.name().to_string()).or_insert(0) += 1;
+    }
+    Ok(GgufConvertReport {
+        input_format: src.format(),
+        target: opts.target,
+        tensors: src.tensors().len(),
+        parameters: src.parameter_count(),
+        bytes_written,
+        verified: opts.verify,
+        types,
+        error: written.error,
+        warnings,
+    })
+}
+
+/// Writes `src` to the GGUF file `output` with metadata `base` (see [`metadata_for`]) under
+/// `opts`, atomically, and with `opts.verify` checks it before it takes the name
+/// ([`verify_written`]). Returns the bytes written and what was written.
+///
+/// # Errors
+/// A tensor GGUF cannot hold (the error names no file: the caller adds the input's), an output
+/// that exists without `opts.force`, a failed write or verification.
+pub fn write_gguf_file(
+    src: &dyn TensorSource,
+    base: Option<&[(String, MetaValue)]>,
+    output: &Path,
+    opts: &GgufOptions,
+    progress: &dyn Progress,
+) -> Result<(u64, Written), FormatError> {
+    let planned = plan(src, opts.target).map_err(|e| FormatError {
+        path: None,
+        kind: e.into(),
+    })?;
     let kv = metadata_for(src, base, opts.target, &planned);
     let slot: RefCell<Option<Written>> = RefCell::new(None);
     let write = |w: &mut crate::fsutil::FileWriter<'_>| {
@@ -567,22 +603,7 @@ pub fn convert_to_gguf(
     } else {
         atomic_write(output, opts.force, write)?
     };
-    let written = slot.into_inner().unwrap_or_default();
-    let mut types = BTreeMap::new();
-    for p in &written.tensors {
-        *types.entry(p.ty.name().to_string()).or_insert(0) += 1;
-    }
-    Ok(GgufConvertReport {
-        input_format: src.format(),
-        target: opts.target,
-        tensors: src.tensors().len(),
-        parameters: src.parameter_count(),
-        bytes_written,
-        verified: opts.verify,
-        types,
-        error: written.error,
-        warnings,
-    })
+    Ok((bytes_written, slot.into_inner().unwrap_or_default()))
 }
 
 /// Re-opens the written file `path` and checks it against what the writer produced.
