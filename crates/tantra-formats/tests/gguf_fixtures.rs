@@ -170,3 +170,65 @@ fn reads_llama_cpp_mamba_conversion() {
         assert!((x + l.exp()).abs() <= 1e-6 * l.exp(), "{x} vs -exp({l})");
     }
 }
+
+/// The values of tensor `i` as f32 (F16 widened), as gguf-py's `dequantize` gives them.
+fn values(f: &GgufFile, i: usize) -> Vec<f32> {
+    let b = f.tensor_bytes(i).unwrap();
+    match f.tensors()[i].dtype {
+        tantra_formats::DType::F16 => b
+            .chunks_exact(2)
+            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        _ => f32s(&b),
+    }
+}
+
+/// `llama-quantize --pure` (Q8_0, Q4_0) of the Mamba conversion: every tensor dequantizes to
+/// gguf-py's values (SHA-256 of the f32 bytes), and tantra's quantizers, run on the F32
+/// conversion, give llama-quantize's bytes.
+#[test]
+fn reads_llama_quantize_output_and_matches_its_bytes() {
+    use sha2::Digest;
+    let text = std::fs::read_to_string(fixture("mamba_tiny_expected.json")).unwrap();
+    let expected: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let f32_file = GgufFile::open(&fixture("mamba_tiny_f32.gguf")).unwrap();
+    for (file, ty) in [
+        ("mamba_tiny_q8_0.gguf", GgmlType::Q8_0),
+        ("mamba_tiny_q4_0.gguf", GgmlType::Q4_0),
+    ] {
+        let f = GgufFile::open(&fixture(file)).unwrap();
+        let h = f.header();
+        assert_eq!(h.architecture(), Some("mamba"));
+        assert_eq!(
+            h.get("general.quantization_version"),
+            Some(&MetaValue::U32(2))
+        );
+        let want = expected[file].as_object().unwrap();
+        assert_eq!(want.len(), f.tensors().len());
+        let mut quantized = 0;
+        for (i, t) in h.tensors.iter().enumerate() {
+            let w = &want[&t.name];
+            assert_eq!(w["type"], t.ty.name(), "{file} {}", t.name);
+            let v = values(&f, i);
+            let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+            assert_eq!(
+                hex::encode(sha2::Sha256::digest(&bytes)),
+                w["sha256"].as_str().unwrap(),
+                "{file} {}",
+                t.name
+            );
+            if t.ty == ty {
+                quantized += 1;
+                let x = f32s(&f32_file.tensor_bytes(index(&f32_file, &t.name)).unwrap());
+                let mut q = Vec::new();
+                assert!(quantize(ty, &x, &mut q));
+                assert!(
+                    q == f.raw_bytes(i).unwrap(),
+                    "{file} {}: bytes differ",
+                    t.name
+                );
+            }
+        }
+        assert_eq!(quantized, 7, "{file}");
+    }
+}

@@ -144,7 +144,8 @@ fn reads_every_value_type_and_plain_tensors() {
     assert_eq!(&*f.tensor_bytes(0).unwrap(), &data[..24]);
     assert_eq!(t[1].dtype, DType::F16);
     assert_eq!(t[1].shape, vec![4]);
-    assert_eq!(f.metadata()["arr"], "[-1, 0, 7]");
+    assert_eq!(f.metadata()["arr"], "[-1,0,7]");
+    assert_eq!(f.header().metadata_text()["arr"], "[-1, 0, 7]");
     assert_eq!(f.metadata()["general.architecture"], "mamba");
 }
 

@@ -31,6 +31,11 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         Format::Gguf => Some(GgufFile::open(&a.file)?),
         _ => None,
     };
+    // GGUF metadata with long arrays (a tokenizer's tokens) summarized.
+    let metadata = match &gguf {
+        Some(g) => g.header().metadata_text(),
+        None => src.metadata().clone(),
+    };
     let gguf_type = |i: usize| {
         gguf.as_ref()
             .and_then(|g| g.header().tensors.get(i))
@@ -77,7 +82,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
             "bytes": bytes,
             "parameters": src.parameter_count(),
             "tensors": tensors,
-            "metadata": src.metadata(),
+            "metadata": metadata,
             "values": values,
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
@@ -122,9 +127,9 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         })
         .collect();
     print!("{}", render(&header, &rows));
-    if !src.metadata().is_empty() {
+    if !metadata.is_empty() {
         println!("metadata:");
-        for (k, v) in src.metadata() {
+        for (k, v) in &metadata {
             println!("  {k} = {v}");
         }
     }

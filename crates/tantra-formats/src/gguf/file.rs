@@ -81,7 +81,7 @@ impl GgufFile {
             .iter()
             .map(|t| TensorInfo::new(&t.name, t.ty.plain_dtype().unwrap_or(DType::F32), t.shape()))
             .collect();
-        let mut metadata = header.metadata_text();
+        let mut metadata = header.metadata_full_text();
         let values = take_values(&header, &mut metadata);
         GgufFile {
             path,
@@ -260,8 +260,8 @@ impl TensorSource for GgufFile {
         }
     }
 
-    /// The metadata as text, long arrays summarized (see [`MetaValue`]); the typed values are
-    /// in [`GgufFile::header`].
+    /// The metadata as text, arrays as whole JSON arrays ([`MetaValue::full_text`]); the typed
+    /// values are in [`GgufFile::header`], a summarized form in [`Header::metadata_text`].
     fn metadata(&self) -> &BTreeMap<String, String> {
         &self.metadata
     }

@@ -83,11 +83,20 @@ impl Header {
         self.get("general.architecture").and_then(MetaValue::as_str)
     }
 
-    /// The metadata as text (see [`MetaValue`]'s `Display`), by key.
+    /// The metadata as short text (see [`MetaValue`]'s `Display`: long arrays summarized), by
+    /// key: what `inspect` shows.
     pub fn metadata_text(&self) -> BTreeMap<String, String> {
         self.kv
             .iter()
             .map(|(k, v)| (k.clone(), v.to_string()))
+            .collect()
+    }
+
+    /// The metadata as text without loss ([`MetaValue::full_text`]), by key.
+    pub fn metadata_full_text(&self) -> BTreeMap<String, String> {
+        self.kv
+            .iter()
+            .map(|(k, v)| (k.clone(), v.full_text()))
             .collect()
     }
 }

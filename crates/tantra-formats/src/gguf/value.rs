@@ -112,6 +112,17 @@ impl MetaValue {
         }
     }
 
+    /// The value as text without loss: scalars as [`fmt::Display`] shows them, arrays as a
+    /// whole JSON array (non-finite floats become `null`). This is what
+    /// [`crate::TensorSource::metadata`] holds for a GGUF file, so that a conversion to
+    /// safetensors and `diff` see every element.
+    pub fn full_text(&self) -> String {
+        match self {
+            MetaValue::Array(a) => a.to_json().to_string(),
+            v => v.to_string(),
+        }
+    }
+
     /// The string, when the value is one.
     pub fn as_str(&self) -> Option<&str> {
         match self {
@@ -181,6 +192,31 @@ impl MetaArray {
             MetaArray::U64(_) => t::U64,
             MetaArray::I64(_) => t::I64,
             MetaArray::F64(_) => t::F64,
+        }
+    }
+
+    /// The elements as a JSON array.
+    pub fn to_json(&self) -> serde_json::Value {
+        fn all<T: Into<serde_json::Value> + Copy>(v: &[T]) -> serde_json::Value {
+            serde_json::Value::Array(v.iter().map(|&x| x.into()).collect())
+        }
+        match self {
+            MetaArray::U8(v) => all(v),
+            MetaArray::I8(v) => all(v),
+            MetaArray::U16(v) => all(v),
+            MetaArray::I16(v) => all(v),
+            MetaArray::U32(v) => all(v),
+            MetaArray::I32(v) => all(v),
+            MetaArray::F32(v) => all(v),
+            MetaArray::Bool(v) => all(v),
+            MetaArray::Str(v) => serde_json::Value::Array(
+                v.iter()
+                    .map(|s| serde_json::Value::String(s.clone()))
+                    .collect(),
+            ),
+            MetaArray::U64(v) => all(v),
+            MetaArray::I64(v) => all(v),
+            MetaArray::F64(v) => all(v),
         }
     }
 
@@ -257,5 +293,8 @@ mod tests {
         assert!(s.starts_with("[1000 x string: \"t0\", \"t1\""), "{s}");
         assert!(s.ends_with(", ...]"), "{s}");
         assert_eq!(long.type_name(), "array of string");
+        assert!(long.full_text().ends_with("\"t998\",\"t999\"]"));
+        let f = MetaValue::Array(MetaArray::F32(vec![0.5, f32::NAN]));
+        assert_eq!(f.full_text(), "[0.5,null]");
     }
 }
