@@ -391,7 +391,10 @@ fn tensor_data(
     p: &Planned,
     err: &mut QuantError,
 ) -> Result<Vec<u8>, FormatError> {
-    let info = &src.tensors()[index];
+    let info = src.tensors().get(index).ok_or_else(|| FormatError {
+        path: None,
+        kind: GgufError::NoSuchTensor { index }.into(),
+    })?;
     let bytes = src.tensor_bytes(index)?;
     if bytes.len() as u64 != info.byte_len().unwrap_or(u64::MAX) {
         return Err(FormatError {
