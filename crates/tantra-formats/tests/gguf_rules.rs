@@ -654,3 +654,13 @@ fn corrupted_files_never_panic() {
         }
     }
 }
+
+#[test]
+fn refuses_absurd_dimensions_that_fit_64_bits() {
+    // 2^40 rows of one f32: the size fits, the file does not hold it (ollama's "Bleeding
+    // Llama": dims larger than the data).
+    assert!(matches!(
+        err(&file(&[], &[info("a", &[1, 1 << 40], 0, 0)], &[0; 32])),
+        GgufError::DataPastEnd { end, .. } if end > 1 << 40
+    ));
+}
