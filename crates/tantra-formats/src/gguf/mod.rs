@@ -15,7 +15,8 @@
 //! and its rules), [`file`] (the mapped file as a [`crate::TensorSource`]), [`quant`] (one file
 //! per quant family), [`write`].
 //!
-//! Byte layout, block layouts and the CVE list: `docs/gguf.md`.
+//! The byte layout, the rules with the CVEs behind them, and the limits: `docs/gguf.md`; each
+//! quant family's block layout: its file in [`quant`].
 
 pub mod error;
 pub mod file;
