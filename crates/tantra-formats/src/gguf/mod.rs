@@ -7,13 +7,13 @@
 //! ([`parse_header`], [`GgufFile`]) checks every count, length, offset and dimension before it
 //! trusts it, with one [`GgufError`] per broken rule, in the style of the safetensors reader.
 //! Quantized tensors are handed out as f32, dequantized exactly as ggml does ([`quant`]), so the
-//! rest of tantra (convert, diff, digests) sees plain tensors. The writer ([`write`]) turns any
+//! rest of tantra (convert, diff, digests) sees plain tensors. The writer ([`mod@write`]) turns any
 //! readable source into GGUF, optionally quantized to Q8_0 or Q4_0 with quantizers that produce
 //! llama.cpp's bytes.
 //!
 //! Layout: [`types`] (ggml's type table), [`value`] (metadata values), [`parse`] (the header
-//! and its rules), [`file`] (the mapped file as a [`crate::TensorSource`]), [`quant`] (one file
-//! per quant family), [`write`].
+//! and its rules), [`mod@file`] (the mapped file as a [`crate::TensorSource`]), [`quant`] (one file
+//! per quant family), [`mod@write`].
 //!
 //! The byte layout, the rules with the CVEs behind them, and the limits: `docs/gguf.md`; each
 //! quant family's block layout: its file in [`quant`].

@@ -11,7 +11,7 @@
 //! Quantizing ([`TargetType::Q8_0`], [`TargetType::Q4_0`]) follows llama-quantize `--pure`:
 //! float tensors of rank 2 or more whose rows are whole blocks are quantized, other float
 //! tensors are stored F32, integer tensors as they are. The quantizers are ggml's reference
-//! ones (see [`super::quant::legacy`]), so the bytes are llama.cpp's.
+//! ones (see `quant/legacy.rs`), so the bytes are llama.cpp's.
 //!
 //! Verification re-opens the finished file with the full reader, checks every tensor's name,
 //! type and shape, compares a SHA-256 of its stored bytes with the one taken of the bytes the

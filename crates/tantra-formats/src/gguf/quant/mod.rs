@@ -1,7 +1,7 @@
 //! Block-quantized ggml types: dequantization to f32 and the reference quantizers.
 //!
-//! One file per family: [`legacy`] for the 32-element types (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0),
-//! [`kquants`] for the 256-element k-quants (Q2_K..Q6_K). The results are bit-exact with ggml's
+//! One file per family: `legacy.rs` for the 32-element types (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0),
+//! `kquants.rs` for the 256-element k-quants (Q2_K..Q6_K). The results are bit-exact with ggml's
 //! own functions (see each file), which the tests check against values computed by the `gguf`
 //! Python package (`fixtures/gguf/`). The IQ, TQ and MXFP4 families are laid out (a file that
 //! holds them opens and lists) but not decoded: asking for their values is a
