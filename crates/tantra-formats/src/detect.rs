@@ -2,7 +2,7 @@
 //!
 //! The extension of a weight file is a hint at best (`pytorch_model.bin` is a zip archive or a
 //! legacy pickle, never "binary"): the first bytes decide. Files that are not weights but are
-//! often mistaken for them (git-lfs pointers checked out without `git lfs pull`, GGUF, NumPy)
+//! often mistaken for them (git-lfs pointers checked out without `git lfs pull`, NumPy)
 //! get an error that says what they are.
 
 use std::fs::File;
@@ -24,15 +24,13 @@ const LEGACY_MAGIC: [u8; 14] = [
 pub enum NotWeights {
     #[error("this is a git-lfs pointer, not weights (run `git lfs pull` to fetch the real file)")]
     GitLfsPointer,
-    #[error("this is a GGUF file; tantra does not read GGUF yet")]
-    Gguf,
     #[error("this is a NumPy .npy array, not a weight file")]
     Npy,
     #[error("the file is empty")]
     Empty,
     #[error("a bare pickle, not a PyTorch archive (no zip container and no legacy magic number)")]
     BarePickle,
-    #[error("not a weight file: the first bytes ({0}) match no known format (safetensors, PyTorch zip, PyTorch legacy)")]
+    #[error("not a weight file: the first bytes ({0}) match no known format (safetensors, PyTorch zip, PyTorch legacy, GGUF)")]
     Unknown(String),
 }
 
@@ -57,7 +55,7 @@ pub fn detect_bytes(prefix: &[u8]) -> Detected {
         return Weights(Format::PytorchLegacy);
     }
     if prefix.starts_with(b"GGUF") {
-        return NotWeights(self::NotWeights::Gguf);
+        return Weights(Format::Gguf);
     }
     if prefix.starts_with(b"\x93NUMPY") {
         return NotWeights(self::NotWeights::Npy);
@@ -109,6 +107,7 @@ pub fn format_hint_from_extension(path: &Path) -> Option<&'static [Format]> {
     match path.extension()?.to_str()?.to_ascii_lowercase().as_str() {
         "safetensors" => Some(ST),
         "pt" | "pth" | "bin" | "ckpt" => Some(PT),
+        "gguf" => Some(&[Format::Gguf]),
         _ => None,
     }
 }
@@ -147,6 +146,10 @@ mod tests {
         let mut st = 20u64.to_le_bytes().to_vec();
         st.extend_from_slice(b"  {\"a\":1}");
         assert_eq!(detect_bytes(&st), Detected::Weights(Format::Safetensors));
+        assert_eq!(
+            detect_bytes(b"GGUF\x03\0\0\0"),
+            Detected::Weights(Format::Gguf)
+        );
     }
 
     #[test]
@@ -154,10 +157,6 @@ mod tests {
         assert_eq!(
             detect_bytes(b"version https://git-lfs.github.com/spec/v1\noid sha256:ab"),
             Detected::NotWeights(NotWeights::GitLfsPointer)
-        );
-        assert_eq!(
-            detect_bytes(b"GGUF\x03\0\0\0"),
-            Detected::NotWeights(NotWeights::Gguf)
         );
         assert_eq!(
             detect_bytes(b"\x93NUMPY\x01\0"),

@@ -10,6 +10,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::detect::NotWeights;
+use crate::gguf::GgufError;
 use crate::pickle::PickleError;
 use crate::pytorch::PytorchError;
 use crate::safetensors::SafetensorsError;
@@ -38,6 +39,8 @@ pub enum ErrorKind {
     Zip(#[from] ZipError),
     #[error("{0}")]
     Pytorch(#[from] PytorchError),
+    #[error("gguf: {0}")]
+    Gguf(#[from] GgufError),
     /// The output of a conversion did not re-read to the same tensors.
     #[error("verification failed: {0}")]
     Verify(String),

@@ -21,6 +21,7 @@ pub mod dtype;
 pub mod error;
 pub mod failpoint;
 pub mod fsutil;
+pub mod gguf;
 mod mmap;
 pub mod pickle;
 pub mod pytorch;
@@ -54,6 +55,8 @@ pub enum Format {
     PytorchZip,
     /// A `torch.save` legacy file (`_use_new_zipfile_serialization=False`).
     PytorchLegacy,
+    /// A GGUF file (llama.cpp, ollama), versions 2 and 3.
+    Gguf,
     /// Tensors in memory, not read from a file.
     Memory,
 }
@@ -65,6 +68,7 @@ impl Format {
             Format::Safetensors => "safetensors",
             Format::PytorchZip => "pytorch-zip",
             Format::PytorchLegacy => "pytorch-legacy",
+            Format::Gguf => "gguf",
             Format::Memory => "memory",
         }
     }
@@ -165,6 +169,7 @@ pub fn open(path: &Path) -> Result<DynSource, FormatError> {
         Format::PytorchZip | Format::PytorchLegacy => {
             Ok(Box::new(pytorch::PytorchFile::open(path)?))
         }
+        Format::Gguf => Ok(Box::new(gguf::GgufFile::open(path)?)),
         Format::Memory => Err(FormatError::memory("memory is not a file format")),
     }
 }

@@ -20,6 +20,7 @@
 pub mod arch;
 pub mod create;
 pub mod error;
+pub mod gguf;
 pub mod hf;
 pub mod init;
 pub mod mamba;

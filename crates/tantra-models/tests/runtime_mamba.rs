@@ -505,3 +505,38 @@ fn threaded_decoding_is_bitwise_the_prefill_whatever_the_thread_count() {
     assert_eq!(run(2), one);
     assert_eq!(run(3), one);
 }
+
+/// The same weights converted by llama.cpp's `convert_hf_to_gguf.py` (llama.cpp names, squeezed
+/// conv1d, `A = -exp(A_log)` stored) run like the original.
+#[test]
+fn llama_cpp_gguf_matches_transformers() {
+    check_against_reference(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/gguf/mamba_tiny_f32.gguf"),
+    );
+}
+
+/// llama-quantize's `--pure` Q8_0 of that conversion runs too (dequantized to f32): logits
+/// within 2e-2 of transformers', the same greedy ids.
+#[test]
+fn llama_cpp_q8_0_gguf_runs_close_to_transformers() {
+    let r = reference();
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/gguf/mamba_tiny_q8_0.gguf");
+    let rt = MambaRuntime::from_path(&path).unwrap();
+    let mut state = rt.model().new_state();
+    let last = rt
+        .model()
+        .forward(&r.input_ids, &mut state, Logits::Last)
+        .unwrap();
+    let d = max_abs_diff(&last, &r.logits_last);
+    eprintln!("q8_0: max |logit - transformers| {d:e}");
+    assert!(d <= 2e-2, "{d}");
+    let options = GenerateOptions {
+        max_new_tokens: r.greedy_ids.len() - r.input_ids.len(),
+        sampling: SamplingConfig::greedy(),
+        eos_token_id: None,
+        prompt_logits: false,
+    };
+    let g = rt.generate(&r.input_ids, &options, &mut |_| {}).unwrap();
+    assert_eq!(g.output_ids(), r.greedy_ids);
+}

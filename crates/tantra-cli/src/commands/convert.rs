@@ -1,10 +1,12 @@
-//! `tantra convert INPUT OUTPUT [--to F] [--force] [--no-verify] [--json]`: the summary goes to
-//! stderr (the data is the written file), or with `--json` to stdout.
+//! `tantra convert INPUT OUTPUT [--to F] [--type T] [--force] [--no-verify] [--json]`: the summary
+//! goes to stderr (the data is the written file), or with `--json` to stdout. An output ending in
+//! `.gguf` is written by the GGUF writer (`--type` picks f32, f16, bf16, q8_0 or q4_0).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
+use tantra_formats::gguf::{convert_to_gguf, GgufOptions, TargetType};
 use tantra_formats::{convert, ConvertOptions, OutputFormat};
 
 use crate::progress::Bar;
@@ -14,11 +16,16 @@ use crate::table::{group_digits, human_bytes};
 pub struct Args {
     /// The weight file to read (any format, detected by content).
     pub input: PathBuf,
-    /// Where to write; the format comes from --to or the extension (.safetensors, .pt, .pth, .bin).
+    /// Where to write; the format comes from --to or the extension (.safetensors, .pt, .pth,
+    /// .bin, .gguf).
     pub output: PathBuf,
     /// Output format: safetensors, pt or bin.
     #[arg(long, value_name = "FORMAT")]
     pub to: Option<OutputFormat>,
+    /// GGUF output only: store float tensors as f32, f16, bf16, q8_0 or q4_0 (default: each
+    /// tensor's own type).
+    #[arg(long = "type", value_name = "TYPE")]
+    pub gguf_type: Option<TargetType>,
     /// Overwrite OUTPUT if it exists.
     #[arg(long)]
     pub force: bool,
@@ -31,7 +38,19 @@ pub struct Args {
     pub json: bool,
 }
 
+fn is_gguf(path: &std::path::Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
+}
+
 pub fn run(a: Args) -> anyhow::Result<ExitCode> {
+    if a.to.is_none() && is_gguf(&a.output) {
+        return run_gguf(a);
+    }
+    if a.gguf_type.is_some() {
+        anyhow::bail!("--type applies to GGUF output only (an OUTPUT ending in .gguf)");
+    }
     let start = Instant::now();
     // A file a weights root holds is changed only through the root (register, restore), never
     // behind its registry's back.
@@ -83,5 +102,70 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         },
         seconds
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_gguf(a: Args) -> anyhow::Result<ExitCode> {
+    let start = Instant::now();
+    let opts = GgufOptions {
+        target: a.gguf_type.unwrap_or_default(),
+        force: a.force,
+        verify: !a.no_verify,
+    };
+    let report = convert_to_gguf(&a.input, &a.output, &opts, &Bar::new())?;
+    for w in &report.warnings {
+        eprintln!("warning: {w}");
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    let e = report.error;
+    if a.json {
+        let out = serde_json::json!({
+            "input": a.input.display().to_string(),
+            "output": a.output.display().to_string(),
+            "input_format": report.input_format.name(),
+            "output_format": "gguf",
+            "type": report.target.name(),
+            "tensor_types": report.types,
+            "tensors": report.tensors,
+            "parameters": report.parameters,
+            "bytes_written": report.bytes_written,
+            "verified": report.verified,
+            "quantized_tensors": e.tensors,
+            "max_abs_error": e.max_abs,
+            "relative_error": e.relative,
+            "warnings": report.warnings,
+            "seconds": seconds,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let types: Vec<String> = report
+        .types
+        .iter()
+        .map(|(t, n)| format!("{n} {t}"))
+        .collect();
+    eprintln!(
+        "{} ({}) -> {} (gguf, {}): {} tensors ({}), {} parameters, {} written{} in {:.2}s",
+        a.input.display(),
+        report.input_format,
+        a.output.display(),
+        report.target,
+        report.tensors,
+        types.join(", "),
+        group_digits(report.parameters),
+        human_bytes(report.bytes_written),
+        if report.verified {
+            ", verified"
+        } else {
+            ", not verified"
+        },
+        seconds
+    );
+    if e.tensors > 0 {
+        eprintln!(
+            "quantization error over {} tensors: max abs {:.3e}, relative (rms) {:.3e}",
+            e.tensors, e.max_abs, e.relative
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }

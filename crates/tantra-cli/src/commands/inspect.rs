@@ -5,7 +5,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use serde_json::json;
-use tantra_formats::{detect::extension_mismatch, open, tensor_digest};
+use tantra_formats::gguf::GgufFile;
+use tantra_formats::{detect::extension_mismatch, open, tensor_digest, Format};
 
 use super::with_bar;
 use crate::progress::Bar;
@@ -13,7 +14,7 @@ use crate::table::{group_digits, human_bytes, render};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// The weight file (.safetensors, .pt, .pth, .bin; detected by content).
+    /// The weight file (.safetensors, .pt, .pth, .bin, .gguf; detected by content).
     pub file: PathBuf,
     /// Print one JSON object instead of a table.
     #[arg(long)]
@@ -25,6 +26,21 @@ pub struct Args {
 
 pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     let src = open(&a.file)?;
+    // GGUF: each tensor's stored ggml type (quantized ones are listed, and hashed, as F32).
+    let gguf = match src.format() {
+        Format::Gguf => Some(GgufFile::open(&a.file)?),
+        _ => None,
+    };
+    // GGUF metadata with long arrays (a tokenizer's tokens) summarized.
+    let metadata = match &gguf {
+        Some(g) => g.header().metadata_text(),
+        None => src.metadata().clone(),
+    };
+    let gguf_type = |i: usize| {
+        gguf.as_ref()
+            .and_then(|g| g.header().tensors.get(i))
+            .map(|t| t.ty.name())
+    };
     if let Some(w) = extension_mismatch(&a.file, src.format()) {
         eprintln!("warning: {w}");
     }
@@ -46,6 +62,9 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
             .enumerate()
             .map(|(i, t)| {
                 let mut o = json!({"name": t.name, "dtype": t.dtype.as_str(), "shape": t.shape});
+                if let Some(ty) = gguf_type(i) {
+                    o["gguf_type"] = json!(ty);
+                }
                 if let Some(d) = digests.get(i) {
                     o["sha256"] = json!(d);
                 }
@@ -63,7 +82,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
             "bytes": bytes,
             "parameters": src.parameter_count(),
             "tensors": tensors,
-            "metadata": src.metadata(),
+            "metadata": metadata,
             "values": values,
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
@@ -78,6 +97,9 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         group_digits(src.parameter_count())
     );
     let mut header = vec!["name", "dtype", "shape", "elements"];
+    if gguf.is_some() {
+        header.push("gguf type");
+    }
     if a.hash {
         header.push("sha256");
     }
@@ -95,6 +117,9 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
                     .map(group_digits)
                     .unwrap_or_else(|| "overflow".into()),
             ];
+            if let Some(ty) = gguf_type(i) {
+                row.push(ty.to_string());
+            }
             if let Some(d) = digests.get(i) {
                 row.push(d.clone());
             }
@@ -102,9 +127,9 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         })
         .collect();
     print!("{}", render(&header, &rows));
-    if !src.metadata().is_empty() {
+    if !metadata.is_empty() {
         println!("metadata:");
-        for (k, v) in src.metadata() {
+        for (k, v) in &metadata {
             println!("  {k} = {v}");
         }
     }

@@ -10,6 +10,7 @@ use tantra_formats::{Progress, TensorSource};
 mod convert;
 mod create_weights;
 mod diff;
+mod export_gguf;
 mod export_hf;
 mod import_hf;
 mod inspect;
@@ -99,6 +100,8 @@ pub enum Command {
     CreateModelWeights(create_weights::Args),
     /// Write a registered mamba version as a Hugging Face directory (config.json + safetensors).
     ExportHf(export_hf::Args),
+    /// Write a registered mamba version as a llama.cpp GGUF (llama.cpp's names and keys).
+    ExportGguf(export_gguf::Args),
     /// Register a Hugging Face Mamba directory (safetensors or pytorch_model.bin) as a version.
     ImportHf(import_hf::Args),
 }
@@ -178,6 +181,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             create_weights::run(a, &root, tantra_models::Preset::Full)
         }
         Command::ExportHf(a) => export_hf::run(a, &root),
+        Command::ExportGguf(a) => export_gguf::run(a, &root),
         Command::ImportHf(a) => import_hf::run(a, &root),
         Command::Inspect(a) => inspect::run(a),
         Command::Convert(a) => convert::run(a),

@@ -11,7 +11,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
-use tantra_formats::{open, DynSource, TensorSource};
+use tantra_formats::gguf::GgufFile;
+use tantra_formats::{detect, open, DynSource, Format, TensorSource};
 
 use super::error::{Result, RuntimeError};
 
@@ -30,11 +31,22 @@ pub struct OpenWeights {
 }
 
 impl OpenWeights {
-    /// Opens one weight file of any format tantra reads.
+    /// Opens one weight file of any format tantra reads; a llama.cpp Mamba GGUF is read under
+    /// tantra's names (see `runtime/gguf.rs`).
     ///
     /// # Errors
     /// The file's read error.
     pub fn file(path: &Path) -> Result<Self> {
+        if detect(path)? == Format::Gguf {
+            let g = GgufFile::open(path)?;
+            if super::gguf::is_llama_cpp_mamba(&g) {
+                let m = super::gguf::mamba_source(&g).map_err(|e| e.with_path(path))?;
+                return Ok(OpenWeights {
+                    files: vec![path.to_path_buf()],
+                    sources: vec![Box::new(m)],
+                });
+            }
+        }
         Ok(OpenWeights {
             files: vec![path.to_path_buf()],
             sources: vec![open(path)?],

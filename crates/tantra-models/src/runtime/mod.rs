@@ -24,6 +24,9 @@
 mod decode;
 mod error;
 mod generate;
+mod gguf;
+#[cfg(test)]
+pub(crate) use gguf::tantra_name as tantra_name_of_gguf;
 mod hf;
 pub mod image;
 pub mod kernels;

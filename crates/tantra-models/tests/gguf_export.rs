@@ -1,0 +1,98 @@
+//! `export-gguf`'s library side: a Mamba written under llama.cpp's names and keys reads back
+//! (through the runtime's llama.cpp mapping) as the same model, and quantized exports stay close.
+
+#![allow(clippy::unwrap_used)]
+
+use tantra_formats::gguf::{GgmlType, GgufFile, GgufOptions, MetaValue, TargetType};
+use tantra_formats::{MemorySource, NoProgress, TensorSource};
+use tantra_models::gguf::{export_gguf, gpt2_byte_char};
+use tantra_models::runtime::{Logits, MambaModel, MambaRuntime, Weights};
+use tantra_models::{init_weights, Architecture, ModelConfig, Preset};
+
+/// The sample preset narrowed to rows of whole 32-element blocks (64 wide, 2 layers).
+fn sample() -> (tantra_models::MambaConfig, MemorySource) {
+    let ModelConfig::Mamba(mut config) = Architecture::Mamba.preset(Preset::SampleSmall) else {
+        panic!("mamba preset");
+    };
+    config.hidden_size = 64;
+    config.intermediate_size = None;
+    config.num_hidden_layers = 2;
+    let src = init_weights(&ModelConfig::Mamba(config.clone()), 7).unwrap();
+    (config, MemorySource::copy_from(&src).unwrap())
+}
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+#[test]
+fn exported_mamba_runs_like_the_original() {
+    let (config, mem) = sample();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("m.gguf");
+    let opts = GgufOptions {
+        target: TargetType::Keep,
+        force: false,
+        verify: true,
+    };
+    export_gguf(&config, &mem, "mamba:test", &out, &opts, &NoProgress).unwrap();
+
+    let f = GgufFile::open(&out).unwrap();
+    let h = f.header();
+    assert_eq!(h.architecture(), Some("mamba"));
+    assert_eq!(
+        h.get("mamba.block_count").and_then(MetaValue::as_u64),
+        Some(config.num_hidden_layers as u64)
+    );
+    assert!(f.find("token_embd.weight").is_some());
+    assert!(f.find("output.weight").is_none(), "tied head omitted");
+    let conv = f.find("blk.0.ssm_conv1d.weight").unwrap();
+    assert_eq!(f.tensors()[conv].shape.len(), 2, "conv1d squeezed");
+    match h.get("tokenizer.ggml.tokens") {
+        Some(MetaValue::Array(tantra_formats::gguf::MetaArray::Str(t))) => {
+            assert_eq!(t.len(), 264);
+            assert_eq!(t[b' ' as usize], gpt2_byte_char(b' ').to_string());
+            assert_eq!(t[257], "<bos>");
+        }
+        other => panic!("tokens: {other:?}"),
+    }
+
+    let w = Weights::new(&mem).unwrap();
+    let original = MambaModel::load(&w, &config).unwrap();
+    let back = MambaRuntime::from_path(&out).unwrap();
+    let ids = [72u32, 101, 108, 108, 111, 32, 257, 3];
+    let mut s1 = original.new_state();
+    let mut s2 = back.model().new_state();
+    let a = original.forward(&ids, &mut s1, Logits::All).unwrap();
+    let b = back.model().forward(&ids, &mut s2, Logits::All).unwrap();
+    assert_eq!(a.len(), b.len());
+    let d = max_abs_diff(&a, &b);
+    assert!(d <= 1e-5, "max |logit difference| {d}");
+}
+
+#[test]
+fn q8_0_export_quantizes_the_matrices() {
+    let (config, mem) = sample();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("q.gguf");
+    let opts = GgufOptions {
+        target: TargetType::Q8_0,
+        force: false,
+        verify: true,
+    };
+    let (_, w) = export_gguf(&config, &mem, "mamba:test", &out, &opts, &NoProgress).unwrap();
+    assert!(
+        w.error.tensors > 0 && w.error.relative < 0.01,
+        "{:?}",
+        w.error
+    );
+    let f = GgufFile::open(&out).unwrap();
+    let ty = |n: &str| f.header().tensors[f.find(n).unwrap()].ty;
+    assert_eq!(ty("blk.0.ssm_in.weight"), GgmlType::Q8_0);
+    assert_eq!(ty("token_embd.weight"), GgmlType::Q8_0);
+    assert_eq!(ty("blk.0.ssm_a"), GgmlType::F32);
+    assert!(MambaRuntime::from_path(&out).is_ok());
+}
