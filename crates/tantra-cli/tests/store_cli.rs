@@ -398,3 +398,67 @@ fn checkpoints_and_configs() {
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("config import"), "{}", stderr(&out));
 }
+
+#[test]
+fn gguf_is_a_fourth_format_of_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("Model");
+    let f = weights(dir.path(), 7, OutputFormat::Safetensors);
+    let rep = ok_json(&tantra(
+        &root,
+        &[
+            "register",
+            s(&f),
+            "--model",
+            "m",
+            "--version",
+            "v",
+            "--formats",
+            "safetensors,pt,bin,gguf",
+            "--json",
+        ],
+    ));
+    let formats: Vec<&str> = rep["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["format"].as_str().unwrap())
+        .collect();
+    assert_eq!(formats, ["bin", "gguf", "pt", "safetensors"]);
+    assert!(root.join("weights/m_v_gguf.gguf").is_file());
+    let rows = ok_json(&tantra(
+        &root,
+        &["list-weights", "--format", "gguf", "--json"],
+    ));
+    assert_eq!(rows.as_array().unwrap().len(), 1);
+    assert_exit(&tantra(&root, &["verify"]), 0, "verify with a gguf file");
+    // The GGUF file holds the same tensors (the store checked the per-tensor digests when it
+    // registered it); a llama.cpp GGUF registers as its own version.
+    let llama = common::fixtures().join("gguf/mamba_tiny_f32.gguf");
+    if llama.exists() {
+        let rep = ok_json(&tantra(
+            &root,
+            &[
+                "register",
+                s(&llama),
+                "--model",
+                "mamba",
+                "--version",
+                "llama",
+                "--json",
+            ],
+        ));
+        assert_eq!(rep["files"][0]["format"], "gguf");
+        assert_eq!(rep["files"][0]["path"], "weights/mamba_llama_gguf.gguf");
+    }
+    let rep = ok_json(&tantra(
+        &root,
+        &["remove", "m", "v", "--format", "gguf", "--json"],
+    ));
+    assert_eq!(rep["removed"][0][0], "gguf");
+    assert_exit(
+        &tantra(&root, &["verify"]),
+        0,
+        "verify after removing the gguf file",
+    );
+}

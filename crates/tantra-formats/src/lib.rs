@@ -81,27 +81,39 @@ impl fmt::Display for Format {
 }
 
 /// A format tantra writes. `Pt` and `Bin` are the same zip archive; they differ in extension,
-/// which is what people and other tools go by.
+/// which is what people and other tools go by. `Gguf` written through [`write_to`] keeps every
+/// tensor's type (lossless); quantized GGUF comes from [`gguf::write::convert_to_gguf`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum OutputFormat {
     Safetensors,
     Pt,
     Bin,
+    Gguf,
 }
 
 impl OutputFormat {
+    /// What `--formats all` means: the formats every tensor kind fits in.
     pub const ALL: [OutputFormat; 3] = [
         OutputFormat::Safetensors,
         OutputFormat::Pt,
         OutputFormat::Bin,
     ];
 
-    /// `safetensors`, `pt` or `bin`.
+    /// Every format, in the order a loader prefers them.
+    pub const EVERY: [OutputFormat; 4] = [
+        OutputFormat::Safetensors,
+        OutputFormat::Pt,
+        OutputFormat::Bin,
+        OutputFormat::Gguf,
+    ];
+
+    /// `safetensors`, `pt`, `bin` or `gguf`.
     pub fn name(self) -> &'static str {
         match self {
             OutputFormat::Safetensors => "safetensors",
             OutputFormat::Pt => "pt",
             OutputFormat::Bin => "bin",
+            OutputFormat::Gguf => "gguf",
         }
     }
 
@@ -116,6 +128,7 @@ impl OutputFormat {
             "safetensors" => Some(OutputFormat::Safetensors),
             "pt" | "pth" => Some(OutputFormat::Pt),
             "bin" => Some(OutputFormat::Bin),
+            "gguf" => Some(OutputFormat::Gguf),
             _ => None,
         }
     }
@@ -134,8 +147,9 @@ impl FromStr for OutputFormat {
             "safetensors" => Ok(OutputFormat::Safetensors),
             "pt" | "pth" => Ok(OutputFormat::Pt),
             "bin" => Ok(OutputFormat::Bin),
+            "gguf" => Ok(OutputFormat::Gguf),
             _ => Err(format!(
-                "unknown format {s:?} (expected safetensors, pt or bin)"
+                "unknown format {s:?} (expected safetensors, pt, bin or gguf)"
             )),
         }
     }
@@ -187,6 +201,15 @@ pub fn write_to(
         OutputFormat::Safetensors => safetensors::write_safetensors(out, src, progress),
         OutputFormat::Pt | OutputFormat::Bin => {
             pytorch_write::write_pytorch(out, src, archive_name, progress)
+        }
+        OutputFormat::Gguf => {
+            let target = gguf::write::TargetType::Keep;
+            let planned = gguf::write::plan(src, target).map_err(|e| FormatError {
+                path: None,
+                kind: e.into(),
+            })?;
+            let kv = gguf::write::metadata_for(src, None, target, &planned);
+            gguf::write::write_gguf(out, src, kv, planned, progress).map(|w| w.bytes)
         }
     }
 }

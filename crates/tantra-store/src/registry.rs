@@ -238,7 +238,7 @@ impl<'de> Deserialize<'de> for FormatRecord {
 impl VersionRecord {
     /// The formats present, in preference order (safetensors, pt, bin).
     pub fn available_formats(&self) -> Vec<OutputFormat> {
-        OutputFormat::ALL
+        OutputFormat::EVERY
             .into_iter()
             .filter(|f| self.formats.contains_key(f.name()))
             .collect()

@@ -423,6 +423,7 @@ pub(crate) fn find_version<'a>(
 pub(crate) fn output_format_of(file: &Path) -> Result<OutputFormat> {
     Ok(match tantra_formats::detect(file)? {
         Format::Safetensors => OutputFormat::Safetensors,
+        Format::Gguf => OutputFormat::Gguf,
         _ if OutputFormat::from_path(file) == Some(OutputFormat::Bin) => OutputFormat::Bin,
         _ => OutputFormat::Pt,
     })
@@ -449,6 +450,7 @@ pub(crate) fn check_format(path: &Path, given: OutputFormat, actual: Format) -> 
         OutputFormat::Pt | OutputFormat::Bin => {
             matches!(actual, Format::PytorchZip | Format::PytorchLegacy)
         }
+        OutputFormat::Gguf => actual == Format::Gguf,
     };
     if ok {
         Ok(())

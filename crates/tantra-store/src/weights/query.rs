@@ -47,7 +47,7 @@ impl WeightManager {
             }
             for (v, ver) in &model.versions {
                 let is_default = model.default.as_deref() == Some(v.as_ref());
-                for fmt in OutputFormat::ALL {
+                for fmt in OutputFormat::EVERY {
                     if filter.format.is_some_and(|ff| ff != fmt) {
                         continue;
                     }

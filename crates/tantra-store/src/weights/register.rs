@@ -263,7 +263,7 @@ impl WeightManager {
         if opts.force {
             return Ok(Vec::new());
         }
-        Ok(OutputFormat::ALL
+        Ok(OutputFormat::EVERY
             .into_iter()
             .filter(|f| v.formats.contains_key(f.name()))
             .collect())
