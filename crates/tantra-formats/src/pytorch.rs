@@ -81,6 +81,8 @@ pub enum PytorchError {
     LegacyStorageKinds { key: String },
     #[error("legacy file: storage {key:?} is listed but no tensor refers to it, so its element size is unknown")]
     LegacyUnknownStorage { key: String },
+    #[error("legacy file: its first 512 bytes are also a valid tar header, and torch.load reads such a file as a (pre-1.0) tar archive; the file is ambiguous")]
+    LegacyIsTar,
     #[error("legacy file: {bytes} bytes after the last storage")]
     LegacyTrailing { bytes: u64 },
     #[error("numpy array {name:?}: {why}")]
@@ -304,74 +306,17 @@ impl PytorchFile {
                 Detected::NotWeights(n) => return Err(fe(path, n)),
             }
         };
-        let mut file = PytorchFile {
+        let layout = lay_out(path, &parsed)?;
+        Ok(PytorchFile {
             path: path.map(Path::to_path_buf),
             backing,
             format: parsed.format,
-            infos: Vec::new(),
-            plans: Vec::new(),
-            owned: Vec::new(),
+            infos: layout.infos,
+            plans: layout.plans,
+            owned: layout.owned,
             metadata: BTreeMap::new(),
-            values: BTreeMap::new(),
-        };
-        file.lay_out(&parsed)?;
-        Ok(file)
-    }
-
-    /// Turns the flattened pickle into tensor plans and values.
-    fn lay_out(&mut self, parsed: &Parsed) -> Result<(), FormatError> {
-        let path = self.path.clone();
-        let path = path.as_deref();
-        let flat = parsed
-            .pickle
-            .flatten(&Limits::default())
-            .map_err(|e| pickle_err(path, &parsed.part, e))?;
-        for (name, leaf) in flat.entries {
-            match leaf {
-                Leaf::Value(v) => {
-                    self.values.insert(name, v);
-                }
-                Leaf::Tensor(t) => {
-                    let ElementType::DType(dtype) = t.elem else {
-                        return Err(pickle_err(
-                            path,
-                            &parsed.part,
-                            PickleError::UnsupportedDType {
-                                name,
-                                dtype: "complex128",
-                            },
-                        ));
-                    };
-                    let plan = tensor_plan(&name, t, dtype, &parsed.records, parsed.big_endian)
-                        .map_err(|e| pt_err(path, e))?;
-                    self.infos
-                        .push(TensorInfo::new(name, dtype, t.shape.clone()));
-                    self.plans.push(plan);
-                }
-                Leaf::Array(a) => match numpy_tensor(&name, a).map_err(|e| pt_err(path, e))? {
-                    Some((dtype, bytes)) => {
-                        let shape = a.shape.clone();
-                        let stride = row_major_strides(&shape);
-                        self.plans.push(Plan {
-                            source: Source::Owned(self.owned.len()),
-                            elsize: dtype.size().unwrap_or(1) as usize,
-                            offset: 0,
-                            shape: shape.clone(),
-                            stride,
-                            swap_unit: 0,
-                        });
-                        self.owned.push(bytes);
-                        self.infos.push(TensorInfo::new(name, dtype, shape));
-                    }
-                    None => {
-                        if let NdData::Raw(raw) = &a.data {
-                            self.values.insert(name, Value::Bytes(raw.clone()));
-                        }
-                    }
-                },
-            }
-        }
-        Ok(())
+            values: layout.values,
+        })
     }
 
     fn storage(&self, index: usize, plan: &Plan) -> Result<&[u8], FormatError> {
@@ -419,6 +364,72 @@ impl PytorchFile {
             .get(index)
             .ok_or_else(|| pt_err(self.path.as_deref(), PytorchError::NoTensor { index }))
     }
+}
+
+/// Tensor plans and values, laid out from a parsed file.
+#[derive(Default)]
+struct Layout {
+    infos: Vec<TensorInfo>,
+    plans: Vec<Plan>,
+    owned: Vec<Vec<u8>>,
+    values: BTreeMap<String, Value>,
+}
+
+/// Turns the flattened pickle into tensor plans and values, checking every view against the
+/// storages the container holds. `open` and `scan` both go through here, so a file that does
+/// not open never scans as safe.
+fn lay_out(path: Option<&Path>, parsed: &Parsed) -> Result<Layout, FormatError> {
+    let mut out = Layout::default();
+    let flat = parsed
+        .pickle
+        .flatten(&Limits::default())
+        .map_err(|e| pickle_err(path, &parsed.part, e))?;
+    for (name, leaf) in flat.entries {
+        match leaf {
+            Leaf::Value(v) => {
+                out.values.insert(name, v);
+            }
+            Leaf::Tensor(t) => {
+                let ElementType::DType(dtype) = t.elem else {
+                    return Err(pickle_err(
+                        path,
+                        &parsed.part,
+                        PickleError::UnsupportedDType {
+                            name,
+                            dtype: "complex128",
+                        },
+                    ));
+                };
+                let plan = tensor_plan(&name, t, dtype, &parsed.records, parsed.big_endian)
+                    .map_err(|e| pt_err(path, e))?;
+                out.infos
+                    .push(TensorInfo::new(name, dtype, t.shape.clone()));
+                out.plans.push(plan);
+            }
+            Leaf::Array(a) => match numpy_tensor(&name, a).map_err(|e| pt_err(path, e))? {
+                Some((dtype, bytes)) => {
+                    let shape = a.shape.clone();
+                    let stride = row_major_strides(&shape);
+                    out.plans.push(Plan {
+                        source: Source::Owned(out.owned.len()),
+                        elsize: dtype.size().unwrap_or(1) as usize,
+                        offset: 0,
+                        shape: shape.clone(),
+                        stride,
+                        swap_unit: 0,
+                    });
+                    out.owned.push(bytes);
+                    out.infos.push(TensorInfo::new(name, dtype, shape));
+                }
+                None => {
+                    if let NdData::Raw(raw) = &a.data {
+                        out.values.insert(name, Value::Bytes(raw.clone()));
+                    }
+                }
+            },
+        }
+    }
+    Ok(out)
 }
 
 fn row_major_strides(shape: &[u64]) -> Vec<u64> {
@@ -611,6 +622,9 @@ fn classify_archive(zip: &ZipArchive) -> Result<(), PytorchError> {
 }
 
 fn parse_legacy(path: Option<&Path>, data: &[u8]) -> Result<Parsed, FormatError> {
+    if crate::tar::is_tar_header(data) {
+        return Err(pt_err(path, PytorchError::LegacyIsTar));
+    }
     let header = ParseOptions::new(PersistentIds::Forbidden);
     let mut pos = 0usize;
     let mut next = |opts: &ParseOptions, part: &str| -> Result<Pickle, FormatError> {
@@ -847,8 +861,18 @@ pub fn scan_file(path: &Path) -> Result<ScanReport, FormatError> {
 pub fn scan_bytes(data: &[u8]) -> Result<ScanReport, NotWeights> {
     let head = &data[..data.len().min(DETECT_PREFIX)];
     match detect_bytes(head) {
-        Detected::Weights(Format::PytorchZip) => Ok(scan_zip(data)),
-        Detected::Weights(Format::PytorchLegacy) => Ok(scan_legacy(data)),
+        Detected::Weights(Format::PytorchZip) => Ok(container_check(scan_zip(data), || {
+            parse_zip(None, data).and_then(|p| lay_out(None, &p))
+        })),
+        Detected::Weights(Format::PytorchLegacy) => Ok(container_check(scan_legacy(data), || {
+            parse_legacy(None, data).and_then(|p| lay_out(None, &p))
+        })),
+        Detected::Weights(Format::Safetensors) => {
+            Ok(match crate::safetensors::parse_header(data) {
+                Ok(_) => ScanReport::with_verdict(Verdict::Safe),
+                Err(e) => ScanReport::with_verdict(Verdict::Invalid(e.to_string())),
+            })
+        }
         Detected::Weights(_) => Ok(ScanReport::with_verdict(Verdict::Safe)),
         Detected::NotWeights(NotWeights::BarePickle) => Ok(pickle::scan(data)),
         Detected::NotWeights(NotWeights::Unknown(u)) => {
@@ -862,6 +886,21 @@ pub fn scan_bytes(data: &[u8]) -> Result<ScanReport, NotWeights> {
         }
         Detected::NotWeights(n) => Err(n),
     }
+}
+
+/// A report that the pickle scan found safe is safe only if the file also opens: the same
+/// container parse and layout as [`PytorchFile::open`] decide, so `scan` never calls safe what
+/// `inspect` refuses.
+fn container_check(
+    mut report: ScanReport,
+    open: impl FnOnce() -> Result<Layout, FormatError>,
+) -> ScanReport {
+    if report.is_safe() {
+        if let Err(e) = open() {
+            report.verdict = Verdict::Invalid(format!("the file would be refused on load: {e}"));
+        }
+    }
+    report
 }
 
 fn scan_zip(data: &[u8]) -> ScanReport {
@@ -897,33 +936,15 @@ fn scan_zip(data: &[u8]) -> ScanReport {
         return ScanReport::with_verdict(Verdict::Invalid("data.pkl lies outside the file".into()));
     };
     report.merge(pickle::scan(bytes));
-    if report.is_safe() {
-        let full = Pickle::parse(bytes, &ParseOptions::new(PersistentIds::Zip))
-            .and_then(|p| p.flatten(&Limits::default()).map(|_| ()));
-        if let Err(e) = full {
-            report.verdict = Verdict::Invalid(format!("data.pkl would be refused on load: {e}"));
-        }
-    }
     report
 }
 
 fn scan_legacy(data: &[u8]) -> ScanReport {
     let mut report = ScanReport::with_verdict(Verdict::Safe);
     let mut pos = 0usize;
-    for i in 0..5 {
+    for _ in 0..5 {
         let rest = data.get(pos..).unwrap_or(&[]);
         let (r, end) = pickle::scan_prefix(rest);
-        if i == 3 && r.is_safe() {
-            let full = Pickle::parse_prefix(rest, &ParseOptions::new(PersistentIds::Legacy))
-                .and_then(|(p, _)| p.flatten(&Limits::default()).map(|_| ()));
-            if let Err(e) = full {
-                report.merge(r);
-                report.merge(ScanReport::with_verdict(Verdict::Invalid(format!(
-                    "the object pickle would be refused on load: {e}"
-                ))));
-                return report;
-            }
-        }
         report.merge(r);
         match end {
             Some(e) => pos += e,
