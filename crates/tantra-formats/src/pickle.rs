@@ -25,6 +25,8 @@ use std::rc::Rc;
 use crate::dtype::DType;
 use crate::tensor::Value;
 
+mod pyeq;
+
 /// A rule of the safe pickle reader that the input breaks. `offset` is the byte offset of the
 /// opcode in the pickle.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -66,6 +68,14 @@ pub enum PickleError {
     OutOfBandBuffer { offset: usize, opcode: &'static str },
     #[error("BUILD at offset {offset} on {target}: BUILD is allowed only on an OrderedDict, a tensor or numpy data")]
     BuildTarget { offset: usize, target: String },
+    #[error("tensor state at offset {offset}: {why}; torch and tantra would read different data, so the file is ambiguous")]
+    AmbiguousTensorState { offset: usize, why: String },
+    #[error("{opcode} at offset {offset}: {text:?} is not a plain decimal integer (Python's and C's unpicklers read it differently)")]
+    AmbiguousInteger {
+        offset: usize,
+        opcode: &'static str,
+        text: String,
+    },
     #[error("{opcode} at offset {offset} on {target}: items can be set only on a dict")]
     SetItemTarget {
         offset: usize,
@@ -744,6 +754,7 @@ impl Pickle {
             protocol: 0,
         };
         let (root, end) = vm.run()?;
+        pyeq::fold_equal_keys(&mut vm.nodes);
         Ok((
             Pickle {
                 nodes: vm.nodes,
@@ -1356,6 +1367,26 @@ impl Vm<'_> {
         self.push(id)
     }
 
+    /// The text of `INT` or `LONG`, accepted only as Python writes it: an optional `-`, then
+    /// `0` or digits without a leading zero. Python's `pickle.py` reads these with
+    /// `int(text, 0)` (so `010` is an error and `0x10` is 16) and the C unpickler INT with
+    /// `strtol(text, 0)` (`010` is 8): any other spelling means different numbers, or an
+    /// error, to different loaders. (torch's own weights_only loader has neither opcode.)
+    fn plain_integer(&self, text: &[u8], opcode: &'static str) -> Result<i64, PickleError> {
+        let digits = text.strip_prefix(b"-").unwrap_or(text);
+        let plain = !digits.is_empty()
+            && digits.iter().all(u8::is_ascii_digit)
+            && (digits[0] != b'0' || digits.len() == 1);
+        if !plain {
+            return Err(PickleError::AmbiguousInteger {
+                offset: self.off,
+                opcode,
+                text: String::from_utf8_lossy(text).into_owned(),
+            });
+        }
+        parse_decimal(text).ok_or_else(|| self.bad_text(opcode))
+    }
+
     /// A text argument (protocol 0) that does not parse.
     fn bad_text(&self, opcode: &'static str) -> PickleError {
         PickleError::BadText {
@@ -1482,20 +1513,17 @@ impl Vm<'_> {
                     }
                     self.push_new(decode_long(bytes))?;
                 }
-                b'I' => {
-                    let bad = self.bad_text(name);
-                    match bytes {
-                        b"00" => self.push(FALSE)?,
-                        b"01" => self.push(TRUE)?,
-                        _ => {
-                            let v = parse_decimal(bytes).ok_or(bad)?;
-                            self.push_new(Object::Int(v))?;
-                        }
+                b'I' => match bytes {
+                    b"00" => self.push(FALSE)?,
+                    b"01" => self.push(TRUE)?,
+                    _ => {
+                        let v = self.plain_integer(bytes, name)?;
+                        self.push_new(Object::Int(v))?;
                     }
-                }
+                },
                 b'L' => {
                     let digits = bytes.strip_suffix(b"L").unwrap_or(bytes);
-                    let v = parse_decimal(digits).ok_or_else(|| self.bad_text(name))?;
+                    let v = self.plain_integer(digits, name)?;
                     self.push_new(Object::Int(v))?;
                 }
                 b'F' => {
@@ -1732,10 +1760,16 @@ impl Vm<'_> {
             // torch: `inst.__dict__.update(state)` (the `_metadata` of a state dict). The state
             // is parsed like everything else and then dropped: it is not weights.
             Object::OrderedDict(_) => Ok(()),
-            Object::Tensor(_) => match self.node(state) {
-                Object::None | Object::Dict(_) | Object::OrderedDict(_) => Ok(()),
-                _ => Err(bad(self, "a tensor with non-dict state (legacy set_)")),
-            },
+            // torch calls `tensor.set_(*state)` (or `Parameter.__setstate__(state)`): the
+            // state replaces the data (an empty dict empties the tensor). torch never writes
+            // this; the file would read differently here and in torch.
+            Object::Tensor(_) => Err(PickleError::AmbiguousTensorState {
+                offset: self.off,
+                why: format!(
+                    "BUILD on a tensor (torch calls set_ with the {} state, replacing its data)",
+                    self.node(state).kind()
+                ),
+            }),
             Object::NumpyDtype(_) => {
                 let order = match self.node(state) {
                     Object::Tuple(items) => items.get(1).and_then(|&b| match self.node(b) {
@@ -1937,6 +1971,16 @@ impl Vm<'_> {
             });
         };
         let argv = argv.clone();
+        // NEWOBJ is `cls.__new__(cls, *args)`: for dict and set types `__new__` ignores its
+        // arguments (`__init__`, which NEWOBJ does not call, would fill them), so the result
+        // is empty, as in torch.
+        if newobj {
+            match g {
+                Global::OrderedDict => return self.alloc(Object::OrderedDict(Vec::new())),
+                Global::Set => return self.alloc(Object::Set(Vec::new())),
+                _ => {}
+            }
+        }
         self.apply(g, &gname, &argv, opcode)
     }
 
@@ -2058,10 +2102,13 @@ impl Vm<'_> {
                 if !matches!(self.node(argv[0]), Object::Tensor(_)) {
                     return Err(bad(self, "the first argument is not a tensor"));
                 }
+                if with_state {
+                    self.check_obj_state(argv[3])?;
+                }
                 Ok(argv[0])
             }
             Global::RebuildFromTypeV2 => {
-                let [func, new_type, args, _state] = argv else {
+                let [func, new_type, args, state] = argv else {
                     return Err(bad(self, "expected 4 arguments"));
                 };
                 let inner = match self.node(*func) {
@@ -2081,8 +2128,11 @@ impl Vm<'_> {
                     return Err(bad(self, "the arguments are not a tuple"));
                 };
                 let inner_args = inner_args.clone();
+                let state = *state;
                 // One level only: `inner` is never `_rebuild_from_type_v2` itself.
-                self.apply(inner.0, &inner.1, &inner_args, opcode)
+                let t = self.apply(inner.0, &inner.1, &inner_args, opcode)?;
+                self.check_obj_state(state)?;
+                Ok(t)
             }
             Global::NumpyReconstruct => {
                 let [cls, _shape, _typecode] = argv else {
@@ -2129,6 +2179,60 @@ impl Vm<'_> {
                 })
             }
         }
+    }
+
+    /// torch's `_set_obj_state(tensor, state)` (after `_rebuild_parameter_with_state` and
+    /// `_rebuild_from_type_v2`): `state` is a dict, or a `(dict, slots)` pair, of attributes
+    /// set with `setattr`. Attributes that hold no data (`_is_sharded`, ...) are dropped like
+    /// other Python attributes; one whose setter replaces or writes the data (`data`, `real`,
+    /// `imag`) or the object (`__class__`, `__dict__`) is refused: torch would return other
+    /// values than the storage holds.
+    fn check_obj_state(&self, state: NodeId) -> Result<(), PickleError> {
+        const DATA_SETTERS: [&str; 5] = ["data", "real", "imag", "__class__", "__dict__"];
+        let ambiguous = |why: String| PickleError::AmbiguousTensorState {
+            offset: self.off,
+            why,
+        };
+        let parts: Vec<NodeId> = match self.node(state) {
+            Object::Tuple(items) if items.len() == 2 => items.clone(),
+            Object::Tuple(items) => {
+                return Err(ambiguous(format!(
+                    "a state tuple of {} items (torch raises)",
+                    items.len()
+                )))
+            }
+            _ => vec![state],
+        };
+        for part in parts {
+            match self.node(part) {
+                Object::None => {}
+                Object::Dict(items) | Object::OrderedDict(items) => {
+                    for (k, _) in items {
+                        match self.node(*k) {
+                            Object::Str(name) if DATA_SETTERS.contains(&name.as_str()) => {
+                                return Err(ambiguous(format!(
+                                    "the state sets the attribute {name:?}, which replaces the tensor's data"
+                                )))
+                            }
+                            Object::Str(_) => {}
+                            other => {
+                                return Err(ambiguous(format!(
+                                    "a state attribute named by a {} (torch raises)",
+                                    other.kind()
+                                )))
+                            }
+                        }
+                    }
+                }
+                other => {
+                    return Err(ambiguous(format!(
+                        "a state of type {} (torch raises or sets unknown attributes)",
+                        other.kind()
+                    )))
+                }
+            }
+        }
+        Ok(())
     }
 
     fn rebuild_tensor(
