@@ -27,11 +27,16 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 
 /// Digests of every tensor of `src`, in `src`'s order, as `(name, hex)`.
 pub fn all_digests(src: &dyn TensorSource) -> Result<Vec<(String, String)>, FormatError> {
-    src.tensors()
-        .iter()
-        .enumerate()
-        .map(|(i, t)| Ok((t.name.clone(), tensor_digest(src, i)?)))
-        .collect()
+    let mut out: Vec<(String, String)> = Vec::with_capacity(src.tensors().len());
+    for (i, t) in src.tensors().iter().enumerate() {
+        // A tensor read through several names is hashed once.
+        let d = match src.same_bytes_as(i).and_then(|j| out.get(j)) {
+            Some((_, d)) => d.clone(),
+            None => tensor_digest(src, i)?,
+        };
+        out.push((t.name.clone(), d));
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -18,14 +18,17 @@
 //! [`scan`] walks the opcodes of a pickle without building anything and reports its globals
 //! and opcodes, for `tantra scan`.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::rc::Rc;
 
 use crate::dtype::DType;
 use crate::tensor::Value;
 
+mod memo;
 mod pyeq;
+
+use memo::Memo;
 
 /// A rule of the safe pickle reader that the input breaks. `offset` is the byte offset of the
 /// opcode in the pickle.
@@ -106,7 +109,7 @@ pub enum PickleError {
         opcode: &'static str,
         index: u64,
     },
-    #[error("opcode at offset {offset}: more than {limit} objects")]
+    #[error("opcode at offset {offset}: more than {limit} objects (the budget is one object per 2 bytes of pickle, and at most 16 million)")]
     NodeBudget { offset: usize, limit: usize },
     #[error("opcode at offset {offset}: the stack grows past {limit} items")]
     StackOverflow { offset: usize, limit: usize },
@@ -153,8 +156,10 @@ pub enum PickleError {
     Cycle { path: String },
     #[error("the object tree expands to more than {limit} entries (shared nodes repeated)")]
     ExpansionBudget { limit: usize },
-    #[error("the dotted names of the object tree exceed {limit} bytes in total")]
+    #[error("the dotted names of the object tree exceed {limit} bytes in total (a long key reached through shared nodes?)")]
     NameBudget { limit: usize },
+    #[error("the str and bytes values of the object tree exceed {limit} bytes in total (a long string reached through many names?)")]
+    ValueBudget { limit: usize },
     #[error("two entries flatten to the name {name:?}")]
     DuplicateName { name: String },
     #[error("at {path:?}: a dict key of type {kind} cannot be part of a name")]
@@ -163,6 +168,25 @@ pub enum PickleError {
     UnsupportedDType { name: String, dtype: &'static str },
     #[error("at {name:?}: {what} is not data")]
     NotData { name: String, what: String },
+}
+
+/// Budgets that grow with the input, as (per input byte as a fraction `num / den`, plus a
+/// fixed allowance). A node costs 32 bytes; pickles that torch writes spend at least two bytes
+/// per node (an int is `K` and a byte, a container is memoized), so one node per two bytes
+/// keeps the arena under 16 bytes per input byte while no real file comes near it.
+const NODES_PER_BYTE: (usize, usize, usize) = (1, 2, 4096);
+/// Flattening visits each node once, plus shared nodes again: one visit per two bytes (each
+/// visit may make a name), plus room for tied tensors.
+const VISITS_PER_BYTE: (usize, usize, usize) = (1, 2, 1 << 16);
+/// Name bytes: dotted names repeat their prefixes, so they outgrow the input (a list of ints
+/// in a nested optimizer state makes ~35 name bytes per 2 input bytes).
+const NAME_BYTES_PER_BYTE: (usize, usize, usize) = (16, 1, 16 << 20);
+/// Bytes of str/bytes values: each value is copied out once per name it is reached by.
+const VALUE_BYTES_PER_BYTE: (usize, usize, usize) = (2, 1, 1 << 20);
+
+/// `len * num / den + extra`, saturating.
+fn per_input(len: usize, (num, den, extra): (usize, usize, usize)) -> usize {
+    (len / den).saturating_mul(num).saturating_add(extra)
 }
 
 /// Caps on the resources a pickle may use.
@@ -183,6 +207,9 @@ pub struct Limits {
     /// Total bytes of the dotted names the walk builds (a long key shared at every level of a
     /// deep tree would otherwise multiply).
     pub max_name_bytes: usize,
+    /// Total bytes of the str and bytes values the walk copies out (a long string reached by
+    /// many names is copied for each).
+    pub max_value_bytes: usize,
 }
 
 impl Default for Limits {
@@ -195,6 +222,7 @@ impl Default for Limits {
             max_visits: 1 << 24,
             max_int_bytes: 256,
             max_name_bytes: 1 << 28,
+            max_value_bytes: 1 << 28,
         }
     }
 }
@@ -702,6 +730,8 @@ pub struct Pickle {
     nodes: Vec<Object>,
     root: NodeId,
     protocol: u8,
+    /// Bytes of the pickle (to its STOP): what the walk's budgets grow with.
+    len: usize,
 }
 
 /// A leaf of the flattened tree.
@@ -749,7 +779,7 @@ impl Pickle {
             nodes: vec![Object::None, Object::Bool(false), Object::Bool(true)],
             stack: Vec::new(),
             marks: Vec::new(),
-            memo: HashMap::new(),
+            memo: Memo::new(bytes.len()),
             off: 0,
             protocol: 0,
         };
@@ -760,6 +790,7 @@ impl Pickle {
                 nodes: vm.nodes,
                 root,
                 protocol: vm.protocol,
+                len: end,
             },
             end,
         ))
@@ -855,17 +886,34 @@ impl Pickle {
             Enter(NodeId, String, usize),
             Exit(NodeId),
         }
+        let max_visits = limits.max_visits.min(per_input(self.len, VISITS_PER_BYTE));
+        let max_name_bytes = limits
+            .max_name_bytes
+            .min(per_input(self.len, NAME_BYTES_PER_BYTE));
+        let max_value_bytes = limits
+            .max_value_bytes
+            .min(per_input(self.len, VALUE_BYTES_PER_BYTE));
         let mut on_path = vec![false; self.nodes.len()];
         let mut tasks = vec![Task::Enter(self.root, String::new(), 0)];
         let mut visits = 0usize;
         let mut name_bytes = 0usize;
+        let mut value_bytes = 0usize;
         let mut out = Flat::default();
-        let join = |prefix: &str, part: &str| {
-            if prefix.is_empty() {
+        // Each child's name is counted against the budget as it is made, so a container
+        // reached through many names stops at the budget, not after allocating every name.
+        let mut child = |prefix: &str, part: &str| -> Result<String, PickleError> {
+            let n = if prefix.is_empty() {
                 part.to_string()
             } else {
                 format!("{prefix}.{part}")
+            };
+            name_bytes = name_bytes.saturating_add(n.len());
+            if name_bytes > max_name_bytes {
+                return Err(PickleError::NameBudget {
+                    limit: max_name_bytes,
+                });
             }
+            Ok(n)
         };
         while let Some(task) = tasks.pop() {
             let (id, name, depth) = match task {
@@ -876,25 +924,45 @@ impl Pickle {
                 Task::Enter(id, name, depth) => (id, name, depth),
             };
             visits += 1;
-            if visits > limits.max_visits {
-                return Err(PickleError::ExpansionBudget {
-                    limit: limits.max_visits,
-                });
+            if visits > max_visits {
+                return Err(PickleError::ExpansionBudget { limit: max_visits });
             }
             let obj = self.get(id);
+            let container = matches!(
+                obj,
+                Object::Tuple(_)
+                    | Object::List(_)
+                    | Object::Set(_)
+                    | Object::FrozenSet(_)
+                    | Object::Dict(_)
+                    | Object::OrderedDict(_)
+            ) || matches!(obj, Object::NdArray(a) if matches!(a.data, NdData::Objects(_)));
+            if container {
+                if on_path[id.ix()] {
+                    return Err(PickleError::Cycle { path: name });
+                }
+                if depth >= limits.max_depth {
+                    return Err(PickleError::TooDeep {
+                        path: name,
+                        limit: limits.max_depth,
+                    });
+                }
+            }
             let children: Vec<(String, NodeId)> = match obj {
                 Object::Tuple(items)
                 | Object::List(items)
                 | Object::Set(items)
-                | Object::FrozenSet(items) => items
-                    .iter()
-                    .enumerate()
-                    .map(|(i, c)| (join(&name, &i.to_string()), *c))
-                    .collect(),
+                | Object::FrozenSet(items) => {
+                    let mut v = Vec::with_capacity(items.len());
+                    for (i, c) in items.iter().enumerate() {
+                        v.push((child(&name, &i.to_string())?, *c));
+                    }
+                    v
+                }
                 Object::Dict(items) | Object::OrderedDict(items) => {
                     let mut v = Vec::with_capacity(items.len());
                     for (k, c) in items {
-                        v.push((join(&name, &self.key_part(*k, &name)?), *c));
+                        v.push((child(&name, &self.key_part(*k, &name)?)?, *c));
                     }
                     v
                 }
@@ -932,6 +1000,18 @@ impl Pickle {
                     } else {
                         name
                     };
+                    let size = match other {
+                        Object::Str(s) => s.len(),
+                        Object::Bytes(b) => b.len(),
+                        Object::BigInt(b) => b.le_bytes().len().saturating_mul(3),
+                        _ => 0,
+                    };
+                    value_bytes = value_bytes.saturating_add(size);
+                    if value_bytes > max_value_bytes {
+                        return Err(PickleError::ValueBudget {
+                            limit: max_value_bytes,
+                        });
+                    }
                     match self.leaf_value(id) {
                         Some(v) => out.entries.push((n, Leaf::Value(v))),
                         None => {
@@ -947,23 +1027,6 @@ impl Pickle {
                     continue;
                 }
             };
-            name_bytes = children
-                .iter()
-                .fold(name_bytes, |a, (n, _)| a.saturating_add(n.len()));
-            if name_bytes > limits.max_name_bytes {
-                return Err(PickleError::NameBudget {
-                    limit: limits.max_name_bytes,
-                });
-            }
-            if on_path[id.ix()] {
-                return Err(PickleError::Cycle { path: name });
-            }
-            if depth >= limits.max_depth {
-                return Err(PickleError::TooDeep {
-                    path: name,
-                    limit: limits.max_depth,
-                });
-            }
             on_path[id.ix()] = true;
             tasks.push(Task::Exit(id));
             for (child_name, child) in children.into_iter().rev() {
@@ -1270,7 +1333,7 @@ struct Vm<'a> {
     nodes: Vec<Object>,
     stack: Vec<NodeId>,
     marks: Vec<usize>,
-    memo: HashMap<u64, NodeId>,
+    memo: Memo<NodeId>,
     /// Offset of the opcode being run.
     off: usize,
     protocol: u8,
@@ -1282,7 +1345,12 @@ impl Vm<'_> {
     }
 
     fn alloc(&mut self, obj: Object) -> Result<NodeId, PickleError> {
-        let limit = self.opts.limits.max_nodes.min(u32::MAX as usize);
+        let limit = self
+            .opts
+            .limits
+            .max_nodes
+            .min(u32::MAX as usize)
+            .min(per_input(self.data.len(), NODES_PER_BYTE));
         if self.nodes.len() >= limit {
             return Err(PickleError::NodeBudget {
                 offset: self.off,
@@ -1359,7 +1427,7 @@ impl Vm<'_> {
     }
 
     fn memo_get(&mut self, index: u64, opcode: &'static str) -> Result<(), PickleError> {
-        let id = *self.memo.get(&index).ok_or(PickleError::MemoMissing {
+        let id = *self.memo.get(index).ok_or(PickleError::MemoMissing {
             offset: self.off,
             opcode,
             index,
@@ -2542,7 +2610,7 @@ struct Scanner {
     limits: Limits,
     stack: Vec<Option<Rc<str>>>,
     marks: Vec<usize>,
-    memo: HashMap<u64, Option<Rc<str>>>,
+    memo: Memo<Option<Rc<str>>>,
     seen: HashSet<String>,
     reasons: Vec<String>,
     more_reasons: usize,
@@ -2646,7 +2714,7 @@ impl Scanner {
                     offset: off,
                     opcode: name,
                 })?;
-                let v = self.memo.get(&i).ok_or(PickleError::MemoMissing {
+                let v = self.memo.get(i).ok_or(PickleError::MemoMissing {
                     offset: off,
                     opcode: name,
                     index: i,
@@ -2799,7 +2867,7 @@ pub fn scan_prefix(bytes: &[u8]) -> (ScanReport, Option<usize>) {
         limits: Limits::default(),
         stack: Vec::new(),
         marks: Vec::new(),
-        memo: HashMap::new(),
+        memo: Memo::new(bytes.len()),
         seen: HashSet::new(),
         reasons: Vec::new(),
         more_reasons: 0,

@@ -56,7 +56,13 @@ pub enum PytorchError {
         expected: u64,
         actual: u64,
     },
-    #[error("tensor {tensor:?}: a view of {bytes} bytes over a storage of {storage_bytes} bytes (an amplifying stride-0 view) is refused")]
+    #[error("tensor {tensor:?}: the tensors' views add up to {bytes} bytes, more than the {limit} allowed (4 times the file plus 1 GiB): a storage read through very many names?")]
+    ViewBudget {
+        tensor: String,
+        bytes: u64,
+        limit: u64,
+    },
+    #[error("tensor {tensor:?}: views larger than their storage (stride-0 expansions) add up to {bytes} bytes, more than 256 MiB (this one's storage holds {storage_bytes} bytes)")]
     AmplifyingView {
         tensor: String,
         bytes: u64,
@@ -95,14 +101,20 @@ pub enum PytorchError {
     ViewOutsideStorage { tensor: String },
 }
 
-/// A materialized view larger than its storage is refused past this size (a stride-0 view of
-/// one element could otherwise claim terabytes).
+/// Views larger than their storage (stride-0 expansions) are refused past this many bytes in
+/// all (a stride-0 view of one element could otherwise claim terabytes, and 400 views just
+/// under a per-view cap would still add up to 100 GB).
 const MAX_AMPLIFIED_BYTES: u64 = 256 << 20;
+/// The bytes of all tensors, counted once per name, may reach this many times the file's
+/// length plus [`VIEW_BYTES_EXTRA`]: tied weights and views repeat a few storages; one
+/// storage read through 50,000 names is a file that writes 50 GB from 1 MB.
+const VIEW_BYTES_PER_FILE_BYTE: u64 = 4;
+const VIEW_BYTES_EXTRA: u64 = 1 << 30;
 /// The legacy magic number 0x1950a86a20f9469cfc6c, little-endian.
 const LEGACY_MAGIC: [u8; 10] = [0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19];
 
 /// Where a tensor's storage bytes are.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Source {
     /// A byte range of the memory map.
     Map { start: usize, len: usize },
@@ -111,7 +123,7 @@ enum Source {
 }
 
 /// How to produce one tensor's row-major bytes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct Plan {
     source: Source,
     elsize: usize,
@@ -211,6 +223,7 @@ pub struct PytorchFile {
     backing: Backing,
     format: Format,
     infos: Vec<TensorInfo>,
+    same_as: Vec<Option<usize>>,
     plans: Vec<Plan>,
     owned: Vec<Vec<u8>>,
     metadata: BTreeMap<String, String>,
@@ -258,6 +271,8 @@ fn pickle_err(path: Option<&Path>, part: &str, error: PickleError) -> FormatErro
 /// What was read out of the pickle(s), before tensors are laid out.
 struct Parsed {
     format: Format,
+    /// Length of the whole file: the budget of bytes read through names grows with it.
+    file_len: u64,
     pickle: Pickle,
     part: String,
     records: Records,
@@ -312,6 +327,7 @@ impl PytorchFile {
             backing,
             format: parsed.format,
             infos: layout.infos,
+            same_as: layout.same_as,
             plans: layout.plans,
             owned: layout.owned,
             metadata: BTreeMap::new(),
@@ -370,6 +386,8 @@ impl PytorchFile {
 #[derive(Default)]
 struct Layout {
     infos: Vec<TensorInfo>,
+    /// For each tensor, an earlier one with the same bytes (the same view of one storage).
+    same_as: Vec<Option<usize>>,
     plans: Vec<Plan>,
     owned: Vec<Vec<u8>>,
     values: BTreeMap<String, Value>,
@@ -380,6 +398,16 @@ struct Layout {
 /// not open never scans as safe.
 fn lay_out(path: Option<&Path>, parsed: &Parsed) -> Result<Layout, FormatError> {
     let mut out = Layout::default();
+    // Bytes read through names (a storage read through many names counts for each) and
+    // bytes of stride-0 views larger than their storage: both bounded, so that a file of a
+    // few megabytes cannot make `convert` write or `inspect --hash` read terabytes.
+    let view_limit = parsed
+        .file_len
+        .saturating_mul(VIEW_BYTES_PER_FILE_BYTE)
+        .saturating_add(VIEW_BYTES_EXTRA);
+    let mut view_bytes = 0u64;
+    let mut amplified = 0u64;
+    let mut first_of: HashMap<Plan, usize> = HashMap::new();
     let flat = parsed
         .pickle
         .flatten(&Limits::default())
@@ -402,6 +430,37 @@ fn lay_out(path: Option<&Path>, parsed: &Parsed) -> Result<Layout, FormatError> 
                 };
                 let plan = tensor_plan(&name, t, dtype, &parsed.records, parsed.big_endian)
                     .map_err(|e| pt_err(path, e))?;
+                let bytes = t.numel().saturating_mul(plan.elsize as u64);
+                if let Source::Map { len, .. } = plan.source {
+                    if bytes > len as u64 {
+                        amplified = amplified.saturating_add(bytes);
+                        if amplified > MAX_AMPLIFIED_BYTES {
+                            return Err(pt_err(
+                                path,
+                                PytorchError::AmplifyingView {
+                                    tensor: name,
+                                    bytes: amplified,
+                                    storage_bytes: len as u64,
+                                },
+                            ));
+                        }
+                    }
+                }
+                view_bytes = view_bytes.saturating_add(bytes);
+                if view_bytes > view_limit {
+                    return Err(pt_err(
+                        path,
+                        PytorchError::ViewBudget {
+                            tensor: name,
+                            bytes: view_bytes,
+                            limit: view_limit,
+                        },
+                    ));
+                }
+                // The same view of the same storage under another name: the same bytes.
+                let index = out.plans.len();
+                let first = *first_of.entry(plan.clone()).or_insert(index);
+                out.same_as.push((first != index).then_some(first));
                 out.infos
                     .push(TensorInfo::new(name, dtype, t.shape.clone()));
                 out.plans.push(plan);
@@ -419,6 +478,7 @@ fn lay_out(path: Option<&Path>, parsed: &Parsed) -> Result<Layout, FormatError> 
                         swap_unit: 0,
                     });
                     out.owned.push(bytes);
+                    out.same_as.push(None);
                     out.infos.push(TensorInfo::new(name, dtype, shape));
                 }
                 None => {
@@ -465,17 +525,9 @@ fn tensor_plan(
             actual: len as u64,
         });
     }
+    // The view was checked against the storage when the tensor was rebuilt; views larger
+    // than their storage are bounded in total by `lay_out`.
     let elsize = dtype.size().unwrap_or(1);
-    // The view was checked against the storage when the tensor was rebuilt; a stride-0 view
-    // larger than its storage is allowed only while it stays small.
-    let view_bytes = t.numel().saturating_mul(elsize);
-    if view_bytes > len as u64 && view_bytes > MAX_AMPLIFIED_BYTES {
-        return Err(PytorchError::AmplifyingView {
-            tensor: name.to_string(),
-            bytes: view_bytes,
-            storage_bytes: len as u64,
-        });
-    }
     let stride = t
         .shape
         .iter()
@@ -592,6 +644,7 @@ fn parse_zip(path: Option<&Path>, data: &[u8]) -> Result<Parsed, FormatError> {
     }
     Ok(Parsed {
         format: Format::PytorchZip,
+        file_len: data.len() as u64,
         pickle,
         part,
         records,
@@ -762,6 +815,7 @@ fn parse_legacy(path: Option<&Path>, data: &[u8]) -> Result<Parsed, FormatError>
     }
     Ok(Parsed {
         format: Format::PytorchLegacy,
+        file_len: data.len() as u64,
         pickle,
         part,
         records,
@@ -818,6 +872,10 @@ impl TensorSource for PytorchFile {
             }
             None => sink_part(&self.tensor_bytes(index)?, &range, outside, sink),
         }
+    }
+
+    fn same_bytes_as(&self, index: usize) -> Option<usize> {
+        self.same_as.get(index).copied().flatten()
     }
 
     fn file_range(&self, index: usize) -> Option<Range<u64>> {

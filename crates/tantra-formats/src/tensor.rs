@@ -168,6 +168,14 @@ pub trait TensorSource {
         None
     }
 
+    /// An earlier tensor whose bytes are the same as those of tensor `index` by construction
+    /// (the same view of the same storage, read through another name), so that work on the
+    /// bytes (hashing) can be done once. `None` when there is none or the source cannot tell.
+    fn same_bytes_as(&self, index: usize) -> Option<usize> {
+        let _ = index;
+        None
+    }
+
     /// String metadata (the safetensors `__metadata__`); empty for formats without it.
     fn metadata(&self) -> &BTreeMap<String, String>;
 

@@ -33,9 +33,22 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         .len();
     let digests = if a.hash {
         let bar = Bar::new();
-        with_bar(&bar, "hashing tensors", src.as_ref(), |i| {
-            tensor_digest(src.as_ref(), i)
-        })?
+        // A tensor read through several names (tied weights) is hashed once.
+        let found = with_bar(&bar, "hashing tensors", src.as_ref(), |i| {
+            match src.same_bytes_as(i) {
+                Some(j) => Ok(Err(j)),
+                None => tensor_digest(src.as_ref(), i).map(Ok),
+            }
+        })?;
+        let mut digests: Vec<String> = Vec::with_capacity(found.len());
+        for f in found {
+            let d = match f {
+                Ok(d) => d,
+                Err(j) => digests.get(j).cloned().unwrap_or_default(),
+            };
+            digests.push(d);
+        }
+        digests
     } else {
         Vec::new()
     };
