@@ -12,12 +12,20 @@ use crate::tensor::TensorSource;
 /// Hex sha256 of tensor `index` of `src`, streamed (no copy of the tensor is made where the
 /// source can stream).
 pub fn tensor_digest(src: &dyn TensorSource, index: usize) -> Result<String, FormatError> {
+    tensor_sha256(src, index).map(hex::encode)
+}
+
+/// [`tensor_digest`] as the 32 raw bytes (what a table of a million digests should hold).
+///
+/// # Errors
+/// As [`tensor_digest`].
+pub fn tensor_sha256(src: &dyn TensorSource, index: usize) -> Result<[u8; 32], FormatError> {
     let mut h = Sha256::new();
     src.stream_tensor(index, &mut |chunk| {
         h.update(chunk);
         Ok(())
     })?;
-    Ok(hex::encode(h.finalize()))
+    Ok(h.finalize().into())
 }
 
 /// Hex sha256 of some bytes.

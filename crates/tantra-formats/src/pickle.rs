@@ -57,6 +57,12 @@ pub enum PickleError {
     ForbiddenGlobal { offset: usize, global: String },
     #[error("this is a whole pickled module (class {class}, at offset {offset}), not a state dict; save model.state_dict() instead")]
     WholeModule { offset: usize, class: String },
+    #[error("unsupported tensor kind ({kind}): global `{global}` at offset {offset}; torch loads it safely, but tantra reads only dense tensors")]
+    UnsupportedTensorKind {
+        offset: usize,
+        global: String,
+        kind: &'static str,
+    },
     #[error("global `{global}` at offset {offset}: dotted attribute paths are refused")]
     DottedName { offset: usize, global: String },
     #[error("STACK_GLOBAL at offset {offset}: its operands are not literal strings")]
@@ -582,7 +588,39 @@ pub enum GlobalRefusal {
     Dotted,
     /// A model class: the file is a whole pickled module.
     WholeModule,
+    /// A legal tensor kind that tantra does not read (`quantized`, `sparse`, `meta`,
+    /// `nested`): torch loads it safely; it is not an attack.
+    UnsupportedKind(&'static str),
 }
+
+/// torch's globals for tensor kinds other than dense strided tensors, with the kind they
+/// belong to. They are on torch's own weights_only allowlist: safe, but not read here.
+const UNSUPPORTED_KINDS: &[(&str, &str, &str)] = &[
+    ("torch._utils", "_rebuild_qtensor", "quantized"),
+    ("torch", "QUInt8Storage", "quantized"),
+    ("torch", "QInt8Storage", "quantized"),
+    ("torch", "QInt32Storage", "quantized"),
+    ("torch", "QUInt4x2Storage", "quantized"),
+    ("torch", "QUInt2x4Storage", "quantized"),
+    ("torch", "quint8", "quantized"),
+    ("torch", "qint8", "quantized"),
+    ("torch", "qint32", "quantized"),
+    ("torch", "quint4x2", "quantized"),
+    ("torch", "quint2x4", "quantized"),
+    ("torch", "per_tensor_affine", "quantized"),
+    ("torch", "per_channel_affine", "quantized"),
+    ("torch", "per_channel_affine_float_qparams", "quantized"),
+    ("torch._utils", "_rebuild_sparse_tensor", "sparse"),
+    ("torch._utils", "_rebuild_sparse_csr_tensor", "sparse"),
+    ("torch.serialization", "_get_layout", "sparse"),
+    ("torch", "sparse_coo", "sparse"),
+    ("torch", "sparse_csr", "sparse"),
+    ("torch", "sparse_csc", "sparse"),
+    ("torch", "sparse_bsr", "sparse"),
+    ("torch", "sparse_bsc", "sparse"),
+    ("torch._utils", "_rebuild_meta_tensor_no_storage", "meta"),
+    ("torch._utils", "_rebuild_nested_tensor", "nested"),
+];
 
 /// Looks `module.name` up in the allowlist.
 ///
@@ -632,6 +670,16 @@ pub fn classify_global(module: &str, name: &str) -> Result<Global, GlobalRefusal
                 .ok_or(GlobalRefusal::Forbidden)?;
             Global::DType(e)
         }
+        _ if UNSUPPORTED_KINDS
+            .iter()
+            .any(|(m, n, _)| *m == module && *n == name) =>
+        {
+            let kind = UNSUPPORTED_KINDS
+                .iter()
+                .find(|(m, n, _)| *m == module && *n == name)
+                .map_or("unknown", |(_, _, k)| *k);
+            return Err(GlobalRefusal::UnsupportedKind(kind));
+        }
         _ => {
             let model_class = module == "__main__"
                 || module.starts_with("torch.nn.modules")
@@ -655,6 +703,11 @@ fn refusal_error(offset: usize, module: &str, name: &str, r: GlobalRefusal) -> P
         GlobalRefusal::WholeModule => PickleError::WholeModule {
             offset,
             class: global,
+        },
+        GlobalRefusal::UnsupportedKind(kind) => PickleError::UnsupportedTensorKind {
+            offset,
+            global,
+            kind,
         },
     }
 }
@@ -2491,6 +2544,9 @@ pub enum Verdict {
     /// The file is malformed (truncated, unknown opcode, ...); it holds no refused global as
     /// far as it could be read.
     Invalid(String),
+    /// The file holds a legal kind of tensor that tantra does not read (quantized, sparse,
+    /// meta, nested): not malicious, but not loadable here.
+    Unsupported(Vec<String>),
 }
 
 impl Verdict {
@@ -2500,6 +2556,7 @@ impl Verdict {
             Verdict::Safe => "safe",
             Verdict::Unsafe(_) => "unsafe",
             Verdict::Invalid(_) => "invalid",
+            Verdict::Unsupported(_) => "unsupported",
         }
     }
 }
@@ -2510,6 +2567,7 @@ impl fmt::Display for Verdict {
             Verdict::Safe => f.write_str("safe"),
             Verdict::Unsafe(r) => write!(f, "unsafe: {}", r.join("; ")),
             Verdict::Invalid(r) => write!(f, "invalid: {r}"),
+            Verdict::Unsupported(r) => write!(f, "unsupported: {}", r.join("; ")),
         }
     }
 }
@@ -2550,7 +2608,21 @@ impl ScanReport {
                 let inv = std::mem::take(inv);
                 self.verdict = Verdict::Unsafe(vec![reason, format!("also invalid: {inv}")]);
             }
-            Verdict::Safe => self.verdict = Verdict::Unsafe(vec![reason]),
+            Verdict::Safe | Verdict::Unsupported(_) => self.verdict = Verdict::Unsafe(vec![reason]),
+        }
+    }
+
+    /// Adds a reason the file is not loadable that is no danger (making a safe verdict
+    /// unsupported; unsafe and invalid verdicts stay).
+    pub fn add_unsupported(&mut self, reason: String) {
+        match &mut self.verdict {
+            Verdict::Unsupported(r) => {
+                if !r.contains(&reason) {
+                    r.push(reason)
+                }
+            }
+            Verdict::Safe => self.verdict = Verdict::Unsupported(vec![reason]),
+            Verdict::Unsafe(_) | Verdict::Invalid(_) => {}
         }
     }
 
@@ -2574,10 +2646,15 @@ impl ScanReport {
                 }
             }
             Verdict::Invalid(r) => match &mut self.verdict {
-                Verdict::Safe => self.verdict = Verdict::Invalid(r),
+                Verdict::Safe | Verdict::Unsupported(_) => self.verdict = Verdict::Invalid(r),
                 Verdict::Unsafe(rs) => rs.push(format!("also invalid: {r}")),
                 Verdict::Invalid(_) => {}
             },
+            Verdict::Unsupported(rs) => {
+                for r in rs {
+                    self.add_unsupported(r);
+                }
+            }
         }
     }
 }
@@ -2614,6 +2691,8 @@ struct Scanner {
     seen: HashSet<String>,
     reasons: Vec<String>,
     more_reasons: usize,
+    /// Legal tensor kinds that tantra does not read.
+    unsupported: Vec<String>,
     counts: [u64; 256],
     report: ScanReport,
 }
@@ -2658,8 +2737,13 @@ impl Scanner {
         if self.seen.insert(q.clone()) {
             self.report.globals.push(q);
         }
-        if let Err(r) = classify_global(module, name) {
-            self.unsafe_reason(refusal_error(offset, module, name, r));
+        match classify_global(module, name) {
+            Ok(_) => {}
+            Err(GlobalRefusal::UnsupportedKind(kind)) => {
+                self.unsupported
+                    .push(format!("unsupported tensor kind ({kind})"));
+            }
+            Err(r) => self.unsafe_reason(refusal_error(offset, module, name, r)),
         }
     }
 
@@ -2871,6 +2955,7 @@ pub fn scan_prefix(bytes: &[u8]) -> (ScanReport, Option<usize>) {
         seen: HashSet::new(),
         reasons: Vec::new(),
         more_reasons: 0,
+        unsupported: Vec::new(),
         counts: [0; 256],
         report: ScanReport::with_verdict(Verdict::Safe),
     };
@@ -2896,6 +2981,9 @@ pub fn scan_prefix(bytes: &[u8]) -> (ScanReport, Option<usize>) {
         if let Some(name) = opcode_name(code as u8).filter(|_| n > 0) {
             report.opcodes.insert(name.to_string(), n);
         }
+    }
+    for r in s.unsupported {
+        report.add_unsupported(r);
     }
     for r in s.reasons {
         report.add_unsafe(r);

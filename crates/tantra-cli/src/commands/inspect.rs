@@ -1,15 +1,17 @@
 //! `tantra inspect FILE [--json] [--hash]`: what a weight file holds.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use serde_json::json;
-use tantra_formats::{detect::extension_mismatch, open, tensor_digest};
+use tantra_formats::digest::tensor_sha256;
+use tantra_formats::{detect::extension_mismatch, open};
 
 use super::with_bar;
 use crate::progress::Bar;
-use crate::table::{group_digits, human_bytes, render};
+use crate::table::{group_digits, human_bytes, write_rows};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -34,17 +36,18 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     let digests = if a.hash {
         let bar = Bar::new();
         // A tensor read through several names (tied weights) is hashed once.
+        // Raw 32-byte digests (a million hex strings would take 88 MB).
         let found = with_bar(&bar, "hashing tensors", src.as_ref(), |i| {
             match src.same_bytes_as(i) {
                 Some(j) => Ok(Err(j)),
-                None => tensor_digest(src.as_ref(), i).map(Ok),
+                None => tensor_sha256(src.as_ref(), i).map(Ok),
             }
         })?;
-        let mut digests: Vec<String> = Vec::with_capacity(found.len());
+        let mut digests: Vec<[u8; 32]> = Vec::with_capacity(found.len());
         for f in found {
             let d = match f {
                 Ok(d) => d,
-                Err(j) => digests.get(j).cloned().unwrap_or_default(),
+                Err(j) => digests.get(j).copied().unwrap_or_default(),
             };
             digests.push(d);
         }
@@ -60,7 +63,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
             .map(|(i, t)| {
                 let mut o = json!({"name": t.name, "dtype": t.dtype.as_str(), "shape": t.shape});
                 if let Some(d) = digests.get(i) {
-                    o["sha256"] = json!(d);
+                    o["sha256"] = json!(hex(d));
                 }
                 o
             })
@@ -94,27 +97,30 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     if a.hash {
         header.push("sha256");
     }
-    let rows: Vec<Vec<String>> = src
-        .tensors()
-        .iter()
-        .enumerate()
-        .map(|(i, t)| {
-            let shape: Vec<String> = t.shape.iter().map(u64::to_string).collect();
-            let mut row = vec![
-                t.name.clone(),
-                t.dtype.to_string(),
-                format!("[{}]", shape.join(", ")),
-                t.numel()
-                    .map(group_digits)
-                    .unwrap_or_else(|| "overflow".into()),
-            ];
-            if let Some(d) = digests.get(i) {
-                row.push(d.clone());
-            }
-            row
-        })
-        .collect();
-    print!("{}", render(&header, &rows));
+    let tensors = src.tensors();
+    let row = |i: usize| -> Vec<String> {
+        let Some(t) = tensors.get(i) else {
+            return Vec::new();
+        };
+        let shape: Vec<String> = t.shape.iter().map(u64::to_string).collect();
+        let mut row = vec![
+            t.name.clone(),
+            t.dtype.to_string(),
+            format!("[{}]", shape.join(", ")),
+            t.numel()
+                .map(group_digits)
+                .unwrap_or_else(|| "overflow".into()),
+        ];
+        if let Some(d) = digests.get(i) {
+            row.push(hex(d));
+        }
+        row
+    };
+    // Rows are made as they are written: a million tensors never sit in memory as text.
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    write_rows(&mut out, &header, tensors.len(), row)?;
+    out.flush()?;
+    drop(out);
     if !src.metadata().is_empty() {
         println!("metadata:");
         for (k, v) in src.metadata() {
@@ -128,4 +134,9 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Lower-case hex of a digest.
+fn hex(d: &[u8; 32]) -> String {
+    d.iter().map(|b| format!("{b:02x}")).collect()
 }
