@@ -553,6 +553,9 @@ const TORCH_DTYPES: &[(&str, ElementType)] = &[
     ("float8_e4m3fnuz", ElementType::DType(DType::F8E4M3Fnuz)),
     ("float8_e5m2fnuz", ElementType::DType(DType::F8E5M2Fnuz)),
     ("float8_e8m0fnu", ElementType::DType(DType::F8E8M0)),
+    // One element is one byte holding two 4-bit values: the view arithmetic counts bytes, and
+    // the tensor's last dimension doubles when it becomes safetensors `F4`.
+    ("float4_e2m1fn_x2", ElementType::DType(DType::F4)),
 ];
 
 const STORAGE_CLASSES: &[(&str, ElementType)] = &[

@@ -461,8 +461,28 @@ fn lay_out(path: Option<&Path>, parsed: &Parsed) -> Result<Layout, FormatError> 
                 let index = out.plans.len();
                 let first = *first_of.entry(plan.clone()).or_insert(index);
                 out.same_as.push((first != index).then_some(first));
-                out.infos
-                    .push(TensorInfo::new(name, dtype, t.shape.clone()));
+                let shape = match dtype {
+                    // torch's float4_e2m1fn_x2 holds two values per element (byte).
+                    DType::F4 => match t.shape.split_last() {
+                        Some((&last, rest)) => {
+                            let mut v = rest.to_vec();
+                            v.push(last.saturating_mul(2));
+                            v
+                        }
+                        None => {
+                            return Err(pickle_err(
+                                path,
+                                &parsed.part,
+                                PickleError::UnsupportedDType {
+                                    name,
+                                    dtype: "float4_e2m1fn_x2 of rank 0",
+                                },
+                            ))
+                        }
+                    },
+                    _ => t.shape.clone(),
+                };
+                out.infos.push(TensorInfo::new(name, dtype, shape));
                 out.plans.push(plan);
             }
             Leaf::Array(a) => match numpy_tensor(&name, a).map_err(|e| pt_err(path, e))? {

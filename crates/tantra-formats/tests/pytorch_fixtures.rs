@@ -327,3 +327,23 @@ fn quantized_sparse_and_meta_tensors_are_unsupported_not_unsafe() {
         assert_eq!(r.verdict.name(), "unsupported");
     }
 }
+
+#[test]
+fn torchs_float4_e2m1fn_x2_reads_as_f4() {
+    // torch.save({'f': uint8 [[0x12, 0x34, 0x56], [0x78, 0x9a, 0xbc]] viewed as
+    // float4_e2m1fn_x2}) by torch 2.15: torch shape [2, 3], two values per byte, which
+    // safetensors.torch saves as F4 [2, 6].
+    let f = PytorchFile::open(&fixtures().join("torch/float4_e2m1fn_x2.pt")).unwrap();
+    assert_eq!(f.tensors()[0].dtype, tantra_formats::DType::F4);
+    assert_eq!(f.tensors()[0].shape, vec![2, 6]);
+    assert_eq!(
+        f.tensor_bytes(0).unwrap().as_ref(),
+        &[0x12, 0x34, 0x56, 0x78, 0x9a, 0xbc]
+    );
+    assert_eq!(
+        scan_file(&fixtures().join("torch/float4_e2m1fn_x2.pt"))
+            .unwrap()
+            .verdict,
+        Verdict::Safe
+    );
+}
