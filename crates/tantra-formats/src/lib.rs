@@ -25,6 +25,7 @@ pub mod pickle;
 pub mod pytorch;
 pub mod pytorch_write;
 pub mod safetensors;
+pub mod subtree;
 mod tar;
 pub mod tensor;
 pub mod zip;

@@ -1,10 +1,12 @@
-//! `tantra convert INPUT OUTPUT [--to F] [--force] [--no-verify] [--json]`: the summary goes to
+//! `tantra convert INPUT OUTPUT [--to F] [--force] [--no-verify] [--select P] [--strip P]
+//! [--json]`: the summary goes to
 //! stderr (the data is the written file), or with `--json` to stdout.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
+use tantra_formats::subtree::Selection;
 use tantra_formats::{convert, ConvertOptions, OutputFormat};
 
 use crate::progress::Bar;
@@ -25,6 +27,14 @@ pub struct Args {
     /// Skip re-reading the output and comparing every tensor with the input.
     #[arg(long)]
     pub no_verify: bool,
+    /// Keep only the tensors and values named PREFIX or under `PREFIX.` (a training
+    /// checkpoint's `state_dict`, say).
+    #[arg(long, value_name = "PREFIX")]
+    pub select: Option<String>,
+    /// Remove a leading `PREFIX.` from names that have it (`--select model --strip model`
+    /// turns a checkpoint's model into inference weights).
+    #[arg(long, value_name = "PREFIX")]
+    pub strip: Option<String>,
     /// Print {input, output, input_format, output_format, tensors, parameters, bytes_written,
     /// verified, warnings, seconds} as JSON on stdout.
     #[arg(long)]
@@ -37,6 +47,10 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         format: a.to,
         force: a.force,
         verify: !a.no_verify,
+        selection: Selection {
+            select: a.select,
+            strip: a.strip,
+        },
     };
     let report = convert(&a.input, &a.output, &opts, &Bar::new())?;
     for w in &report.warnings {
