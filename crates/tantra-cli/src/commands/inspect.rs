@@ -5,8 +5,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use serde_json::json;
+use serde::ser::{Serialize, SerializeMap, Serializer};
 use tantra_formats::digest::tensor_sha256;
+use tantra_formats::TensorInfo;
 use tantra_formats::{detect::extension_mismatch, open};
 
 use super::with_bar;
@@ -56,33 +57,27 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         Vec::new()
     };
     if a.json {
-        let tensors: Vec<_> = src
-            .tensors()
-            .iter()
-            .enumerate()
-            .map(|(i, t)| {
-                let mut o = json!({"name": t.name, "dtype": t.dtype.as_str(), "shape": t.shape});
-                if let Some(d) = digests.get(i) {
-                    o["sha256"] = json!(hex(d));
-                }
-                o
-            })
-            .collect();
         let values: serde_json::Map<String, serde_json::Value> = src
             .values()
             .iter()
             .map(|(k, v)| (k.clone(), v.to_json()))
             .collect();
-        let out = json!({
-            "path": a.file.display().to_string(),
-            "format": src.format().name(),
-            "bytes": bytes,
-            "parameters": src.parameter_count(),
-            "tensors": tensors,
-            "metadata": src.metadata(),
-            "values": values,
-        });
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        // Serialized as it is written (keys in the order `json!` used to give them), so
+        // that a million tensors are never held as JSON values.
+        let out = JsonOut {
+            bytes,
+            format: src.format().name(),
+            metadata: src.metadata(),
+            parameters: src.parameter_count(),
+            path: a.file.display().to_string(),
+            tensors: src.tensors(),
+            digests: &digests,
+            values: &values,
+        };
+        let mut w = std::io::BufWriter::new(std::io::stdout().lock());
+        serde_json::to_writer_pretty(&mut w, &out)?;
+        writeln!(w)?;
+        w.flush()?;
         return Ok(ExitCode::SUCCESS);
     }
     println!(
@@ -139,4 +134,68 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
 /// Lower-case hex of a digest.
 fn hex(d: &[u8; 32]) -> String {
     d.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `inspect --json`'s object.
+struct JsonOut<'a> {
+    bytes: u64,
+    format: &'static str,
+    metadata: &'a std::collections::BTreeMap<String, String>,
+    parameters: u64,
+    path: String,
+    tensors: &'a [TensorInfo],
+    digests: &'a [[u8; 32]],
+    values: &'a serde_json::Map<String, serde_json::Value>,
+}
+
+impl Serialize for JsonOut<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(7))?;
+        m.serialize_entry("path", &self.path)?;
+        m.serialize_entry("format", self.format)?;
+        m.serialize_entry("bytes", &self.bytes)?;
+        m.serialize_entry("parameters", &self.parameters)?;
+        m.serialize_entry(
+            "tensors",
+            &TensorsJson {
+                tensors: self.tensors,
+                digests: self.digests,
+            },
+        )?;
+        m.serialize_entry("metadata", self.metadata)?;
+        m.serialize_entry("values", self.values)?;
+        m.end()
+    }
+}
+
+struct TensorsJson<'a> {
+    tensors: &'a [TensorInfo],
+    digests: &'a [[u8; 32]],
+}
+
+impl Serialize for TensorsJson<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.tensors.iter().enumerate().map(|(i, t)| TensorJson {
+            t,
+            digest: self.digests.get(i),
+        }))
+    }
+}
+
+struct TensorJson<'a> {
+    t: &'a TensorInfo,
+    digest: Option<&'a [u8; 32]>,
+}
+
+impl Serialize for TensorJson<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("name", &self.t.name)?;
+        m.serialize_entry("dtype", self.t.dtype.as_str())?;
+        m.serialize_entry("shape", &self.t.shape)?;
+        if let Some(d) = self.digest {
+            m.serialize_entry("sha256", &hex(d))?;
+        }
+        m.end()
+    }
 }
