@@ -3,6 +3,23 @@
 /// Formats rows as columns separated by two spaces. A column whose cells all look like numbers
 /// (or sizes such as `2.62 MB`) is right-aligned, header included; others are left-aligned.
 pub fn render(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut out = Vec::new();
+    // Writing to a Vec<u8> cannot fail.
+    let _ = write_rows(&mut out, header, rows.len(), |i| rows[i].clone());
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// [`render`] for `count` rows made one at a time by `row` (twice: once to measure, once to
+/// write), so that a table of a million tensors is never held in memory.
+///
+/// # Errors
+/// The writer's.
+pub fn write_rows(
+    out: &mut dyn std::io::Write,
+    header: &[&str],
+    count: usize,
+    row: impl Fn(usize) -> Vec<String>,
+) -> std::io::Result<()> {
     let numeric_cell = |c: &str| {
         let c = [" KB", " MB", " GB", " TB", " B", " s"]
             .iter()
@@ -13,9 +30,9 @@ pub fn render(header: &[&str], rows: &[Vec<String>]) -> String {
                 .all(|ch| ch.is_ascii_digit() || ".,-+e%".contains(ch))
     };
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
-    let mut numeric = vec![!rows.is_empty(); header.len()];
-    for row in rows {
-        for (i, cell) in row.iter().enumerate() {
+    let mut numeric = vec![count > 0; header.len()];
+    for r in 0..count {
+        for (i, cell) in row(r).iter().enumerate() {
             if let Some(w) = widths.get_mut(i) {
                 *w = (*w).max(cell.chars().count());
             }
@@ -24,8 +41,7 @@ pub fn render(header: &[&str], rows: &[Vec<String>]) -> String {
             }
         }
     }
-    let mut out = String::new();
-    let mut line = |cells: Vec<&str>| {
+    let mut line = |cells: Vec<&str>| -> std::io::Result<()> {
         let parts: Vec<String> = cells
             .iter()
             .enumerate()
@@ -38,14 +54,14 @@ pub fn render(header: &[&str], rows: &[Vec<String>]) -> String {
                 }
             })
             .collect();
-        out.push_str(parts.join("  ").trim_end());
-        out.push('\n');
+        writeln!(out, "{}", parts.join("  ").trim_end())
     };
-    line(header.to_vec());
-    for row in rows {
-        line(row.iter().map(String::as_str).collect());
+    line(header.to_vec())?;
+    for r in 0..count {
+        let cells = row(r);
+        line(cells.iter().map(String::as_str).collect())?;
     }
-    out
+    Ok(())
 }
 
 /// `1234567` -> `1.23 MB` (decimal units, as people compare file sizes).

@@ -337,3 +337,45 @@ fn scan_verdicts_and_exit_codes() {
     ]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("system"));
 }
+
+#[test]
+fn convert_select_and_strip_keep_the_model_of_a_checkpoint() {
+    // torch.load of the output: {'weight': ckpt['model']['weight'], 'bias': ...} (checked
+    // with torch 2.15).
+    let dir = tempfile::tempdir().unwrap();
+    let input = fixtures().join("torch/checkpoint.pt");
+    let whole = inspect_hash(&input);
+    for ext in ["pt", "safetensors"] {
+        let out = dir.path().join(format!("infer.{ext}"));
+        ok(&tantra(&[
+            "convert",
+            "--select",
+            "model",
+            "--strip",
+            "model",
+            input.to_str().unwrap(),
+            out.to_str().unwrap(),
+        ]));
+        let j = inspect_hash(&out);
+        let got = tensor_table(&j);
+        let names: Vec<&str> = got.iter().map(|t| t.0.as_str()).collect();
+        assert_eq!(names, ["bias", "weight"]);
+        for (name, dtype, shape, digest) in got {
+            let orig = tensor_table(&whole)
+                .into_iter()
+                .find(|t| t.0 == format!("model.{name}"))
+                .unwrap();
+            assert_eq!((dtype, shape, digest), (orig.1, orig.2, orig.3));
+        }
+        assert_eq!(j["values"], serde_json::json!({}));
+    }
+    let out = tantra(&[
+        "convert",
+        "--select",
+        "ema",
+        input.to_str().unwrap(),
+        dir.path().join("x.pt").to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no tensor is named \"ema\""));
+}

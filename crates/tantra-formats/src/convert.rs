@@ -43,8 +43,9 @@ use crate::detect::extension_mismatch;
 use crate::error::{ErrorKind, FormatError};
 use crate::fsutil::{atomic_write, atomic_write_checked, FileWriter};
 use crate::mmap::stream_file_range;
+use crate::subtree::{Selection, Subtree};
 use crate::tensor::{TensorInfo, TensorSource, Value};
-use crate::{open, write_to, Format, NoProgress, OutputFormat, Progress};
+use crate::{open, write_to, DynSource, Format, NoProgress, OutputFormat, Progress};
 
 /// How to convert.
 #[derive(Debug, Clone)]
@@ -55,6 +56,8 @@ pub struct ConvertOptions {
     pub force: bool,
     /// Re-read the output and compare every tensor with the input (default on).
     pub verify: bool,
+    /// Only a subtree of the input, renamed (`--select`, `--strip`); everything by default.
+    pub selection: Selection,
 }
 
 impl Default for ConvertOptions {
@@ -63,6 +66,7 @@ impl Default for ConvertOptions {
             format: None,
             force: false,
             verify: true,
+            selection: Selection::default(),
         }
     }
 }
@@ -119,6 +123,11 @@ pub fn convert(
         return Err(FormatError::new(output, ErrorKind::Exists));
     }
     let src = open(input)?;
+    let src: DynSource = if opts.selection.is_everything() {
+        src
+    } else {
+        Box::new(Subtree::new(src, &opts.selection).map_err(|e| FormatError::new(input, e))?)
+    };
     let mut warnings = Vec::new();
     if let Some(w) = extension_mismatch(input, src.format()) {
         warnings.push(w);

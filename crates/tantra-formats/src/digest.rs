@@ -12,12 +12,20 @@ use crate::tensor::TensorSource;
 /// Hex sha256 of tensor `index` of `src`, streamed (no copy of the tensor is made where the
 /// source can stream).
 pub fn tensor_digest(src: &dyn TensorSource, index: usize) -> Result<String, FormatError> {
+    tensor_sha256(src, index).map(hex::encode)
+}
+
+/// [`tensor_digest`] as the 32 raw bytes (what a table of a million digests should hold).
+///
+/// # Errors
+/// As [`tensor_digest`].
+pub fn tensor_sha256(src: &dyn TensorSource, index: usize) -> Result<[u8; 32], FormatError> {
     let mut h = Sha256::new();
     src.stream_tensor(index, &mut |chunk| {
         h.update(chunk);
         Ok(())
     })?;
-    Ok(hex::encode(h.finalize()))
+    Ok(h.finalize().into())
 }
 
 /// Hex sha256 of some bytes.
@@ -27,11 +35,16 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 
 /// Digests of every tensor of `src`, in `src`'s order, as `(name, hex)`.
 pub fn all_digests(src: &dyn TensorSource) -> Result<Vec<(String, String)>, FormatError> {
-    src.tensors()
-        .iter()
-        .enumerate()
-        .map(|(i, t)| Ok((t.name.clone(), tensor_digest(src, i)?)))
-        .collect()
+    let mut out: Vec<(String, String)> = Vec::with_capacity(src.tensors().len());
+    for (i, t) in src.tensors().iter().enumerate() {
+        // A tensor read through several names is hashed once.
+        let d = match src.same_bytes_as(i).and_then(|j| out.get(j)) {
+            Some((_, d)) => d.clone(),
+            None => tensor_digest(src, i)?,
+        };
+        out.push((t.name.clone(), d));
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -47,6 +47,9 @@ pub enum ErrorKind {
     /// A request the format cannot represent (a dtype it lacks, say).
     #[error("unsupported: {0}")]
     Unsupported(String),
+    /// `--select`/`--strip` cannot be applied.
+    #[error("{0}")]
+    Select(#[from] crate::subtree::SelectError),
     /// The output exists and overwriting was not asked for.
     #[error("already exists (use --force to overwrite)")]
     Exists,

@@ -27,6 +27,8 @@ pub mod pickle;
 pub mod pytorch;
 pub mod pytorch_write;
 pub mod safetensors;
+pub mod subtree;
+mod tar;
 pub mod temp;
 pub mod tensor;
 pub mod zip;

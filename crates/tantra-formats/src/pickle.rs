@@ -18,12 +18,17 @@
 //! [`scan`] walks the opcodes of a pickle without building anything and reports its globals
 //! and opcodes, for `tantra scan`.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::rc::Rc;
 
 use crate::dtype::DType;
 use crate::tensor::Value;
+
+mod memo;
+mod pyeq;
+
+use memo::Memo;
 
 /// A rule of the safe pickle reader that the input breaks. `offset` is the byte offset of the
 /// opcode in the pickle.
@@ -52,6 +57,12 @@ pub enum PickleError {
     ForbiddenGlobal { offset: usize, global: String },
     #[error("this is a whole pickled module (class {class}, at offset {offset}), not a state dict; save model.state_dict() instead")]
     WholeModule { offset: usize, class: String },
+    #[error("unsupported tensor kind ({kind}): global `{global}` at offset {offset}; torch loads it safely, but tantra reads only dense tensors")]
+    UnsupportedTensorKind {
+        offset: usize,
+        global: String,
+        kind: &'static str,
+    },
     #[error("global `{global}` at offset {offset}: dotted attribute paths are refused")]
     DottedName { offset: usize, global: String },
     #[error("STACK_GLOBAL at offset {offset}: its operands are not literal strings")]
@@ -66,6 +77,14 @@ pub enum PickleError {
     OutOfBandBuffer { offset: usize, opcode: &'static str },
     #[error("BUILD at offset {offset} on {target}: BUILD is allowed only on an OrderedDict, a tensor or numpy data")]
     BuildTarget { offset: usize, target: String },
+    #[error("tensor state at offset {offset}: {why}; torch and tantra would read different data, so the file is ambiguous")]
+    AmbiguousTensorState { offset: usize, why: String },
+    #[error("{opcode} at offset {offset}: {text:?} is not a plain decimal integer (Python's and C's unpicklers read it differently)")]
+    AmbiguousInteger {
+        offset: usize,
+        opcode: &'static str,
+        text: String,
+    },
     #[error("{opcode} at offset {offset} on {target}: items can be set only on a dict")]
     SetItemTarget {
         offset: usize,
@@ -96,7 +115,7 @@ pub enum PickleError {
         opcode: &'static str,
         index: u64,
     },
-    #[error("opcode at offset {offset}: more than {limit} objects")]
+    #[error("opcode at offset {offset}: more than {limit} objects (the budget is one object per 2 bytes of pickle, and at most 16 million)")]
     NodeBudget { offset: usize, limit: usize },
     #[error("opcode at offset {offset}: the stack grows past {limit} items")]
     StackOverflow { offset: usize, limit: usize },
@@ -143,8 +162,10 @@ pub enum PickleError {
     Cycle { path: String },
     #[error("the object tree expands to more than {limit} entries (shared nodes repeated)")]
     ExpansionBudget { limit: usize },
-    #[error("the dotted names of the object tree exceed {limit} bytes in total")]
+    #[error("the dotted names of the object tree exceed {limit} bytes in total (a long key reached through shared nodes?)")]
     NameBudget { limit: usize },
+    #[error("the str and bytes values of the object tree exceed {limit} bytes in total (a long string reached through many names?)")]
+    ValueBudget { limit: usize },
     #[error("two entries flatten to the name {name:?}")]
     DuplicateName { name: String },
     #[error("at {path:?}: a dict key of type {kind} cannot be part of a name")]
@@ -153,6 +174,25 @@ pub enum PickleError {
     UnsupportedDType { name: String, dtype: &'static str },
     #[error("at {name:?}: {what} is not data")]
     NotData { name: String, what: String },
+}
+
+/// Budgets that grow with the input, as (per input byte as a fraction `num / den`, plus a
+/// fixed allowance). A node costs 32 bytes; pickles that torch writes spend at least two bytes
+/// per node (an int is `K` and a byte, a container is memoized), so one node per two bytes
+/// keeps the arena under 16 bytes per input byte while no real file comes near it.
+const NODES_PER_BYTE: (usize, usize, usize) = (1, 2, 4096);
+/// Flattening visits each node once, plus shared nodes again: one visit per two bytes (each
+/// visit may make a name), plus room for tied tensors.
+const VISITS_PER_BYTE: (usize, usize, usize) = (1, 2, 1 << 16);
+/// Name bytes: dotted names repeat their prefixes, so they outgrow the input (a list of ints
+/// in a nested optimizer state makes ~35 name bytes per 2 input bytes).
+const NAME_BYTES_PER_BYTE: (usize, usize, usize) = (16, 1, 16 << 20);
+/// Bytes of str/bytes values: each value is copied out once per name it is reached by.
+const VALUE_BYTES_PER_BYTE: (usize, usize, usize) = (2, 1, 1 << 20);
+
+/// `len * num / den + extra`, saturating.
+fn per_input(len: usize, (num, den, extra): (usize, usize, usize)) -> usize {
+    (len / den).saturating_mul(num).saturating_add(extra)
 }
 
 /// Caps on the resources a pickle may use.
@@ -173,6 +213,9 @@ pub struct Limits {
     /// Total bytes of the dotted names the walk builds (a long key shared at every level of a
     /// deep tree would otherwise multiply).
     pub max_name_bytes: usize,
+    /// Total bytes of the str and bytes values the walk copies out (a long string reached by
+    /// many names is copied for each).
+    pub max_value_bytes: usize,
 }
 
 impl Default for Limits {
@@ -185,6 +228,7 @@ impl Default for Limits {
             max_visits: 1 << 24,
             max_int_bytes: 256,
             max_name_bytes: 1 << 28,
+            max_value_bytes: 1 << 28,
         }
     }
 }
@@ -509,6 +553,9 @@ const TORCH_DTYPES: &[(&str, ElementType)] = &[
     ("float8_e4m3fnuz", ElementType::DType(DType::F8E4M3Fnuz)),
     ("float8_e5m2fnuz", ElementType::DType(DType::F8E5M2Fnuz)),
     ("float8_e8m0fnu", ElementType::DType(DType::F8E8M0)),
+    // One element is one byte holding two 4-bit values: the view arithmetic counts bytes, and
+    // the tensor's last dimension doubles when it becomes safetensors `F4`.
+    ("float4_e2m1fn_x2", ElementType::DType(DType::F4)),
 ];
 
 const STORAGE_CLASSES: &[(&str, ElementType)] = &[
@@ -544,7 +591,39 @@ pub enum GlobalRefusal {
     Dotted,
     /// A model class: the file is a whole pickled module.
     WholeModule,
+    /// A legal tensor kind that tantra does not read (`quantized`, `sparse`, `meta`,
+    /// `nested`): torch loads it safely; it is not an attack.
+    UnsupportedKind(&'static str),
 }
+
+/// torch's globals for tensor kinds other than dense strided tensors, with the kind they
+/// belong to. They are on torch's own weights_only allowlist: safe, but not read here.
+const UNSUPPORTED_KINDS: &[(&str, &str, &str)] = &[
+    ("torch._utils", "_rebuild_qtensor", "quantized"),
+    ("torch", "QUInt8Storage", "quantized"),
+    ("torch", "QInt8Storage", "quantized"),
+    ("torch", "QInt32Storage", "quantized"),
+    ("torch", "QUInt4x2Storage", "quantized"),
+    ("torch", "QUInt2x4Storage", "quantized"),
+    ("torch", "quint8", "quantized"),
+    ("torch", "qint8", "quantized"),
+    ("torch", "qint32", "quantized"),
+    ("torch", "quint4x2", "quantized"),
+    ("torch", "quint2x4", "quantized"),
+    ("torch", "per_tensor_affine", "quantized"),
+    ("torch", "per_channel_affine", "quantized"),
+    ("torch", "per_channel_affine_float_qparams", "quantized"),
+    ("torch._utils", "_rebuild_sparse_tensor", "sparse"),
+    ("torch._utils", "_rebuild_sparse_csr_tensor", "sparse"),
+    ("torch.serialization", "_get_layout", "sparse"),
+    ("torch", "sparse_coo", "sparse"),
+    ("torch", "sparse_csr", "sparse"),
+    ("torch", "sparse_csc", "sparse"),
+    ("torch", "sparse_bsr", "sparse"),
+    ("torch", "sparse_bsc", "sparse"),
+    ("torch._utils", "_rebuild_meta_tensor_no_storage", "meta"),
+    ("torch._utils", "_rebuild_nested_tensor", "nested"),
+];
 
 /// Looks `module.name` up in the allowlist.
 ///
@@ -594,6 +673,16 @@ pub fn classify_global(module: &str, name: &str) -> Result<Global, GlobalRefusal
                 .ok_or(GlobalRefusal::Forbidden)?;
             Global::DType(e)
         }
+        _ if UNSUPPORTED_KINDS
+            .iter()
+            .any(|(m, n, _)| *m == module && *n == name) =>
+        {
+            let kind = UNSUPPORTED_KINDS
+                .iter()
+                .find(|(m, n, _)| *m == module && *n == name)
+                .map_or("unknown", |(_, _, k)| *k);
+            return Err(GlobalRefusal::UnsupportedKind(kind));
+        }
         _ => {
             let model_class = module == "__main__"
                 || module.starts_with("torch.nn.modules")
@@ -617,6 +706,11 @@ fn refusal_error(offset: usize, module: &str, name: &str, r: GlobalRefusal) -> P
         GlobalRefusal::WholeModule => PickleError::WholeModule {
             offset,
             class: global,
+        },
+        GlobalRefusal::UnsupportedKind(kind) => PickleError::UnsupportedTensorKind {
+            offset,
+            global,
+            kind,
         },
     }
 }
@@ -692,6 +786,8 @@ pub struct Pickle {
     nodes: Vec<Object>,
     root: NodeId,
     protocol: u8,
+    /// Bytes of the pickle (to its STOP): what the walk's budgets grow with.
+    len: usize,
 }
 
 /// A leaf of the flattened tree.
@@ -739,16 +835,18 @@ impl Pickle {
             nodes: vec![Object::None, Object::Bool(false), Object::Bool(true)],
             stack: Vec::new(),
             marks: Vec::new(),
-            memo: HashMap::new(),
+            memo: Memo::new(bytes.len()),
             off: 0,
             protocol: 0,
         };
         let (root, end) = vm.run()?;
+        pyeq::fold_equal_keys(&mut vm.nodes);
         Ok((
             Pickle {
                 nodes: vm.nodes,
                 root,
                 protocol: vm.protocol,
+                len: end,
             },
             end,
         ))
@@ -844,17 +942,34 @@ impl Pickle {
             Enter(NodeId, String, usize),
             Exit(NodeId),
         }
+        let max_visits = limits.max_visits.min(per_input(self.len, VISITS_PER_BYTE));
+        let max_name_bytes = limits
+            .max_name_bytes
+            .min(per_input(self.len, NAME_BYTES_PER_BYTE));
+        let max_value_bytes = limits
+            .max_value_bytes
+            .min(per_input(self.len, VALUE_BYTES_PER_BYTE));
         let mut on_path = vec![false; self.nodes.len()];
         let mut tasks = vec![Task::Enter(self.root, String::new(), 0)];
         let mut visits = 0usize;
         let mut name_bytes = 0usize;
+        let mut value_bytes = 0usize;
         let mut out = Flat::default();
-        let join = |prefix: &str, part: &str| {
-            if prefix.is_empty() {
+        // Each child's name is counted against the budget as it is made, so a container
+        // reached through many names stops at the budget, not after allocating every name.
+        let mut child = |prefix: &str, part: &str| -> Result<String, PickleError> {
+            let n = if prefix.is_empty() {
                 part.to_string()
             } else {
                 format!("{prefix}.{part}")
+            };
+            name_bytes = name_bytes.saturating_add(n.len());
+            if name_bytes > max_name_bytes {
+                return Err(PickleError::NameBudget {
+                    limit: max_name_bytes,
+                });
             }
+            Ok(n)
         };
         while let Some(task) = tasks.pop() {
             let (id, name, depth) = match task {
@@ -865,25 +980,45 @@ impl Pickle {
                 Task::Enter(id, name, depth) => (id, name, depth),
             };
             visits += 1;
-            if visits > limits.max_visits {
-                return Err(PickleError::ExpansionBudget {
-                    limit: limits.max_visits,
-                });
+            if visits > max_visits {
+                return Err(PickleError::ExpansionBudget { limit: max_visits });
             }
             let obj = self.get(id);
+            let container = matches!(
+                obj,
+                Object::Tuple(_)
+                    | Object::List(_)
+                    | Object::Set(_)
+                    | Object::FrozenSet(_)
+                    | Object::Dict(_)
+                    | Object::OrderedDict(_)
+            ) || matches!(obj, Object::NdArray(a) if matches!(a.data, NdData::Objects(_)));
+            if container {
+                if on_path[id.ix()] {
+                    return Err(PickleError::Cycle { path: name });
+                }
+                if depth >= limits.max_depth {
+                    return Err(PickleError::TooDeep {
+                        path: name,
+                        limit: limits.max_depth,
+                    });
+                }
+            }
             let children: Vec<(String, NodeId)> = match obj {
                 Object::Tuple(items)
                 | Object::List(items)
                 | Object::Set(items)
-                | Object::FrozenSet(items) => items
-                    .iter()
-                    .enumerate()
-                    .map(|(i, c)| (join(&name, &i.to_string()), *c))
-                    .collect(),
+                | Object::FrozenSet(items) => {
+                    let mut v = Vec::with_capacity(items.len());
+                    for (i, c) in items.iter().enumerate() {
+                        v.push((child(&name, &i.to_string())?, *c));
+                    }
+                    v
+                }
                 Object::Dict(items) | Object::OrderedDict(items) => {
                     let mut v = Vec::with_capacity(items.len());
                     for (k, c) in items {
-                        v.push((join(&name, &self.key_part(*k, &name)?), *c));
+                        v.push((child(&name, &self.key_part(*k, &name)?)?, *c));
                     }
                     v
                 }
@@ -921,6 +1056,18 @@ impl Pickle {
                     } else {
                         name
                     };
+                    let size = match other {
+                        Object::Str(s) => s.len(),
+                        Object::Bytes(b) => b.len(),
+                        Object::BigInt(b) => b.le_bytes().len().saturating_mul(3),
+                        _ => 0,
+                    };
+                    value_bytes = value_bytes.saturating_add(size);
+                    if value_bytes > max_value_bytes {
+                        return Err(PickleError::ValueBudget {
+                            limit: max_value_bytes,
+                        });
+                    }
                     match self.leaf_value(id) {
                         Some(v) => out.entries.push((n, Leaf::Value(v))),
                         None => {
@@ -936,23 +1083,6 @@ impl Pickle {
                     continue;
                 }
             };
-            name_bytes = children
-                .iter()
-                .fold(name_bytes, |a, (n, _)| a.saturating_add(n.len()));
-            if name_bytes > limits.max_name_bytes {
-                return Err(PickleError::NameBudget {
-                    limit: limits.max_name_bytes,
-                });
-            }
-            if on_path[id.ix()] {
-                return Err(PickleError::Cycle { path: name });
-            }
-            if depth >= limits.max_depth {
-                return Err(PickleError::TooDeep {
-                    path: name,
-                    limit: limits.max_depth,
-                });
-            }
             on_path[id.ix()] = true;
             tasks.push(Task::Exit(id));
             for (child_name, child) in children.into_iter().rev() {
@@ -1259,7 +1389,7 @@ struct Vm<'a> {
     nodes: Vec<Object>,
     stack: Vec<NodeId>,
     marks: Vec<usize>,
-    memo: HashMap<u64, NodeId>,
+    memo: Memo<NodeId>,
     /// Offset of the opcode being run.
     off: usize,
     protocol: u8,
@@ -1271,7 +1401,12 @@ impl Vm<'_> {
     }
 
     fn alloc(&mut self, obj: Object) -> Result<NodeId, PickleError> {
-        let limit = self.opts.limits.max_nodes.min(u32::MAX as usize);
+        let limit = self
+            .opts
+            .limits
+            .max_nodes
+            .min(u32::MAX as usize)
+            .min(per_input(self.data.len(), NODES_PER_BYTE));
         if self.nodes.len() >= limit {
             return Err(PickleError::NodeBudget {
                 offset: self.off,
@@ -1348,12 +1483,32 @@ impl Vm<'_> {
     }
 
     fn memo_get(&mut self, index: u64, opcode: &'static str) -> Result<(), PickleError> {
-        let id = *self.memo.get(&index).ok_or(PickleError::MemoMissing {
+        let id = *self.memo.get(index).ok_or(PickleError::MemoMissing {
             offset: self.off,
             opcode,
             index,
         })?;
         self.push(id)
+    }
+
+    /// The text of `INT` or `LONG`, accepted only as Python writes it: an optional `-`, then
+    /// `0` or digits without a leading zero. Python's `pickle.py` reads these with
+    /// `int(text, 0)` (so `010` is an error and `0x10` is 16) and the C unpickler INT with
+    /// `strtol(text, 0)` (`010` is 8): any other spelling means different numbers, or an
+    /// error, to different loaders. (torch's own weights_only loader has neither opcode.)
+    fn plain_integer(&self, text: &[u8], opcode: &'static str) -> Result<i64, PickleError> {
+        let digits = text.strip_prefix(b"-").unwrap_or(text);
+        let plain = !digits.is_empty()
+            && digits.iter().all(u8::is_ascii_digit)
+            && (digits[0] != b'0' || digits.len() == 1);
+        if !plain {
+            return Err(PickleError::AmbiguousInteger {
+                offset: self.off,
+                opcode,
+                text: String::from_utf8_lossy(text).into_owned(),
+            });
+        }
+        parse_decimal(text).ok_or_else(|| self.bad_text(opcode))
     }
 
     /// A text argument (protocol 0) that does not parse.
@@ -1482,20 +1637,17 @@ impl Vm<'_> {
                     }
                     self.push_new(decode_long(bytes))?;
                 }
-                b'I' => {
-                    let bad = self.bad_text(name);
-                    match bytes {
-                        b"00" => self.push(FALSE)?,
-                        b"01" => self.push(TRUE)?,
-                        _ => {
-                            let v = parse_decimal(bytes).ok_or(bad)?;
-                            self.push_new(Object::Int(v))?;
-                        }
+                b'I' => match bytes {
+                    b"00" => self.push(FALSE)?,
+                    b"01" => self.push(TRUE)?,
+                    _ => {
+                        let v = self.plain_integer(bytes, name)?;
+                        self.push_new(Object::Int(v))?;
                     }
-                }
+                },
                 b'L' => {
                     let digits = bytes.strip_suffix(b"L").unwrap_or(bytes);
-                    let v = parse_decimal(digits).ok_or_else(|| self.bad_text(name))?;
+                    let v = self.plain_integer(digits, name)?;
                     self.push_new(Object::Int(v))?;
                 }
                 b'F' => {
@@ -1732,10 +1884,16 @@ impl Vm<'_> {
             // torch: `inst.__dict__.update(state)` (the `_metadata` of a state dict). The state
             // is parsed like everything else and then dropped: it is not weights.
             Object::OrderedDict(_) => Ok(()),
-            Object::Tensor(_) => match self.node(state) {
-                Object::None | Object::Dict(_) | Object::OrderedDict(_) => Ok(()),
-                _ => Err(bad(self, "a tensor with non-dict state (legacy set_)")),
-            },
+            // torch calls `tensor.set_(*state)` (or `Parameter.__setstate__(state)`): the
+            // state replaces the data (an empty dict empties the tensor). torch never writes
+            // this; the file would read differently here and in torch.
+            Object::Tensor(_) => Err(PickleError::AmbiguousTensorState {
+                offset: self.off,
+                why: format!(
+                    "BUILD on a tensor (torch calls set_ with the {} state, replacing its data)",
+                    self.node(state).kind()
+                ),
+            }),
             Object::NumpyDtype(_) => {
                 let order = match self.node(state) {
                     Object::Tuple(items) => items.get(1).and_then(|&b| match self.node(b) {
@@ -1937,6 +2095,16 @@ impl Vm<'_> {
             });
         };
         let argv = argv.clone();
+        // NEWOBJ is `cls.__new__(cls, *args)`: for dict and set types `__new__` ignores its
+        // arguments (`__init__`, which NEWOBJ does not call, would fill them), so the result
+        // is empty, as in torch.
+        if newobj {
+            match g {
+                Global::OrderedDict => return self.alloc(Object::OrderedDict(Vec::new())),
+                Global::Set => return self.alloc(Object::Set(Vec::new())),
+                _ => {}
+            }
+        }
         self.apply(g, &gname, &argv, opcode)
     }
 
@@ -2058,10 +2226,13 @@ impl Vm<'_> {
                 if !matches!(self.node(argv[0]), Object::Tensor(_)) {
                     return Err(bad(self, "the first argument is not a tensor"));
                 }
+                if with_state {
+                    self.check_obj_state(argv[3])?;
+                }
                 Ok(argv[0])
             }
             Global::RebuildFromTypeV2 => {
-                let [func, new_type, args, _state] = argv else {
+                let [func, new_type, args, state] = argv else {
                     return Err(bad(self, "expected 4 arguments"));
                 };
                 let inner = match self.node(*func) {
@@ -2081,8 +2252,11 @@ impl Vm<'_> {
                     return Err(bad(self, "the arguments are not a tuple"));
                 };
                 let inner_args = inner_args.clone();
+                let state = *state;
                 // One level only: `inner` is never `_rebuild_from_type_v2` itself.
-                self.apply(inner.0, &inner.1, &inner_args, opcode)
+                let t = self.apply(inner.0, &inner.1, &inner_args, opcode)?;
+                self.check_obj_state(state)?;
+                Ok(t)
             }
             Global::NumpyReconstruct => {
                 let [cls, _shape, _typecode] = argv else {
@@ -2129,6 +2303,60 @@ impl Vm<'_> {
                 })
             }
         }
+    }
+
+    /// torch's `_set_obj_state(tensor, state)` (after `_rebuild_parameter_with_state` and
+    /// `_rebuild_from_type_v2`): `state` is a dict, or a `(dict, slots)` pair, of attributes
+    /// set with `setattr`. Attributes that hold no data (`_is_sharded`, ...) are dropped like
+    /// other Python attributes; one whose setter replaces or writes the data (`data`, `real`,
+    /// `imag`) or the object (`__class__`, `__dict__`) is refused: torch would return other
+    /// values than the storage holds.
+    fn check_obj_state(&self, state: NodeId) -> Result<(), PickleError> {
+        const DATA_SETTERS: [&str; 5] = ["data", "real", "imag", "__class__", "__dict__"];
+        let ambiguous = |why: String| PickleError::AmbiguousTensorState {
+            offset: self.off,
+            why,
+        };
+        let parts: Vec<NodeId> = match self.node(state) {
+            Object::Tuple(items) if items.len() == 2 => items.clone(),
+            Object::Tuple(items) => {
+                return Err(ambiguous(format!(
+                    "a state tuple of {} items (torch raises)",
+                    items.len()
+                )))
+            }
+            _ => vec![state],
+        };
+        for part in parts {
+            match self.node(part) {
+                Object::None => {}
+                Object::Dict(items) | Object::OrderedDict(items) => {
+                    for (k, _) in items {
+                        match self.node(*k) {
+                            Object::Str(name) if DATA_SETTERS.contains(&name.as_str()) => {
+                                return Err(ambiguous(format!(
+                                    "the state sets the attribute {name:?}, which replaces the tensor's data"
+                                )))
+                            }
+                            Object::Str(_) => {}
+                            other => {
+                                return Err(ambiguous(format!(
+                                    "a state attribute named by a {} (torch raises)",
+                                    other.kind()
+                                )))
+                            }
+                        }
+                    }
+                }
+                other => {
+                    return Err(ambiguous(format!(
+                        "a state of type {} (torch raises or sets unknown attributes)",
+                        other.kind()
+                    )))
+                }
+            }
+        }
+        Ok(())
     }
 
     fn rebuild_tensor(
@@ -2319,6 +2547,9 @@ pub enum Verdict {
     /// The file is malformed (truncated, unknown opcode, ...); it holds no refused global as
     /// far as it could be read.
     Invalid(String),
+    /// The file holds a legal kind of tensor that tantra does not read (quantized, sparse,
+    /// meta, nested): not malicious, but not loadable here.
+    Unsupported(Vec<String>),
 }
 
 impl Verdict {
@@ -2328,6 +2559,7 @@ impl Verdict {
             Verdict::Safe => "safe",
             Verdict::Unsafe(_) => "unsafe",
             Verdict::Invalid(_) => "invalid",
+            Verdict::Unsupported(_) => "unsupported",
         }
     }
 }
@@ -2338,6 +2570,7 @@ impl fmt::Display for Verdict {
             Verdict::Safe => f.write_str("safe"),
             Verdict::Unsafe(r) => write!(f, "unsafe: {}", r.join("; ")),
             Verdict::Invalid(r) => write!(f, "invalid: {r}"),
+            Verdict::Unsupported(r) => write!(f, "unsupported: {}", r.join("; ")),
         }
     }
 }
@@ -2378,7 +2611,21 @@ impl ScanReport {
                 let inv = std::mem::take(inv);
                 self.verdict = Verdict::Unsafe(vec![reason, format!("also invalid: {inv}")]);
             }
-            Verdict::Safe => self.verdict = Verdict::Unsafe(vec![reason]),
+            Verdict::Safe | Verdict::Unsupported(_) => self.verdict = Verdict::Unsafe(vec![reason]),
+        }
+    }
+
+    /// Adds a reason the file is not loadable that is no danger (making a safe verdict
+    /// unsupported; unsafe and invalid verdicts stay).
+    pub fn add_unsupported(&mut self, reason: String) {
+        match &mut self.verdict {
+            Verdict::Unsupported(r) => {
+                if !r.contains(&reason) {
+                    r.push(reason)
+                }
+            }
+            Verdict::Safe => self.verdict = Verdict::Unsupported(vec![reason]),
+            Verdict::Unsafe(_) | Verdict::Invalid(_) => {}
         }
     }
 
@@ -2402,10 +2649,15 @@ impl ScanReport {
                 }
             }
             Verdict::Invalid(r) => match &mut self.verdict {
-                Verdict::Safe => self.verdict = Verdict::Invalid(r),
+                Verdict::Safe | Verdict::Unsupported(_) => self.verdict = Verdict::Invalid(r),
                 Verdict::Unsafe(rs) => rs.push(format!("also invalid: {r}")),
                 Verdict::Invalid(_) => {}
             },
+            Verdict::Unsupported(rs) => {
+                for r in rs {
+                    self.add_unsupported(r);
+                }
+            }
         }
     }
 }
@@ -2438,10 +2690,12 @@ struct Scanner {
     limits: Limits,
     stack: Vec<Option<Rc<str>>>,
     marks: Vec<usize>,
-    memo: HashMap<u64, Option<Rc<str>>>,
+    memo: Memo<Option<Rc<str>>>,
     seen: HashSet<String>,
     reasons: Vec<String>,
     more_reasons: usize,
+    /// Legal tensor kinds that tantra does not read.
+    unsupported: Vec<String>,
     counts: [u64; 256],
     report: ScanReport,
 }
@@ -2486,8 +2740,13 @@ impl Scanner {
         if self.seen.insert(q.clone()) {
             self.report.globals.push(q);
         }
-        if let Err(r) = classify_global(module, name) {
-            self.unsafe_reason(refusal_error(offset, module, name, r));
+        match classify_global(module, name) {
+            Ok(_) => {}
+            Err(GlobalRefusal::UnsupportedKind(kind)) => {
+                self.unsupported
+                    .push(format!("unsupported tensor kind ({kind})"));
+            }
+            Err(r) => self.unsafe_reason(refusal_error(offset, module, name, r)),
         }
     }
 
@@ -2542,7 +2801,7 @@ impl Scanner {
                     offset: off,
                     opcode: name,
                 })?;
-                let v = self.memo.get(&i).ok_or(PickleError::MemoMissing {
+                let v = self.memo.get(i).ok_or(PickleError::MemoMissing {
                     offset: off,
                     opcode: name,
                     index: i,
@@ -2695,10 +2954,11 @@ pub fn scan_prefix(bytes: &[u8]) -> (ScanReport, Option<usize>) {
         limits: Limits::default(),
         stack: Vec::new(),
         marks: Vec::new(),
-        memo: HashMap::new(),
+        memo: Memo::new(bytes.len()),
         seen: HashSet::new(),
         reasons: Vec::new(),
         more_reasons: 0,
+        unsupported: Vec::new(),
         counts: [0; 256],
         report: ScanReport::with_verdict(Verdict::Safe),
     };
@@ -2724,6 +2984,9 @@ pub fn scan_prefix(bytes: &[u8]) -> (ScanReport, Option<usize>) {
         if let Some(name) = opcode_name(code as u8).filter(|_| n > 0) {
             report.opcodes.insert(name.to_string(), n);
         }
+    }
+    for r in s.unsupported {
+        report.add_unsupported(r);
     }
     for r in s.reasons {
         report.add_unsafe(r);

@@ -56,7 +56,13 @@ pub enum PytorchError {
         expected: u64,
         actual: u64,
     },
-    #[error("tensor {tensor:?}: a view of {bytes} bytes over a storage of {storage_bytes} bytes (an amplifying stride-0 view) is refused")]
+    #[error("tensor {tensor:?}: the tensors' views add up to {bytes} bytes, more than the {limit} allowed (4 times the file plus 1 GiB): a storage read through very many names?")]
+    ViewBudget {
+        tensor: String,
+        bytes: u64,
+        limit: u64,
+    },
+    #[error("tensor {tensor:?}: views larger than their storage (stride-0 expansions) add up to {bytes} bytes, more than 256 MiB (this one's storage holds {storage_bytes} bytes)")]
     AmplifyingView {
         tensor: String,
         bytes: u64,
@@ -81,6 +87,8 @@ pub enum PytorchError {
     LegacyStorageKinds { key: String },
     #[error("legacy file: storage {key:?} is listed but no tensor refers to it, so its element size is unknown")]
     LegacyUnknownStorage { key: String },
+    #[error("legacy file: its first 512 bytes are also a valid tar header, and torch.load reads such a file as a (pre-1.0) tar archive; the file is ambiguous")]
+    LegacyIsTar,
     #[error("legacy file: {bytes} bytes after the last storage")]
     LegacyTrailing { bytes: u64 },
     #[error("numpy array {name:?}: {why}")]
@@ -93,14 +101,20 @@ pub enum PytorchError {
     ViewOutsideStorage { tensor: String },
 }
 
-/// A materialized view larger than its storage is refused past this size (a stride-0 view of
-/// one element could otherwise claim terabytes).
+/// Views larger than their storage (stride-0 expansions) are refused past this many bytes in
+/// all (a stride-0 view of one element could otherwise claim terabytes, and 400 views just
+/// under a per-view cap would still add up to 100 GB).
 const MAX_AMPLIFIED_BYTES: u64 = 256 << 20;
+/// The bytes of all tensors, counted once per name, may reach this many times the file's
+/// length plus [`VIEW_BYTES_EXTRA`]: tied weights and views repeat a few storages; one
+/// storage read through 50,000 names is a file that writes 50 GB from 1 MB.
+const VIEW_BYTES_PER_FILE_BYTE: u64 = 4;
+const VIEW_BYTES_EXTRA: u64 = 1 << 30;
 /// The legacy magic number 0x1950a86a20f9469cfc6c, little-endian.
 const LEGACY_MAGIC: [u8; 10] = [0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19];
 
 /// Where a tensor's storage bytes are.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Source {
     /// A byte range of the memory map.
     Map { start: usize, len: usize },
@@ -109,7 +123,7 @@ enum Source {
 }
 
 /// How to produce one tensor's row-major bytes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct Plan {
     source: Source,
     elsize: usize,
@@ -209,6 +223,7 @@ pub struct PytorchFile {
     backing: Backing,
     format: Format,
     infos: Vec<TensorInfo>,
+    same_as: Vec<Option<usize>>,
     plans: Vec<Plan>,
     owned: Vec<Vec<u8>>,
     metadata: BTreeMap<String, String>,
@@ -256,6 +271,8 @@ fn pickle_err(path: Option<&Path>, part: &str, error: PickleError) -> FormatErro
 /// What was read out of the pickle(s), before tensors are laid out.
 struct Parsed {
     format: Format,
+    /// Length of the whole file: the budget of bytes read through names grows with it.
+    file_len: u64,
     pickle: Pickle,
     part: String,
     records: Records,
@@ -304,74 +321,18 @@ impl PytorchFile {
                 Detected::NotWeights(n) => return Err(fe(path, n)),
             }
         };
-        let mut file = PytorchFile {
+        let layout = lay_out(path, &parsed)?;
+        Ok(PytorchFile {
             path: path.map(Path::to_path_buf),
             backing,
             format: parsed.format,
-            infos: Vec::new(),
-            plans: Vec::new(),
-            owned: Vec::new(),
+            infos: layout.infos,
+            same_as: layout.same_as,
+            plans: layout.plans,
+            owned: layout.owned,
             metadata: BTreeMap::new(),
-            values: BTreeMap::new(),
-        };
-        file.lay_out(&parsed)?;
-        Ok(file)
-    }
-
-    /// Turns the flattened pickle into tensor plans and values.
-    fn lay_out(&mut self, parsed: &Parsed) -> Result<(), FormatError> {
-        let path = self.path.clone();
-        let path = path.as_deref();
-        let flat = parsed
-            .pickle
-            .flatten(&Limits::default())
-            .map_err(|e| pickle_err(path, &parsed.part, e))?;
-        for (name, leaf) in flat.entries {
-            match leaf {
-                Leaf::Value(v) => {
-                    self.values.insert(name, v);
-                }
-                Leaf::Tensor(t) => {
-                    let ElementType::DType(dtype) = t.elem else {
-                        return Err(pickle_err(
-                            path,
-                            &parsed.part,
-                            PickleError::UnsupportedDType {
-                                name,
-                                dtype: "complex128",
-                            },
-                        ));
-                    };
-                    let plan = tensor_plan(&name, t, dtype, &parsed.records, parsed.big_endian)
-                        .map_err(|e| pt_err(path, e))?;
-                    self.infos
-                        .push(TensorInfo::new(name, dtype, t.shape.clone()));
-                    self.plans.push(plan);
-                }
-                Leaf::Array(a) => match numpy_tensor(&name, a).map_err(|e| pt_err(path, e))? {
-                    Some((dtype, bytes)) => {
-                        let shape = a.shape.clone();
-                        let stride = row_major_strides(&shape);
-                        self.plans.push(Plan {
-                            source: Source::Owned(self.owned.len()),
-                            elsize: dtype.size().unwrap_or(1) as usize,
-                            offset: 0,
-                            shape: shape.clone(),
-                            stride,
-                            swap_unit: 0,
-                        });
-                        self.owned.push(bytes);
-                        self.infos.push(TensorInfo::new(name, dtype, shape));
-                    }
-                    None => {
-                        if let NdData::Raw(raw) = &a.data {
-                            self.values.insert(name, Value::Bytes(raw.clone()));
-                        }
-                    }
-                },
-            }
-        }
-        Ok(())
+            values: layout.values,
+        })
     }
 
     fn storage(&self, index: usize, plan: &Plan) -> Result<&[u8], FormatError> {
@@ -421,6 +382,136 @@ impl PytorchFile {
     }
 }
 
+/// Tensor plans and values, laid out from a parsed file.
+#[derive(Default)]
+struct Layout {
+    infos: Vec<TensorInfo>,
+    /// For each tensor, an earlier one with the same bytes (the same view of one storage).
+    same_as: Vec<Option<usize>>,
+    plans: Vec<Plan>,
+    owned: Vec<Vec<u8>>,
+    values: BTreeMap<String, Value>,
+}
+
+/// Turns the flattened pickle into tensor plans and values, checking every view against the
+/// storages the container holds. `open` and `scan` both go through here, so a file that does
+/// not open never scans as safe.
+fn lay_out(path: Option<&Path>, parsed: &Parsed) -> Result<Layout, FormatError> {
+    let mut out = Layout::default();
+    // Bytes read through names (a storage read through many names counts for each) and
+    // bytes of stride-0 views larger than their storage: both bounded, so that a file of a
+    // few megabytes cannot make `convert` write or `inspect --hash` read terabytes.
+    let view_limit = parsed
+        .file_len
+        .saturating_mul(VIEW_BYTES_PER_FILE_BYTE)
+        .saturating_add(VIEW_BYTES_EXTRA);
+    let mut view_bytes = 0u64;
+    let mut amplified = 0u64;
+    let mut first_of: HashMap<Plan, usize> = HashMap::new();
+    let flat = parsed
+        .pickle
+        .flatten(&Limits::default())
+        .map_err(|e| pickle_err(path, &parsed.part, e))?;
+    for (name, leaf) in flat.entries {
+        match leaf {
+            Leaf::Value(v) => {
+                out.values.insert(name, v);
+            }
+            Leaf::Tensor(t) => {
+                let ElementType::DType(dtype) = t.elem else {
+                    return Err(pickle_err(
+                        path,
+                        &parsed.part,
+                        PickleError::UnsupportedDType {
+                            name,
+                            dtype: "complex128",
+                        },
+                    ));
+                };
+                let plan = tensor_plan(&name, t, dtype, &parsed.records, parsed.big_endian)
+                    .map_err(|e| pt_err(path, e))?;
+                let bytes = t.numel().saturating_mul(plan.elsize as u64);
+                if let Source::Map { len, .. } = plan.source {
+                    if bytes > len as u64 {
+                        amplified = amplified.saturating_add(bytes);
+                        if amplified > MAX_AMPLIFIED_BYTES {
+                            return Err(pt_err(
+                                path,
+                                PytorchError::AmplifyingView {
+                                    tensor: name,
+                                    bytes: amplified,
+                                    storage_bytes: len as u64,
+                                },
+                            ));
+                        }
+                    }
+                }
+                view_bytes = view_bytes.saturating_add(bytes);
+                if view_bytes > view_limit {
+                    return Err(pt_err(
+                        path,
+                        PytorchError::ViewBudget {
+                            tensor: name,
+                            bytes: view_bytes,
+                            limit: view_limit,
+                        },
+                    ));
+                }
+                // The same view of the same storage under another name: the same bytes.
+                let index = out.plans.len();
+                let first = *first_of.entry(plan.clone()).or_insert(index);
+                out.same_as.push((first != index).then_some(first));
+                let shape = match dtype {
+                    // torch's float4_e2m1fn_x2 holds two values per element (byte).
+                    DType::F4 => match t.shape.split_last() {
+                        Some((&last, rest)) => {
+                            let mut v = rest.to_vec();
+                            v.push(last.saturating_mul(2));
+                            v
+                        }
+                        None => {
+                            return Err(pickle_err(
+                                path,
+                                &parsed.part,
+                                PickleError::UnsupportedDType {
+                                    name,
+                                    dtype: "float4_e2m1fn_x2 of rank 0",
+                                },
+                            ))
+                        }
+                    },
+                    _ => t.shape.clone(),
+                };
+                out.infos.push(TensorInfo::new(name, dtype, shape));
+                out.plans.push(plan);
+            }
+            Leaf::Array(a) => match numpy_tensor(&name, a).map_err(|e| pt_err(path, e))? {
+                Some((dtype, bytes)) => {
+                    let shape = a.shape.clone();
+                    let stride = row_major_strides(&shape);
+                    out.plans.push(Plan {
+                        source: Source::Owned(out.owned.len()),
+                        elsize: dtype.size().unwrap_or(1) as usize,
+                        offset: 0,
+                        shape: shape.clone(),
+                        stride,
+                        swap_unit: 0,
+                    });
+                    out.owned.push(bytes);
+                    out.same_as.push(None);
+                    out.infos.push(TensorInfo::new(name, dtype, shape));
+                }
+                None => {
+                    if let NdData::Raw(raw) = &a.data {
+                        out.values.insert(name, Value::Bytes(raw.clone()));
+                    }
+                }
+            },
+        }
+    }
+    Ok(out)
+}
+
 fn row_major_strides(shape: &[u64]) -> Vec<u64> {
     let mut stride = vec![0u64; shape.len()];
     let mut acc = 1u64;
@@ -454,17 +545,9 @@ fn tensor_plan(
             actual: len as u64,
         });
     }
+    // The view was checked against the storage when the tensor was rebuilt; views larger
+    // than their storage are bounded in total by `lay_out`.
     let elsize = dtype.size().unwrap_or(1);
-    // The view was checked against the storage when the tensor was rebuilt; a stride-0 view
-    // larger than its storage is allowed only while it stays small.
-    let view_bytes = t.numel().saturating_mul(elsize);
-    if view_bytes > len as u64 && view_bytes > MAX_AMPLIFIED_BYTES {
-        return Err(PytorchError::AmplifyingView {
-            tensor: name.to_string(),
-            bytes: view_bytes,
-            storage_bytes: len as u64,
-        });
-    }
     let stride = t
         .shape
         .iter()
@@ -581,6 +664,7 @@ fn parse_zip(path: Option<&Path>, data: &[u8]) -> Result<Parsed, FormatError> {
     }
     Ok(Parsed {
         format: Format::PytorchZip,
+        file_len: data.len() as u64,
         pickle,
         part,
         records,
@@ -611,6 +695,9 @@ fn classify_archive(zip: &ZipArchive) -> Result<(), PytorchError> {
 }
 
 fn parse_legacy(path: Option<&Path>, data: &[u8]) -> Result<Parsed, FormatError> {
+    if crate::tar::is_tar_header(data) {
+        return Err(pt_err(path, PytorchError::LegacyIsTar));
+    }
     let header = ParseOptions::new(PersistentIds::Forbidden);
     let mut pos = 0usize;
     let mut next = |opts: &ParseOptions, part: &str| -> Result<Pickle, FormatError> {
@@ -748,6 +835,7 @@ fn parse_legacy(path: Option<&Path>, data: &[u8]) -> Result<Parsed, FormatError>
     }
     Ok(Parsed {
         format: Format::PytorchLegacy,
+        file_len: data.len() as u64,
         pickle,
         part,
         records,
@@ -806,6 +894,10 @@ impl TensorSource for PytorchFile {
         }
     }
 
+    fn same_bytes_as(&self, index: usize) -> Option<usize> {
+        self.same_as.get(index).copied().flatten()
+    }
+
     fn file_range(&self, index: usize) -> Option<Range<u64>> {
         match &self.backing {
             Backing::Map(_) => match self.file_run(index) {
@@ -847,8 +939,18 @@ pub fn scan_file(path: &Path) -> Result<ScanReport, FormatError> {
 pub fn scan_bytes(data: &[u8]) -> Result<ScanReport, NotWeights> {
     let head = &data[..data.len().min(DETECT_PREFIX)];
     match detect_bytes(head) {
-        Detected::Weights(Format::PytorchZip) => Ok(scan_zip(data)),
-        Detected::Weights(Format::PytorchLegacy) => Ok(scan_legacy(data)),
+        Detected::Weights(Format::PytorchZip) => Ok(container_check(scan_zip(data), || {
+            parse_zip(None, data).and_then(|p| lay_out(None, &p))
+        })),
+        Detected::Weights(Format::PytorchLegacy) => Ok(container_check(scan_legacy(data), || {
+            parse_legacy(None, data).and_then(|p| lay_out(None, &p))
+        })),
+        Detected::Weights(Format::Safetensors) => {
+            Ok(match crate::safetensors::parse_header(data) {
+                Ok(_) => ScanReport::with_verdict(Verdict::Safe),
+                Err(e) => ScanReport::with_verdict(Verdict::Invalid(e.to_string())),
+            })
+        }
         Detected::Weights(_) => Ok(ScanReport::with_verdict(Verdict::Safe)),
         Detected::NotWeights(NotWeights::BarePickle) => Ok(pickle::scan(data)),
         Detected::NotWeights(NotWeights::Unknown(u)) => {
@@ -862,6 +964,21 @@ pub fn scan_bytes(data: &[u8]) -> Result<ScanReport, NotWeights> {
         }
         Detected::NotWeights(n) => Err(n),
     }
+}
+
+/// A report that the pickle scan found safe is safe only if the file also opens: the same
+/// container parse and layout as [`PytorchFile::open`] decide, so `scan` never calls safe what
+/// `inspect` refuses.
+fn container_check(
+    mut report: ScanReport,
+    open: impl FnOnce() -> Result<Layout, FormatError>,
+) -> ScanReport {
+    if report.is_safe() {
+        if let Err(e) = open() {
+            report.verdict = Verdict::Invalid(format!("the file would be refused on load: {e}"));
+        }
+    }
+    report
 }
 
 fn scan_zip(data: &[u8]) -> ScanReport {
@@ -897,33 +1014,15 @@ fn scan_zip(data: &[u8]) -> ScanReport {
         return ScanReport::with_verdict(Verdict::Invalid("data.pkl lies outside the file".into()));
     };
     report.merge(pickle::scan(bytes));
-    if report.is_safe() {
-        let full = Pickle::parse(bytes, &ParseOptions::new(PersistentIds::Zip))
-            .and_then(|p| p.flatten(&Limits::default()).map(|_| ()));
-        if let Err(e) = full {
-            report.verdict = Verdict::Invalid(format!("data.pkl would be refused on load: {e}"));
-        }
-    }
     report
 }
 
 fn scan_legacy(data: &[u8]) -> ScanReport {
     let mut report = ScanReport::with_verdict(Verdict::Safe);
     let mut pos = 0usize;
-    for i in 0..5 {
+    for _ in 0..5 {
         let rest = data.get(pos..).unwrap_or(&[]);
         let (r, end) = pickle::scan_prefix(rest);
-        if i == 3 && r.is_safe() {
-            let full = Pickle::parse_prefix(rest, &ParseOptions::new(PersistentIds::Legacy))
-                .and_then(|(p, _)| p.flatten(&Limits::default()).map(|_| ()));
-            if let Err(e) = full {
-                report.merge(r);
-                report.merge(ScanReport::with_verdict(Verdict::Invalid(format!(
-                    "the object pickle would be refused on load: {e}"
-                ))));
-                return report;
-            }
-        }
         report.merge(r);
         match end {
             Some(e) => pos += e,

@@ -25,7 +25,7 @@ use std::io::{self, Write};
 
 use crate::dtype::DType;
 use crate::error::{ErrorKind, FormatError};
-use crate::tensor::{TensorSource, Value};
+use crate::tensor::{TensorInfo, TensorSource, Value};
 use crate::Progress;
 
 /// Where every record's data starts: a multiple of this (`.storage_alignment`).
@@ -61,7 +61,8 @@ const U32_LIMIT: u64 = u32::MAX as u64;
 ///
 /// # Errors
 /// Before anything is written, [`ErrorKind::Unsupported`] naming the tensor for a dtype torch
-/// cannot hold the same way (`F4`, `F6_E2M3`, `F6_E3M2`) or a shape torch cannot index (a
+/// cannot hold the same way (`F6_E2M3`, `F6_E3M2`; `F4` whose last dimension is odd, as torch's
+/// `float4_e2m1fn_x2` packs two values per element) or a shape torch cannot index (a
 /// dimension or stride above `i64::MAX`), for a tensor or value name used twice, for an
 /// `archive_name` that is empty or holds `/` or `\`, and for an integer value that protocol 2
 /// cannot carry within torch's allowed opcodes. While writing, [`ErrorKind::Io`] for a failed
@@ -84,7 +85,7 @@ const U32_LIMIT: u64 = u32::MAX as u64;
 /// ```
 /// use tantra_formats::{pytorch_write::write_pytorch, DType, ErrorKind, MemorySource, NoProgress, TensorInfo};
 /// let mut src = MemorySource::new();
-/// src.push(TensorInfo::new("packed", DType::F4, vec![4]), vec![0, 0])?;
+/// src.push(TensorInfo::new("packed", DType::F6E2M3, vec![4]), vec![0, 0, 0])?;
 /// let err = write_pytorch(&mut Vec::new(), &src, "model", &NoProgress).unwrap_err();
 /// assert!(matches!(err.kind, ErrorKind::Unsupported(ref m) if m.contains("packed")));
 /// # Ok::<(), tantra_formats::FormatError>(())
@@ -138,10 +139,32 @@ fn torch_storage(dtype: DType) -> Option<TorchStorage> {
         DType::U16 => Untyped("uint16"),
         DType::U32 => Untyped("uint32"),
         DType::U64 => Untyped("uint64"),
-        // torch's `float4_e2m1fn_x2` counts a byte (two values) as one element, so the shape
-        // would change; torch has no 6-bit floats.
-        DType::F4 | DType::F6E2M3 | DType::F6E3M2 => return None,
+        // torch's `float4_e2m1fn_x2` counts a byte (two values) as one element: its last
+        // dimension is half of safetensors' (see `torch_shape`). torch has no 6-bit floats.
+        DType::F4 => Untyped("float4_e2m1fn_x2"),
+        DType::F6E2M3 | DType::F6E3M2 => return None,
     })
+}
+
+/// The shape torch gives a tensor: the safetensors shape, except for `F4`, which torch holds
+/// as `float4_e2m1fn_x2` (two values per element), so the last dimension is halved, as
+/// `safetensors.torch` does the other way.
+fn torch_shape(info: &TensorInfo) -> Result<Vec<u64>, FormatError> {
+    if info.dtype != DType::F4 {
+        return Ok(info.shape.clone());
+    }
+    let mut shape = info.shape.clone();
+    match shape.last_mut() {
+        Some(d) if *d % 2 == 0 => {
+            *d /= 2;
+            Ok(shape)
+        }
+        _ => Err(unsupported(format!(
+            "tensor {:?}: F4 shape {:?} has no even last dimension, so torch's \
+             float4_e2m1fn_x2 (two values per element) cannot hold it",
+            info.name, info.shape
+        ))),
+    }
 }
 
 fn unsupported(msg: String) -> FormatError {
@@ -228,8 +251,9 @@ impl Plan {
                             info.name, info.shape, info.dtype
                         ))
                     })?;
+                    let shape = torch_shape(info)?;
                     p.str(&info.name)?;
-                    p.tensor(&key.to_string(), &info.name, storage, &info.shape, byte_len)?;
+                    p.tensor(&key.to_string(), &info.name, storage, &shape, byte_len)?;
                     byte_lens.push(byte_len);
                     total_bytes = total_bytes.checked_add(byte_len).ok_or_else(too_large)?;
                 } else if let Some((name, value)) = values.next() {

@@ -53,7 +53,7 @@ use serde::ser::{Serialize, SerializeMap, Serializer};
 use crate::dtype::DType;
 use crate::error::{ErrorKind, FormatError, ResultExt};
 use crate::mmap::{sub_range, Backing};
-use crate::tensor::{range_outside, TensorInfo, TensorSource, Value};
+use crate::tensor::{bool_chunk, normalized_bools, range_outside, TensorInfo, TensorSource, Value};
 use crate::{Format, Progress, VALUES_METADATA_KEY};
 
 /// The largest header the reference reader accepts (and so the largest tantra writes).
@@ -884,6 +884,13 @@ impl fmt::Debug for SafetensorsFile {
 }
 
 impl SafetensorsFile {
+    fn is_bool(&self, index: usize) -> bool {
+        self.header
+            .tensors
+            .get(index)
+            .is_some_and(|t| t.dtype == DType::Bool)
+    }
+
     /// Maps `path` and validates it (see [`parse_header`]).
     ///
     /// # Errors
@@ -972,6 +979,11 @@ impl TensorSource for SafetensorsFile {
             .bytes()
             .get(r)
             .ok_or_else(|| self.error(SafetensorsError::NoSuchTensor { index }))?;
+        if self.is_bool(index) {
+            if let Some(n) = normalized_bools(bytes) {
+                return Ok(Cow::Owned(n));
+            }
+        }
         Ok(Cow::Borrowed(bytes))
     }
 
@@ -983,9 +995,13 @@ impl TensorSource for SafetensorsFile {
         sink: &mut dyn FnMut(&[u8]) -> Result<(), FormatError>,
     ) -> Result<(), FormatError> {
         let r = self.range(index)?;
-        self.backing.stream(r, sink, &|| {
-            self.error(SafetensorsError::NoSuchTensor { index })
-        })
+        let outside = || self.error(SafetensorsError::NoSuchTensor { index });
+        if self.is_bool(index) {
+            return self
+                .backing
+                .stream(r, &mut |c| bool_chunk(c, sink), &outside);
+        }
+        self.backing.stream(r, sink, &outside)
     }
 
     fn stream_tensor_range(
@@ -998,12 +1014,20 @@ impl TensorSource for SafetensorsFile {
         let part = sub_range(&r, &range).ok_or_else(|| {
             range_outside(self.path.as_deref(), &self.header.tensors, index, &range)
         })?;
-        self.backing.stream(part, sink, &|| {
-            self.error(SafetensorsError::NoSuchTensor { index })
-        })
+        let outside = || self.error(SafetensorsError::NoSuchTensor { index });
+        if self.is_bool(index) {
+            return self
+                .backing
+                .stream(part, &mut |c| bool_chunk(c, sink), &outside);
+        }
+        self.backing.stream(part, sink, &outside)
     }
 
     fn file_range(&self, index: usize) -> Option<Range<u64>> {
+        // A bool tensor whose bytes are not all 0/1 is not handed out as it is stored.
+        if self.is_bool(index) && !matches!(self.tensor_bytes(index), Ok(Cow::Borrowed(_))) {
+            return None;
+        }
         match &self.backing {
             Backing::Map(_) => self.range(index).ok().map(|r| r.start as u64..r.end as u64),
             Backing::Owned(_) => None,

@@ -168,6 +168,14 @@ pub trait TensorSource {
         None
     }
 
+    /// An earlier tensor whose bytes are the same as those of tensor `index` by construction
+    /// (the same view of the same storage, read through another name), so that work on the
+    /// bytes (hashing) can be done once. `None` when there is none or the source cannot tell.
+    fn same_bytes_as(&self, index: usize) -> Option<usize> {
+        let _ = index;
+        None
+    }
+
     /// String metadata (the safetensors `__metadata__`); empty for formats without it.
     fn metadata(&self) -> &BTreeMap<String, String>;
 
@@ -259,6 +267,11 @@ impl MemorySource {
                 )))
             }
         }
+        // Bool bytes are 0 or 1 whatever the caller gave (see `normalized_bools`).
+        let data = match info.dtype {
+            DType::Bool => normalized_bools(&data).unwrap_or(data),
+            _ => data,
+        };
         self.infos.push(info);
         self.data.push(data);
         Ok(())
@@ -317,6 +330,27 @@ impl TensorSource for MemorySource {
 
     fn values(&self) -> &BTreeMap<String, Value> {
         &self.values
+    }
+}
+
+/// Bool is one byte, 0 or 1 (DESIGN.md, "Names"). A file may hold other bytes in a bool
+/// tensor; like torch, any non-zero byte reads as true, and it is handed out (hashed, written)
+/// as 1. `None` when the bytes are already 0/1 (nothing to copy).
+pub(crate) fn normalized_bools(bytes: &[u8]) -> Option<Vec<u8>> {
+    if bytes.iter().all(|&b| b <= 1) {
+        return None;
+    }
+    Some(bytes.iter().map(|&b| u8::from(b != 0)).collect())
+}
+
+/// Passes chunks of a bool tensor to `sink` with each byte made 0 or 1.
+pub(crate) fn bool_chunk(
+    chunk: &[u8],
+    sink: &mut dyn FnMut(&[u8]) -> Result<(), FormatError>,
+) -> Result<(), FormatError> {
+    match normalized_bools(chunk) {
+        Some(n) => sink(&n),
+        None => sink(chunk),
     }
 }
 

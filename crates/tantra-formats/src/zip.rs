@@ -94,6 +94,18 @@ pub enum ZipError {
     OutsidePrefix { entry: String, prefix: String },
     #[error("entry {entry:?} appears twice")]
     DuplicateName { entry: String },
+    #[error("entries {entry:?} and {other:?} differ only in case; torch reads either for the other, so the archive is ambiguous")]
+    DuplicateNameIgnoringCase { entry: String, other: String },
+    #[error("end of central directory signatures at offsets {offsets:?}: readers that take the first and readers that take the last would read different archives")]
+    MultipleEndRecords { offsets: Vec<u64> },
+    #[error("the end of central directory comment holds a zip record signature at offset {offset} (an archive hidden in the comment?)")]
+    CommentHoldsRecords { offset: u64 },
+    #[error("the end of central directory record at offset {offset} declares a {comment}-byte comment but only {available} bytes follow it")]
+    CommentPastEnd {
+        offset: u64,
+        comment: u64,
+        available: u64,
+    },
     #[error("entry {entry:?}: the local header names it {local:?}")]
     LocalNameMismatch { entry: String, local: String },
     #[error(
@@ -196,39 +208,73 @@ struct EndRecords {
     cd_offset: u64,
 }
 
-fn find_eocd(data: &[u8]) -> Result<u64, ZipError> {
+/// Offsets of every end-of-central-directory signature in the last 64 KiB + 22 bytes of the
+/// file (where a reader looks for one) that leaves room for a whole record, in file order.
+fn eocd_candidates(data: &[u8]) -> Result<Vec<u64>, ZipError> {
     let len = data.len() as u64;
     if len < EOCD_LEN {
         return Err(ZipError::TooShort(len));
     }
     let last = len - EOCD_LEN;
     let first = last.saturating_sub(u64::from(u16::MAX));
-    let mut nearest_short: Option<u64> = None;
-    let mut p = last;
-    loop {
-        if u32_at(data, p) == Some(EOCD_SIG) {
-            let comment = u64::from(u16_at(data, p + 20).unwrap_or(0));
-            let end = p + EOCD_LEN + comment;
-            if end == len {
-                return Ok(p);
-            }
-            if end < len && nearest_short.is_none() {
-                nearest_short = Some(len - end);
-            }
-        }
-        if p == first {
-            break;
-        }
-        p -= 1;
-    }
-    match nearest_short {
-        Some(bytes) => Err(ZipError::TrailingData { bytes }),
-        None => Err(ZipError::NoEndRecord),
-    }
+    let window = slice_at(data, first, last - first + 4).unwrap_or(&[]);
+    let sig = EOCD_SIG.to_le_bytes();
+    Ok(window
+        .windows(4)
+        .enumerate()
+        .filter(|(_, w)| *w == sig)
+        .map(|(i, _)| first + i as u64)
+        .collect())
 }
 
-fn read_end_records(data: &[u8]) -> Result<EndRecords, ZipError> {
-    let p = find_eocd(data)?;
+/// Picks the end record the way torch's zip reader (miniz) and Python's `zipfile` do: the LAST
+/// signature. It must end the file exactly, and its comment must hold no zip record: a comment
+/// that hides a second archive is read by one tool and skipped by another.
+fn find_eocd(data: &[u8], candidates: &[u64]) -> Result<u64, ZipError> {
+    let len = data.len() as u64;
+    let Some(&p) = candidates.last() else {
+        return Err(ZipError::NoEndRecord);
+    };
+    let comment = u64::from(u16_at(data, p + 20).unwrap_or(0));
+    let end = p + EOCD_LEN + comment;
+    if end != len {
+        if candidates.len() > 1 {
+            return Err(ZipError::MultipleEndRecords {
+                offsets: candidates.to_vec(),
+            });
+        }
+        if end < len {
+            return Err(ZipError::TrailingData { bytes: len - end });
+        }
+        return Err(ZipError::CommentPastEnd {
+            offset: p,
+            comment,
+            available: len - p - EOCD_LEN,
+        });
+    }
+    let body = slice_at(data, p + EOCD_LEN, comment).unwrap_or(&[]);
+    if let Some(at) = find_record_signature(body) {
+        return Err(ZipError::CommentHoldsRecords {
+            offset: p + EOCD_LEN + at as u64,
+        });
+    }
+    Ok(p)
+}
+
+/// The offset in `bytes` of the first zip record signature (`PK` then 1/2, 3/4, 5/6, 6/6, 6/7
+/// or 7/8), if any.
+fn find_record_signature(bytes: &[u8]) -> Option<usize> {
+    bytes.windows(4).position(|w| {
+        w[0] == b'P'
+            && w[1] == b'K'
+            && matches!(
+                (w[2], w[3]),
+                (1, 2) | (3, 4) | (5, 6) | (6, 6) | (6, 7) | (7, 8)
+            )
+    })
+}
+
+fn read_end_records(data: &[u8], p: u64) -> Result<EndRecords, ZipError> {
     let rd16 = |o: u64| u64::from(u16_at(data, p + o).unwrap_or(0));
     let rd32 = |o: u64| u64::from(u32_at(data, p + o).unwrap_or(0));
     let (disk, cd_disk, n_disk, n_total) = (rd16(4), rd16(6), rd16(8), rd16(10));
@@ -362,8 +408,22 @@ impl ZipArchive {
     /// # Errors
     /// A [`ZipError`] naming the first rule the archive breaks.
     pub fn parse(data: &[u8]) -> Result<ZipArchive, ZipError> {
+        let candidates = eocd_candidates(data)?;
+        let eocd = find_eocd(data, &candidates)?;
+        match ZipArchive::parse_from(data, eocd, &candidates) {
+            // With several end records, the broken rule that matters is the ambiguity.
+            Err(_) if candidates.len() > 1 => Err(ZipError::MultipleEndRecords {
+                offsets: candidates,
+            }),
+            r => r,
+        }
+    }
+
+    /// Parses the archive whose end of central directory record is at `eocd`; `candidates`
+    /// are every end record signature found.
+    fn parse_from(data: &[u8], eocd: u64, candidates: &[u64]) -> Result<ZipArchive, ZipError> {
         let file_len = data.len() as u64;
-        let end = read_end_records(data)?;
+        let end = read_end_records(data, eocd)?;
         let cd_end = end.cd_offset.checked_add(end.cd_size);
         if cd_end.is_none_or(|e| e > end.start) {
             return Err(ZipError::CentralDirectoryOutOfBounds {
@@ -394,6 +454,7 @@ impl ZipArchive {
         })?;
         let mut entries: Vec<ZipEntry> = Vec::with_capacity(count);
         let mut by_name: HashMap<String, usize> = HashMap::with_capacity(count);
+        let mut folded_names: HashMap<String, String> = HashMap::with_capacity(count);
         let mut prefix: Option<String> = None;
         let mut pos = end.cd_offset;
         while pos < cd_end {
@@ -424,6 +485,15 @@ impl ZipArchive {
             if by_name.contains_key(&e.name) {
                 return Err(ZipError::DuplicateName { entry: e.name });
             }
+            // torch finds records by name ignoring ASCII case (`Data.pkl` is read as
+            // `data.pkl`): two names that differ only in case are two readings of one file.
+            let folded = e.name.to_ascii_lowercase();
+            if let Some(other) = folded_names.insert(folded, e.name.clone()) {
+                return Err(ZipError::DuplicateNameIgnoringCase {
+                    entry: e.name,
+                    other,
+                });
+            }
             by_name.insert(e.name.clone(), entries.len());
             entries.push(e);
             if entries.len() as u64 > end.entries {
@@ -451,6 +521,18 @@ impl ZipArchive {
                 return Err(ZipError::OverlappingEntries {
                     entry: a.name.clone(),
                     other: b.name.clone(),
+                });
+            }
+        }
+        // Another end record signature is harmless only inside an entry's data (tensor bytes
+        // can hold any pattern); anywhere else a reader could take it for the end.
+        for &c in candidates.iter().filter(|&&c| c != eocd) {
+            let inside = entries
+                .iter()
+                .any(|e| c >= e.data_offset && c.saturating_add(4) <= e.data_offset + e.size);
+            if !inside {
+                return Err(ZipError::MultipleEndRecords {
+                    offsets: candidates.to_vec(),
                 });
             }
         }
@@ -899,6 +981,96 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(err(&ok_entries(), o), ZipError::TrailingData { bytes: 4 });
+    }
+
+    /// `bytes` with its EOCD comment replaced by `comment` (the builder writes none).
+    fn with_comment(mut bytes: Vec<u8>, comment: &[u8]) -> Vec<u8> {
+        let n = bytes.len();
+        bytes[n - 2..].copy_from_slice(&(comment.len() as u16).to_le_bytes());
+        bytes.extend_from_slice(comment);
+        bytes
+    }
+
+    #[test]
+    fn a_second_archive_in_the_end_comment_is_refused() {
+        // torch and Python's zipfile take the LAST end record: the hidden archive's.
+        let outer = build(&ok_entries(), Opts::default());
+        let hidden = build(&[e("evil/data.pkl", b"\x80\x02N.")], Opts::default());
+        let bytes = with_comment(outer, &hidden);
+        assert!(matches!(
+            ZipArchive::parse(&bytes).unwrap_err(),
+            ZipError::MultipleEndRecords { offsets } if offsets.len() == 2
+        ));
+    }
+
+    #[test]
+    fn an_end_comment_holding_records_is_refused() {
+        let outer = build(&ok_entries(), Opts::default());
+        let eocd = outer.len() - 22;
+        let bytes = with_comment(outer, b"note PK\x03\x04 here");
+        assert_eq!(
+            ZipArchive::parse(&bytes).unwrap_err(),
+            ZipError::CommentHoldsRecords {
+                offset: eocd as u64 + 22 + 5
+            }
+        );
+        // A plain comment is fine.
+        let outer = build(&ok_entries(), Opts::default());
+        assert!(ZipArchive::parse(&with_comment(outer, b"made by hand")).is_ok());
+    }
+
+    #[test]
+    fn an_end_record_not_ending_the_file_after_another_is_refused() {
+        // The last signature (in the comment) claims a comment that does not end the file.
+        let outer = build(&ok_entries(), Opts::default());
+        let mut fake = EOCD_SIG.to_le_bytes().to_vec();
+        fake.extend_from_slice(&[0u8; 16]);
+        fake.extend_from_slice(&100u16.to_le_bytes());
+        let bytes = with_comment(outer, &fake);
+        assert!(matches!(
+            ZipArchive::parse(&bytes).unwrap_err(),
+            ZipError::MultipleEndRecords { .. }
+        ));
+        let outer = build(&ok_entries(), Opts::default());
+        let n = outer.len();
+        let mut bytes = outer;
+        bytes[n - 2..].copy_from_slice(&9u16.to_le_bytes());
+        assert_eq!(
+            ZipArchive::parse(&bytes).unwrap_err(),
+            ZipError::CommentPastEnd {
+                offset: n as u64 - 22,
+                comment: 9,
+                available: 0
+            }
+        );
+    }
+
+    #[test]
+    fn an_end_signature_inside_entry_data_is_data() {
+        let mut data = b"xx".to_vec();
+        data.extend_from_slice(&EOCD_SIG.to_le_bytes());
+        data.extend_from_slice(&[0u8; 30]);
+        let es = vec![e("arch/data.pkl", b"\x80\x02."), e("arch/data/0", &data)];
+        let bytes = build(&es, Opts::default());
+        let a = ZipArchive::parse(&bytes).unwrap();
+        assert_eq!(a.data(&bytes, a.get("data/0").unwrap()).unwrap(), &data[..]);
+    }
+
+    #[test]
+    fn names_equal_ignoring_case_are_refused() {
+        for (a, b) in [
+            ("arch/data.pkl", "arch/Data.pkl"),
+            ("arch/data/0", "arch/DATA/0"),
+        ] {
+            let es = vec![e("arch/version", b"3\n"), e(a, b"x"), e(b, b"y")];
+            assert_eq!(
+                err(&es, Opts::default()),
+                ZipError::DuplicateNameIgnoringCase {
+                    entry: b.to_string(),
+                    other: a.to_string()
+                }
+            );
+        }
     }
 
     #[test]

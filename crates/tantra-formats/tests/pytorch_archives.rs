@@ -557,3 +557,101 @@ fn values_from_a_checkpoint_archive() {
     assert_eq!(f.tensors()[0].name, "model.w");
     assert!(f.tensors()[0].shape.is_empty());
 }
+
+// --- ambiguous containers (issue 10, section 1) -----------------------------------------------
+
+/// A legacy file whose object pickle starts with a long string (then POP), so that bytes
+/// 148..156 (a tar header's checksum field) lie inside text we choose.
+fn legacy_with_padding() -> Vec<u8> {
+    let mut obj = P::new(2);
+    obj.str(&"A".repeat(600)).op(b'0');
+    let mut rest = legacy_object(&[("1", 2)]);
+    rest.drain(..2); // its PROTO
+    let mut obj = obj.raw(&[]).done();
+    obj.pop(); // our STOP
+    obj.extend(rest);
+    legacy_file(obj, &[("1", 2, f32_bytes(&[1., 2.]))], true)
+}
+
+#[test]
+fn legacy_files_that_are_also_tar_archives_are_refused() {
+    let mut bytes = legacy_with_padding();
+    assert!(bytes[140..170].iter().all(|&b| b == b'A'));
+    let f = open("l.pt", &bytes).unwrap();
+    assert_eq!(f.tensors().len(), 1);
+    // Make the first 512 bytes a header Python's tarfile accepts (checksum over the block,
+    // the checksum field counted as spaces): torch.load would read a tar archive.
+    bytes[148..156].copy_from_slice(b"        ");
+    let sum: u32 = bytes[..512].iter().map(|&b| u32::from(b)).sum();
+    bytes[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+    assert_eq!(pt_err(&bytes), PytorchError::LegacyIsTar);
+    let (_d, path) = temp_file("tar.pt", &bytes);
+    assert!(matches!(
+        scan_file(&path).unwrap().verdict,
+        Verdict::Invalid(r) if r.contains("tar")
+    ));
+}
+
+#[test]
+fn scan_refuses_what_open_refuses() {
+    // Bytes after the last storage of a legacy file: the pickles are harmless, the file is not
+    // what torch reads.
+    let obj = legacy_object(&[("1", 2)]);
+    let mut bytes = legacy_file(obj.clone(), &[("1", 2, f32_bytes(&[1., 2.]))], true);
+    let (_d, path) = temp_file("ok.pt", &bytes);
+    assert_eq!(scan_file(&path).unwrap().verdict, Verdict::Safe);
+    bytes.extend_from_slice(b"PK\x03\x04 more");
+    let (_d, path) = temp_file("trail.pt", &bytes);
+    assert!(matches!(
+        scan_file(&path).unwrap().verdict,
+        Verdict::Invalid(r) if r.contains("after the last storage")
+    ));
+    // A storage record shorter than declared.
+    let bytes = legacy_file(obj, &[("1", 1, f32_bytes(&[1.]))], true);
+    let (_d, path) = temp_file("short.pt", &bytes);
+    assert!(matches!(
+        scan_file(&path).unwrap().verdict,
+        Verdict::Invalid(_)
+    ));
+    // A zip archive whose storage record is missing.
+    let pkl = state_dict_pickle(&[("w", &[2])]);
+    let bytes = torch_archive(pkl.clone(), &[]);
+    let (_d, path) = temp_file("nostorage.pt", &bytes);
+    assert!(matches!(
+        scan_file(&path).unwrap().verdict,
+        Verdict::Invalid(r) if r.contains("not in the file")
+    ));
+    let bytes = torch_archive(pkl, &[f32_bytes(&[1., 2.])]);
+    let (_d, path) = temp_file("ok.pt", &bytes);
+    assert_eq!(scan_file(&path).unwrap().verdict, Verdict::Safe);
+    // A broken safetensors file is not safe either.
+    let (_d, path) = temp_file("bad.safetensors", b"\x07\0\0\0\0\0\0\0{\"a\":1}");
+    assert!(matches!(
+        scan_file(&path).unwrap().verdict,
+        Verdict::Invalid(_)
+    ));
+}
+
+#[test]
+fn zip_archives_with_names_equal_ignoring_case_are_refused() {
+    let pkl = state_dict_pickle(&[("w", &[2])]);
+    let bytes = torch_zip(
+        "archive",
+        &[
+            ("data.pkl", pkl.clone()),
+            ("Data.pkl", pkl),
+            ("data/0", f32_bytes(&[1., 2.])),
+            ("version", b"3\n".to_vec()),
+        ],
+    );
+    let e = open("c.pt", &bytes).err().unwrap();
+    assert!(matches!(
+        e.kind,
+        ErrorKind::Zip(ZipError::DuplicateNameIgnoringCase { .. })
+    ));
+    let (_d, path) = temp_file("c.pt", &bytes);
+    assert!(matches!(
+        scan_file(&path).unwrap().verdict,
+        Verdict::Invalid(_)
+    ));
+}

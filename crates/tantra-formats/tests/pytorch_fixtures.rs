@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use tantra_formats::pickle::Verdict;
+use tantra_formats::pickle::{PickleError, Verdict};
 use tantra_formats::pytorch::{scan_file, PytorchError, PytorchFile};
 use tantra_formats::{tensor_digest, ErrorKind, Format, TensorSource, Value};
 
@@ -291,4 +291,59 @@ fn ranges_of_tensors_are_the_bytes_of_the_whole() {
         }
     }
     assert!(checked > 100, "{checked}");
+}
+
+#[test]
+fn quantized_sparse_and_meta_tensors_are_unsupported_not_unsafe() {
+    // Written by torch 2.15 (`torch.save({'q': quantize_per_tensor(...)})`, `.to_sparse()`,
+    // `device='meta'`); torch.load(weights_only=True) loads all three.
+    for (file, kind) in [
+        ("quantized.pt", "quantized"),
+        ("sparse.pt", "sparse"),
+        ("meta.pt", "meta"),
+    ] {
+        let path = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../fixtures/unsupported"
+        ))
+        .join(file);
+        let e = PytorchFile::open(&path).err().unwrap();
+        match e.kind {
+            ErrorKind::Pytorch(PytorchError::Pickle {
+                error: PickleError::UnsupportedTensorKind { kind: k, .. },
+                ..
+            }) => assert_eq!(k, kind),
+            other => panic!("{file}: {other:?}"),
+        }
+        assert!(e
+            .to_string()
+            .contains(&format!("unsupported tensor kind ({kind})")));
+        let r = scan_file(&path).unwrap();
+        assert_eq!(
+            r.verdict,
+            Verdict::Unsupported(vec![format!("unsupported tensor kind ({kind})")]),
+            "{file}"
+        );
+        assert_eq!(r.verdict.name(), "unsupported");
+    }
+}
+
+#[test]
+fn torchs_float4_e2m1fn_x2_reads_as_f4() {
+    // torch.save({'f': uint8 [[0x12, 0x34, 0x56], [0x78, 0x9a, 0xbc]] viewed as
+    // float4_e2m1fn_x2}) by torch 2.15: torch shape [2, 3], two values per byte, which
+    // safetensors.torch saves as F4 [2, 6].
+    let f = PytorchFile::open(&fixtures().join("torch/float4_e2m1fn_x2.pt")).unwrap();
+    assert_eq!(f.tensors()[0].dtype, tantra_formats::DType::F4);
+    assert_eq!(f.tensors()[0].shape, vec![2, 6]);
+    assert_eq!(
+        f.tensor_bytes(0).unwrap().as_ref(),
+        &[0x12, 0x34, 0x56, 0x78, 0x9a, 0xbc]
+    );
+    assert_eq!(
+        scan_file(&fixtures().join("torch/float4_e2m1fn_x2.pt"))
+            .unwrap()
+            .verdict,
+        Verdict::Safe
+    );
 }

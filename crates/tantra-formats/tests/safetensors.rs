@@ -156,3 +156,34 @@ fn truncated_real_files_are_refused() {
         assert!(parse_header(&original[..len]).is_err(), "{len}");
     }
 }
+
+#[test]
+fn bool_bytes_other_than_0_and_1_read_as_true_and_are_written_as_1() {
+    // Bool is one byte, 0 or 1 (DESIGN.md): torch reads any non-zero byte as True.
+    let header = br#"{"b":{"dtype":"BOOL","shape":[5],"data_offsets":[0,5]}}   "#;
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(header);
+    bytes.extend_from_slice(&[0, 1, 2, 0x80, 0xff]);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("b.safetensors");
+    std::fs::write(&path, &bytes).unwrap();
+    let f = SafetensorsFile::open(&path).unwrap();
+    let want = [0u8, 1, 1, 1, 1];
+    assert_eq!(f.tensor_bytes(0).unwrap().as_ref(), &want);
+    let mut streamed = Vec::new();
+    f.stream_tensor(0, &mut |c| {
+        streamed.extend_from_slice(c);
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(streamed, want);
+    assert_eq!(f.file_range(0), None);
+    assert_eq!(
+        tensor_digest(&f, 0).unwrap(),
+        tantra_formats::digest::sha256_hex(&want)
+    );
+    let out = write(&f);
+    let back = SafetensorsFile::from_bytes(out).unwrap();
+    assert_eq!(back.tensor_bytes(0).unwrap().as_ref(), &want);
+    assert!(back.file_range(0).is_none() || back.tensor_bytes(0).unwrap().as_ref() == want);
+}

@@ -1,15 +1,28 @@
 //! What every fuzz target that can reach the PyTorch reader checks (the pickle target through
 //! legacy files, the zip target through archives), written once so the two cannot drift apart.
 
+use tantra_formats::detect::{detect_bytes, Detected, DETECT_PREFIX};
 use tantra_formats::pytorch::{scan_bytes, PytorchFile};
-use tantra_formats::TensorSource;
+use tantra_formats::{Format, TensorSource};
 
-/// Scans `data` as `tantra scan` would (it must not panic) and, when it opens as a PyTorch
+/// Scans `data` as `tantra scan` would (it must not panic, and a PyTorch file it calls safe
+/// must open) and, when it opens as a PyTorch
 /// file, checks that every tensor is served at its declared size and that streaming it gives
 /// the same bytes as `tensor_bytes`.
 pub fn check_pytorch_file(data: &[u8]) {
-    let _ = scan_bytes(data);
-    let Ok(f) = PytorchFile::from_bytes(data.to_vec()) else {
+    let report = scan_bytes(data);
+    let opened = PytorchFile::from_bytes(data.to_vec());
+    // `scan` goes through the same container parse as `open`: a PyTorch file that does not
+    // open is never `safe`.
+    let head = &data[..data.len().min(DETECT_PREFIX)];
+    let container = matches!(
+        detect_bytes(head),
+        Detected::Weights(Format::PytorchZip | Format::PytorchLegacy)
+    );
+    if let (true, Ok(r), Err(e)) = (container, &report, &opened) {
+        assert!(!r.is_safe(), "scan says safe, open refuses: {e}");
+    }
+    let Ok(f) = opened else {
         return;
     };
     for (i, t) in f.tensors().iter().enumerate() {

@@ -1,12 +1,14 @@
-//! `tantra convert INPUT OUTPUT [--to F] [--type T] [--force] [--no-verify] [--json]`: the summary
-//! goes to stderr (the data is the written file), or with `--json` to stdout. An output ending in
-//! `.gguf` is written by the GGUF writer (`--type` picks f32, f16, bf16, q8_0 or q4_0).
+//! `tantra convert INPUT OUTPUT [--to F] [--type T] [--force] [--no-verify] [--select P]
+//! [--strip P] [--json]`: the summary goes to stderr (the data is the written file), or with
+//! `--json` to stdout. An output ending in `.gguf` is written by the GGUF writer (`--type` picks
+//! f32, f16, bf16, q8_0 or q4_0).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
 use tantra_formats::gguf::{convert_to_gguf, GgufOptions, TargetType};
+use tantra_formats::subtree::Selection;
 use tantra_formats::{convert, ConvertOptions, OutputFormat};
 
 use crate::progress::Bar;
@@ -32,6 +34,14 @@ pub struct Args {
     /// Skip re-reading the output and comparing every tensor with the input.
     #[arg(long)]
     pub no_verify: bool,
+    /// Keep only the tensors and values named PREFIX or under `PREFIX.` (a training
+    /// checkpoint's `state_dict`, say).
+    #[arg(long, value_name = "PREFIX")]
+    pub select: Option<String>,
+    /// Remove a leading `PREFIX.` from names that have it (`--select model --strip model`
+    /// turns a checkpoint's model into inference weights).
+    #[arg(long, value_name = "PREFIX")]
+    pub strip: Option<String>,
     /// Print {input, output, input_format, output_format, tensors, parameters, bytes_written,
     /// verified, warnings, seconds} as JSON on stdout.
     #[arg(long)]
@@ -45,13 +55,6 @@ fn is_gguf(path: &std::path::Path) -> bool {
 }
 
 pub fn run(a: Args) -> anyhow::Result<ExitCode> {
-    if a.to.is_none() && is_gguf(&a.output) {
-        return run_gguf(a);
-    }
-    if a.gguf_type.is_some() {
-        anyhow::bail!("--type applies to GGUF output only (an OUTPUT ending in .gguf)");
-    }
-    let start = Instant::now();
     // A file a weights root holds is changed only through the root (register, restore), never
     // behind its registry's back.
     if let Some(owner) = tantra_store::WeightManager::owner_of_path(&a.output)? {
@@ -60,10 +63,28 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
             a.output.display()
         );
     }
+    let gguf_out = match a.to {
+        Some(f) => f == OutputFormat::Gguf,
+        None => is_gguf(&a.output),
+    };
+    if gguf_out {
+        if a.select.is_some() || a.strip.is_some() {
+            anyhow::bail!("--select and --strip are not available for GGUF output yet; convert to safetensors first");
+        }
+        return run_gguf(a);
+    }
+    if a.gguf_type.is_some() {
+        anyhow::bail!("--type applies to GGUF output only (an OUTPUT ending in .gguf)");
+    }
+    let start = Instant::now();
     let opts = ConvertOptions {
         format: a.to,
         force: a.force,
         verify: !a.no_verify,
+        selection: Selection {
+            select: a.select,
+            strip: a.strip,
+        },
     };
     let report = convert(&a.input, &a.output, &opts, &Bar::new())?;
     for w in &report.warnings {

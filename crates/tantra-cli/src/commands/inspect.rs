@@ -1,16 +1,19 @@
 //! `tantra inspect FILE [--json] [--hash]`: what a weight file holds.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use serde_json::json;
+use serde::ser::{Serialize, SerializeMap, Serializer};
+use tantra_formats::digest::tensor_sha256;
 use tantra_formats::gguf::GgufFile;
-use tantra_formats::{detect::extension_mismatch, open, tensor_digest, Format};
+use tantra_formats::TensorInfo;
+use tantra_formats::{detect::extension_mismatch, open, Format};
 
 use super::with_bar;
 use crate::progress::Bar;
-use crate::table::{group_digits, human_bytes, render};
+use crate::table::{group_digits, human_bytes, write_rows};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -36,11 +39,10 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         Some(g) => g.header().metadata_text(),
         None => src.metadata().clone(),
     };
-    let gguf_type = |i: usize| {
-        gguf.as_ref()
-            .and_then(|g| g.header().tensors.get(i))
-            .map(|t| t.ty.name())
-    };
+    let gguf_types: Vec<&'static str> = gguf
+        .as_ref()
+        .map(|g| g.header().tensors.iter().map(|t| t.ty.name()).collect())
+        .unwrap_or_default();
     if let Some(w) = extension_mismatch(&a.file, src.format()) {
         eprintln!("warning: {w}");
     }
@@ -49,43 +51,49 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         .len();
     let digests = if a.hash {
         let bar = Bar::new();
-        with_bar(&bar, "hashing tensors", src.as_ref(), |i| {
-            tensor_digest(src.as_ref(), i)
-        })?
+        // A tensor read through several names (tied weights) is hashed once.
+        // Raw 32-byte digests (a million hex strings would take 88 MB).
+        let found = with_bar(&bar, "hashing tensors", src.as_ref(), |i| {
+            match src.same_bytes_as(i) {
+                Some(j) => Ok(Err(j)),
+                None => tensor_sha256(src.as_ref(), i).map(Ok),
+            }
+        })?;
+        let mut digests: Vec<[u8; 32]> = Vec::with_capacity(found.len());
+        for f in found {
+            let d = match f {
+                Ok(d) => d,
+                Err(j) => digests.get(j).copied().unwrap_or_default(),
+            };
+            digests.push(d);
+        }
+        digests
     } else {
         Vec::new()
     };
     if a.json {
-        let tensors: Vec<_> = src
-            .tensors()
-            .iter()
-            .enumerate()
-            .map(|(i, t)| {
-                let mut o = json!({"name": t.name, "dtype": t.dtype.as_str(), "shape": t.shape});
-                if let Some(ty) = gguf_type(i) {
-                    o["gguf_type"] = json!(ty);
-                }
-                if let Some(d) = digests.get(i) {
-                    o["sha256"] = json!(d);
-                }
-                o
-            })
-            .collect();
         let values: serde_json::Map<String, serde_json::Value> = src
             .values()
             .iter()
             .map(|(k, v)| (k.clone(), v.to_json()))
             .collect();
-        let out = json!({
-            "path": a.file.display().to_string(),
-            "format": src.format().name(),
-            "bytes": bytes,
-            "parameters": src.parameter_count(),
-            "tensors": tensors,
-            "metadata": metadata,
-            "values": values,
-        });
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        // Serialized as it is written (keys in the order `json!` used to give them), so
+        // that a million tensors are never held as JSON values.
+        let out = JsonOut {
+            bytes,
+            format: src.format().name(),
+            metadata: &metadata,
+            parameters: src.parameter_count(),
+            path: a.file.display().to_string(),
+            tensors: src.tensors(),
+            digests: &digests,
+            gguf_types: &gguf_types,
+            values: &values,
+        };
+        let mut w = std::io::BufWriter::new(std::io::stdout().lock());
+        serde_json::to_writer_pretty(&mut w, &out)?;
+        writeln!(w)?;
+        w.flush()?;
         return Ok(ExitCode::SUCCESS);
     }
     println!(
@@ -103,30 +111,33 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     if a.hash {
         header.push("sha256");
     }
-    let rows: Vec<Vec<String>> = src
-        .tensors()
-        .iter()
-        .enumerate()
-        .map(|(i, t)| {
-            let shape: Vec<String> = t.shape.iter().map(u64::to_string).collect();
-            let mut row = vec![
-                t.name.clone(),
-                t.dtype.to_string(),
-                format!("[{}]", shape.join(", ")),
-                t.numel()
-                    .map(group_digits)
-                    .unwrap_or_else(|| "overflow".into()),
-            ];
-            if let Some(ty) = gguf_type(i) {
-                row.push(ty.to_string());
-            }
-            if let Some(d) = digests.get(i) {
-                row.push(d.clone());
-            }
-            row
-        })
-        .collect();
-    print!("{}", render(&header, &rows));
+    let tensors = src.tensors();
+    let row = |i: usize| -> Vec<String> {
+        let Some(t) = tensors.get(i) else {
+            return Vec::new();
+        };
+        let shape: Vec<String> = t.shape.iter().map(u64::to_string).collect();
+        let mut row = vec![
+            t.name.clone(),
+            t.dtype.to_string(),
+            format!("[{}]", shape.join(", ")),
+            t.numel()
+                .map(group_digits)
+                .unwrap_or_else(|| "overflow".into()),
+        ];
+        if let Some(ty) = gguf_types.get(i) {
+            row.push(ty.to_string());
+        }
+        if let Some(d) = digests.get(i) {
+            row.push(hex(d));
+        }
+        row
+    };
+    // Rows are made as they are written: a million tensors never sit in memory as text.
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    write_rows(&mut out, &header, tensors.len(), row)?;
+    out.flush()?;
+    drop(out);
     if !metadata.is_empty() {
         println!("metadata:");
         for (k, v) in &metadata {
@@ -140,4 +151,81 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Lower-case hex of a digest.
+fn hex(d: &[u8; 32]) -> String {
+    d.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `inspect --json`'s object.
+struct JsonOut<'a> {
+    bytes: u64,
+    format: &'static str,
+    metadata: &'a std::collections::BTreeMap<String, String>,
+    parameters: u64,
+    path: String,
+    tensors: &'a [TensorInfo],
+    digests: &'a [[u8; 32]],
+    gguf_types: &'a [&'static str],
+    values: &'a serde_json::Map<String, serde_json::Value>,
+}
+
+impl Serialize for JsonOut<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(7))?;
+        m.serialize_entry("path", &self.path)?;
+        m.serialize_entry("format", self.format)?;
+        m.serialize_entry("bytes", &self.bytes)?;
+        m.serialize_entry("parameters", &self.parameters)?;
+        m.serialize_entry(
+            "tensors",
+            &TensorsJson {
+                tensors: self.tensors,
+                digests: self.digests,
+                gguf_types: self.gguf_types,
+            },
+        )?;
+        m.serialize_entry("metadata", self.metadata)?;
+        m.serialize_entry("values", self.values)?;
+        m.end()
+    }
+}
+
+struct TensorsJson<'a> {
+    tensors: &'a [TensorInfo],
+    digests: &'a [[u8; 32]],
+    gguf_types: &'a [&'static str],
+}
+
+impl Serialize for TensorsJson<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.tensors.iter().enumerate().map(|(i, t)| TensorJson {
+            t,
+            digest: self.digests.get(i),
+            gguf_type: self.gguf_types.get(i).copied(),
+        }))
+    }
+}
+
+struct TensorJson<'a> {
+    t: &'a TensorInfo,
+    digest: Option<&'a [u8; 32]>,
+    gguf_type: Option<&'static str>,
+}
+
+impl Serialize for TensorJson<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("name", &self.t.name)?;
+        m.serialize_entry("dtype", self.t.dtype.as_str())?;
+        m.serialize_entry("shape", &self.t.shape)?;
+        if let Some(ty) = self.gguf_type {
+            m.serialize_entry("gguf_type", ty)?;
+        }
+        if let Some(d) = self.digest {
+            m.serialize_entry("sha256", &hex(d))?;
+        }
+        m.end()
+    }
 }

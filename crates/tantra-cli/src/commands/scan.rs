@@ -2,7 +2,8 @@
 //!
 //! Lists the globals and opcodes each file's pickles use and gives a verdict: `safe` (only the
 //! allowlist, and the safe reader accepts it), `unsafe` (it names something that could run code,
-//! or is a TorchScript program / torch.package), `invalid` (malformed, or not a pickle at all).
+//! or is a TorchScript program / torch.package), `invalid` (malformed, or not a pickle at all),
+//! `unsupported` (a legal tensor kind tantra does not read: quantized, sparse, meta, nested).
 //! Exit 0 when every file is safe, 1 otherwise, 2 when a file cannot be read.
 
 use std::path::PathBuf;
@@ -26,7 +27,7 @@ pub struct Args {
 fn reasons(v: &Verdict) -> Vec<String> {
     match v {
         Verdict::Safe => Vec::new(),
-        Verdict::Unsafe(r) => r.clone(),
+        Verdict::Unsafe(r) | Verdict::Unsupported(r) => r.clone(),
         Verdict::Invalid(r) => vec![r.clone()],
     }
 }
