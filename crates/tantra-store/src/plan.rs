@@ -173,8 +173,19 @@ fn free_rel(
     version: &str,
     format: OutputFormat,
 ) -> String {
-    let canonical = canonical_rel(model, version, format);
     let used = |r: &str| reg.owner_of(r).is_some() || taken.iter().any(|t| t == r);
+    free_name(model, version, format, used)
+}
+
+/// The canonical root-relative path of (model, version, format) unless `used` says it is
+/// taken, else the first free `<stem>.<n>.<ext>`.
+pub(crate) fn free_name(
+    model: &str,
+    version: &str,
+    format: OutputFormat,
+    used: impl Fn(&str) -> bool,
+) -> String {
+    let canonical = canonical_rel(model, version, format);
     if !used(&canonical) {
         return canonical;
     }

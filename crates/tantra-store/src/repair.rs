@@ -377,20 +377,13 @@ impl WeightManager {
         // Place the proven file under a free name, publish, then move the damaged one aside.
         let current = self.registry()?;
         let mut next = current.clone();
-        let alt = {
-            let canonical = crate::plan::canonical_rel(model, version, fmt);
-            let ext = fmt.extension();
-            let stem = canonical
-                .strip_suffix(&format!(".{ext}"))
-                .unwrap_or(&canonical)
-                .to_string();
-            (1u32..)
-                .map(|n| format!("{stem}.{n}.{ext}"))
-                .find(|r| {
-                    current.owner_of(r).is_none() && std::fs::symlink_metadata(self.abs(r)).is_err()
-                })
-                .unwrap_or(canonical)
-        };
+        // Never the canonical name: the damaged file is still there until the proven one is
+        // published.
+        let alt = crate::plan::free_name(model, version, fmt, |r| {
+            r == rec.path
+                || current.owner_of(r).is_some()
+                || std::fs::symlink_metadata(self.abs(r)).is_ok()
+        });
         if let Some(r) = next
             .version_mut(model, version)
             .and_then(|v| v.formats.get_mut(format))
