@@ -528,7 +528,7 @@ impl ConfigManager {
             self.wm.backup_locked(&lock, vec![spec])?;
         }
         let dir = self.wm.configs_dir().join(model);
-        std::fs::create_dir_all(&dir).map_err(|e| StoreError::io(&dir, e))?;
+        crate::fsx::create_dirs(&dir)?;
         fsx::write_json_pretty_atomic(&path, config)
     }
 
