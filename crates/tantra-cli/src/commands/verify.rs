@@ -55,7 +55,8 @@ pub fn run(a: Args, root: &Path) -> anyhow::Result<ExitCode> {
         if report.ok() {
             "all good".to_string()
         } else {
-            format!("{} problems", report.problems.len())
+            let n = report.problems.len();
+            format!("{n} problem{}", if n == 1 { "" } else { "s" })
         }
     );
     Ok(code)
