@@ -345,6 +345,17 @@ fn as_nobody(root: &Path, args: &[&str]) -> Option<std::process::Output> {
     let setpriv = ["/usr/bin/setpriv", "/bin/setpriv"]
         .into_iter()
         .find(|p| Path::new(p).exists())?;
+    // The binary must be reachable for that user (a checkout under /root is not).
+    let probe = Command::new(setpriv)
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(env!("CARGO_BIN_EXE_tantra"))
+        .arg("--version")
+        .output()
+        .ok()?;
+    if !probe.status.success() {
+        eprintln!("nobody cannot run {}: reading as root", env!("CARGO_BIN_EXE_tantra"));
+        return None;
+    }
     let out = Command::new(setpriv)
         .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
         .arg(env!("CARGO_BIN_EXE_tantra"))
