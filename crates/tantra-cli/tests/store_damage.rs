@@ -353,7 +353,10 @@ fn as_nobody(root: &Path, args: &[&str]) -> Option<std::process::Output> {
         .output()
         .ok()?;
     if !probe.status.success() {
-        eprintln!("nobody cannot run {}: reading as root", env!("CARGO_BIN_EXE_tantra"));
+        eprintln!(
+            "nobody cannot run {}: reading as root",
+            env!("CARGO_BIN_EXE_tantra")
+        );
         return None;
     }
     let out = Command::new(setpriv)

@@ -87,8 +87,13 @@ pub fn run(a: Args, root: &Path) -> anyhow::Result<ExitCode> {
             )
         );
     }
+    let moved = if report.dry_run {
+        "would move"
+    } else {
+        "moved"
+    };
     println!(
-        "{verb} {} item{} ({}); {} moved to quarantine; {} kept",
+        "{verb} {} item{} ({}); {moved} {} to quarantine; {} kept",
         count(CleanupAction::Delete),
         if count(CleanupAction::Delete) == 1 {
             ""

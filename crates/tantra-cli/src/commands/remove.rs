@@ -48,12 +48,12 @@ pub fn run(a: Args, root: &Path) -> anyhow::Result<ExitCode> {
         println!("{verb} {f:<11} {path}");
     }
     println!(
-        "{}:{}: {} {verb}{}; freed now {}, kept in backups {}{}",
+        "{}:{}: {verb} {}{}; freed now {}, kept in backups {}{}",
         r.model,
         r.version,
         human_bytes(r.bytes),
         if r.version_removed {
-            ", version gone"
+            ", the version is gone"
         } else {
             ""
         },
