@@ -462,3 +462,27 @@ fn gguf_is_a_fourth_format_of_the_store() {
         "verify after removing the gguf file",
     );
 }
+
+#[test]
+fn bad_environment_values_and_bare_durations_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("Model");
+    let out = bin()
+        .env("TANTRA_LOCK_TIMEOUT", "abc")
+        .arg("--root")
+        .arg(&root)
+        .arg("list-weights")
+        .output()
+        .unwrap();
+    common::fails_with(&out, "TANTRA_LOCK_TIMEOUT");
+    let out = bin()
+        .env("TANTRA_JOBS", "0")
+        .arg("--root")
+        .arg(&root)
+        .arg("verify")
+        .output()
+        .unwrap();
+    common::fails_with(&out, "TANTRA_JOBS");
+    let out = tantra(&root, &["cleanup", "--backups-older-than", "3"]);
+    common::fails_with(&out, "no unit: write 3s");
+}

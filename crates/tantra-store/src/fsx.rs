@@ -360,18 +360,25 @@ pub fn hash_files_parallel(
         .collect()
 }
 
-/// The number of hashing threads: `TANTRA_JOBS`, else the available parallelism capped at 2
+/// The number of hashing threads: `TANTRA_JOBS` (anything but a positive number is an error,
+/// never silently ignored), else the available parallelism capped at 2
 /// (hashing is limited by one core per file; more threads mostly fight over the disk).
-pub fn default_jobs() -> usize {
-    std::env::var("TANTRA_JOBS")
-        .ok()
-        .and_then(|s| s.trim().parse::<usize>().ok())
-        .filter(|&n| n > 0)
-        .unwrap_or_else(|| {
-            std::thread::available_parallelism()
-                .map(|n| n.get().min(2))
-                .unwrap_or(1)
-        })
+pub fn default_jobs() -> Result<usize> {
+    match std::env::var("TANTRA_JOBS") {
+        Err(_) => Ok(std::thread::available_parallelism()
+            .map(|n| n.get().min(2))
+            .unwrap_or(1)),
+        Ok(s) => s
+            .trim()
+            .parse::<usize>()
+            .ok()
+            .filter(|&n| n > 0)
+            .ok_or_else(|| StoreError::InvalidArgument {
+                what: "TANTRA_JOBS",
+                value: s.clone(),
+                detail: "a number of threads, 1 or more".into(),
+            }),
+    }
 }
 
 /// True when `name` is a temporary file of tantra's.

@@ -21,13 +21,21 @@ use crate::error::{Result, StoreError};
 pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The lock timeout from `TANTRA_LOCK_TIMEOUT` (seconds, fractions allowed), else the default.
-pub fn lock_timeout_from_env() -> Duration {
-    std::env::var("TANTRA_LOCK_TIMEOUT")
-        .ok()
-        .and_then(|s| s.trim().parse::<f64>().ok())
-        .filter(|s| s.is_finite() && *s >= 0.0)
-        .map(Duration::from_secs_f64)
-        .unwrap_or(DEFAULT_LOCK_TIMEOUT)
+pub fn lock_timeout_from_env() -> Result<Duration> {
+    match std::env::var("TANTRA_LOCK_TIMEOUT") {
+        Err(_) => Ok(DEFAULT_LOCK_TIMEOUT),
+        Ok(s) => s
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|v| v.is_finite() && *v >= 0.0)
+            .map(Duration::from_secs_f64)
+            .ok_or_else(|| StoreError::InvalidArgument {
+                what: "TANTRA_LOCK_TIMEOUT",
+                value: s.clone(),
+                detail: "a number of seconds (e.g. 60 or 2.5)".into(),
+            }),
+    }
 }
 
 /// A held lock; dropping it releases the lock.

@@ -78,7 +78,7 @@ pub fn parse_rfc3339(s: &str) -> Option<SystemTime> {
 }
 
 /// Parses `90s`, `15m`, `12h`, `7d`, `2w` and sums of them (`1d12h`, `1w 2d`). A bare number is
-/// seconds.
+/// refused: `--backups-older-than 3` meaning three seconds deleted backups nobody meant to.
 ///
 /// # Errors
 /// A message saying what is wrong, for the caller to wrap.
@@ -87,8 +87,10 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     if t.is_empty() {
         return Err("empty duration (write e.g. 7d, 12h, 30m)".into());
     }
-    if let Ok(n) = t.parse::<u64>() {
-        return Ok(Duration::from_secs(n));
+    if t.parse::<u64>().is_ok() {
+        return Err(format!(
+            "{t:?} has no unit: write {t}s, {t}m, {t}h, {t}d or {t}w"
+        ));
     }
     let mut total: u64 = 0;
     let mut rest = t;
@@ -195,7 +197,7 @@ mod tests {
     fn parses_durations() {
         assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86_400)));
         assert_eq!(parse_duration("1d12h"), Ok(Duration::from_secs(129_600)));
-        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
+        assert!(parse_duration("90").unwrap_err().contains("90d"));
         assert_eq!(parse_duration("2w 1s"), Ok(Duration::from_secs(1_209_601)));
         assert!(parse_duration("7x").is_err());
         assert!(parse_duration("d").is_err());

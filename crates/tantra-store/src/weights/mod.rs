@@ -231,8 +231,8 @@ impl WeightManager {
         }
         Ok(WeightManager {
             root,
-            lock_timeout: lock_timeout_from_env(),
-            jobs: fsx::default_jobs(),
+            lock_timeout: lock_timeout_from_env()?,
+            jobs: fsx::default_jobs()?,
             command: command_line(),
         })
     }
