@@ -86,6 +86,8 @@ impl Plan {
         self.place.is_empty()
             && self.retire.is_empty()
             && self.backups.is_empty()
+            && self.quarantine.is_empty()
+            && self.renames.is_empty()
             && self.registry == *current
     }
 }
