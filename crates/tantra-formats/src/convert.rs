@@ -273,6 +273,9 @@ impl TensorSource for Tracking<'_> {
     fn values(&self) -> &BTreeMap<String, Value> {
         self.inner.values()
     }
+    fn structure(&self) -> Option<&crate::Structure> {
+        self.inner.structure()
+    }
 }
 
 /// Runs beside the writer: compares each tensor the writer reports with the input as soon as
