@@ -437,6 +437,16 @@ fn verify_output(
             None => return Err(fail(format!("value {k:?} is missing from the output"))),
         }
     }
+    // The nesting, where the writer rebuilt it (every format but GGUF carries it).
+    if out.format() != Format::Gguf {
+        if let Some(s) = input.structure().filter(|s| s.fits(input)) {
+            if out.structure() != Some(s) {
+                return Err(fail(
+                    "the nesting of the input (its structure) is not the output's".into(),
+                ));
+            }
+        }
+    }
     Ok(())
 }
 

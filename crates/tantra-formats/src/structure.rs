@@ -11,7 +11,7 @@
 //! name the source lists it under, that sits there.
 //!
 //! A writer uses a structure only when its leaves are exactly the source's tensor and value
-//! names, each once ([`Structure::fits`]); anything else (a `--select`ed subtree, a source
+//! names, each once and each at the place its name says ([`Structure::fits`]); anything else (a `--select`ed subtree, a source
 //! built in memory) is written flat as before. Sources that are a plain state dict (one dict of
 //! str keys to leaves) have no structure, so their output is what it always was.
 //!
@@ -86,17 +86,56 @@ impl Structure {
         out
     }
 
-    /// Whether the leaves are exactly the tensor and value names of `src`, each once: the
-    /// condition for writing `src` nested.
+    /// Whether the leaves are exactly the tensor and value names of `src`, each once, and each
+    /// leaf is named by where it sits (the dotted path of its keys and indices, as the readers
+    /// name it; `tensor` or `value` for a leaf at the root): the condition for writing `src`
+    /// nested, and what makes the names read back from the output the names written.
     pub fn fits(&self, src: &dyn TensorSource) -> bool {
-        let leaves = self.leaves();
-        if leaves.len() != src.tensors().len() + src.values().len() {
-            return false;
+        let mut count = 0usize;
+        let mut seen = HashSet::new();
+        let mut stack = vec![(&self.root, String::new())];
+        while let Some((n, path)) = stack.pop() {
+            let child = |part: String| {
+                if path.is_empty() {
+                    part
+                } else {
+                    format!("{path}.{part}")
+                }
+            };
+            match n {
+                Node::Leaf(name) => {
+                    let tensor = src.find(name).is_some();
+                    let placed = if path.is_empty() {
+                        name == if tensor { "tensor" } else { "value" }
+                    } else {
+                        *name == path
+                    };
+                    if !placed
+                        || !(tensor || src.values().contains_key(name))
+                        || !seen.insert(name.as_str())
+                    {
+                        return false;
+                    }
+                    count += 1;
+                }
+                Node::Dict(items) | Node::OrderedDict(items) => {
+                    for (k, c) in items {
+                        let part = match k {
+                            Key::Str(s) => s.clone(),
+                            Key::Int(i) => i.to_string(),
+                            Key::Bool(b) => if *b { "True" } else { "False" }.to_string(),
+                        };
+                        stack.push((c, child(part)));
+                    }
+                }
+                Node::List(items) | Node::Tuple(items) => {
+                    for (i, c) in items.iter().enumerate() {
+                        stack.push((c, child(i.to_string())));
+                    }
+                }
+            }
         }
-        let mut seen = HashSet::with_capacity(leaves.len());
-        leaves.into_iter().all(|name| {
-            seen.insert(name) && (src.values().contains_key(name) || src.find(name).is_some())
-        })
+        count == src.tensors().len() + src.values().len()
     }
 
     /// The JSON form (module docs).

@@ -143,61 +143,91 @@ fn pt_to_safetensors_to_pt_keeps_the_nesting() {
     assert_same(&src, &to_pt(&mem));
 }
 
+fn dict(items: Vec<(Key, Node)>) -> Node {
+    Node::Dict(items)
+}
+
+fn leaf(name: &str) -> Node {
+    Node::Leaf(name.into())
+}
+
+/// Writes `src` as `.pt` and safetensors.
+fn written(src: &MemorySource) -> (Vec<u8>, Vec<u8>) {
+    let (mut pt, mut st) = (Vec::new(), Vec::new());
+    write_pytorch(&mut pt, src, "m", &NoProgress).unwrap();
+    write_safetensors(&mut st, src, &NoProgress).unwrap();
+    (pt, st)
+}
+
 #[test]
 fn a_structure_that_does_not_fit_is_not_used() {
     let mut flat = MemorySource::new();
     flat.push_f32("a.w", vec![2], &[1.0, 2.0]).unwrap();
-    flat.values_mut().insert("step".into(), Value::Int(5));
-    let mut plain = Vec::new();
-    write_pytorch(&mut plain, &flat, "m", &NoProgress).unwrap();
-    let mut st_plain = Vec::new();
-    write_safetensors(&mut st_plain, &flat, &NoProgress).unwrap();
+    flat.values_mut().insert("7.0".into(), Value::Int(5));
+    let plain = written(&flat);
+    let a = (
+        Key::Str("a".into()),
+        dict(vec![(Key::Str("w".into()), leaf("a.w"))]),
+    );
+    for (why, root) in [
+        // A leaf the source does not hold (as after --select).
+        (
+            "missing",
+            dict(vec![
+                a.clone(),
+                (Key::Str("gone".into()), leaf("gone")),
+                (Key::Int(7), Node::List(vec![leaf("7.0")])),
+            ]),
+        ),
+        // A value the structure does not place.
+        ("unplaced", dict(vec![a.clone()])),
+        // A leaf not at the place its name says.
+        (
+            "misplaced",
+            dict(vec![
+                a.clone(),
+                (Key::Int(8), Node::List(vec![leaf("7.0")])),
+            ]),
+        ),
+        // A leaf twice.
+        (
+            "twice",
+            dict(vec![
+                a.clone(),
+                (Key::Int(7), Node::List(vec![leaf("7.0"), leaf("7.0")])),
+            ]),
+        ),
+    ] {
+        let mut stale = flat.clone();
+        stale.set_structure(Some(Structure { root }));
+        assert_eq!(written(&stale), plain, "{why}: written flat, byte for byte");
+    }
 
-    // A leaf the source does not hold (as after --select): written flat, byte for byte.
-    let mut stale = flat.clone();
-    stale.set_structure(Some(Structure {
-        root: Node::Dict(vec![
-            (
-                Key::Str("a".into()),
-                Node::Dict(vec![(Key::Str("w".into()), Node::Leaf("a.w".into()))]),
-            ),
-            (Key::Str("gone".into()), Node::Leaf("gone".into())),
-            (Key::Str("step".into()), Node::Leaf("step".into())),
-        ]),
-    }));
-    let mut out = Vec::new();
-    write_pytorch(&mut out, &stale, "m", &NoProgress).unwrap();
-    assert_eq!(out, plain);
-    let mut st = Vec::new();
-    write_safetensors(&mut st, &stale, &NoProgress).unwrap();
-    assert_eq!(st, st_plain);
-
-    // One that fits is used: `a` comes back a dict, with an int key.
+    // One that fits is used: `a` comes back a dict, `7` an int key holding a list.
     let mut nested = flat.clone();
     let s = Structure {
-        root: Node::Dict(vec![
-            (
-                Key::Str("a".into()),
-                Node::Dict(vec![(Key::Str("w".into()), Node::Leaf("a.w".into()))]),
-            ),
-            (Key::Int(7), Node::List(vec![Node::Leaf("step".into())])),
-        ]),
+        root: dict(vec![a, (Key::Int(7), Node::List(vec![leaf("7.0")]))]),
     };
-    nested.set_structure(Some(s));
+    nested.set_structure(Some(s.clone()));
     let back = to_pt(&nested);
-    let want = Structure {
-        root: Node::Dict(vec![
-            (
-                Key::Str("a".into()),
-                Node::Dict(vec![(Key::Str("w".into()), Node::Leaf("a.w".into()))]),
-            ),
-            (Key::Int(7), Node::List(vec![Node::Leaf("7.0".into())])),
-        ]),
-    };
-    // Leaves are named by where they sit, so the value reads back as `7.0`.
-    assert_eq!(back.structure(), Some(&want));
+    assert_eq!(back.structure(), Some(&s));
     assert_eq!(back.values()["7.0"], Value::Int(5));
     assert_eq!(f32s(&back, "a.w"), [1.0, 2.0]);
+    let (_, st) = to_safetensors(&nested);
+    assert_eq!(st.structure(), Some(&s));
+}
+
+#[test]
+fn a_tensor_at_the_root_is_written_bare() {
+    let mut one = MemorySource::new();
+    one.push_f32("tensor", vec![1], &[4.0]).unwrap();
+    let s = Structure {
+        root: leaf("tensor"),
+    };
+    one.set_structure(Some(s.clone()));
+    let back = to_pt(&one);
+    assert_eq!(back.structure(), Some(&s));
+    assert_eq!(f32s(&back, "tensor"), [4.0]);
 }
 
 #[test]
