@@ -899,8 +899,10 @@ impl Pickler {
     ) -> Result<(), FormatError> {
         match node {
             Node::Leaf(name) => {
-                if let Some(&i) = by_name.get(name.as_str()) {
-                    let info = src.tensors().get(i).ok_or_else(too_large)?;
+                if let Some((i, info)) = by_name
+                    .get(name.as_str())
+                    .and_then(|&i| Some((i, src.tensors().get(i)?)))
+                {
                     let len = self.source_tensor(i, info)?;
                     if let Some(slot) = byte_lens.get_mut(i) {
                         *slot = len;

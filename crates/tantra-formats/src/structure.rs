@@ -91,6 +91,7 @@ impl Structure {
     /// name it; `tensor` or `value` for a leaf at the root): the condition for writing `src`
     /// nested, and what makes the names read back from the output the names written.
     pub fn fits(&self, src: &dyn TensorSource) -> bool {
+        let tensors: HashSet<&str> = src.tensors().iter().map(|t| t.name.as_str()).collect();
         let mut count = 0usize;
         let mut seen = HashSet::new();
         let mut stack = vec![(&self.root, String::new())];
@@ -104,7 +105,7 @@ impl Structure {
             };
             match n {
                 Node::Leaf(name) => {
-                    let tensor = src.find(name).is_some();
+                    let tensor = tensors.contains(name.as_str());
                     let placed = if path.is_empty() {
                         name == if tensor { "tensor" } else { "value" }
                     } else {
