@@ -273,6 +273,9 @@ impl TensorSource for Tracking<'_> {
     fn values(&self) -> &BTreeMap<String, Value> {
         self.inner.values()
     }
+    fn structure(&self) -> Option<&crate::Structure> {
+        self.inner.structure()
+    }
 }
 
 /// Runs beside the writer: compares each tensor the writer reports with the input as soon as
@@ -432,6 +435,16 @@ fn verify_output(
                 )))
             }
             None => return Err(fail(format!("value {k:?} is missing from the output"))),
+        }
+    }
+    // The nesting, where the writer rebuilt it (every format but GGUF carries it).
+    if out.format() != Format::Gguf {
+        if let Some(s) = input.structure().filter(|s| s.fits(input)) {
+            if out.structure() != Some(s) {
+                return Err(fail(
+                    "the nesting of the input (its structure) is not the output's".into(),
+                ));
+            }
         }
     }
     Ok(())

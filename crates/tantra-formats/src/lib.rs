@@ -27,6 +27,7 @@ pub mod pickle;
 pub mod pytorch;
 pub mod pytorch_write;
 pub mod safetensors;
+pub mod structure;
 pub mod subtree;
 mod tar;
 pub mod temp;
@@ -43,11 +44,17 @@ pub use detect::{detect, detect_bytes, Detected, NotWeights};
 pub use digest::{all_digests, tensor_digest};
 pub use dtype::DType;
 pub use error::{ErrorKind, FormatError};
+pub use structure::Structure;
 pub use tensor::{MemorySource, TensorInfo, TensorSource, Value};
 
 /// The `__metadata__` key under which non-tensor checkpoint values travel in a safetensors
 /// file: a JSON object from dotted name to [`Value::to_json`].
 pub const VALUES_METADATA_KEY: &str = "tantra.values";
+
+/// The `__metadata__` key under which the nesting of a checkpoint travels in a safetensors
+/// file: the JSON of [`structure::Structure::to_json`], whose leaves are the dotted names of the
+/// tensors and of the values under [`VALUES_METADATA_KEY`].
+pub const STRUCTURE_METADATA_KEY: &str = "tantra.structure";
 
 /// A container format tantra reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -929,6 +929,73 @@ impl Pickle {
         }
     }
 
+    /// The nesting of the tree, with leaves named as [`Pickle::flatten`] names them (call it
+    /// after `flatten` succeeded: the walk is then within the same budgets). `None` for a plain
+    /// state dict (nothing to rebuild) and for trees a structure does not describe: sets,
+    /// numpy arrays, keys other than str, i64 and bool, and nesting past
+    /// [`crate::structure::MAX_DEPTH`].
+    pub fn structure(&self) -> Option<crate::structure::Structure> {
+        use crate::structure::{Key, Node, Structure, MAX_DEPTH};
+        fn walk(p: &Pickle, id: NodeId, name: &str, depth: usize) -> Option<Node> {
+            if depth > MAX_DEPTH {
+                return None;
+            }
+            let child = |part: &str| {
+                if name.is_empty() {
+                    part.to_string()
+                } else {
+                    format!("{name}.{part}")
+                }
+            };
+            let seq = |items: &[NodeId]| -> Option<Vec<Node>> {
+                items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| walk(p, *c, &child(&i.to_string()), depth + 1))
+                    .collect()
+            };
+            let map = |items: &[(NodeId, NodeId)]| -> Option<Vec<(Key, Node)>> {
+                items
+                    .iter()
+                    .map(|(k, c)| {
+                        let key = match p.get(*k) {
+                            Object::Str(s) => Key::Str(s.clone()),
+                            Object::Int(i) => Key::Int(*i),
+                            Object::Bool(b) => Key::Bool(*b),
+                            _ => return None,
+                        };
+                        let part = p.key_part(*k, name).ok()?;
+                        Some((key, walk(p, *c, &child(&part), depth + 1)?))
+                    })
+                    .collect()
+            };
+            Some(match p.get(id) {
+                Object::Tuple(items) => Node::Tuple(seq(items)?),
+                Object::List(items) => Node::List(seq(items)?),
+                Object::Dict(items) => Node::Dict(map(items)?),
+                Object::OrderedDict(items) => Node::OrderedDict(map(items)?),
+                Object::Tensor(_) => Node::Leaf(if name.is_empty() {
+                    "tensor".into()
+                } else {
+                    name.to_string()
+                }),
+                Object::Set(_) | Object::FrozenSet(_) | Object::NdArray(_) => return None,
+                _ => {
+                    p.leaf_value(id)?;
+                    Node::Leaf(if name.is_empty() {
+                        "value".into()
+                    } else {
+                        name.to_string()
+                    })
+                }
+            })
+        }
+        let s = Structure {
+            root: walk(self, self.root, "", 0)?,
+        };
+        (!s.is_flat()).then_some(s)
+    }
+
     /// Flattens the tree to dotted names: dict keys (ints in decimal), list, tuple and set
     /// items by index. A tensor or value at the root is called `tensor` or `value`. The walk is
     /// iterative, capped in depth and in total visits, and refuses cycles.

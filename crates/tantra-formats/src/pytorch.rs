@@ -6,7 +6,8 @@
 //! every view against the bytes that exist, and hands tensors out row-major: borrowed straight
 //! from the memory map when a view is contiguous, materialized into an owned buffer when it is
 //! not (transposes, slices, expanded stride-0 views). Nested checkpoints are flattened to
-//! dotted names; non-tensor leaves become [`Value`]s.
+//! dotted names; non-tensor leaves become [`Value`]s; the nesting itself is kept as a
+//! [`Structure`] so that writers can rebuild it.
 //!
 //! Files that hold something other than a state dict are refused with what they are:
 //! TorchScript programs, torch.package archives, whole pickled modules.
@@ -25,6 +26,7 @@ use crate::pickle::{
     self, ElementType, Leaf, Limits, NdArray, NdData, Object, ParseOptions, PersistentIds, Pickle,
     PickleError, ScanReport, StorageRef, Verdict,
 };
+use crate::structure::Structure;
 use crate::tensor::{range_outside, sink_part, TensorInfo, TensorSource, Value};
 use crate::zip::ZipArchive;
 use crate::Format;
@@ -228,6 +230,7 @@ pub struct PytorchFile {
     owned: Vec<Vec<u8>>,
     metadata: BTreeMap<String, String>,
     values: BTreeMap<String, Value>,
+    structure: Option<Structure>,
 }
 
 /// Storage byte ranges by key, as the container lays them out.
@@ -332,6 +335,7 @@ impl PytorchFile {
             owned: layout.owned,
             metadata: BTreeMap::new(),
             values: layout.values,
+            structure: layout.structure,
         })
     }
 
@@ -391,6 +395,8 @@ struct Layout {
     plans: Vec<Plan>,
     owned: Vec<Vec<u8>>,
     values: BTreeMap<String, Value>,
+    /// The nesting, for a checkpoint that is more than a plain state dict.
+    structure: Option<Structure>,
 }
 
 /// Turns the flattened pickle into tensor plans and values, checking every view against the
@@ -412,6 +418,7 @@ fn lay_out(path: Option<&Path>, parsed: &Parsed) -> Result<Layout, FormatError> 
         .pickle
         .flatten(&Limits::default())
         .map_err(|e| pickle_err(path, &parsed.part, e))?;
+    out.structure = parsed.pickle.structure();
     for (name, leaf) in flat.entries {
         match leaf {
             Leaf::Value(v) => {
@@ -914,6 +921,10 @@ impl TensorSource for PytorchFile {
 
     fn values(&self) -> &BTreeMap<String, Value> {
         &self.values
+    }
+
+    fn structure(&self) -> Option<&Structure> {
+        self.structure.as_ref()
     }
 }
 

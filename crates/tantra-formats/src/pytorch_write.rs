@@ -25,6 +25,7 @@ use std::io::{self, Write};
 
 use crate::dtype::DType;
 use crate::error::{ErrorKind, FormatError};
+use crate::structure::{Key, Node, Structure};
 use crate::tensor::{TensorInfo, TensorSource, Value};
 use crate::Progress;
 
@@ -56,7 +57,10 @@ const U32_LIMIT: u64 = u32::MAX as u64;
 /// entry under `<archive_name>/`. Returns the number of bytes written.
 ///
 /// The top-level object is a `collections.OrderedDict` holding the tensors in source order, then
-/// the non-tensor values ([`TensorSource::values`]) under their dotted names. Each tensor gets its
+/// the non-tensor values ([`TensorSource::values`]) under their dotted names; or, for a source
+/// with a [`Structure`] that names exactly its tensors and values (a nested checkpoint read
+/// from a `.pt` or from a safetensors file tantra wrote), that structure rebuilt, so that
+/// `torch.load` returns the same nesting as the original. Each tensor gets its
 /// own storage (`data/0`, `data/1`, ...). The same input always gives the same bytes.
 ///
 /// # Errors
@@ -214,6 +218,9 @@ impl Plan {
                 )));
             }
         }
+        if let Some(structure) = src.structure().filter(|s| s.fits(src)) {
+            return Plan::nested(src, archive_name, structure);
+        }
         let mut p = Pickler::default();
         p.proto();
         p.global("collections", "OrderedDict")?;
@@ -238,22 +245,8 @@ impl Plan {
             }
             for _ in 0..batch {
                 if let Some((key, info)) = tensors.next() {
-                    let storage = torch_storage(info.dtype).ok_or_else(|| {
-                        unsupported(format!(
-                            "tensor {:?}: dtype {} has no PyTorch equivalent; convert it to \
-                             safetensors instead",
-                            info.name, info.dtype
-                        ))
-                    })?;
-                    let byte_len = info.byte_len().ok_or_else(|| {
-                        unsupported(format!(
-                            "tensor {:?}: shape {:?} of {} is too large or not a whole number of bytes",
-                            info.name, info.shape, info.dtype
-                        ))
-                    })?;
-                    let shape = torch_shape(info)?;
                     p.str(&info.name)?;
-                    p.tensor(&key.to_string(), &info.name, storage, &shape, byte_len)?;
+                    let byte_len = p.source_tensor(key, info)?;
                     byte_lens.push(byte_len);
                     total_bytes = total_bytes.checked_add(byte_len).ok_or_else(too_large)?;
                 } else if let Some((name, value)) = values.next() {
@@ -265,6 +258,39 @@ impl Plan {
             done += batch;
         }
         p.op(STOP);
+        Ok(Plan {
+            archive_name: archive_name.to_string(),
+            data_pkl: p.buf,
+            byte_lens,
+            total_bytes,
+        })
+    }
+}
+
+impl Plan {
+    /// The plan for a source written with its nesting: the pickle rebuilds `structure` (dicts,
+    /// `OrderedDict`s, lists, tuples) with each tensor and value where its leaf is; storages are
+    /// still keyed and written in source order. `structure` fits `src` ([`Structure::fits`]).
+    fn nested(
+        src: &dyn TensorSource,
+        archive_name: &str,
+        structure: &Structure,
+    ) -> Result<Plan, FormatError> {
+        let by_name: HashMap<&str, usize> = src
+            .tensors()
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.name.as_str(), i))
+            .collect();
+        let mut p = Pickler::default();
+        p.proto();
+        let mut byte_lens = vec![0u64; src.tensors().len()];
+        p.node(&structure.root, src, &by_name, &mut byte_lens)?;
+        p.op(STOP);
+        let total_bytes = byte_lens
+            .iter()
+            .try_fold(0u64, |a, &b| a.checked_add(b))
+            .ok_or_else(too_large)?;
         Ok(Plan {
             archive_name: archive_name.to_string(),
             data_pkl: p.buf,
@@ -637,6 +663,10 @@ const NEWTRUE: u8 = 0x88;
 const NEWFALSE: u8 = 0x89;
 const SETITEM: u8 = b's';
 const SETITEMS: u8 = b'u';
+const EMPTY_DICT: u8 = b'}';
+const EMPTY_LIST: u8 = b']';
+const APPEND: u8 = b'a';
+const APPENDS: u8 = b'e';
 
 /// An object Python's pickler would see as the same object every time, so that only its first
 /// appearance is written out and later ones are memo references.
@@ -834,6 +864,115 @@ impl Pickler {
         self.memoize()?;
         self.op(REDUCE);
         self.memoize().map(|_| ())
+    }
+
+    /// Tensor `key` of the source (its storage key is its index), checked for torch.
+    /// Returns its byte length.
+    fn source_tensor(&mut self, key: usize, info: &TensorInfo) -> Result<u64, FormatError> {
+        let storage = torch_storage(info.dtype).ok_or_else(|| {
+            unsupported(format!(
+                "tensor {:?}: dtype {} has no PyTorch equivalent; convert it to \
+                 safetensors instead",
+                info.name, info.dtype
+            ))
+        })?;
+        let byte_len = info.byte_len().ok_or_else(|| {
+            unsupported(format!(
+                "tensor {:?}: shape {:?} of {} is too large or not a whole number of bytes",
+                info.name, info.shape, info.dtype
+            ))
+        })?;
+        let shape = torch_shape(info)?;
+        self.tensor(&key.to_string(), &info.name, storage, &shape, byte_len)?;
+        Ok(byte_len)
+    }
+
+    /// One node of a [`Structure`] as Python's pickler writes the same object: `EMPTY_DICT`
+    /// or `OrderedDict()` then `SETITEMS` batches, `EMPTY_LIST` then `APPENDS` batches, tuples
+    /// by `TUPLE1..3` or `MARK ... TUPLE`. Recursion is bounded by the structure's depth cap.
+    fn node(
+        &mut self,
+        node: &Node,
+        src: &dyn TensorSource,
+        by_name: &HashMap<&str, usize>,
+        byte_lens: &mut [u64],
+    ) -> Result<(), FormatError> {
+        match node {
+            Node::Leaf(name) => {
+                if let Some((i, info)) = by_name
+                    .get(name.as_str())
+                    .and_then(|&i| Some((i, src.tensors().get(i)?)))
+                {
+                    let len = self.source_tensor(i, info)?;
+                    if let Some(slot) = byte_lens.get_mut(i) {
+                        *slot = len;
+                    }
+                } else if let Some(v) = src.values().get(name) {
+                    self.value(name, v)?;
+                } else {
+                    return Err(unsupported(format!(
+                        "the structure names {name:?}, which the source does not hold"
+                    )));
+                }
+            }
+            Node::Dict(items) | Node::OrderedDict(items) => {
+                if matches!(node, Node::Dict(_)) {
+                    self.op(EMPTY_DICT);
+                } else {
+                    self.global("collections", "OrderedDict")?;
+                    self.op(EMPTY_TUPLE);
+                    self.op(REDUCE);
+                }
+                self.memoize()?;
+                for batch in items.chunks(BATCH_SIZE) {
+                    if batch.len() > 1 {
+                        self.op(MARK);
+                    }
+                    for (key, child) in batch {
+                        match key {
+                            Key::Str(s) => self.str(s)?,
+                            Key::Int(i) => self.int(i128::from(*i)),
+                            Key::Bool(b) => self.op(if *b { NEWTRUE } else { NEWFALSE }),
+                        }
+                        self.node(child, src, by_name, byte_lens)?;
+                    }
+                    self.op(if batch.len() > 1 { SETITEMS } else { SETITEM });
+                }
+            }
+            Node::List(items) => {
+                self.op(EMPTY_LIST);
+                self.memoize()?;
+                for batch in items.chunks(BATCH_SIZE) {
+                    if batch.len() > 1 {
+                        self.op(MARK);
+                    }
+                    for child in batch {
+                        self.node(child, src, by_name, byte_lens)?;
+                    }
+                    self.op(if batch.len() > 1 { APPENDS } else { APPEND });
+                }
+            }
+            Node::Tuple(items) => {
+                if items.is_empty() {
+                    self.op(EMPTY_TUPLE);
+                    return Ok(());
+                }
+                if items.len() > 3 {
+                    self.op(MARK);
+                }
+                for child in items {
+                    self.node(child, src, by_name, byte_lens)?;
+                }
+                self.op(match items.len() {
+                    1 => TUPLE1,
+                    2 => TUPLE2,
+                    3 => TUPLE3,
+                    _ => TUPLE,
+                });
+                self.memoize()?;
+            }
+        }
+        Ok(())
     }
 
     /// A non-tensor value called `name`.

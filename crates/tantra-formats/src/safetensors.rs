@@ -36,6 +36,11 @@
 //! [`TensorSource::metadata`], so that a read-then-write round trip writes them once, from the
 //! values. A key whose string is not such an object (a file from some other tool) is left in the
 //! metadata untouched and yields no values.
+//!
+//! # Nesting
+//! The tree of a nested checkpoint ([`crate::structure`]) travels the same way, under
+//! [`STRUCTURE_METADATA_KEY`], written only when the source has one that names exactly its
+//! tensors and values; so `.pt` -> safetensors -> `.pt` gives back the nested checkpoint.
 
 use std::borrow::Cow;
 use std::cell::RefCell;
@@ -53,8 +58,9 @@ use serde::ser::{Serialize, SerializeMap, Serializer};
 use crate::dtype::DType;
 use crate::error::{ErrorKind, FormatError, ResultExt};
 use crate::mmap::{sub_range, Backing};
+use crate::structure::{take_structure, Structure};
 use crate::tensor::{bool_chunk, normalized_bools, range_outside, TensorInfo, TensorSource, Value};
-use crate::{Format, Progress, VALUES_METADATA_KEY};
+use crate::{Format, Progress, STRUCTURE_METADATA_KEY, VALUES_METADATA_KEY};
 
 /// The largest header the reference reader accepts (and so the largest tantra writes).
 pub const MAX_HEADER_LEN: u64 = 100_000_000;
@@ -183,6 +189,7 @@ pub struct Header {
     ranges: Vec<(u64, u64)>,
     metadata: BTreeMap<String, String>,
     values: BTreeMap<String, Value>,
+    structure: Option<Structure>,
 }
 
 impl Header {
@@ -209,6 +216,11 @@ impl Header {
     /// The non-tensor values stored under [`VALUES_METADATA_KEY`].
     pub fn values(&self) -> &BTreeMap<String, Value> {
         &self.values
+    }
+
+    /// The nesting stored under [`STRUCTURE_METADATA_KEY`], when that parsed.
+    pub fn structure(&self) -> Option<&Structure> {
+        self.structure.as_ref()
     }
 
     /// The absolute byte range of tensor `index` in the file.
@@ -383,6 +395,7 @@ fn validate(raw: RawHeader, header_len: u64, data_len: u64) -> Result<Header, Sa
     }
 
     let values = take_values(&mut metadata);
+    let structure = take_structure(&mut metadata);
     let data_start = 8 + header_len;
     let mut tensors = Vec::with_capacity(entries.len());
     let mut ranges = Vec::with_capacity(entries.len());
@@ -397,6 +410,7 @@ fn validate(raw: RawHeader, header_len: u64, data_len: u64) -> Result<Header, Sa
         ranges,
         metadata,
         values,
+        structure,
     })
 }
 
@@ -1041,6 +1055,10 @@ impl TensorSource for SafetensorsFile {
     fn values(&self) -> &BTreeMap<String, Value> {
         &self.header.values
     }
+
+    fn structure(&self) -> Option<&Structure> {
+        self.header.structure()
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1145,6 +1163,10 @@ fn metadata_to_write(src: &dyn TensorSource) -> Result<BTreeMap<String, String>,
             .collect();
         let text = serde_json::to_string(&obj).map_err(|e| io_error(e.into()))?;
         metadata.insert(VALUES_METADATA_KEY.to_string(), text);
+    }
+    // The nesting, when the writer of a `.pt` would use it too.
+    if let Some(s) = src.structure().filter(|s| s.fits(src)) {
+        metadata.insert(STRUCTURE_METADATA_KEY.to_string(), s.to_json().to_string());
     }
     Ok(metadata)
 }

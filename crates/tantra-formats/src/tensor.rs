@@ -12,6 +12,7 @@ use std::path::Path;
 
 use crate::dtype::DType;
 use crate::error::FormatError;
+use crate::structure::Structure;
 use crate::Format;
 
 /// Name, dtype and shape of one tensor.
@@ -182,6 +183,12 @@ pub trait TensorSource {
     /// Non-tensor leaves by dotted name (`epoch`, `optimizer.param_groups.0.lr`).
     fn values(&self) -> &BTreeMap<String, Value>;
 
+    /// The nesting of a checkpoint whose tensors and values were read from a tree (see
+    /// [`crate::structure`]); `None` for a plain state dict and for sources that do not know.
+    fn structure(&self) -> Option<&Structure> {
+        None
+    }
+
     /// Index of the tensor called `name`.
     fn find(&self, name: &str) -> Option<usize> {
         self.tensors().iter().position(|t| t.name == name)
@@ -240,6 +247,7 @@ pub struct MemorySource {
     data: Vec<Vec<u8>>,
     metadata: BTreeMap<String, String>,
     values: BTreeMap<String, Value>,
+    structure: Option<Structure>,
 }
 
 impl MemorySource {
@@ -296,7 +304,13 @@ impl MemorySource {
         &mut self.values
     }
 
-    /// Copies every tensor, the metadata and the values out of another source.
+    /// Sets the nesting writers rebuild (used only if its leaves are exactly the tensor and
+    /// value names, [`Structure::fits`]).
+    pub fn set_structure(&mut self, structure: Option<Structure>) {
+        self.structure = structure;
+    }
+
+    /// Copies every tensor, the metadata, the values and the structure out of another source.
     pub fn copy_from(src: &dyn TensorSource) -> Result<Self, FormatError> {
         let mut out = MemorySource::new();
         for (i, info) in src.tensors().iter().enumerate() {
@@ -304,6 +318,7 @@ impl MemorySource {
         }
         out.metadata = src.metadata().clone();
         out.values = src.values().clone();
+        out.structure = src.structure().cloned();
         Ok(out)
     }
 }
@@ -330,6 +345,10 @@ impl TensorSource for MemorySource {
 
     fn values(&self) -> &BTreeMap<String, Value> {
         &self.values
+    }
+
+    fn structure(&self) -> Option<&Structure> {
+        self.structure.as_ref()
     }
 }
 
