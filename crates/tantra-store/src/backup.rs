@@ -209,6 +209,12 @@ impl WeightManager {
         let mut manifest = self.load_manifest()?;
         let dir = self.backups_dir();
         fsx::create_dirs(&dir)?;
+        // The manifest exists before the first backup file does: a crash between the link and
+        // the manifest's update then leaves an unlisted backup (a leftover cleanup moves to
+        // quarantine), never a "manifest missing" root that refuses to remove anything.
+        if std::fs::symlink_metadata(self.manifest_path()).is_err() {
+            self.save_manifest(lock, &manifest)?;
+        }
         let mut out = Vec::new();
         for spec in specs {
             let src = self.abs(&spec.src_rel);
