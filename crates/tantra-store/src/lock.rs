@@ -64,9 +64,7 @@ impl RootLock {
         loop {
             match file.try_lock() {
                 Ok(()) => {
-                    if let Ok(mut held) = HELD.lock() {
-                        held.push(path.to_path_buf());
-                    }
+                    HELD.with(|h| h.borrow_mut().push(path.to_path_buf()));
                     return Ok(RootLock {
                         file,
                         path: path.to_path_buf(),
@@ -96,18 +94,23 @@ impl RootLock {
 
 impl Drop for RootLock {
     fn drop(&mut self) {
-        if let Ok(mut held) = HELD.lock() {
+        HELD.with(|h| {
+            let mut held = h.borrow_mut();
             if let Some(i) = held.iter().position(|p| *p == self.path) {
                 held.swap_remove(i);
             }
-        }
+        });
         // Closing the file releases the lock anyway; unlocking first makes it prompt.
         let _ = self.file.unlock();
     }
 }
 
-/// Lock files this process holds: a writer never waits for itself.
-static HELD: std::sync::Mutex<Vec<std::path::PathBuf>> = std::sync::Mutex::new(Vec::new());
+thread_local! {
+    /// Lock files this thread holds: a writer never waits for itself (other threads of the
+    /// process do wait: their `flock`s conflict like other processes').
+    static HELD: std::cell::RefCell<Vec<std::path::PathBuf>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
 
 /// Waits (at most `timeout`) while a writer holds the lock at `path`, without taking it for
 /// more than an instant: readers use this when what they read looks like a write in flight
@@ -115,7 +118,7 @@ static HELD: std::sync::Mutex<Vec<std::path::PathBuf>> = std::sync::Mutex::new(V
 /// and taking a shared lock works for a user who can only read the root. Returns true when a
 /// writer was seen.
 pub fn wait_for_writer(path: &Path, timeout: Duration) -> bool {
-    if HELD.lock().is_ok_and(|h| h.iter().any(|p| p == path)) {
+    if HELD.with(|h| h.borrow().iter().any(|p| p == path)) {
         return false;
     }
     let Ok(file) = std::fs::File::open(path) else {
