@@ -222,6 +222,20 @@ fn write_json_with(
     persist(tmp, target, true)
 }
 
+/// Appends `line` to `path` (created if missing) and syncs it: the append-only logs of the
+/// root (`history.jsonl`, `quarantine/index.jsonl`).
+pub fn append_synced(path: &Path, line: &[u8]) -> Result<()> {
+    failpoint::step("write", path).at(path)?;
+    let mut f = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .at(path)?;
+    f.write_all(line).at(path)?;
+    failpoint::step("fsync", path).at(path)?;
+    f.sync_all().at(path)
+}
+
 /// Reads a JSON file; `Ok(None)` when it does not exist.
 pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>> {
     let bytes = match fs::read(path) {

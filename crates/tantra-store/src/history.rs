@@ -10,12 +10,11 @@
 //! the newest kept generation (`generations/`) plus the history lines after it.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{IoResultExt, Result};
+use crate::error::Result;
 use crate::registry::{Registry, VersionRecord};
 
 /// The history's file name under the root.
@@ -265,15 +264,7 @@ fn version_changes(
 pub(crate) fn append(path: &Path, entry: &HistoryEntry) -> Result<()> {
     let mut line = serde_json::to_vec(entry).unwrap_or_default();
     line.push(b'\n');
-    tantra_formats::failpoint::step("write", path).at(path)?;
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .at(path)?;
-    f.write_all(&line).at(path)?;
-    tantra_formats::failpoint::step("fsync", path).at(path)?;
-    f.sync_all().at(path)
+    crate::fsx::append_synced(path, &line)
 }
 
 /// The history as written, with the lines that do not parse counted (a line cut by a crash is

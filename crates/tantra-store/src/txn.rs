@@ -22,7 +22,7 @@ use tempfile::NamedTempFile;
 
 use crate::backup::BackupEntry;
 use crate::content::TensorTable;
-use crate::error::{IoResultExt, Result, StoreError};
+use crate::error::{Result, StoreError};
 use crate::fsx;
 use crate::history::{self, HistoryEntry};
 use crate::lock::RootLock;
@@ -211,15 +211,7 @@ impl WeightManager {
         let index = dir.join("index.jsonl");
         let mut text = line.to_string();
         text.push('\n');
-        use std::io::Write;
-        tantra_formats::failpoint::step("write", &index).at(&index)?;
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&index)
-            .at(&index)?;
-        f.write_all(text.as_bytes()).at(&index)?;
-        f.sync_all().at(&index)?;
+        fsx::append_synced(&index, text.as_bytes())?;
         Ok(format!("{QUARANTINE_DIR}/{name}"))
     }
 

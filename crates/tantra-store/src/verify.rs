@@ -358,14 +358,11 @@ impl WeightManager {
         }
 
         // Sizes first; then hash what has the right size.
-        let mut moved_on = false;
         let mut to_hash: Vec<&Expect> = Vec::new();
         for e in &expect {
             match std::fs::symlink_metadata(self.abs(&e.rel)) {
                 Err(_) => {
-                    if self.registry().is_ok_and(|now| now.generation != reg.generation) {
-                        moved_on = true;
-                    }
+                    // Whether the registry moved on is asked once, below, not per file.
                     problems.push(problem(
                         ProblemKind::Missing,
                         e,
@@ -413,6 +410,7 @@ impl WeightManager {
         }
         // A registered file missing, changed or replaced while the registry moved on was the
         // work of a concurrent writer, not damage: the caller looks again at the fresh registry.
+        let mut moved_on = false;
         if problems.iter().any(|p| {
             p.version.is_some()
                 && matches!(
