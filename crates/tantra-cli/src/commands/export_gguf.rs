@@ -5,10 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::bail;
 use tantra_formats::gguf::{GgufOptions, TargetType};
 use tantra_models::gguf::export_gguf_from_store;
-use tantra_models::Architecture;
 use tantra_store::WeightManager;
 
 use crate::progress::Bar;
@@ -33,14 +31,7 @@ pub struct Args {
 }
 
 pub fn run(a: Args, root: &Path) -> anyhow::Result<ExitCode> {
-    let (model, version) = match a.model.split_once(':') {
-        Some((m, v)) => (m, Some(v)),
-        None => (a.model.as_str(), None),
-    };
-    let arch = Architecture::parse(model)?;
-    if arch != Architecture::Mamba {
-        bail!("export-gguf writes llama.cpp's mamba architecture, which only the mamba model has (got {arch}); copy other weights with `tantra convert IN OUT.gguf`");
-    }
+    let version = super::mamba_target(&a.model, "export-gguf", "llama.cpp's mamba architecture")?;
     let wm = WeightManager::open(root)?;
     let opts = GgufOptions {
         target: a.gguf_type.unwrap_or_default(),

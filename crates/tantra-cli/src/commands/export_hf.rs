@@ -5,9 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::bail;
 use tantra_models::hf::{export_from_store, ExportOptions};
-use tantra_models::Architecture;
 use tantra_store::WeightManager;
 
 use crate::progress::Bar;
@@ -33,14 +31,11 @@ pub struct Args {
 }
 
 pub fn run(a: Args, root: &Path) -> anyhow::Result<ExitCode> {
-    let (model, version) = match a.model.split_once(':') {
-        Some((m, v)) => (m, Some(v)),
-        None => (a.model.as_str(), None),
-    };
-    let arch = Architecture::parse(model)?;
-    if arch != Architecture::Mamba {
-        bail!("export-hf writes transformers' MambaForCausalLM layout, which only the mamba model has (got {arch}); copy other weights with `tantra convert`");
-    }
+    let version = super::mamba_target(
+        &a.model,
+        "export-hf",
+        "transformers' MambaForCausalLM layout",
+    )?;
     let wm = WeightManager::open(root)?;
     let opts = ExportOptions {
         shard_size: a.shard_size,

@@ -156,6 +156,24 @@ pub(crate) fn with_bar<T, E>(
     out
 }
 
+/// `mamba` or `mamba:VERSION` for the exports, which only the mamba model has: the version, if
+/// given. `what` names the layout the command writes, for the error.
+pub(crate) fn mamba_target<'a>(
+    spec: &'a str,
+    command: &str,
+    what: &str,
+) -> anyhow::Result<Option<&'a str>> {
+    let (model, version) = match spec.split_once(':') {
+        Some((m, v)) => (m, Some(v)),
+        None => (spec, None),
+    };
+    let arch = tantra_models::Architecture::parse(model)?;
+    if arch != tantra_models::Architecture::Mamba {
+        anyhow::bail!("{command} writes {what}, which only the mamba model has (got {arch}); copy other weights with `tantra convert`");
+    }
+    Ok(version)
+}
+
 fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     let root = cli.root();
     let _ = &root;
