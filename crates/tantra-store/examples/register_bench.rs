@@ -63,7 +63,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 ..base.formats["safetensors"].clone()
             };
             rec.formats = BTreeMap::from([("safetensors".to_string(), f)]);
-            model.versions.insert(v, rec);
+            model.versions.insert(v, rec.into());
         }
         reg.save(&wm.registry_path())?;
         let bytes = std::fs::metadata(wm.registry_path())?.len();

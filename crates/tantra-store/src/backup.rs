@@ -425,8 +425,8 @@ impl WeightManager {
             for t in &snap.tags {
                 if let Some(m) = plan.registry.models.get_mut(model) {
                     for (v, rec) in m.versions.iter_mut() {
-                        if v != version {
-                            rec.tags.retain(|x| x != t);
+                        if v != version && rec.tags.contains(t) {
+                            std::sync::Arc::make_mut(rec).tags.retain(|x| x != t);
                         }
                     }
                 }

@@ -193,7 +193,7 @@ impl WeightManager {
                     continue;
                 }
                 let mut versions: Vec<(&String, &crate::registry::VersionRecord)> =
-                    model.versions.iter().collect();
+                    model.versions.iter().map(|(v, r)| (v, &**r)).collect();
                 versions.sort_by(|a, b| b.1.created.cmp(&a.1.created).then(b.0.cmp(a.0)));
                 for (v, rec) in versions.into_iter().skip(keep) {
                     if model.default.as_deref() == Some(v.as_str()) || !rec.tags.is_empty() {

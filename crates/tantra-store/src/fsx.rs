@@ -197,6 +197,11 @@ pub fn write_json_atomic<T: serde::Serialize>(target: &Path, value: &T) -> Resul
     write_json_with(target, |w| serde_json::to_writer(w, value))
 }
 
+/// Writes JSON already serialized (`json`, without the final newline) to `target` atomically.
+pub fn write_json_bytes_atomic(target: &Path, json: &[u8]) -> Result<()> {
+    write_json_with(target, |w| w.write_all(json).map_err(serde_json::Error::io))
+}
+
 /// Writes `value` as indented JSON to `target` atomically (files people edit: configs).
 pub fn write_json_pretty_atomic<T: serde::Serialize>(target: &Path, value: &T) -> Result<()> {
     write_json_with(target, |w| serde_json::to_writer_pretty(w, value))

@@ -411,7 +411,9 @@ pub(crate) fn plan_register(
     if req.config.is_some() {
         rec.config = req.config.clone();
     }
-    entry.versions.insert(version.to_string(), rec);
+    entry
+        .versions
+        .insert(version.to_string(), std::sync::Arc::new(rec));
     let default_missing = entry
         .default
         .as_ref()
@@ -426,8 +428,10 @@ pub(crate) fn plan_register(
 /// Removes `tag` from every version of `model` but `keep` (a tag names one version).
 fn tag_in_model(model: &mut ModelRecord, keep: &str, tag: &str) {
     for (v, rec) in model.versions.iter_mut() {
-        if v != keep {
-            rec.tags.retain(|t| t != tag);
+        // Only the records that change are copied (the others stay shared with the
+        // current registry).
+        if v != keep && rec.tags.iter().any(|t| t == tag) {
+            std::sync::Arc::make_mut(rec).tags.retain(|t| t != tag);
         }
     }
 }
@@ -508,7 +512,7 @@ pub(crate) fn plan_remove(
             if m.default.as_deref() == Some(version) {
                 m.default = None;
             }
-        } else if let Some(v) = m.versions.get_mut(version) {
+        } else if let Some(v) = m.versions.get_mut(version).map(std::sync::Arc::make_mut) {
             for f in &formats {
                 v.formats.remove(f);
             }
@@ -560,7 +564,7 @@ pub(crate) fn plan_tag(
     if !remove {
         tag_in_model(m, version, tag);
     }
-    if let Some(v) = m.versions.get_mut(version) {
+    if let Some(v) = m.versions.get_mut(version).map(std::sync::Arc::make_mut) {
         v.tags.retain(|t| t != tag);
         if !remove {
             v.tags.push(tag.into());

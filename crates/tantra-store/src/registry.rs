@@ -15,6 +15,7 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use tantra_formats::OutputFormat;
@@ -29,7 +30,7 @@ pub const SCHEMA: u64 = 1;
 pub type Extra = serde_json::Map<String, serde_json::Value>;
 
 /// The whole registry.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Registry {
     pub schema: u64,
     /// Raised by one with every published change; 0 for a registry never published by a
@@ -54,18 +55,21 @@ impl Default for Registry {
 }
 
 /// One model: its versions and which one is the default.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ModelRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default: Option<String>,
+    /// Shared records: cloning a registry of 10,000 versions (every plan starts from a copy
+    /// of the current one) copies pointers, and comparing two generations skips the records
+    /// they share.
     #[serde(default)]
-    pub versions: BTreeMap<String, VersionRecord>,
+    pub versions: BTreeMap<String, Arc<VersionRecord>>,
     #[serde(flatten)]
     pub extra: Extra,
 }
 
 /// One version of a model: the same tensors in one or more formats.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct VersionRecord {
     /// When the version was first registered (RFC 3339 UTC).
     pub created: String,
@@ -92,7 +96,7 @@ pub struct VersionRecord {
 }
 
 /// One file of a version.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct FormatRecord {
     /// Relative to the root, with `/` separators (`weights/mamba_full_pt.pt`).
     pub path: String,
@@ -107,7 +111,7 @@ pub struct FormatRecord {
 }
 
 /// Where a file came from.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum Source {
     /// Copied in from a file outside the root.
@@ -368,11 +372,15 @@ impl Registry {
     }
 
     pub fn version(&self, model: &str, version: &str) -> Option<&VersionRecord> {
-        self.models.get(model)?.versions.get(version)
+        self.models.get(model)?.versions.get(version).map(|v| &**v)
     }
 
     pub fn version_mut(&mut self, model: &str, version: &str) -> Option<&mut VersionRecord> {
-        self.models.get_mut(model)?.versions.get_mut(version)
+        self.models
+            .get_mut(model)?
+            .versions
+            .get_mut(version)
+            .map(Arc::make_mut)
     }
 
     /// Who owns the file at relative path `rel`: `(model, version, format)`.
@@ -510,7 +518,8 @@ mod tests {
                 config: None,
                 formats,
                 extra: Extra::new(),
-            },
+            }
+            .into(),
         );
         model.default = Some("v".into());
         r.models.insert("m".into(), model);
@@ -552,11 +561,7 @@ mod tests {
         assert!(matches!(e, StoreError::Corrupt { .. }));
         assert!(e.to_string().contains("weight_config.json"));
         let mut r = sample();
-        r.models
-            .get_mut("m")
-            .unwrap()
-            .versions
-            .get_mut("v")
+        r.version_mut("m", "v")
             .unwrap()
             .formats
             .get_mut("pt")

@@ -240,7 +240,16 @@ impl WeightManager {
                 fsx::link_or_copy(&path, &keep)?;
             }
         }
-        fsx::write_json_atomic(&path, new)?;
+        let json = self
+            .cache
+            .1
+            .to_json(new)
+            .map_err(|e| StoreError::io(&path, e.into()))?;
+        if let Err(e) = fsx::write_json_bytes_atomic(&path, &json) {
+            self.cache.clear();
+            return Err(e);
+        }
+        self.remember_published(&path, new);
         self.prune_generations();
         Ok(())
     }

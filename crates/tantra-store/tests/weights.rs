@@ -1055,3 +1055,47 @@ fn a_file_in_the_way_is_moved_to_quarantine_never_overwritten() {
     std::fs::remove_file(wm.root().join(&v.problems[0].path)).unwrap();
     assert_verifies(&wm);
 }
+
+#[test]
+fn a_handle_remembers_the_registry_but_sees_every_change() {
+    let (_r, inp, a) = setup();
+    // Two handles (two processes, say) on one root; `a` parses once and then remembers.
+    let b = WeightManager::open(a.root()).unwrap();
+    let (f0, f1, f2) = (
+        safetensors_file(inp.path(), 0),
+        safetensors_file(inp.path(), 1),
+        safetensors_file(inp.path(), 2),
+    );
+    a.register(&f0, "m", "v0", &all(), &NoProgress).unwrap();
+    assert!(a.registry().unwrap().version("m", "v0").is_some());
+    b.register(&f1, "m", "v1", &all(), &NoProgress).unwrap();
+    // `a` published generation 1 and remembered it; `b` replaced the file since.
+    let seen = a.registry().unwrap();
+    assert_eq!(seen.generation, 2);
+    assert!(seen.version("m", "v1").is_some());
+    // A plan made by `a` on what it remembers keeps `b`'s version.
+    a.register(&f2, "m", "v2", &all(), &NoProgress).unwrap();
+    let names: Vec<String> = b.registry().unwrap().models["m"]
+        .versions
+        .keys()
+        .cloned()
+        .collect();
+    assert_eq!(names, ["v0", "v1", "v2"]);
+    // A hand edit in place (same file, new bytes) is seen too.
+    let path = a.registry_path();
+    let text = std::fs::read_to_string(&path).unwrap();
+    let edited = text.replacen("\"models\":{", "\"hand\":\"edit\",\"models\":{", 1);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(&path)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, edited.as_bytes()))
+        .unwrap();
+    assert_eq!(a.registry().unwrap().extra["hand"], "edit");
+    // The written registry is exactly what a plain serialization gives.
+    a.set_default("m", "v1").unwrap();
+    let on_disk = std::fs::read(&path).unwrap();
+    let reg = a.registry().unwrap();
+    assert_eq!(on_disk, reg.to_bytes());
+    assert_eq!(reg.extra["hand"], "edit");
+}

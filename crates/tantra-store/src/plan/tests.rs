@@ -50,11 +50,12 @@ fn base() -> Registry {
                 ("safetensors", "weights/m_a_safetensors.safetensors", "s2"),
             ],
             &[],
-        ),
+        )
+        .into(),
     );
     m.versions.insert(
         "b".into(),
-        ver("c2", &[("pt", "weights/m_b_pt.pt", "s3")], &["gold"]),
+        ver("c2", &[("pt", "weights/m_b_pt.pt", "s3")], &["gold"]).into(),
     );
     m.default = Some("a".into());
     r.models.insert("m".into(), m);

@@ -8,6 +8,7 @@
 //! the registry is replaced by rename, so a reader sees one generation or the next, and a reader
 //! that finds a file missing looks again at a fresh registry before saying so.
 
+mod cache;
 mod edit;
 mod load;
 mod query;
@@ -50,6 +51,8 @@ pub struct WeightManager {
     pub(crate) jobs: usize,
     /// What the history records as the command of each change.
     pub(crate) command: String,
+    /// The last registry read or published (shared by clones of the handle).
+    pub(crate) cache: std::sync::Arc<cache::RegistryCache>,
 }
 
 /// How to register.
@@ -234,6 +237,7 @@ impl WeightManager {
             lock_timeout: lock_timeout_from_env()?,
             jobs: fsx::default_jobs()?,
             command: command_line(),
+            cache: Default::default(),
         })
     }
 
@@ -310,8 +314,22 @@ impl WeightManager {
     /// a root is never taken for an empty one. `tantra repair` fixes both.
     pub fn registry(&self) -> Result<Registry> {
         let path = self.registry_path();
-        match std::fs::read(&path) {
-            Ok(b) => Registry::parse(&b, &path),
+        match std::fs::File::open(&path) {
+            Ok(f) => {
+                // The identity and the bytes come from one open file, so a registry replaced
+                // in between is never remembered under the wrong identity.
+                let meta = f.metadata().map_err(|e| StoreError::io(&path, e))?;
+                let id = cache::FileId::of(&meta);
+                if let Some(reg) = self.cache.get(id) {
+                    return Ok(reg);
+                }
+                let mut b = Vec::with_capacity(meta.len() as usize);
+                std::io::Read::read_to_end(&mut &f, &mut b)
+                    .map_err(|e| StoreError::io(&path, e))?;
+                let reg = Registry::parse(&b, &path)?;
+                self.cache.put(id, &reg);
+                Ok(reg)
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => match self.stored_evidence() {
                 Some(what) => {
                     // A root's first registration writes its history before the registry:
@@ -326,6 +344,15 @@ impl WeightManager {
                 None => Ok(Registry::default()),
             },
             Err(e) => Err(StoreError::io(&path, e)),
+        }
+    }
+
+    /// Remembers `reg` as the registry just published at `path` (the caller holds the lock,
+    /// so the file there is the one it renamed into place).
+    pub(crate) fn remember_published(&self, path: &Path, reg: &Registry) {
+        match std::fs::metadata(path) {
+            Ok(m) => self.cache.put(cache::FileId::of(&m), reg),
+            Err(_) => self.cache.clear(),
         }
     }
 
@@ -404,6 +431,7 @@ pub(crate) fn model_version<'a>(
 ) -> Result<&'a VersionRecord> {
     m.versions
         .get(version)
+        .map(|v| &**v)
         .ok_or_else(|| StoreError::UnknownVersion {
             model: model.into(),
             version: version.into(),

@@ -226,8 +226,8 @@ impl WeightManager {
 
     /// Fails early (before converting) when the version holds other weights and `force` is
     /// off, and says which formats of these weights are registered already (no need to
-    /// convert them). The decisive check is repeated under the lock. Reads the registry once,
-    /// through the light borrowed view (a registry of 10,000 versions costs a few ms).
+    /// convert them). The decisive check is repeated under the lock, on the registry this read
+    /// leaves in the handle's cache (parsed once when nothing changed in between).
     fn precheck(
         &self,
         model: &str,
@@ -235,20 +235,11 @@ impl WeightManager {
         table: &TensorTable,
         opts: &RegisterOptions,
     ) -> Result<Vec<OutputFormat>> {
-        let path = self.registry_path();
-        let bytes = match std::fs::read(&path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                self.registry()?;
-                return Ok(Vec::new());
-            }
-            Err(e) => return Err(StoreError::io(&path, e)),
-        };
-        let view = crate::registry::RegistryView::parse(&bytes, &path)?;
-        let Some(v) = view.models.get(model).and_then(|m| m.versions.get(version)) else {
+        let reg = self.registry()?;
+        let Some(v) = reg.version(model, version) else {
             return Ok(Vec::new());
         };
-        let content = v.content.as_deref().unwrap_or_default();
+        let content = v.content.as_str();
         if content != table.content {
             if !opts.force {
                 return Err(StoreError::VersionExists {

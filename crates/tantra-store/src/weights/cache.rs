@@ -1,0 +1,293 @@
+//! The last registry a [`super::WeightManager`] read or published, and which file it was.
+//!
+//! A registry of 10,000 versions is about 4 MB of JSON and takes tens of milliseconds to parse.
+//! A long-lived handle (a training loop registering checkpoints, the Python package, a server)
+//! would parse it again for every call; with this cache it parses it once and then only looks
+//! at the file's identity. Every publish replaces the registry by a rename (a new inode), and a
+//! hand edit changes its size or modification time, so an unchanged identity means unchanged
+//! bytes (an in-place edit that keeps the size within one tick of the file system's clock,
+//! a few milliseconds, would be missed: the store itself never writes in place). Clones of a handle share the cache; a clone of the cached registry is cheap because
+//! version records are shared (`Arc`).
+
+use std::collections::HashMap;
+use std::fs::Metadata;
+use std::os::unix::fs::MetadataExt;
+use std::sync::{Arc, Mutex};
+
+use serde::ser::{Serialize, SerializeMap, Serializer};
+use serde_json::value::RawValue;
+
+use crate::registry::{ModelRecord, Registry, VersionRecord};
+
+/// Which file a registry was read from: device, inode, size and modification time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FileId {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: i64,
+    mtime_nsec: i64,
+}
+
+impl FileId {
+    pub(crate) fn of(m: &Metadata) -> FileId {
+        FileId {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.size(),
+            mtime: m.mtime(),
+            mtime_nsec: m.mtime_nsec(),
+        }
+    }
+}
+
+/// One remembered registry, and the JSON of its records.
+#[derive(Default)]
+pub(crate) struct RegistryCache(Mutex<Option<(FileId, Registry)>>, pub(crate) Fragments);
+
+impl std::fmt::Debug for RegistryCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RegistryCache")
+    }
+}
+
+impl RegistryCache {
+    /// The remembered registry if it was read from the file `id` names.
+    pub(crate) fn get(&self, id: FileId) -> Option<Registry> {
+        let slot = self.0.lock().ok()?;
+        match &*slot {
+            Some((have, reg)) if *have == id => Some(reg.clone()),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn put(&self, id: FileId, reg: &Registry) {
+        if let Ok(mut slot) = self.0.lock() {
+            *slot = Some((id, reg.clone()));
+        }
+    }
+
+    /// Forgets the remembered registry (a write whose outcome is unknown).
+    pub(crate) fn clear(&self) {
+        if let Ok(mut slot) = self.0.lock() {
+            *slot = None;
+        }
+        self.1.clear();
+    }
+}
+
+/// The JSON of every version record of the last published registry, by record.
+///
+/// A registry of 10,000 versions serializes to 4 MB, most of it records that a change did not
+/// touch. Records are shared (`Arc`) between a registry and the plans made from it, and a
+/// changed record is a new allocation (`Arc::make_mut` copies a shared record), so a record
+/// whose allocation is the same as last time has the same JSON. Holding a strong reference to
+/// each remembered record keeps its allocation from being reused by another record.
+#[derive(Default)]
+pub(crate) struct Fragments(Mutex<HashMap<usize, Fragment>>);
+
+type Fragment = (Arc<VersionRecord>, Box<RawValue>);
+
+impl std::fmt::Debug for Fragments {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Fragments")
+    }
+}
+
+fn key(rec: &Arc<VersionRecord>) -> usize {
+    Arc::as_ptr(rec) as usize
+}
+
+impl Fragments {
+    /// `reg` as JSON, with the records seen in the last call reused; remembers this call's.
+    /// The bytes are exactly those of `serde_json::to_vec(reg)`.
+    pub(crate) fn to_json(&self, reg: &Registry) -> serde_json::Result<Vec<u8>> {
+        let Ok(mut slot) = self.0.lock() else {
+            return serde_json::to_vec(reg);
+        };
+        let mut old = std::mem::take(&mut *slot);
+        let mut now: HashMap<usize, Fragment> = HashMap::with_capacity(old.len() + 1);
+        for model in reg.models.values() {
+            for rec in model.versions.values() {
+                let k = key(rec);
+                if now.contains_key(&k) {
+                    continue;
+                }
+                let raw = match old.remove(&k) {
+                    Some((had, raw)) if Arc::ptr_eq(&had, rec) => raw,
+                    _ => serde_json::value::to_raw_value(&**rec)?,
+                };
+                now.insert(k, (Arc::clone(rec), raw));
+            }
+        }
+        let out = serde_json::to_vec(&WithFragments {
+            reg,
+            fragments: &now,
+        });
+        *slot = now;
+        out
+    }
+
+    pub(crate) fn clear(&self) {
+        if let Ok(mut slot) = self.0.lock() {
+            slot.clear();
+        }
+    }
+}
+
+/// [`Registry`]'s own shape (the derived `Serialize`: fields in order, `extra` flattened, a
+/// missing default left out), with version records taken from `fragments`.
+struct WithFragments<'a> {
+    reg: &'a Registry,
+    fragments: &'a HashMap<usize, Fragment>,
+}
+
+struct ModelOut<'a> {
+    model: &'a ModelRecord,
+    fragments: &'a HashMap<usize, Fragment>,
+}
+
+struct VersionsOut<'a> {
+    versions: &'a std::collections::BTreeMap<String, Arc<VersionRecord>>,
+    fragments: &'a HashMap<usize, Fragment>,
+}
+
+struct ModelsOut<'a> {
+    reg: &'a Registry,
+    fragments: &'a HashMap<usize, Fragment>,
+}
+
+impl Serialize for WithFragments<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("schema", &self.reg.schema)?;
+        m.serialize_entry("generation", &self.reg.generation)?;
+        m.serialize_entry(
+            "models",
+            &ModelsOut {
+                reg: self.reg,
+                fragments: self.fragments,
+            },
+        )?;
+        for (k, v) in &self.reg.extra {
+            m.serialize_entry(k, v)?;
+        }
+        m.end()
+    }
+}
+
+impl Serialize for ModelsOut<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(self.reg.models.len()))?;
+        for (name, model) in &self.reg.models {
+            m.serialize_entry(
+                name,
+                &ModelOut {
+                    model,
+                    fragments: self.fragments,
+                },
+            )?;
+        }
+        m.end()
+    }
+}
+
+impl Serialize for ModelOut<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(None)?;
+        if let Some(d) = &self.model.default {
+            m.serialize_entry("default", d)?;
+        }
+        m.serialize_entry(
+            "versions",
+            &VersionsOut {
+                versions: &self.model.versions,
+                fragments: self.fragments,
+            },
+        )?;
+        for (k, v) in &self.model.extra {
+            m.serialize_entry(k, v)?;
+        }
+        m.end()
+    }
+}
+
+impl Serialize for VersionsOut<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(self.versions.len()))?;
+        for (name, rec) in self.versions {
+            match self.fragments.get(&key(rec)) {
+                Some((_, raw)) => m.serialize_entry(name, raw)?,
+                None => m.serialize_entry(name, &**rec)?,
+            }
+        }
+        m.end()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::{Extra, FormatRecord, Source};
+
+    fn rec(content: &str) -> Arc<VersionRecord> {
+        let f = FormatRecord {
+            path: format!("weights/m_{content}_pt.pt"),
+            bytes: 3,
+            sha256: "ab".into(),
+            created: "2025-01-01T00:00:00.000000Z".into(),
+            source: Source::Generated { by: None },
+            extra: Extra::new(),
+        };
+        Arc::new(VersionRecord {
+            created: "2025-01-01T00:00:00.000000Z".into(),
+            parameters: 3,
+            tensors: 1,
+            dtypes: vec!["F32".into()],
+            content: content.into(),
+            tags: vec![],
+            note: Some("a \"quoted\" note".into()),
+            config: None,
+            formats: [("pt".to_string(), f)].into(),
+            extra: Extra::new(),
+        })
+    }
+
+    #[test]
+    fn fragments_give_the_plain_bytes_and_follow_changes() {
+        let mut reg = Registry::default();
+        reg.extra
+            .insert("later".into(), serde_json::json!({"x": 1}));
+        let mut m = ModelRecord {
+            default: Some("a".into()),
+            ..Default::default()
+        };
+        m.versions.insert("a".into(), rec("c1"));
+        m.versions.insert("b".into(), rec("c2"));
+        m.extra.insert("owner".into(), serde_json::json!("team"));
+        reg.models.insert("m".into(), m);
+        reg.models.insert("n".into(), ModelRecord::default());
+        let frags = Fragments::default();
+        let plain = |r: &Registry| serde_json::to_vec(r).unwrap();
+        assert_eq!(frags.to_json(&reg).unwrap(), plain(&reg));
+        // A plan copies the registry and changes one record: the copy-on-write gives it a new
+        // allocation, so the remembered JSON of the old one is not used for it.
+        let mut next = reg.clone();
+        next.version_mut("m", "b").unwrap().tags.push("gold".into());
+        let out = frags.to_json(&next).unwrap();
+        assert_eq!(out, plain(&next));
+        assert!(String::from_utf8(out).unwrap().contains("gold"));
+        // Dropped and re-added records, and a model's default removed.
+        let mut third = next.clone();
+        third.models.get_mut("m").unwrap().versions.remove("a");
+        third.models.get_mut("m").unwrap().default = None;
+        third
+            .models
+            .get_mut("n")
+            .unwrap()
+            .versions
+            .insert("z".into(), rec("c9"));
+        assert_eq!(frags.to_json(&third).unwrap(), plain(&third));
+        assert_eq!(frags.to_json(&reg).unwrap(), plain(&reg));
+    }
+}
