@@ -286,8 +286,8 @@ impl WeightManager {
     /// True when the registry on disk is `reg` (a publish whose rename happened, whatever
     /// failed after it).
     fn is_published(&self, reg: &Registry) -> bool {
-        self.registry()
-            .is_ok_and(|r| r.generation == reg.generation && r == *reg)
+        self.registry_shared()
+            .is_ok_and(|r| r.generation == reg.generation && *r == *reg)
     }
 
     /// Keeps the newest [`KEEP_GENERATIONS`] generation files (best effort).

@@ -43,7 +43,7 @@ impl FileId {
 
 /// One remembered registry, and the JSON of its records.
 #[derive(Default)]
-pub(crate) struct RegistryCache(Mutex<Option<(FileId, Registry)>>, pub(crate) Fragments);
+pub(crate) struct RegistryCache(Mutex<Option<(FileId, Arc<Registry>)>>, pub(crate) Fragments);
 
 impl std::fmt::Debug for RegistryCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -53,17 +53,17 @@ impl std::fmt::Debug for RegistryCache {
 
 impl RegistryCache {
     /// The remembered registry if it was read from the file `id` names.
-    pub(crate) fn get(&self, id: FileId) -> Option<Registry> {
+    pub(crate) fn get(&self, id: FileId) -> Option<Arc<Registry>> {
         let slot = self.0.lock().ok()?;
         match &*slot {
-            Some((have, reg)) if *have == id => Some(reg.clone()),
+            Some((have, reg)) if *have == id => Some(Arc::clone(reg)),
             _ => None,
         }
     }
 
-    pub(crate) fn put(&self, id: FileId, reg: &Registry) {
+    pub(crate) fn put(&self, id: FileId, reg: Arc<Registry>) {
         if let Ok(mut slot) = self.0.lock() {
-            *slot = Some((id, reg.clone()));
+            *slot = Some((id, reg));
         }
     }
 

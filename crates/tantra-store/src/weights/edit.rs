@@ -30,7 +30,7 @@ impl WeightManager {
         validate_name("model", model)?;
         validate_name("version", version)?;
         let lock = self.lock()?;
-        let current = self.registry()?;
+        let current = self.registry_shared()?;
         let plan = plan_set_default(&current, model, version)?;
         self.apply(&lock, &current, plan, Vec::new(), &[])?;
         Ok(())
@@ -46,7 +46,7 @@ impl WeightManager {
         validate_name("version", version)?;
         validate_name("tag", tag)?;
         let lock = self.lock()?;
-        let current = self.registry()?;
+        let current = self.registry_shared()?;
         let plan = plan_tag(&current, model, version, tag, remove)?;
         self.apply(&lock, &current, plan, Vec::new(), &[])?;
         Ok(())
@@ -107,7 +107,7 @@ impl WeightManager {
         } else {
             Some(self.lock()?)
         };
-        let current = self.registry()?;
+        let current = self.registry_shared()?;
         let plan = plan_on(&current)?;
         let ver = super::find_version(&current, model, version)?.clone();
         let mut removed = Vec::new();

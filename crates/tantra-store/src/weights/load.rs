@@ -27,7 +27,7 @@ impl WeightManager {
         format: Option<OutputFormat>,
     ) -> Result<Resolved> {
         validate_name("model", model)?;
-        let reg = self.registry()?;
+        let reg = self.registry_shared()?;
         resolve_in(self, &reg, model, version, format)
     }
 
@@ -69,7 +69,7 @@ impl WeightManager {
         // fresh registry before calling the file missing.
         let mut attempts = 0;
         let (r, len) = loop {
-            let reg = self.registry()?;
+            let reg = self.registry_shared()?;
             validate_name("model", model)?;
             let r = resolve_in(self, &reg, model, version, format)?;
             match std::fs::symlink_metadata(&r.path) {
@@ -83,7 +83,7 @@ impl WeightManager {
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                     attempts += 1;
-                    let again = self.registry()?;
+                    let again = self.registry_shared()?;
                     if again.generation != reg.generation && attempts < 8 {
                         continue;
                     }
@@ -122,7 +122,7 @@ impl WeightManager {
     /// # Errors
     /// An unknown version; a digest file that is missing or damaged.
     pub fn tensor_digests(&self, model: &str, version: &str) -> Result<TensorTable> {
-        let reg = self.registry()?;
+        let reg = self.registry_shared()?;
         let rec = super::find_version(&reg, model, version)?;
         self.digests_of(model, version, &rec.content)
     }

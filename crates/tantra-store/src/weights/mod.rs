@@ -15,6 +15,7 @@ mod query;
 mod register;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -313,6 +314,11 @@ impl WeightManager {
     /// that holds weights, history or kept generations ([`StoreError::RegistryMissing`]): such
     /// a root is never taken for an empty one. `tantra repair` fixes both.
     pub fn registry(&self) -> Result<Registry> {
+        self.registry_shared().map(Arc::unwrap_or_clone)
+    }
+
+    /// [`WeightManager::registry`], shared with the handle's cache (no copy).
+    pub(crate) fn registry_shared(&self) -> Result<Arc<Registry>> {
         let path = self.registry_path();
         match std::fs::File::open(&path) {
             Ok(f) => {
@@ -326,8 +332,8 @@ impl WeightManager {
                 let mut b = Vec::with_capacity(meta.len() as usize);
                 std::io::Read::read_to_end(&mut &f, &mut b)
                     .map_err(|e| StoreError::io(&path, e))?;
-                let reg = Registry::parse(&b, &path)?;
-                self.cache.put(id, &reg);
+                let reg = Arc::new(Registry::parse(&b, &path)?);
+                self.cache.put(id, Arc::clone(&reg));
                 Ok(reg)
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => match self.stored_evidence() {
@@ -336,12 +342,12 @@ impl WeightManager {
                     // while a writer holds the lock, wait for it and look again.
                     if crate::lock::wait_for_writer(&self.lock_path(), self.lock_timeout) {
                         if let Ok(b) = std::fs::read(&path) {
-                            return Registry::parse(&b, &path);
+                            return Registry::parse(&b, &path).map(Arc::new);
                         }
                     }
                     Err(StoreError::RegistryMissing { path, found: what })
                 }
-                None => Ok(Registry::default()),
+                None => Ok(Arc::new(Registry::default())),
             },
             Err(e) => Err(StoreError::io(&path, e)),
         }
@@ -351,7 +357,7 @@ impl WeightManager {
     /// so the file there is the one it renamed into place).
     pub(crate) fn remember_published(&self, path: &Path, reg: &Registry) {
         match std::fs::metadata(path) {
-            Ok(m) => self.cache.put(cache::FileId::of(&m), reg),
+            Ok(m) => self.cache.put(cache::FileId::of(&m), Arc::new(reg.clone())),
             Err(_) => self.cache.clear(),
         }
     }

@@ -235,7 +235,7 @@ impl WeightManager {
         table: &TensorTable,
         opts: &RegisterOptions,
     ) -> Result<Vec<OutputFormat>> {
-        let reg = self.registry()?;
+        let reg = self.registry_shared()?;
         let Some(v) = reg.version(model, version) else {
             return Ok(Vec::new());
         };
@@ -343,7 +343,7 @@ impl WeightManager {
                 .unwrap_or_else(|| "replaced by register --force".into()),
         };
         let lock = self.lock()?;
-        let current = self.registry()?;
+        let current = self.registry_shared()?;
         let (plan, mut files) = plan_register(&current, &req)?;
         let is_default = plan
             .registry
