@@ -42,7 +42,7 @@ pub const QUARANTINE_DIR: &str = "quarantine";
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Applied {
     /// The registry as published at the end.
-    pub registry: Registry,
+    pub registry: std::sync::Arc<Registry>,
     pub backups: Vec<BackupEntry>,
     pub generation: u64,
     /// Bytes whose last name was unlinked (really freed now).
@@ -66,7 +66,7 @@ impl WeightManager {
         if plan.is_noop(current) {
             return Ok(Applied {
                 generation: current.generation,
-                registry: current.clone(),
+                registry: std::sync::Arc::new(current.clone()),
                 ..Applied::default()
             });
         }
@@ -123,7 +123,8 @@ impl WeightManager {
             }
         }
         applied.generation = reg.generation;
-        applied.registry = reg;
+        applied.registry = std::sync::Arc::new(reg);
+        self.cache.adopt(&applied.registry);
         Ok(applied)
     }
 
@@ -242,14 +243,14 @@ impl WeightManager {
         }
         let json = self
             .cache
-            .1
+            .fragments
             .to_json(new)
             .map_err(|e| StoreError::io(&path, e.into()))?;
         if let Err(e) = fsx::write_json_bytes_atomic(&path, &json) {
             self.cache.clear();
             return Err(e);
         }
-        self.remember_published(&path, new);
+        self.note_published(&path);
         self.prune_generations();
         Ok(())
     }

@@ -43,7 +43,13 @@ impl FileId {
 
 /// One remembered registry, and the JSON of its records.
 #[derive(Default)]
-pub(crate) struct RegistryCache(Mutex<Option<(FileId, Arc<Registry>)>>, pub(crate) Fragments);
+pub(crate) struct RegistryCache {
+    slot: Mutex<Option<(FileId, Arc<Registry>)>>,
+    /// The file of the registry just published, until its owner adopts it
+    /// ([`RegistryCache::adopt`]): publishing takes no copy of the registry.
+    pending: Mutex<Option<FileId>>,
+    pub(crate) fragments: Fragments,
+}
 
 impl std::fmt::Debug for RegistryCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -54,7 +60,7 @@ impl std::fmt::Debug for RegistryCache {
 impl RegistryCache {
     /// The remembered registry if it was read from the file `id` names.
     pub(crate) fn get(&self, id: FileId) -> Option<Arc<Registry>> {
-        let slot = self.0.lock().ok()?;
+        let slot = self.slot.lock().ok()?;
         match &*slot {
             Some((have, reg)) if *have == id => Some(Arc::clone(reg)),
             _ => None,
@@ -62,17 +68,40 @@ impl RegistryCache {
     }
 
     pub(crate) fn put(&self, id: FileId, reg: Arc<Registry>) {
-        if let Ok(mut slot) = self.0.lock() {
+        if let Ok(mut slot) = self.slot.lock() {
             *slot = Some((id, reg));
         }
     }
 
-    /// Forgets the remembered registry (a write whose outcome is unknown).
-    pub(crate) fn clear(&self) {
-        if let Ok(mut slot) = self.0.lock() {
+    /// A registry was just renamed into place as the file `id`: the remembered one is
+    /// stale, and the published one is remembered once its owner hands it over.
+    pub(crate) fn published(&self, id: FileId) {
+        if let Ok(mut slot) = self.slot.lock() {
             *slot = None;
         }
-        self.1.clear();
+        if let Ok(mut p) = self.pending.lock() {
+            *p = Some(id);
+        }
+    }
+
+    /// Remembers `reg`, the registry of the last [`RegistryCache::published`] file. Does
+    /// nothing when nothing was published since, or a later write failed.
+    pub(crate) fn adopt(&self, reg: &Arc<Registry>) {
+        let id = self.pending.lock().ok().and_then(|mut p| p.take());
+        if let Some(id) = id {
+            self.put(id, Arc::clone(reg));
+        }
+    }
+
+    /// Forgets everything (a write whose outcome is unknown).
+    pub(crate) fn clear(&self) {
+        if let Ok(mut slot) = self.slot.lock() {
+            *slot = None;
+        }
+        if let Ok(mut p) = self.pending.lock() {
+            *p = None;
+        }
+        self.fragments.clear();
     }
 }
 
@@ -84,9 +113,19 @@ impl RegistryCache {
 /// whose allocation is the same as last time has the same JSON. Holding a strong reference to
 /// each remembered record keeps its allocation from being reused by another record.
 #[derive(Default)]
-pub(crate) struct Fragments(Mutex<HashMap<usize, Fragment>>);
+pub(crate) struct Fragments(Mutex<FragmentMap>);
 
-type Fragment = (Arc<VersionRecord>, Box<RawValue>);
+#[derive(Default)]
+struct FragmentMap {
+    /// By record allocation: the record (held, so the allocation is not reused), its JSON,
+    /// and the round that last used it.
+    map: HashMap<usize, Fragment>,
+    round: u64,
+    /// Length of the last output, to size the next one.
+    last_len: usize,
+}
+
+type Fragment = (Arc<VersionRecord>, Box<RawValue>, u64);
 
 impl std::fmt::Debug for Fragments {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -105,32 +144,37 @@ impl Fragments {
         let Ok(mut slot) = self.0.lock() else {
             return serde_json::to_vec(reg);
         };
-        let mut old = std::mem::take(&mut *slot);
-        let mut now: HashMap<usize, Fragment> = HashMap::with_capacity(old.len() + 1);
+        let f = &mut *slot;
+        f.round += 1;
+        let round = f.round;
         for model in reg.models.values() {
             for rec in model.versions.values() {
-                let k = key(rec);
-                if now.contains_key(&k) {
-                    continue;
+                match f.map.get_mut(&key(rec)) {
+                    Some((had, _, used)) if Arc::ptr_eq(had, rec) => *used = round,
+                    _ => {
+                        let raw = serde_json::value::to_raw_value(&**rec)?;
+                        f.map.insert(key(rec), (Arc::clone(rec), raw, round));
+                    }
                 }
-                let raw = match old.remove(&k) {
-                    Some((had, raw)) if Arc::ptr_eq(&had, rec) => raw,
-                    _ => serde_json::value::to_raw_value(&**rec)?,
-                };
-                now.insert(k, (Arc::clone(rec), raw));
             }
         }
-        let out = serde_json::to_vec(&WithFragments {
-            reg,
-            fragments: &now,
-        });
-        *slot = now;
-        out
+        // Records no longer in the registry are let go (and their allocations with them).
+        f.map.retain(|_, (_, _, used)| *used == round);
+        let mut out = Vec::with_capacity(f.last_len + 4096);
+        serde_json::to_writer(
+            &mut out,
+            &WithFragments {
+                reg,
+                fragments: &f.map,
+            },
+        )?;
+        f.last_len = out.len();
+        Ok(out)
     }
 
     pub(crate) fn clear(&self) {
         if let Ok(mut slot) = self.0.lock() {
-            slot.clear();
+            slot.map.clear();
         }
     }
 }
@@ -217,7 +261,7 @@ impl Serialize for VersionsOut<'_> {
         let mut m = s.serialize_map(Some(self.versions.len()))?;
         for (name, rec) in self.versions {
             match self.fragments.get(&key(rec)) {
-                Some((_, raw)) => m.serialize_entry(name, raw)?,
+                Some((_, raw, _)) => m.serialize_entry(name, raw)?,
                 None => m.serialize_entry(name, &**rec)?,
             }
         }

@@ -353,11 +353,11 @@ impl WeightManager {
         }
     }
 
-    /// Remembers `reg` as the registry just published at `path` (the caller holds the lock,
-    /// so the file there is the one it renamed into place).
-    pub(crate) fn remember_published(&self, path: &Path, reg: &Registry) {
+    /// Notes that the registry at `path` was just published (the caller holds the lock, so
+    /// the file there is the one it renamed into place).
+    pub(crate) fn note_published(&self, path: &Path) {
         match std::fs::metadata(path) {
-            Ok(m) => self.cache.put(cache::FileId::of(&m), Arc::new(reg.clone())),
+            Ok(m) => self.cache.published(cache::FileId::of(&m)),
             Err(_) => self.cache.clear(),
         }
     }
