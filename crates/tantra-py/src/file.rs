@@ -42,8 +42,16 @@ pub struct File {
 impl File {
     /// Opens `path` with the GIL released.
     pub fn open_path(py: Python<'_>, path: PathBuf) -> PyResult<File> {
+        let source = py
+            .detach(|| tantra_formats::open(&path))
+            .map_err(format_err)?;
+        File::from_source(py, path, source)
+    }
+
+    /// Wraps a source already open (the store opens files after checking their hash) and maps
+    /// the file for views when any tensor lies in one run of it.
+    pub fn from_source(py: Python<'_>, path: PathBuf, source: DynSource) -> PyResult<File> {
         let (source, map) = py.detach(|| -> PyResult<_> {
-            let source = tantra_formats::open(&path).map_err(format_err)?;
             let any_view = (0..source.tensors().len()).any(|i| source.file_range(i).is_some());
             let map = if any_view {
                 let f = FsFile::open(&path)

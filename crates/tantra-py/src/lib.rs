@@ -8,6 +8,7 @@
 
 mod errors;
 mod file;
+mod store;
 mod tools;
 mod write;
 
@@ -21,6 +22,8 @@ mod _tantra {
     use super::errors::{BadFileError, ConfigError, StoreError, TantraError, UnsafePickleError};
     #[pymodule_export]
     use super::file::{File, Mapping};
+    #[pymodule_export]
+    use super::store::{Configs, Store};
     #[pymodule_export]
     use super::tools::{convert, diff, inspect, scan};
     #[pymodule_export]

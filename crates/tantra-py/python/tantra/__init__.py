@@ -27,19 +27,23 @@ from ._tantra import (
     scan,
 )
 from ._files import load, load_file, safe_open, save
+from ._store import ConfigManager, WeightManager, load_model_weights
 
 __all__ = [
     "BadFileError",
     "ConfigError",
+    "ConfigManager",
     "StoreError",
     "TantraError",
     "UnsafePickleError",
+    "WeightManager",
     "__version__",
     "convert",
     "diff",
     "inspect",
     "load",
     "load_file",
+    "load_model_weights",
     "safe_open",
     "save",
 ]
