@@ -8,6 +8,7 @@
 
 mod errors;
 mod file;
+mod runtime;
 mod store;
 mod tools;
 mod write;
@@ -22,6 +23,8 @@ mod _tantra {
     use super::errors::{BadFileError, ConfigError, StoreError, TantraError, UnsafePickleError};
     #[pymodule_export]
     use super::file::{File, Mapping};
+    #[pymodule_export]
+    use super::runtime::{Runtime, TokenStream};
     #[pymodule_export]
     use super::store::{Configs, Store};
     #[pymodule_export]

@@ -16,6 +16,7 @@ Errors are :class:`TantraError` and its subclasses :class:`UnsafePickleError`,
 
 from ._tantra import (
     BadFileError,
+    MambaRuntime,
     ConfigError,
     StoreError,
     TantraError,
@@ -31,6 +32,7 @@ from ._store import ConfigManager, WeightManager, load_model_weights
 
 __all__ = [
     "BadFileError",
+    "MambaRuntime",
     "ConfigError",
     "ConfigManager",
     "StoreError",
