@@ -19,6 +19,9 @@ use tantra_formats::{DynSource, Value};
 
 use crate::errors::{format_err, BadFileError, TantraError};
 
+/// `(dtype, shape, bytes, is_view)` as [`File::raw`] hands a tensor out.
+type RawTensor<'py> = (&'static str, Vec<u64>, Bound<'py, PyArray1<u8>>, bool);
+
 /// A private, writable (copy-on-write) map of a weight file: the owner of every zero-copy view.
 #[pyclass(frozen, module = "tantra._tantra")]
 pub struct Mapping {
@@ -152,7 +155,7 @@ impl File {
         &self,
         py: Python<'py>,
         name: &str,
-    ) -> PyResult<(&'static str, Vec<u64>, Bound<'py, PyArray1<u8>>, bool)> {
+    ) -> PyResult<RawTensor<'py>> {
         let i = self.index(name)?;
         let info = &self.source.tensors()[i];
         let (dtype, shape) = (info.dtype.as_str(), info.shape.clone());
