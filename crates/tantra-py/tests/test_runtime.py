@@ -51,3 +51,19 @@ def test_runtime_refusals(tmp_path):
         tantra.MambaRuntime.from_path(tmp_path)
     with pytest.raises(tantra.StoreError, match="not registered"):
         tantra.MambaRuntime("mamba", root=tmp_path / "Model")
+
+
+def test_runtime_from_the_weights_root_is_hash_checked(tmp_path):
+    root = tmp_path / "Model"
+    wm = tantra.WeightManager(root)
+    wm.register(FIXTURES / "hf_mamba_tiny/safetensors/model.safetensors", "mamba", "tiny", default=True)
+    rt = tantra.MambaRuntime("mamba", root=root)
+    logits = rt.logits(REF["input_ids"])
+    assert np.abs(logits[-1] - np.array(REF["logits_last"], dtype=np.float32)).max() <= 1e-4
+    assert "mamba tiny" in rt.origin
+    path = wm.resolve("mamba")["path"]
+    data = bytearray(open(path, "rb").read())
+    data[-1] ^= 0x01
+    open(path, "wb").write(bytes(data))
+    with pytest.raises(tantra.StoreError, match="changed since it was registered"):
+        tantra.MambaRuntime("mamba", version="tiny", root=root)

@@ -1,6 +1,7 @@
 """The weights root from Python: register, hash-checked loading, versions, checkpoints."""
 
 import hashlib
+import json
 import shutil
 
 import numpy as np
@@ -94,3 +95,19 @@ def test_bad_names_raise_store_error(wm):
         wm.register(SRC, "../escape", "v1")
     with pytest.raises(tantra.UnsafePickleError):
         wm.register(FIXTURES / "malicious/zip_os_system.pt", "demo", "bad")
+
+
+def test_config_manager(tmp_path):
+    cm = tantra.ConfigManager(tmp_path / "Model")
+    cfg = json.loads((FIXTURES / "hf_mamba_tiny/safetensors/config.json").read_text())
+    cm.save("mamba", "tiny", cfg)
+    assert cm.get("mamba", "tiny")["hidden_size"] == cfg["hidden_size"]
+    assert [c["name"] for c in cm.list("mamba")] == ["tiny"]
+    assert cm.validate("mamba", "tiny") == []
+    assert cm.set("mamba", "tiny", "layer_norm_epsilon", 1e-6)["layer_norm_epsilon"] == 1e-6
+    with pytest.raises(tantra.ConfigError, match="already exists"):
+        cm.save("mamba", "tiny", cfg)
+    with pytest.raises(tantra.ConfigError, match="invalid"):
+        cm.save("mamba", "bad", dict(cfg, hidden_size=-3))
+    with pytest.raises(tantra.ConfigError, match="no such config"):
+        cm.get("mamba", "nosuch")
