@@ -151,11 +151,7 @@ impl File {
 
     /// `(dtype, shape, bytes, is_view)` of tensor `name`: `bytes` is a 1-D `uint8` array of its
     /// row-major little-endian bytes, a view of the file's map where `is_view`, else a copy.
-    fn raw<'py>(
-        &self,
-        py: Python<'py>,
-        name: &str,
-    ) -> PyResult<RawTensor<'py>> {
+    fn raw<'py>(&self, py: Python<'py>, name: &str) -> PyResult<RawTensor<'py>> {
         let i = self.index(name)?;
         let info = &self.source.tensors()[i];
         let (dtype, shape) = (info.dtype.as_str(), info.shape.clone());

@@ -11,6 +11,7 @@ mod file;
 mod runtime;
 mod store;
 mod tools;
+mod vision;
 mod write;
 
 use pyo3::prelude::*;
@@ -29,6 +30,8 @@ mod _tantra {
     use super::store::{Configs, Store};
     #[pymodule_export]
     use super::tools::{convert, diff, inspect, scan};
+    #[pymodule_export]
+    use super::vision::{Multimodal, Ocr};
     #[pymodule_export]
     use super::write::_save;
 

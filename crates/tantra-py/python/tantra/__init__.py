@@ -17,6 +17,8 @@ Errors are :class:`TantraError` and its subclasses :class:`UnsafePickleError`,
 from ._tantra import (
     BadFileError,
     MambaRuntime,
+    MultimodalRuntime,
+    OcrRuntime,
     ConfigError,
     StoreError,
     TantraError,
@@ -33,6 +35,8 @@ from ._store import ConfigManager, WeightManager, load_model_weights
 __all__ = [
     "BadFileError",
     "MambaRuntime",
+    "MultimodalRuntime",
+    "OcrRuntime",
     "ConfigError",
     "ConfigManager",
     "StoreError",
