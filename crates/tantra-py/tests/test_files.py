@@ -213,3 +213,21 @@ def test_inspect_scan_convert_diff(tmp_path):
     assert not d["identical"]
     assert [c["name"] for c in d["changed"]] == [first]
     assert len(d["only_in_a"]) == 1 and d["only_in_b"] == []
+
+
+GGUF_EXPECTED = json.loads((FIXTURES / "gguf/mamba_tiny_expected.json").read_text())
+
+
+@pytest.mark.parametrize("name", sorted(GGUF_EXPECTED))
+def test_gguf_tensors_dequantize_to_gguf_py(name):
+    """Quantized GGUF tensors come out dequantized (F32), equal to gguf-py's `dequantize`
+    (digests); F16 ones as they are."""
+    exp = GGUF_EXPECTED[name]
+    got = tantra.load_file(FIXTURES / "gguf" / name)
+    assert sorted(got) == sorted(exp)
+    for k, e in exp.items():
+        a = got[k]
+        assert a.dtype == (np.float16 if e["type"] == "F16" else np.float32), k
+        assert a.reshape(-1)[:4].astype(np.float64).tolist() == pytest.approx(e["first"]), k
+        # The digests are of gguf-py's values as float32.
+        assert hashlib.sha256(a.astype(np.float32).tobytes()).hexdigest() == e["sha256"], k
