@@ -100,6 +100,9 @@ def test_view_outlives_its_handle_and_torch_writes_stay_private(tmp_path):
     with tantra.safe_open(path, framework="torch") as f:
         t = f.get_tensor("f32")
         expect = t.clone()
+        # Zero copy: two reads are the same memory (the map), for torch as for NumPy.
+        assert f.get_tensor("f32").data_ptr() == t.data_ptr()
+        assert f.get_tensor("bf16").dtype == torch.bfloat16
     del f
     import gc
 
