@@ -232,7 +232,7 @@ impl Store {
     }
 
     /// Saves tensors handed over as raw bytes (see `tantra._files`) as a checkpoint.
-    #[pyo3(signature = (model, step, tensors, values, metrics, format="safetensors", force=false))]
+    #[pyo3(signature = (model, step, tensors, values, metrics, format="safetensors", force=false, structure=None))]
     #[allow(clippy::too_many_arguments)]
     fn save_checkpoint(
         &self,
@@ -244,6 +244,7 @@ impl Store {
         metrics: BTreeMap<String, f64>,
         format: &str,
         force: bool,
+        structure: Option<&str>,
     ) -> PyResult<Py<PyAny>> {
         let format: OutputFormat = format.parse().map_err(PyValueError::new_err)?;
         let mut src = MemorySource::new();
@@ -264,6 +265,13 @@ impl Store {
             let k: String = k.extract()?;
             let v = value_from_py(&k, &v)?;
             src.values_mut().insert(k, v);
+        }
+        if let Some(s) = structure {
+            let s = tantra_formats::Structure::from_json_str(s)
+                .map_err(|e| PyValueError::new_err(format!("structure: {e}")))?;
+            if !s.is_flat() && s.fits(&src) {
+                src.set_structure(Some(s));
+            }
         }
         let r = py
             .detach(|| {

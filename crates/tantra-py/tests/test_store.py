@@ -111,3 +111,16 @@ def test_config_manager(tmp_path):
         cm.save("mamba", "bad", dict(cfg, hidden_size=-3))
     with pytest.raises(tantra.ConfigError, match="no such config"):
         cm.get("mamba", "nosuch")
+
+
+@pytest.mark.parametrize("fmt", ["safetensors", "pt"])
+def test_checkpoint_keeps_the_nesting_of_a_training_checkpoint(wm, fmt):
+    torch = pytest.importorskip("torch")
+    ckpt = torch.load(FIXTURES / "torch/nested_checkpoint.pt", weights_only=True)
+    rec = wm.save_checkpoint("demo", ckpt, step=3, metrics={"loss": 1.0}, format=fmt)
+    path = wm.root + "/" + rec["file"]
+    from conftest import assert_same
+
+    assert_same(tantra.load(path, framework="torch"), ckpt)
+    if fmt == "pt":
+        assert_same(torch.load(path, weights_only=True), ckpt)

@@ -128,15 +128,16 @@ class WeightManager:
         format: str = "safetensors",
         force: bool = False,
     ) -> Dict[str, Any]:
-        """Save a live state dict (torch tensors or NumPy arrays, nested allowed: names become
-        dotted) as the checkpoint of ``model`` at ``step`` with ``metrics``; the written file is
-        read back and compared before it is recorded."""
+        """Save a live state dict, or a whole training checkpoint (torch tensors or NumPy arrays
+        in dicts, lists and tuples, with plain values), as the checkpoint of ``model`` at
+        ``step`` with ``metrics``. The nesting is kept (``tantra.load`` or ``torch.load`` of the
+        file gives it back); the written file is read back and compared before it is recorded."""
         tensors: list = []
         values: dict = {}
-        _flatten(state_dict, "", tensors, values)
+        structure = _flatten(state_dict, "", tensors, values)
         return self._wm.save_checkpoint(model, int(step), tensors, values,
                                         {k: float(v) for k, v in (metrics or {}).items()},
-                                        format=format, force=force)
+                                        format=format, force=force, structure=json.dumps(structure))
 
     def list_checkpoints(self, model: str) -> List[Dict[str, Any]]:
         """The checkpoints of ``model`` with their steps, metrics and files."""
