@@ -4,6 +4,8 @@ mod commands;
 mod progress;
 mod signals;
 mod table;
+mod target;
+mod when;
 
 use std::process::ExitCode;
 

@@ -63,8 +63,9 @@ pub enum StoreError {
     #[error("timed out after {:.1}s waiting for the lock {}: another tantra process is updating this root; wait for it, or raise TANTRA_LOCK_TIMEOUT (the lock is released when its holder exits, so a crashed process never leaves it held)", waited.as_secs_f64(), path.display())]
     LockTimeout { path: PathBuf, waited: Duration },
 
-    #[error("model {model:?} is not registered (see `tantra list-weights`)")]
-    UnknownModel { model: String },
+    /// A model the registry does not hold; `known` lists the ones it does.
+    #[error("model {model:?} is not registered (known models: {known})")]
+    UnknownModel { model: String, known: String },
 
     #[error(
         "version {version:?} of model {model:?} is not registered (see `tantra versions {model}`)"
@@ -194,6 +195,19 @@ impl StoreError {
         StoreError::Io {
             path: path.into(),
             source,
+        }
+    }
+
+    /// [`StoreError::UnknownModel`] listing `known` (or saying there are none).
+    pub fn unknown_model<'a>(model: &str, known: impl IntoIterator<Item = &'a String>) -> Self {
+        let known: Vec<&str> = known.into_iter().map(String::as_str).collect();
+        StoreError::UnknownModel {
+            model: model.into(),
+            known: if known.is_empty() {
+                "none; register weights with `tantra register`".into()
+            } else {
+                known.join(", ")
+            },
         }
     }
 

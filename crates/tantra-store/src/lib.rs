@@ -44,6 +44,7 @@ pub mod error;
 mod fsx;
 pub mod history;
 mod lock;
+pub mod modelref;
 mod names;
 mod plan;
 pub mod registry;
@@ -63,6 +64,7 @@ pub use config::{
 pub use content::{TensorDigest, TensorTable};
 pub use error::{Result, StoreError};
 pub use history::{Change, ChangeKind, HistoryEntry};
+pub use modelref::ModelRef;
 pub use names::{is_valid_name, validate_name, weight_file_name, MAX_NAME_LEN};
 pub use plan::{FileAction, PlacedFile};
 pub use registry::{FormatRecord, ModelRecord, Registry, Source, VersionRecord};
@@ -72,7 +74,7 @@ pub use txn::{GENERATIONS_DIR, QUARANTINE_DIR};
 pub use verify::{ProblemKind, VerifyProblem, VerifyReport, VerifyScope};
 pub use weights::{
     ListFilter, LoadOptions, LoadedWeights, RegisterOptions, RegisterReport, RemoveOptions,
-    RemoveReport, Resolved, VersionRow, WeightManager, WeightRow, WeightRowRef,
+    RemoveReport, Resolved, ShowReport, VersionRow, WeightManager, WeightRow, WeightRowRef,
 };
 
 /// Hashing a file: `sha256` of its bytes, read in large chunks.

@@ -54,7 +54,8 @@ fn is_gguf(path: &std::path::Path) -> bool {
         .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
 }
 
-pub fn run(a: Args) -> anyhow::Result<ExitCode> {
+pub fn run(mut a: Args, root: &std::path::Path) -> anyhow::Result<ExitCode> {
+    a.input = crate::target::weight_path(&a.input, root)?;
     // A file a weights root holds is changed only through the root (register, restore), never
     // behind its registry's back.
     if let Some(owner) = tantra_store::WeightManager::owner_of_path(&a.output)? {

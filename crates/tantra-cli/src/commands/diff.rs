@@ -13,7 +13,11 @@ use crate::progress::Bar;
 
 #[derive(clap::Args)]
 pub struct Args {
+    /// The first weight file, or a registered MODEL[:VERSION].
+    #[arg(value_name = "A")]
     pub a: PathBuf,
+    /// The second weight file, or a registered MODEL[:VERSION].
+    #[arg(value_name = "B")]
     pub b: PathBuf,
     /// Print one JSON object.
     #[arg(long)]
@@ -102,7 +106,9 @@ fn max_abs_diff(dtype: DType, x: &[u8], y: &[u8]) -> f64 {
     }
 }
 
-pub fn run(a: Args) -> anyhow::Result<ExitCode> {
+pub fn run(mut a: Args, root: &std::path::Path) -> anyhow::Result<ExitCode> {
+    a.a = crate::target::weight_path(&a.a, root)?;
+    a.b = crate::target::weight_path(&a.b, root)?;
     let sa = open(&a.a)?;
     let sb = open(&a.b)?;
     let index = |s: &dyn TensorSource| -> BTreeMap<String, usize> {

@@ -28,6 +28,7 @@ mod remove;
 mod repair;
 mod restore;
 mod set_default;
+mod show;
 mod tag;
 mod verify;
 mod versions;
@@ -60,6 +61,8 @@ pub enum Command {
     Register(register::Args),
     /// List the versions of a model.
     Versions(versions::Args),
+    /// Everything about one version: files, tensors, config, tags, lineage, history.
+    Show(show::Args),
     /// Make a version the model's default.
     SetDefault(set_default::Args),
     /// Add or remove a tag of a version.
@@ -163,15 +166,17 @@ pub(crate) fn mamba_target<'a>(
     command: &str,
     what: &str,
 ) -> anyhow::Result<Option<&'a str>> {
-    let (model, version) = match spec.split_once(':') {
-        Some((m, v)) => (m, Some(v)),
-        None => (spec, None),
-    };
+    let r = tantra_store::ModelRef::parse(spec)?;
+    let (model, version) = (r.model.as_str(), r.version.is_some());
     let arch = tantra_models::Architecture::parse(model)?;
     if arch != tantra_models::Architecture::Mamba {
         anyhow::bail!("{command} writes {what}, which only the mamba model has (got {arch}); copy other weights with `tantra convert`");
     }
-    Ok(version)
+    Ok(if version {
+        spec.split_once(':').map(|(_, v)| v)
+    } else {
+        None
+    })
 }
 
 fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -181,6 +186,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::ListWeights(a) => list_weights::run(a, &root),
         Command::Register(a) => register::run(a, &root),
         Command::Versions(a) => versions::run(a, &root),
+        Command::Show(a) => show::run(a, &root),
         Command::SetDefault(a) => set_default::run(a, &root),
         Command::Tag(a) => tag::run(a, &root),
         Command::Remove(a) => remove::run(a, &root),
@@ -201,10 +207,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::ExportHf(a) => export_hf::run(a, &root),
         Command::ExportGguf(a) => export_gguf::run(a, &root),
         Command::ImportHf(a) => import_hf::run(a, &root),
-        Command::Inspect(a) => inspect::run(a),
-        Command::Convert(a) => convert::run(a),
-        Command::Diff(a) => diff::run(a),
-        Command::Scan(a) => scan::run(a),
+        Command::Inspect(a) => inspect::run(a, &root),
+        Command::Convert(a) => convert::run(a, &root),
+        Command::Diff(a) => diff::run(a, &root),
+        Command::Scan(a) => scan::run(a, &root),
         Command::Run(a) => run::run(a, &root),
     }
 }

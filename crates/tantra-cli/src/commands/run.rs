@@ -1,5 +1,6 @@
-//! `tantra run MODEL`: run a model on a prompt (and an image), from the weights root or from a
-//! path.
+//! `tantra run MODEL[:VERSION] [PROMPT]`: run a model on a prompt (and an image), from the
+//! weights root or from a path. Without a prompt, the prompt is read from stdin when stdin is
+//! not a terminal (`echo hi | tantra run mamba`).
 //!
 //! The text is streamed to stdout as tokens come (byte tokens are decoded as UTF-8 as soon
 //! as a character is complete); prefill and decode speed go to stderr. `--json` prints one
@@ -22,15 +23,21 @@ use tantra_models::{Architecture, ByteTokenizer};
 #[derive(clap::Args)]
 #[command(group(clap::ArgGroup::new("input").args(["prompt", "input_ids"])))]
 pub struct Args {
-    /// The model: mamba, mamba_multimodal or ocr_native (a name in the weights root), or a
-    /// model directory / weight file.
+    /// The model: MODEL[:VERSION] in the weights root (mamba, mamba:full, mamba:golden), or
+    /// a model directory / weight file.
+    #[arg(value_name = "MODEL[:VERSION]")]
     pub model: String,
-    /// The version in the weights root (default: the model's default version).
+    /// The prompt (same as --prompt); read from stdin when neither is given and stdin is not
+    /// a terminal.
+    #[arg(value_name = "PROMPT", conflicts_with_all = ["prompt", "input_ids"])]
+    pub prompt_text: Option<String>,
+    /// The version in the weights root (older spelling of MODEL:VERSION).
     #[arg(long, conflicts_with = "weights")]
     pub version: Option<String>,
     /// Run these weights instead of the root's: a model directory (config.json plus
-    /// safetensors or pytorch_model*.bin, single or sharded) or one weight file.
-    #[arg(long, value_name = "PATH")]
+    /// safetensors or pytorch_model*.bin, single or sharded), one weight file, or a
+    /// registered MODEL[:VERSION].
+    #[arg(long, value_name = "PATH|MODEL[:VERSION]")]
     pub weights: Option<PathBuf>,
     /// Prefer this format in the weights root (default: safetensors, then pt, then bin).
     #[arg(long, conflicts_with = "weights")]
@@ -68,7 +75,13 @@ pub struct Args {
     pub json: bool,
 }
 
-pub fn run(a: Args, root: &Path) -> anyhow::Result<ExitCode> {
+pub fn run(mut a: Args, root: &Path) -> anyhow::Result<ExitCode> {
+    if let Some(p) = a.prompt_text.take() {
+        a.prompt = Some(p);
+    }
+    if let Some(w) = &a.weights {
+        a.weights = Some(crate::target::weight_path(w, root)?);
+    }
     let (loaded, name) = load(&a, root)?;
     match &loaded {
         LoadedModel::Mamba(rt) => {
@@ -128,13 +141,10 @@ fn load(a: &Args, root: &Path) -> anyhow::Result<(LoadedModel, String)> {
             .with_context(|| format!("cannot load weights from {}", as_path.display()))?;
         return Ok((m, a.model.clone()));
     }
-    let m = LoadedModel::from_store(root, &a.model, a.version.as_deref(), a.format)
-        .with_context(|| format!("cannot load {} from {}", a.model, root.display()))?;
-    let name = match &a.version {
-        Some(v) => format!("{} {v}", a.model),
-        None => a.model.clone(),
-    };
-    Ok((m, name))
+    let r = crate::target::model_ref(&a.model, a.version.as_deref())?;
+    let m = LoadedModel::from_store(root, &r.model, r.version.as_deref(), a.format)
+        .with_context(|| format!("cannot load {r} from {}", root.display()))?;
+    Ok((m, r.to_string()))
 }
 
 /// True for tantra's byte-level vocabulary.
@@ -148,11 +158,25 @@ fn prompt_ids(a: &Args, model: &MambaModel, has_image: bool) -> anyhow::Result<V
     if let Some(ids) = &a.input_ids {
         return Ok(ids.clone());
     }
-    let Some(text) = &a.prompt else {
-        if has_image {
-            return Ok(Vec::new());
+    let stdin_text;
+    let text = match &a.prompt {
+        Some(t) => t,
+        None if has_image => return Ok(Vec::new()),
+        None => {
+            use std::io::{IsTerminal, Read};
+            if std::io::stdin().is_terminal() {
+                bail!("give a prompt: tantra run MODEL \"TEXT\", --prompt TEXT, --input-ids 1,5,9, or pipe it on stdin");
+            }
+            let mut s = String::new();
+            std::io::stdin()
+                .read_to_string(&mut s)
+                .context("reading the prompt from stdin")?;
+            stdin_text = s.trim_end_matches(['\n', '\r']).to_string();
+            if stdin_text.is_empty() {
+                bail!("no prompt: stdin is empty; give one as tantra run MODEL \"TEXT\", --prompt TEXT or --input-ids 1,5,9");
+            }
+            &stdin_text
         }
-        bail!("give a prompt: --prompt TEXT or --input-ids 1,5,9");
     };
     if !byte_level(model) {
         bail!(

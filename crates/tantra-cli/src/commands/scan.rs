@@ -16,8 +16,9 @@ use tantra_formats::pytorch::scan_file;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Files to scan (PyTorch archives, legacy files, bare pickles; safetensors hold no pickle).
-    #[arg(required = true)]
+    /// Files to scan (PyTorch archives, legacy files, bare pickles; safetensors hold no
+    /// pickle), or registered MODEL[:VERSION]s.
+    #[arg(required = true, value_name = "FILE|MODEL[:VERSION]")]
     pub files: Vec<PathBuf>,
     /// Print a JSON array, one object per file.
     #[arg(long)]
@@ -32,7 +33,10 @@ fn reasons(v: &Verdict) -> Vec<String> {
     }
 }
 
-pub fn run(a: Args) -> anyhow::Result<ExitCode> {
+pub fn run(mut a: Args, root: &std::path::Path) -> anyhow::Result<ExitCode> {
+    for f in &mut a.files {
+        *f = crate::target::weight_path(f, root)?;
+    }
     let mut all_safe = true;
     let mut out = Vec::new();
     for file in &a.files {

@@ -1,6 +1,6 @@
 //! [`WeightManager`]: the handle on a weights root, and its jobs, one file each: `register`
 //! (validate, stage, plan, commit), `load` (resolve a request, check the hash, open), `query`
-//! (listings), `edit` (default, tags, removal).
+//! (listings), `edit` (default, tags, removal), `show` (one version's report).
 //!
 //! Every change of the registry goes through a [`crate::plan`] (decided in memory) carried out
 //! by [`crate::txn`] (files placed, registry published with one rename), so a failure at any
@@ -12,6 +12,7 @@ mod edit;
 mod load;
 mod query;
 mod register;
+mod show;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -27,6 +28,7 @@ use crate::plan::PlacedFile;
 use crate::registry::{FormatRecord, ModelRecord, Registry, VersionRecord};
 
 pub use edit::RemoveOptions;
+pub use show::{PromotedFrom, ShowConfig, ShowFormat, ShowReport};
 pub(crate) use load::check_sha256;
 
 /// The registry's file name under the root.
@@ -392,9 +394,7 @@ impl WeightManager {
 pub(crate) fn find_model<'a>(reg: &'a Registry, model: &str) -> Result<&'a ModelRecord> {
     reg.models
         .get(model)
-        .ok_or_else(|| StoreError::UnknownModel {
-            model: model.into(),
-        })
+        .ok_or_else(|| StoreError::unknown_model(model, reg.models.keys()))
 }
 
 pub(crate) fn model_version<'a>(
