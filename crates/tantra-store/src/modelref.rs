@@ -196,6 +196,9 @@ mod tests {
         let e = r.resolve_version("ocr_native", None).unwrap_err();
         assert!(matches!(e, StoreError::NoDefault { .. }), "{e}");
         let e = r.resolve_version("mambo", None).unwrap_err().to_string();
-        assert!(e.contains("\"mambo\"") && e.contains("mamba, ocr_native"), "{e}");
+        assert!(
+            e.contains("\"mambo\"") && e.contains("mamba, ocr_native"),
+            "{e}"
+        );
     }
 }

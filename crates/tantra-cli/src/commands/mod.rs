@@ -55,7 +55,8 @@ impl Cli {
 
 #[derive(Subcommand)]
 pub enum Command {
-    /// List registered weight files (model, version, format, size, sha256).
+    /// List registered versions with their formats (--all-formats: one row per file).
+    #[command(visible_aliases = ["ls", "list"])]
     ListWeights(list_weights::Args),
     /// Register a weight file as MODEL:VERSION (validated, hashed, optionally converted).
     Register(register::Args),
@@ -67,7 +68,8 @@ pub enum Command {
     SetDefault(set_default::Args),
     /// Add or remove a tag of a version.
     Tag(tag::Args),
-    /// Remove a version or one of its formats (backed up first).
+    /// Remove a version or one of its formats (backed up first unless --no-backup).
+    #[command(visible_alias = "rm")]
     Remove(remove::Args),
     /// List backups of overwritten or removed files.
     Backups(backups::Args),

@@ -20,10 +20,20 @@ pub struct Args {
     #[arg(value_name = "MODEL:VERSION", required_unless_present_all = ["model", "version"])]
     pub target: Option<String>,
     /// The model (older spelling of MODEL:VERSION).
-    #[arg(long, value_name = "MODEL", conflicts_with = "target", requires = "version")]
+    #[arg(
+        long,
+        value_name = "MODEL",
+        conflicts_with = "target",
+        requires = "version"
+    )]
     pub model: Option<String>,
     /// The version (older spelling of MODEL:VERSION).
-    #[arg(long, value_name = "VERSION", conflicts_with = "target", requires = "model")]
+    #[arg(
+        long,
+        value_name = "VERSION",
+        conflicts_with = "target",
+        requires = "model"
+    )]
     pub version: Option<String>,
     /// Also write these formats: a comma list of safetensors, pt, bin, or `all`.
     #[arg(long, value_name = "LIST")]

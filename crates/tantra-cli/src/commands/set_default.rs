@@ -25,7 +25,10 @@ pub fn run(a: Args, root: &Path) -> anyhow::Result<ExitCode> {
     let (model, version) = wm.resolve_ref(&r)?;
     wm.set_default(&model, &version)?;
     if a.json {
-        println!("{}", serde_json::json!({"model": model, "default": version}));
+        println!(
+            "{}",
+            serde_json::json!({"model": model, "default": version})
+        );
     } else {
         eprintln!("{model}: default version is now {version}");
     }

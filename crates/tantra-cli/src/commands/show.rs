@@ -57,9 +57,7 @@ pub fn human(r: &ShowReport) -> String {
     line("created", when(&r.created));
     line(
         "default",
-        r.default_version
-            .clone()
-            .unwrap_or_else(|| "(none)".into()),
+        r.default_version.clone().unwrap_or_else(|| "(none)".into()),
     );
     if !r.tags.is_empty() {
         line("tags", r.tags.join(", "));

@@ -28,7 +28,10 @@ pub struct Args {
 
 pub fn run(a: Args, root: &Path) -> anyhow::Result<ExitCode> {
     let (r, tag) = match &a.old_tag {
-        Some(t) => (crate::target::model_ref(&a.target, Some(&a.tag))?, t.clone()),
+        Some(t) => (
+            crate::target::model_ref(&a.target, Some(&a.tag))?,
+            t.clone(),
+        ),
         None => (crate::target::model_ref(&a.target, None)?, a.tag.clone()),
     };
     let wm = WeightManager::open(root)?;

@@ -28,8 +28,8 @@ use crate::plan::PlacedFile;
 use crate::registry::{FormatRecord, ModelRecord, Registry, VersionRecord};
 
 pub use edit::RemoveOptions;
-pub use show::{PromotedFrom, ShowConfig, ShowFormat, ShowReport};
 pub(crate) use load::check_sha256;
+pub use show::{PromotedFrom, ShowConfig, ShowFormat, ShowReport};
 
 /// The registry's file name under the root.
 pub const REGISTRY_FILE: &str = "weight_config.json";
