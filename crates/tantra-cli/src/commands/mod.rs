@@ -21,6 +21,8 @@ mod backups;
 mod checkpoint;
 mod cleanup;
 mod config;
+mod cp;
+mod du;
 mod list_weights;
 mod log;
 mod register;
@@ -71,8 +73,12 @@ pub enum Command {
     /// Remove a version or one of its formats (backed up first unless --no-backup).
     #[command(visible_alias = "rm")]
     Remove(remove::Args),
-    /// List backups of overwritten or removed files.
+    /// List backups of overwritten or removed files; `backups rm ID...` deletes them.
     Backups(backups::Args),
+    /// Name a version's weights MODEL2:VERSION2 as well, without copying (hard links).
+    Cp(cp::Args),
+    /// Bytes used by weights, backups and checkpoints, and what is shared.
+    Du(du::Args),
     /// Restore a backup to where it was.
     Restore(restore::Args),
     /// Training checkpoints: save, list, prune, promote.
@@ -193,6 +199,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Tag(a) => tag::run(a, &root),
         Command::Remove(a) => remove::run(a, &root),
         Command::Backups(a) => backups::run(a, &root),
+        Command::Cp(a) => cp::run(a, &root),
+        Command::Du(a) => du::run(a, &root),
         Command::Restore(a) => restore::run(a, &root),
         Command::Checkpoint(a) => checkpoint::run(a, &root),
         Command::Cleanup(a) => cleanup::run(a, &root),
