@@ -16,31 +16,45 @@ use crate::table::render;
 pub enum Action {
     /// List configs (of one model, or all).
     List {
+        /// The model.
         model: Option<String>,
+        /// Print the result as JSON.
         #[arg(long)]
         json: bool,
     },
     /// Print a config.
-    Show { model: String, name: String },
+    Show {
+        /// The model.
+        model: String,
+        /// The config name (configs/MODEL/NAME.json).
+        name: String,
+    },
     /// Set one field (dotted path); the value is JSON when it parses (4, true, [1,2]), else a
     /// string. Refused if the config would become invalid.
     Set {
+        /// The model.
         model: String,
+        /// The config name (configs/MODEL/NAME.json).
         name: String,
+        /// The field, a dotted path (ssm.state_size).
         field: String,
+        /// The value: JSON when it parses (4, true, [1,2]), else a string.
         value: String,
     },
     /// Check field types and ranges (exit 1 on problems).
     Validate {
+        /// The model.
         model: String,
         /// One config (default: all of the model's).
         name: Option<String>,
+        /// Print the result as JSON.
         #[arg(long)]
         json: bool,
     },
     /// Check weights against a config: every expected tensor present with its shape, nothing
     /// unexpected (exit 1 on problems).
     Check {
+        /// The model.
         model: String,
         /// The registered version whose weights to check.
         version: String,
@@ -53,13 +67,17 @@ pub enum Action {
         /// Which registered format to read (default: the best available).
         #[arg(long, value_name = "FORMAT")]
         format: Option<OutputFormat>,
+        /// Print the result as JSON.
         #[arg(long)]
         json: bool,
     },
     /// Add a config from a JSON file (validated first).
     Import {
+        /// The model.
         model: String,
+        /// The config name (configs/MODEL/NAME.json).
         name: String,
+        /// The JSON file to import.
         file: PathBuf,
         /// Replace an existing config (backed up first).
         #[arg(long)]

@@ -20,11 +20,13 @@ mod scan;
 mod backups;
 mod checkpoint;
 mod cleanup;
+mod completions;
 mod config;
 mod cp;
 mod du;
 mod list_weights;
 mod log;
+mod man;
 mod register;
 mod remove;
 mod repair;
@@ -115,6 +117,10 @@ pub enum Command {
     ExportGguf(export_gguf::Args),
     /// Register a Hugging Face Mamba directory (safetensors or pytorch_model.bin) as a version.
     ImportHf(import_hf::Args),
+    /// Print a shell completion script (bash, zsh, fish, powershell, elvish).
+    Completions(completions::Args),
+    /// Print the manual page, or write one per command with --dir.
+    Man(man::Args),
 }
 
 /// Runs the command. An error comes back as one line: the chain of causes, each cause left out
@@ -222,12 +228,44 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Diff(a) => diff::run(a, &root),
         Command::Scan(a) => scan::run(a, &root),
         Command::Run(a) => run::run(a, &root),
+        Command::Completions(a) => completions::run(a),
+        Command::Man(a) => man::run(a),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::one_line;
+
+    /// Every command and argument a user can see has help text, and the definitions pass
+    /// clap's own consistency checks.
+    #[test]
+    fn every_argument_has_help() {
+        use clap::CommandFactory;
+        let cmd = super::Cli::command();
+        cmd.clone().debug_assert();
+        fn walk(c: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for a in c.get_arguments() {
+                let id = a.get_id().as_str();
+                if a.is_hide_set() || id == "help" || id == "version" {
+                    continue;
+                }
+                if a.get_help().is_none() && a.get_long_help().is_none() {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for s in c.get_subcommands() {
+                if s.get_about().is_none() && s.get_long_about().is_none() && s.get_name() != "help"
+                {
+                    missing.push(format!("{path} {}", s.get_name()));
+                }
+                walk(s, &format!("{path} {}", s.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&cmd, "tantra", &mut missing);
+        assert!(missing.is_empty(), "no help text: {missing:#?}");
+    }
 
     #[test]
     fn an_error_prints_each_cause_once() {
