@@ -72,7 +72,7 @@ pub enum StoreError {
     )]
     UnknownVersion { model: String, version: String },
 
-    #[error("model {model:?} has no default version; name a version or run `tantra set-default {model} VERSION`")]
+    #[error("model {model:?} has no default version; name a version or run `tantra set-default {model}:VERSION`")]
     NoDefault { model: String },
 
     #[error("{model}:{version} has no {format} file (it has: {available})")]
@@ -97,7 +97,7 @@ pub enum StoreError {
     Changed { path: PathBuf, what: String },
 
     /// A registered file is gone.
-    #[error("{}: registered file is missing; restore it from a backup (`tantra backups`) or remove the entry with `tantra remove {model} {version}`", path.display())]
+    #[error("{}: registered file is missing; restore it from a backup (`tantra backups`) or remove the entry with `tantra remove {model}:{version}`", path.display())]
     Missing {
         path: PathBuf,
         model: String,
@@ -109,7 +109,7 @@ pub enum StoreError {
     NameCollision { path: PathBuf, owner: String },
 
     /// A restore would replace a file that the registry names now.
-    #[error("{}: cannot restore over this file: it is registered to {owner}; remove it first with `tantra remove {model} {version} --format {format}`", path.display())]
+    #[error("{}: cannot restore over this file: it is registered to {owner}; remove it first with `tantra remove {model}:{version} --format {format}`", path.display())]
     RestoreBlocked {
         path: PathBuf,
         owner: String,
@@ -134,7 +134,7 @@ pub enum StoreError {
         actual: String,
     },
 
-    #[error("{model}:{version} is the default version of {model}; run `tantra set-default {model} OTHER` first, or pass --force")]
+    #[error("{model}:{version} is the default version of {model}; run `tantra set-default {model}:OTHER` first, or pass --force")]
     IsDefault { model: String, version: String },
 
     #[error("no backup with id {id:?} (see `tantra backups`)")]
