@@ -181,6 +181,24 @@ pub enum StoreError {
     #[error("no config schema for model type {model_type:?} (known: {known}); set \"model_type\" in the config to one of them")]
     NoSchema { model_type: String, known: String },
 
+    /// `config set`/`unset` of a field the architecture does not have.
+    #[error("{}: {field:?} is not a field of {model_type} configs{suggestion}", path.display())]
+    UnknownField {
+        path: PathBuf,
+        field: String,
+        model_type: String,
+        /// ` (did you mean "hidden_size"?)`, or empty.
+        suggestion: String,
+    },
+
+    /// A config change that registered weights would no longer fit.
+    #[error("{}: after this change the weights of {versions} no longer fit the config ({detail}); nothing was written. Pass --force to change it anyway (they will fail to load), or register a new config", path.display())]
+    ConfigBreaksWeights {
+        path: PathBuf,
+        versions: String,
+        detail: String,
+    },
+
     #[error("{model}:{version} names no config; register it with --config NAME or create configs/{model}/{version}.json")]
     NoConfig { model: String, version: String },
 

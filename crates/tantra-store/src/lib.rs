@@ -39,6 +39,7 @@ pub mod backup;
 pub mod checkpoint;
 pub mod cleanup;
 pub mod config;
+mod config_edit;
 pub mod content;
 pub mod error;
 mod fsx;

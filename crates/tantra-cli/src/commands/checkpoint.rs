@@ -214,7 +214,7 @@ pub fn run(action: Action, root: &Path) -> anyhow::Result<ExitCode> {
                 reason: None,
             };
             let r = wm.promote_checkpoint(&model, step, &version, &opts, &Bar::new())?;
-            print_report(&r, json)?;
+            print_report(&r, json, true)?;
         }
     }
     Ok(ExitCode::SUCCESS)

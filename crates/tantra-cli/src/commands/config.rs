@@ -30,7 +30,8 @@ pub enum Action {
         name: String,
     },
     /// Set one field (dotted path); the value is JSON when it parses (4, true, [1,2]), else a
-    /// string. Refused if the config would become invalid.
+    /// string. Refused for a key the architecture does not have (with a suggestion), a value
+    /// of the wrong type or range, or a change registered weights would no longer fit.
     Set {
         /// The model.
         model: String,
@@ -40,6 +41,21 @@ pub enum Action {
         field: String,
         /// The value: JSON when it parses (4, true, [1,2]), else a string.
         value: String,
+        /// Change it even if registered weights no longer fit the config.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Remove one field (dotted path), with the checks of `config set`.
+    Unset {
+        /// The model.
+        model: String,
+        /// The config name (configs/MODEL/NAME.json).
+        name: String,
+        /// The field, a dotted path.
+        field: String,
+        /// Remove it even if registered weights no longer fit the config.
+        #[arg(long)]
+        force: bool,
     },
     /// Check field types and ranges (exit 1 on problems).
     Validate {
@@ -133,10 +149,20 @@ pub fn run(action: Action, root: &Path) -> anyhow::Result<ExitCode> {
             name,
             field,
             value,
+            force,
         } => {
             let v = parse_value(&value);
-            cm.set(&model, &name, &field, v.clone())?;
+            cm.set_checked(&model, &name, &field, v.clone(), force)?;
             eprintln!("{model}/{name}: {field} = {v}");
+        }
+        Action::Unset {
+            model,
+            name,
+            field,
+            force,
+        } => {
+            cm.unset(&model, &name, &field, force)?;
+            eprintln!("{model}/{name}: removed {field}");
         }
         Action::Validate { model, name, json } => {
             let names = match name {

@@ -45,6 +45,7 @@ pub fn run(a: Args, root: &Path) -> anyhow::Result<ExitCode> {
     };
     let version = to.version.as_deref().unwrap_or_default();
     let report = wm.copy_version(&fm, &fv, &to.model, version, &opts, &Bar::new())?;
-    super::register::print_report(&report, a.json)?;
+    // A second name is what cp is for: no duplicate warning.
+    super::register::print_report(&report, a.json, false)?;
     Ok(ExitCode::SUCCESS)
 }

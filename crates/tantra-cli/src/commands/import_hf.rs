@@ -88,6 +88,6 @@ pub fn run(a: Args, root: &Path) -> anyhow::Result<ExitCode> {
         a.dir.display(),
         r.checkpoint_files.len()
     );
-    print_report(&r.registered, false)?;
+    print_report(&r.registered, false, true)?;
     Ok(ExitCode::SUCCESS)
 }

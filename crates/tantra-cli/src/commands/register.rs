@@ -76,7 +76,7 @@ pub fn run(a: Args, root: &Path) -> anyhow::Result<ExitCode> {
         reason: None,
     };
     let report = wm.register(&a.file, &target.model, version, &opts, &Bar::new())?;
-    print_report(&report, a.json)?;
+    print_report(&report, a.json, true)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -97,17 +97,25 @@ pub(super) fn parse_formats(s: Option<&str>) -> anyhow::Result<Vec<OutputFormat>
     Ok(out)
 }
 
-pub(super) fn print_report(r: &RegisterReport, json: bool) -> anyhow::Result<()> {
-    let mut dups: Vec<&str> = r
-        .files
-        .iter()
-        .filter_map(|f| f.same_as.as_deref())
-        .collect();
-    dups.dedup();
-    for d in dups {
+/// Prints a registration; `warn_duplicates` warns when the weights are registered under
+/// another name already (not for `cp`, whose point that is).
+pub(super) fn print_report(
+    r: &RegisterReport,
+    json: bool,
+    warn_duplicates: bool,
+) -> anyhow::Result<()> {
+    if warn_duplicates && !r.duplicates.is_empty() {
+        let linked = r.files.iter().any(|f| f.same_as.is_some());
         eprintln!(
-            "warning: {}:{} holds the same bytes as {d}; stored once (hard link)",
-            r.model, r.version
+            "warning: {}:{} duplicates {}: the same weights under another name{}",
+            r.model,
+            r.version,
+            r.duplicates.join(", "),
+            if linked {
+                "; identical files are stored once (hard links)"
+            } else {
+                ""
+            }
         );
     }
     if json {

@@ -88,6 +88,9 @@ pub struct RegisterReport {
     pub backups: Vec<String>,
     /// Whether the version is the model's default afterwards.
     pub default: bool,
+    /// Other versions that hold the same weights (`model:version`): the files are stored
+    /// once, but the user may not have meant a second name.
+    pub duplicates: Vec<String>,
 }
 
 /// Options for loading.

@@ -373,8 +373,7 @@ impl WeightManager {
         })
     }
 
-    /// The critical section: under the lock, re-read the registry, decide, back up, rename
-    /// into place, record.    /// The critical section: under the lock, re-read the registry, plan against it, carry the
+    /// The critical section: under the lock, re-read the registry, plan against it, carry the
     /// plan out.
     fn commit(
         &self,
@@ -439,7 +438,16 @@ impl WeightManager {
                 }
             }
         }
+        let duplicates = applied
+            .registry
+            .models
+            .iter()
+            .flat_map(|(m, mr)| mr.versions.iter().map(move |(v, vr)| (m, v, vr)))
+            .filter(|(m, v, vr)| vr.content == table.content && !(*m == model && *v == version))
+            .map(|(m, v, _)| format!("{m}:{v}"))
+            .collect();
         Ok(RegisterReport {
+            duplicates,
             model: model.into(),
             version: version.into(),
             content: table.content.clone(),
