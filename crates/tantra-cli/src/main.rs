@@ -2,6 +2,7 @@
 
 mod commands;
 mod progress;
+mod say;
 mod signals;
 mod table;
 mod target;

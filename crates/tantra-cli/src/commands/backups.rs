@@ -67,7 +67,7 @@ pub fn run(a: Args, root: &Path) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     if list.is_empty() {
-        eprintln!("no backups under {}", root.display());
+        crate::note!("no backups under {}", root.display());
         return Ok(ExitCode::SUCCESS);
     }
     let rows: Vec<Vec<String>> = list

@@ -134,7 +134,7 @@ pub fn run(action: Action, root: &Path) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::SUCCESS);
             }
             if list.is_empty() {
-                eprintln!("{model} has no checkpoints");
+                crate::note!("{model} has no checkpoints");
                 return Ok(ExitCode::SUCCESS);
             }
             let rows: Vec<Vec<String>> = list

@@ -115,7 +115,7 @@ pub fn run(action: Action, root: &Path) -> anyhow::Result<ExitCode> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&list)?);
             } else if list.is_empty() {
-                eprintln!("no configs under {}", root.display());
+                crate::note!("no configs under {}", root.display());
             } else {
                 let rows: Vec<Vec<String>> = list
                     .iter()
@@ -153,7 +153,7 @@ pub fn run(action: Action, root: &Path) -> anyhow::Result<ExitCode> {
         } => {
             let v = parse_value(&value);
             cm.set_checked(&model, &name, &field, v.clone(), force)?;
-            eprintln!("{model}/{name}: {field} = {v}");
+            crate::note!("{model}/{name}: {field} = {v}");
         }
         Action::Unset {
             model,
@@ -162,7 +162,7 @@ pub fn run(action: Action, root: &Path) -> anyhow::Result<ExitCode> {
             force,
         } => {
             cm.unset(&model, &name, &field, force)?;
-            eprintln!("{model}/{name}: removed {field}");
+            crate::note!("{model}/{name}: removed {field}");
         }
         Action::Validate { model, name, json } => {
             let names = match name {
@@ -229,7 +229,7 @@ pub fn run(action: Action, root: &Path) -> anyhow::Result<ExitCode> {
             let v: serde_json::Value = serde_json::from_str(&text)
                 .with_context(|| format!("{}: not valid JSON", file.display()))?;
             cm.import(&model, &name, &v, force)?;
-            eprintln!("{model}/{name}: imported from {}", file.display());
+            crate::note!("{model}/{name}: imported from {}", file.display());
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -108,7 +108,7 @@ pub fn run(mut a: Args, root: &std::path::Path) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(ExitCode::SUCCESS);
     }
-    eprintln!(
+    crate::note!(
         "{} ({}) -> {} ({}): {} tensors, {} parameters, {} written{} in {:.2}s",
         a.input.display(),
         report.input_format,
@@ -166,7 +166,7 @@ fn run_gguf(a: Args) -> anyhow::Result<ExitCode> {
         .iter()
         .map(|(t, n)| format!("{n} {t}"))
         .collect();
-    eprintln!(
+    crate::note!(
         "{} ({}) -> {} (gguf, {}): {} tensors ({}), {} parameters, {} written{} in {:.2}s",
         a.input.display(),
         report.input_format,
@@ -184,9 +184,11 @@ fn run_gguf(a: Args) -> anyhow::Result<ExitCode> {
         seconds
     );
     if e.tensors > 0 {
-        eprintln!(
+        crate::note!(
             "quantization error over {} tensors: max abs {:.3e}, relative (rms) {:.3e}",
-            e.tensors, e.max_abs, e.relative
+            e.tensors,
+            e.max_abs,
+            e.relative
         );
     }
     Ok(ExitCode::SUCCESS)

@@ -64,7 +64,7 @@ pub fn run(a: Args, root: &Path, preset: Preset) -> anyhow::Result<ExitCode> {
     let mut reports = Vec::new();
     for arch in models {
         if preset == Preset::Full && !a.json {
-            eprintln!(
+            crate::note!(
                 "creating {arch} {preset} ({} parameters)...",
                 group_digits(arch.preset(preset).parameter_count())
             );
@@ -76,7 +76,7 @@ pub fn run(a: Args, root: &Path, preset: Preset) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         print!("{}", stats_table(&reports, &formats));
-        eprintln!(
+        crate::note!(
             "all formats hold identical tensors; registered under {}",
             wm.root().display()
         );
@@ -98,18 +98,16 @@ fn stats_table(reports: &[CreateReport], formats: &[OutputFormat]) -> String {
                 group_digits(r.parameters),
             ];
             for f in formats {
-                row.push(r.bytes(*f).map_or_else(|| "-".into(), mib));
+                row.push(
+                    r.bytes(*f)
+                        .map_or_else(|| "-".into(), crate::table::human_bytes),
+                );
             }
             row.push(format!("{:.2}s", r.seconds));
             row
         })
         .collect();
     render(&header, &rows)
-}
-
-/// Sizes in MiB, the unit of the model table in the README.
-fn mib(bytes: u64) -> String {
-    format!("{:.2} MiB", bytes as f64 / (1024.0 * 1024.0))
 }
 
 fn report_json(r: &CreateReport) -> serde_json::Value {

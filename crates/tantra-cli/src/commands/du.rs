@@ -37,7 +37,7 @@ pub fn run(a: Args, root: &Path) -> anyhow::Result<ExitCode> {
         )
     );
     if u.backups > 0 {
-        eprintln!("free backups with `tantra backups rm ID...` or `tantra cleanup --backups-older-than 30d`");
+        crate::note!("free backups with `tantra backups rm ID...` or `tantra cleanup --backups-older-than 30d`");
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -52,10 +52,10 @@ pub fn run(a: Args, root: &Path) -> anyhow::Result<ExitCode> {
     };
     let r = import_into_store(&wm, &a.dir, &a.version, &opts, &Bar::new())?;
     for (from, to) in &r.renamed {
-        eprintln!("renamed {from} -> {to}");
+        crate::note!("renamed {from} -> {to}");
     }
     if r.dropped_tied_head {
-        eprintln!("lm_head.weight equals the embeddings (tie_word_embeddings): not stored");
+        crate::note!("lm_head.weight equals the embeddings (tie_word_embeddings): not stored");
     }
     if a.json {
         // `register --json`'s report, plus what was read.
@@ -83,7 +83,7 @@ pub fn run(a: Args, root: &Path) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(ExitCode::SUCCESS);
     }
-    eprintln!(
+    crate::note!(
         "imported {} ({} checkpoint file(s))",
         a.dir.display(),
         r.checkpoint_files.len()

@@ -66,7 +66,7 @@ pub fn run(a: Args, root: &Path) -> anyhow::Result<ExitCode> {
         Err(e) => return Err(e),
     };
     if empty && !a.json {
-        eprintln!("no weights registered under {}", root.display());
+        crate::note!("no weights registered under {}", root.display());
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -27,7 +27,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
             let n = std::fs::read_dir(&dir)
                 .map(|d| d.filter_map(Result::ok).count())
                 .unwrap_or(0);
-            eprintln!("wrote {n} manual pages to {}", dir.display());
+            crate::note!("wrote {n} manual pages to {}", dir.display());
         }
         None => {
             let mut out = Vec::new();

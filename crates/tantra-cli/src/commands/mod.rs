@@ -45,6 +45,10 @@ pub struct Cli {
     #[arg(long, global = true, env = "TANTRA_ROOT", value_name = "DIR")]
     pub root: Option<PathBuf>,
 
+    /// Print only data and errors: no confirmations, hints, speeds or progress bars.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -194,6 +198,7 @@ pub(crate) fn mamba_target<'a>(
 }
 
 fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    crate::say::set_quiet(cli.quiet);
     let root = cli.root();
     let _ = &root;
     match cli.command {

@@ -240,7 +240,7 @@ fn generate(a: &Args, model: &MambaModel, run: &mut GenerateFn<'_>) -> anyhow::R
 
 /// Prints the speeds to stderr and, with `--json`, the result object.
 fn report(a: &Args, name: &str, model: &MambaModel, g: &Generation) -> anyhow::Result<ExitCode> {
-    eprintln!(
+    crate::note!(
         "prefill: {} tokens, {:.1} tokens/s; decode: {} tokens, {:.1} tokens/s",
         g.prefill_tokens,
         g.prefill_tokens_per_second(),
@@ -278,7 +278,7 @@ fn report_ocr(
     } else {
         0.0
     };
-    eprintln!("read {frames} frames, {rate:.1} frames/s");
+    crate::note!("read {frames} frames, {rate:.1} frames/s");
     if a.json {
         let mut o = json!({
             "model": name,

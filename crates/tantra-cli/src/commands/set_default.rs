@@ -30,7 +30,7 @@ pub fn run(a: Args, root: &Path) -> anyhow::Result<ExitCode> {
             serde_json::json!({"model": model, "default": version})
         );
     } else {
-        eprintln!("{model}: default version is now {version}");
+        crate::note!("{model}: default version is now {version}");
     }
     Ok(ExitCode::SUCCESS)
 }

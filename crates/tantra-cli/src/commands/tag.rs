@@ -50,7 +50,7 @@ pub fn run(a: Args, root: &Path) -> anyhow::Result<ExitCode> {
         );
     } else {
         let what = if a.remove { "removed tag" } else { "tagged" };
-        eprintln!("{model}:{version}: {what} {tag}");
+        crate::note!("{model}:{version}: {what} {tag}");
     }
     Ok(ExitCode::SUCCESS)
 }
