@@ -116,7 +116,7 @@ impl ConfigManager {
                         schema
                             .expected_tensors(c)
                             .map(|e| mismatch(&e, &table))
-                            .unwrap_or_else(|e| Some(e))
+                            .unwrap_or_else(Some)
                     };
                     if fits(old).is_none() {
                         if let Some(d) = fits(new) {
