@@ -88,6 +88,11 @@ pub fn run(mut a: Args, root: &Path) -> anyhow::Result<ExitCode> {
             if a.image.is_some() {
                 bail!("{name} is a text model: --image is for mamba_multimodal and ocr_native");
             }
+            if interactive(&a) {
+                return chat(&mut a, &name, rt.model(), &|ids, opts, sink| {
+                    rt.generate(ids, opts, sink)
+                });
+            }
             let ids = prompt_ids(&a, rt.model(), false)?;
             let g = generate(&a, rt.model(), &mut |opts, sink| {
                 rt.generate(&ids, opts, sink)
@@ -119,6 +124,54 @@ pub fn run(mut a: Args, root: &Path) -> anyhow::Result<ExitCode> {
             report_ocr(&a, &name, m.config().num_classes(), &out, secs)
         }
     }
+}
+
+/// No prompt, a terminal on stdin and text output: an interactive session, as `ollama run`.
+fn interactive(a: &Args) -> bool {
+    use std::io::IsTerminal;
+    a.prompt.is_none() && a.input_ids.is_none() && !a.json && std::io::stdin().is_terminal()
+}
+
+type ChatFn<'a> = dyn Fn(
+        &[u32],
+        &GenerateOptions,
+        &mut dyn FnMut(u32),
+    ) -> Result<Generation, tantra_models::runtime::RuntimeError>
+    + 'a;
+
+/// Reads a prompt per line (`>>> ` on stderr) and answers each, until end of input or `/bye`.
+fn chat(
+    a: &mut Args,
+    name: &str,
+    model: &MambaModel,
+    gen: &ChatFn<'_>,
+) -> anyhow::Result<ExitCode> {
+    crate::note!("{name}: one prompt per line; /bye or Ctrl-D ends");
+    let mut line = String::new();
+    loop {
+        eprint!(">>> ");
+        let _ = std::io::stderr().flush();
+        line.clear();
+        if std::io::stdin()
+            .read_line(&mut line)
+            .context("reading a prompt")?
+            == 0
+        {
+            break;
+        }
+        let text = line.trim_end_matches(['\n', '\r']);
+        if text == "/bye" {
+            break;
+        }
+        if text.is_empty() {
+            continue;
+        }
+        a.prompt = Some(text.to_string());
+        let ids = prompt_ids(a, model, false)?;
+        let g = generate(a, model, &mut |opts, sink| gen(&ids, opts, sink))?;
+        report(a, name, model, &g)?;
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The runtime the arguments name, and a name for messages.

@@ -9,7 +9,6 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use serde_json::json;
 use tantra_formats::error::ErrorKind;
 use tantra_formats::pickle::{ScanReport, Verdict};
 use tantra_formats::pytorch::scan_file;
@@ -23,6 +22,17 @@ pub struct Args {
     /// Print a JSON array, one object per file.
     #[arg(long)]
     pub json: bool,
+}
+
+/// One file of `scan --json`.
+#[derive(serde::Serialize)]
+struct ScanLine {
+    path: String,
+    verdict: &'static str,
+    reasons: Vec<String>,
+    protocol: Option<u8>,
+    globals: Vec<String>,
+    opcodes: std::collections::BTreeMap<String, u64>,
 }
 
 fn reasons(v: &Verdict) -> Vec<String> {
@@ -50,14 +60,14 @@ pub fn run(mut a: Args, root: &std::path::Path) -> anyhow::Result<ExitCode> {
         };
         all_safe &= report.is_safe();
         if a.json {
-            out.push(json!({
-                "path": file.display().to_string(),
-                "verdict": report.verdict.name(),
-                "reasons": reasons(&report.verdict),
-                "protocol": report.protocol,
-                "globals": report.globals,
-                "opcodes": report.opcodes,
-            }));
+            out.push(ScanLine {
+                path: file.display().to_string(),
+                verdict: report.verdict.name(),
+                reasons: reasons(&report.verdict),
+                protocol: report.protocol,
+                globals: report.globals,
+                opcodes: report.opcodes,
+            });
         } else {
             println!("{}: {}", file.display(), report.verdict.name());
             for r in reasons(&report.verdict) {

@@ -19,16 +19,24 @@ pub struct Args {
     pub json: bool,
 }
 
+/// What `set-default --json` prints.
+#[derive(serde::Serialize)]
+struct DefaultReport<'a> {
+    model: &'a str,
+    default: &'a str,
+}
+
 pub fn run(a: Args, root: &Path) -> anyhow::Result<ExitCode> {
     let r = crate::target::versioned(&a.target, a.version.as_deref(), "set-default")?;
     let wm = WeightManager::open(root)?;
     let (model, version) = wm.resolve_ref(&r)?;
     wm.set_default(&model, &version)?;
     if a.json {
-        println!(
-            "{}",
-            serde_json::json!({"model": model, "default": version})
-        );
+        let r = DefaultReport {
+            model: &model,
+            default: &version,
+        };
+        println!("{}", serde_json::to_string(&r)?);
     } else {
         crate::note!("{model}: default version is now {version}");
     }

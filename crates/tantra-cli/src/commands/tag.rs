@@ -26,6 +26,14 @@ pub struct Args {
     pub json: bool,
 }
 
+/// What `tag --json` prints: the version's tags after the change.
+#[derive(serde::Serialize)]
+struct TagReport<'a> {
+    model: &'a str,
+    version: &'a str,
+    tags: Vec<String>,
+}
+
 pub fn run(a: Args, root: &Path) -> anyhow::Result<ExitCode> {
     let (r, tag) = match &a.old_tag {
         Some(t) => (
@@ -44,10 +52,12 @@ pub fn run(a: Args, root: &Path) -> anyhow::Result<ExitCode> {
             .find(|v| v.version == version)
             .map(|v| v.tags)
             .unwrap_or_default();
-        println!(
-            "{}",
-            serde_json::json!({"model": model, "version": version, "tags": tags})
-        );
+        let r = TagReport {
+            model: &model,
+            version: &version,
+            tags,
+        };
+        println!("{}", serde_json::to_string(&r)?);
     } else {
         let what = if a.remove { "removed tag" } else { "tagged" };
         crate::note!("{model}:{version}: {what} {tag}");
