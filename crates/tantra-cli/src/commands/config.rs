@@ -242,9 +242,20 @@ fn report(
     ok_line: &str,
 ) -> anyhow::Result<ExitCode> {
     if json {
-        let arr: Vec<serde_json::Value> = problems
+        /// One problem of `config validate|check --json`.
+        #[derive(serde::Serialize)]
+        struct ProblemJson<'a> {
+            config: &'a str,
+            what: &'a str,
+            message: &'a str,
+        }
+        let arr: Vec<ProblemJson<'_>> = problems
             .iter()
-            .map(|(c, p)| serde_json::json!({"config": c, "what": p.what, "message": p.message}))
+            .map(|(c, p)| ProblemJson {
+                config: c,
+                what: &p.what,
+                message: &p.message,
+            })
             .collect();
         println!("{}", serde_json::to_string_pretty(&arr)?);
     } else if problems.is_empty() {

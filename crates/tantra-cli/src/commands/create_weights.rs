@@ -110,15 +110,28 @@ fn stats_table(reports: &[CreateReport], formats: &[OutputFormat]) -> String {
     render(&header, &rows)
 }
 
-fn report_json(r: &CreateReport) -> serde_json::Value {
-    serde_json::json!({
-        "model": r.architecture.name(),
-        "version": r.preset.name(),
-        "seed": r.seed,
-        "parameters": r.parameters,
-        "tensors": r.tensors,
-        "seconds": r.seconds,
-        "content": r.registered.content,
-        "files": r.registered.files,
-    })
+/// One created model, as `--json` prints it.
+#[derive(serde::Serialize)]
+struct CreateJson<'a> {
+    model: &'a str,
+    version: &'a str,
+    seed: u64,
+    parameters: u64,
+    tensors: usize,
+    seconds: f64,
+    content: &'a str,
+    files: &'a [tantra_store::PlacedFile],
+}
+
+fn report_json(r: &CreateReport) -> CreateJson<'_> {
+    CreateJson {
+        model: r.architecture.name(),
+        version: r.preset.name(),
+        seed: r.seed,
+        parameters: r.parameters,
+        tensors: r.tensors,
+        seconds: r.seconds,
+        content: &r.registered.content,
+        files: &r.registered.files,
+    }
 }

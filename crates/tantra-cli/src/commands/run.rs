@@ -12,7 +12,6 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
-use serde_json::json;
 use tantra_formats::OutputFormat;
 use tantra_models::runtime::image::load_image;
 use tantra_models::runtime::{
@@ -291,6 +290,24 @@ fn generate(a: &Args, model: &MambaModel, run: &mut GenerateFn<'_>) -> anyhow::R
     Ok(g)
 }
 
+/// What `run --json` prints: one object per run (text models and OCR alike).
+#[derive(serde::Serialize)]
+struct RunJson<'a> {
+    model: &'a str,
+    input_ids: &'a [u32],
+    output_ids: Vec<u32>,
+    /// Decoded text (byte-level vocabularies and OCR); null otherwise.
+    text: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    frame_classes: Option<&'a [u32]>,
+    prefill_tokens_per_second: f64,
+    decode_tokens_per_second: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prompt_logits: Option<&'a [Vec<f32>]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    frame_logits: Option<Vec<&'a [f32]>>,
+}
+
 /// Prints the speeds to stderr and, with `--json`, the result object.
 fn report(a: &Args, name: &str, model: &MambaModel, g: &Generation) -> anyhow::Result<ExitCode> {
     crate::note!(
@@ -302,17 +319,17 @@ fn report(a: &Args, name: &str, model: &MambaModel, g: &Generation) -> anyhow::R
     );
     if a.json {
         let text = byte_level(model).then(|| ByteTokenizer::new().decode(&g.generated));
-        let mut o = json!({
-            "model": name,
-            "input_ids": g.prompt_ids,
-            "output_ids": g.output_ids(),
-            "text": text,
-            "prefill_tokens_per_second": g.prefill_tokens_per_second(),
-            "decode_tokens_per_second": g.decode_tokens_per_second(),
-        });
-        if let Some(rows) = &g.prompt_logits {
-            o["prompt_logits"] = json!(rows);
-        }
+        let o = RunJson {
+            model: name,
+            input_ids: &g.prompt_ids,
+            output_ids: g.output_ids(),
+            text,
+            frame_classes: None,
+            prefill_tokens_per_second: g.prefill_tokens_per_second(),
+            decode_tokens_per_second: Some(g.decode_tokens_per_second()),
+            prompt_logits: g.prompt_logits.as_deref(),
+            frame_logits: None,
+        };
         println!("{}", serde_json::to_string(&o)?);
     }
     Ok(ExitCode::SUCCESS)
@@ -333,19 +350,19 @@ fn report_ocr(
     };
     crate::note!("read {frames} frames, {rate:.1} frames/s");
     if a.json {
-        let mut o = json!({
-            "model": name,
-            "input_ids": [],
-            "output_ids": out.classes,
-            "text": out.text,
-            "frame_classes": out.frame_classes,
-            "prefill_tokens_per_second": rate,
-            "decode_tokens_per_second": null,
-        });
-        if a.dump_logits {
-            let rows: Vec<&[f32]> = out.logits.chunks_exact(classes.max(1)).collect();
-            o["frame_logits"] = json!(rows);
-        }
+        let o = RunJson {
+            model: name,
+            input_ids: &[],
+            output_ids: out.classes.clone(),
+            text: Some(out.text.clone()),
+            frame_classes: Some(&out.frame_classes),
+            prefill_tokens_per_second: rate,
+            decode_tokens_per_second: None,
+            prompt_logits: None,
+            frame_logits: a
+                .dump_logits
+                .then(|| out.logits.chunks_exact(classes.max(1)).collect()),
+        };
         println!("{}", serde_json::to_string(&o)?);
     } else {
         println!("{}", out.text);
