@@ -136,6 +136,32 @@ fn naming_and_listing() {
     );
     snap!(d, "verify", run(&root, &["verify", "tiny:golden"]));
     snap!(d, "inspect_ref", run(&root, &["inspect", "tiny:golden"]));
+    snap!(
+        d,
+        "diff_versions",
+        run(&root, &["diff", "tiny:v1", "tiny:v2"])
+    );
+    snap!(
+        d,
+        "diff_versions_json",
+        run(&root, &["diff", "tiny:golden", "tiny:v2", "--json"])
+    );
+    snap!(
+        d,
+        "diff_identical",
+        run(&root, &["diff", "tiny:v1", "tiny:v9"])
+    );
+    let removed = run(&root, &["rm", "tiny:v9", "--json"]);
+    let id = removed
+        .split('"')
+        .find(|w| w.len() == 22 && w.chars().nth(8) == Some('-'))
+        .unwrap()
+        .to_string();
+    snap!(
+        d,
+        "backups_rm",
+        run(&root, &["backups", "rm", &id, "--dry-run"]) + &run(&root, &["backups", "rm", &id])
+    );
 }
 
 #[test]
