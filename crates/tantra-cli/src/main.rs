@@ -2,8 +2,11 @@
 
 mod commands;
 mod progress;
+mod say;
 mod signals;
 mod table;
+mod target;
+mod when;
 
 use std::process::ExitCode;
 

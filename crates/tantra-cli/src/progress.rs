@@ -1,5 +1,6 @@
 //! Progress bars on stderr for long work, drawn from the libraries' [`Progress`] callbacks.
-//! Hidden when stderr is not a terminal, so scripts and tests see clean output.
+//! Hidden when stderr is not a terminal, so scripts and tests see clean output, and with
+//! `--quiet`. Sizes are decimal (MB), like every size tantra prints.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -28,9 +29,12 @@ impl Default for Bar {
 
 impl Progress for Bar {
     fn begin(&self, label: &str, total: u64) {
+        if crate::say::quiet() {
+            return;
+        }
         let pb = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
         if let Ok(style) = ProgressStyle::with_template(
-            "{msg:>20} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+            "{msg:>20} [{bar:30}] {decimal_bytes}/{decimal_total_bytes} {decimal_bytes_per_sec} eta {eta}",
         ) {
             pb.set_style(style.progress_chars("=> "));
         }

@@ -49,7 +49,7 @@ fn register_list_versions_contract() {
     );
     let rep = ok_json(&out);
     assert_eq!(rep["files"].as_array().unwrap().len(), 3);
-    let rows = ok_json(&tantra(&root, &["list-weights", "--json"]));
+    let rows = ok_json(&tantra(&root, &["list-weights", "--all-formats", "--json"]));
     let rows = rows.as_array().unwrap();
     assert_eq!(rows.len(), 3);
     for r in rows {
@@ -85,7 +85,7 @@ fn register_list_versions_contract() {
 
     // TANTRA_ROOT moves the root too.
     let via_env = bin()
-        .args(["list-weights", "--json", "--format", "pt"])
+        .args(["list-weights", "--all-formats", "--json", "--format", "pt"])
         .env("TANTRA_ROOT", &root)
         .output()
         .unwrap();
@@ -97,10 +97,23 @@ fn register_list_versions_contract() {
         &["register", s(&f2), "--model", "mamba", "--version", "full"],
     );
     ok(&out);
-    let human = tantra(&root, &["list-weights", "--model", "mamba"]);
+    let human = tantra(
+        &root,
+        &["list-weights", "--all-formats", "--model", "mamba"],
+    );
     let text = String::from_utf8_lossy(&human.stdout);
     assert!(text.starts_with("model"), "{text}");
     assert!(text.contains("weights/mamba_full_safetensors.safetensors"));
+    // By default one row per version, its formats in one column.
+    let text = ok(&tantra(&root, &["ls", "--model", "mamba"]));
+    assert_eq!(text.lines().count(), 3, "{text}");
+    assert!(text.contains("safetensors,pt,bin"), "{text}");
+    let v = ok_json(&tantra(&root, &["list", "--json"]));
+    assert_eq!(v[1]["version"], "sample_small");
+    assert_eq!(
+        v[1]["formats"],
+        serde_json::json!(["safetensors", "pt", "bin"])
+    );
 
     assert!(tantra(&root, &["set-default", "mamba", "full"])
         .status
@@ -359,7 +372,7 @@ fn checkpoints_and_configs() {
     );
     let rep = ok_json(&out);
     assert_eq!(rep["version"], "best");
-    let rows = ok_json(&tantra(&root, &["list-weights", "--json"]));
+    let rows = ok_json(&tantra(&root, &["list-weights", "--all-formats", "--json"]));
     assert_eq!(rows.as_array().unwrap().len(), 2);
     let out = tantra(
         &root,
@@ -428,7 +441,13 @@ fn gguf_is_a_fourth_format_of_the_store() {
     assert!(root.join("weights/m_v_gguf.gguf").is_file());
     let rows = ok_json(&tantra(
         &root,
-        &["list-weights", "--format", "gguf", "--json"],
+        &[
+            "list-weights",
+            "--all-formats",
+            "--format",
+            "gguf",
+            "--json",
+        ],
     ));
     assert_eq!(rows.as_array().unwrap().len(), 1);
     assert_exit(&tantra(&root, &["verify"]), 0, "verify with a gguf file");

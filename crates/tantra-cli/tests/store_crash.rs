@@ -438,7 +438,7 @@ fn eight_processes_mixing_writes_and_reads_lose_nothing() {
                     while Instant::now() < deadline {
                         let out = match r % 2 {
                             0 => run(&a(&["verify", "--json"])),
-                            _ => run(&a(&["list-weights", "--json"])),
+                            _ => run(&a(&["list-weights", "--all-formats", "--json"])),
                         };
                         if r % 2 == 0 && out.status.code() != Some(0) && !out.stdout.is_empty() {
                             let rep: serde_json::Value =

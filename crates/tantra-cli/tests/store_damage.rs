@@ -404,7 +404,7 @@ fn a_read_only_root_is_listed_verified_and_loaded_by_a_user_who_can_only_read() 
     }
     std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o555)).unwrap();
     let reads: [&[&str]; 6] = [
-        &["list-weights", "--json"],
+        &["list-weights", "--all-formats", "--json"],
         &["versions", "m"],
         &["verify"],
         &["cleanup", "--dry-run"],

@@ -16,6 +16,7 @@
 
 pub mod convert;
 pub mod detect;
+pub mod diff;
 pub mod digest;
 pub mod dtype;
 pub mod error;
@@ -41,6 +42,7 @@ use std::str::FromStr;
 
 pub use convert::{convert, ConvertOptions, ConvertReport};
 pub use detect::{detect, detect_bytes, Detected, NotWeights};
+pub use diff::{diff, DiffOptions, DiffReport};
 pub use digest::{all_digests, tensor_digest};
 pub use dtype::DType;
 pub use error::{ErrorKind, FormatError};

@@ -46,6 +46,15 @@ impl ConfigSchema for ArchSchema {
             .map(|p| ExpectedTensor::new(p.name, p.shape))
             .collect())
     }
+
+    /// The fields of the architecture's config: those of its full preset, which writes every
+    /// field (optional ones included).
+    fn field_names(&self) -> Vec<String> {
+        match self.0.preset(crate::Preset::Full).to_json() {
+            Value::Object(m) => m.keys().cloned().collect(),
+            _ => Vec::new(),
+        }
+    }
 }
 
 /// The schemas of all three architectures, for [`tantra_store::ConfigManager::new`].

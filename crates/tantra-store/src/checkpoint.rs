@@ -412,7 +412,9 @@ impl WeightManager {
     /// The checkpoints a rule would remove, oldest first.
     ///
     /// # Errors
-    /// A rule that keeps nothing by neither count, or `keep_best` without a metric.
+    /// A rule that keeps nothing by neither count, or `keep_best` without a metric; a metric
+    /// that no checkpoint of the model carries (a typo would otherwise rank nothing and keep
+    /// nothing by it): the error lists the metrics present.
     pub fn prune_plan(&self, model: &str, rule: &PruneRule) -> Result<Vec<CheckpointRecord>> {
         if rule.keep_last == 0 && rule.keep_best == 0 {
             return Err(StoreError::NothingToDo(
@@ -434,6 +436,24 @@ impl WeightManager {
             .map(|c| c.step)
             .collect();
         if let Some(metric) = &rule.metric {
+            if !all.is_empty() && !all.iter().any(|c| c.metrics.contains_key(metric)) {
+                let present: BTreeSet<&str> = all
+                    .iter()
+                    .flat_map(|c| c.metrics.keys().map(String::as_str))
+                    .collect();
+                return Err(StoreError::InvalidArgument {
+                    what: "metric",
+                    value: metric.clone(),
+                    detail: format!(
+                        "no checkpoint of {model} carries it (metrics present: {})",
+                        if present.is_empty() {
+                            "none".to_string()
+                        } else {
+                            present.into_iter().collect::<Vec<_>>().join(", ")
+                        }
+                    ),
+                });
+            }
             let mut ranked: Vec<(f64, u64)> = all
                 .iter()
                 .filter_map(|c| c.metrics.get(metric).map(|v| (*v, c.step)))

@@ -82,6 +82,12 @@ pub trait ConfigSchema: Send + Sync {
     /// # Errors
     /// A message when the list cannot be derived from the config.
     fn expected_tensors(&self, config: &Value) -> std::result::Result<Vec<ExpectedTensor>, String>;
+
+    /// The top-level fields this schema knows, for refusing (and correcting) misspelled keys;
+    /// empty when the schema does not say (then any key is accepted).
+    fn field_names(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// The schemas a [`ConfigManager`] knows, by model type.
@@ -310,6 +316,10 @@ impl ConfigSchema for FieldSchema {
     fn expected_tensors(&self, config: &Value) -> std::result::Result<Vec<ExpectedTensor>, String> {
         (self.tensors)(config)
     }
+
+    fn field_names(&self) -> Vec<String> {
+        self.fields.iter().map(|f| f.name.clone()).collect()
+    }
 }
 
 /// One config file, as `config list --json` prints it.
@@ -327,8 +337,8 @@ pub struct ConfigInfo {
 /// The configs of a weights root.
 #[derive(Debug, Clone)]
 pub struct ConfigManager {
-    wm: WeightManager,
-    schemas: Schemas,
+    pub(crate) wm: WeightManager,
+    pub(crate) schemas: Schemas,
 }
 
 impl ConfigManager {
@@ -502,7 +512,7 @@ impl ConfigManager {
         Ok(config)
     }
 
-    fn write(
+    pub(crate) fn write(
         &self,
         model: &str,
         name: &str,
@@ -563,7 +573,7 @@ impl ConfigManager {
 
     /// Fails with [`StoreError::ConfigInvalid`] (naming the config's file) when `config`, as
     /// `model`'s config `name`, has problems; returns the file's path otherwise.
-    fn require_valid(&self, model: &str, name: &str, config: &Value) -> Result<PathBuf> {
+    pub(crate) fn require_valid(&self, model: &str, name: &str, config: &Value) -> Result<PathBuf> {
         let path = self.path(model, name)?;
         let problems = self.validate_value(model, config);
         if problems.is_empty() {
@@ -663,7 +673,11 @@ pub fn check_tensors(
 }
 
 /// Sets `value` at dotted `path` inside `root`, creating objects as needed.
-fn set_path(root: &mut Value, path: &str, value: Value) -> std::result::Result<(), String> {
+pub(crate) fn set_path(
+    root: &mut Value,
+    path: &str,
+    value: Value,
+) -> std::result::Result<(), String> {
     let parts: Vec<&str> = path.split('.').collect();
     if parts.iter().any(|p| p.is_empty()) {
         return Err("empty component in the field path".into());

@@ -63,15 +63,16 @@ pub enum StoreError {
     #[error("timed out after {:.1}s waiting for the lock {}: another tantra process is updating this root; wait for it, or raise TANTRA_LOCK_TIMEOUT (the lock is released when its holder exits, so a crashed process never leaves it held)", waited.as_secs_f64(), path.display())]
     LockTimeout { path: PathBuf, waited: Duration },
 
-    #[error("model {model:?} is not registered (see `tantra list-weights`)")]
-    UnknownModel { model: String },
+    /// A model the registry does not hold; `known` lists the ones it does.
+    #[error("model {model:?} is not registered (known models: {known})")]
+    UnknownModel { model: String, known: String },
 
     #[error(
         "version {version:?} of model {model:?} is not registered (see `tantra versions {model}`)"
     )]
     UnknownVersion { model: String, version: String },
 
-    #[error("model {model:?} has no default version; name a version or run `tantra set-default {model} VERSION`")]
+    #[error("model {model:?} has no default version; name a version or run `tantra set-default {model}:VERSION`")]
     NoDefault { model: String },
 
     #[error("{model}:{version} has no {format} file (it has: {available})")]
@@ -96,7 +97,7 @@ pub enum StoreError {
     Changed { path: PathBuf, what: String },
 
     /// A registered file is gone.
-    #[error("{}: registered file is missing; restore it from a backup (`tantra backups`) or remove the entry with `tantra remove {model} {version}`", path.display())]
+    #[error("{}: registered file is missing; restore it from a backup (`tantra backups`) or remove the entry with `tantra remove {model}:{version}`", path.display())]
     Missing {
         path: PathBuf,
         model: String,
@@ -108,7 +109,7 @@ pub enum StoreError {
     NameCollision { path: PathBuf, owner: String },
 
     /// A restore would replace a file that the registry names now.
-    #[error("{}: cannot restore over this file: it is registered to {owner}; remove it first with `tantra remove {model} {version} --format {format}`", path.display())]
+    #[error("{}: cannot restore over this file: it is registered to {owner}; remove it first with `tantra remove {model}:{version} --format {format}`", path.display())]
     RestoreBlocked {
         path: PathBuf,
         owner: String,
@@ -133,7 +134,7 @@ pub enum StoreError {
         actual: String,
     },
 
-    #[error("{model}:{version} is the default version of {model}; run `tantra set-default {model} OTHER` first, or pass --force")]
+    #[error("{model}:{version} is the default version of {model}; run `tantra set-default {model}:OTHER` first, or pass --force")]
     IsDefault { model: String, version: String },
 
     #[error("no backup with id {id:?} (see `tantra backups`)")]
@@ -180,6 +181,24 @@ pub enum StoreError {
     #[error("no config schema for model type {model_type:?} (known: {known}); set \"model_type\" in the config to one of them")]
     NoSchema { model_type: String, known: String },
 
+    /// `config set`/`unset` of a field the architecture does not have.
+    #[error("{}: {field:?} is not a field of {model_type} configs{suggestion}", path.display())]
+    UnknownField {
+        path: PathBuf,
+        field: String,
+        model_type: String,
+        /// ` (did you mean "hidden_size"?)`, or empty.
+        suggestion: String,
+    },
+
+    /// A config change that registered weights would no longer fit.
+    #[error("{}: after this change the weights of {versions} no longer fit the config ({detail}); nothing was written. Pass --force to change it anyway (they will fail to load), or register a new config", path.display())]
+    ConfigBreaksWeights {
+        path: PathBuf,
+        versions: String,
+        detail: String,
+    },
+
     #[error("{model}:{version} names no config; register it with --config NAME or create configs/{model}/{version}.json")]
     NoConfig { model: String, version: String },
 
@@ -194,6 +213,19 @@ impl StoreError {
         StoreError::Io {
             path: path.into(),
             source,
+        }
+    }
+
+    /// [`StoreError::UnknownModel`] listing `known` (or saying there are none).
+    pub fn unknown_model<'a>(model: &str, known: impl IntoIterator<Item = &'a String>) -> Self {
+        let known: Vec<&str> = known.into_iter().map(String::as_str).collect();
+        StoreError::UnknownModel {
+            model: model.into(),
+            known: if known.is_empty() {
+                "none; register weights with `tantra register`".into()
+            } else {
+                known.join(", ")
+            },
         }
     }
 

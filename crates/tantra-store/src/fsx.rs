@@ -141,6 +141,24 @@ pub fn write_temp(
     Ok(Staged { tmp, hash })
 }
 
+/// A temporary file in `dir` that is a hard link of `src` (no bytes copied), or `None` where
+/// the file system cannot link (the caller copies then). The link is made under a temporary
+/// name and renamed over the fresh temporary file, so no other name is ever visible.
+pub fn link_to_temp(src: &Path, dir: &Path, target: &Path) -> Result<Option<NamedTempFile>> {
+    let tmp = new_temp(dir, target)?;
+    let mut side = tmp.path().as_os_str().to_owned();
+    side.push(".link");
+    let side = PathBuf::from(side);
+    if fs::hard_link(src, &side).is_err() {
+        return Ok(None);
+    }
+    if let Err(e) = fs::rename(&side, tmp.path()) {
+        let _ = fs::remove_file(&side);
+        return Err(StoreError::io(tmp.path(), e));
+    }
+    Ok(Some(tmp))
+}
+
 /// Copies `src` into a temporary file in `dir`, hashing the bytes as they are written.
 pub fn copy_to_temp(
     src: &Path,

@@ -39,15 +39,18 @@ pub mod backup;
 pub mod checkpoint;
 pub mod cleanup;
 pub mod config;
+mod config_edit;
 pub mod content;
 pub mod error;
 mod fsx;
 pub mod history;
 mod lock;
+pub mod modelref;
 mod names;
 mod plan;
 pub mod registry;
 pub mod repair;
+pub mod space;
 mod time;
 mod txn;
 pub mod verify;
@@ -63,16 +66,18 @@ pub use config::{
 pub use content::{TensorDigest, TensorTable};
 pub use error::{Result, StoreError};
 pub use history::{Change, ChangeKind, HistoryEntry};
+pub use modelref::ModelRef;
 pub use names::{is_valid_name, validate_name, weight_file_name, MAX_NAME_LEN};
 pub use plan::{FileAction, PlacedFile};
 pub use registry::{FormatRecord, ModelRecord, Registry, Source, VersionRecord};
 pub use repair::{RepairAction, RepairReport};
+pub use space::{BackupRemoval, DiskUsage};
 pub use time::{format_rfc3339, now_rfc3339, parse_duration, parse_rfc3339};
 pub use txn::{GENERATIONS_DIR, QUARANTINE_DIR};
 pub use verify::{ProblemKind, VerifyProblem, VerifyReport, VerifyScope};
 pub use weights::{
     ListFilter, LoadOptions, LoadedWeights, RegisterOptions, RegisterReport, RemoveOptions,
-    RemoveReport, Resolved, VersionRow, WeightManager, WeightRow, WeightRowRef,
+    RemoveReport, Resolved, ShowReport, VersionRow, WeightManager, WeightRow, WeightRowRef,
 };
 
 /// Hashing a file: `sha256` of its bytes, read in large chunks.

@@ -460,13 +460,7 @@ pub(crate) fn plan_remove(
     let mut plan = Plan::new(cur.clone());
     for r in removals {
         let (model, version) = (r.model.as_str(), r.version.as_str());
-        let m = plan
-            .registry
-            .models
-            .get_mut(model)
-            .ok_or_else(|| StoreError::UnknownModel {
-                model: model.into(),
-            })?;
+        let m = find_model_mut(&mut plan.registry, model)?;
         let ver = m
             .versions
             .get(version)
@@ -575,11 +569,10 @@ pub(crate) fn plan_tag(
 }
 
 fn find_model_mut<'a>(reg: &'a mut Registry, model: &str) -> Result<&'a mut ModelRecord> {
+    let known: Vec<String> = reg.models.keys().cloned().collect();
     reg.models
         .get_mut(model)
-        .ok_or_else(|| StoreError::UnknownModel {
-            model: model.into(),
-        })
+        .ok_or_else(|| StoreError::unknown_model(model, &known))
 }
 
 fn placed(

@@ -22,7 +22,6 @@ use tantra_formats::Progress;
 
 use crate::error::{Result, StoreError};
 use crate::fsx;
-use crate::names::validate_name;
 use crate::registry::Registry;
 use crate::WeightManager;
 
@@ -39,17 +38,10 @@ impl VerifyScope {
     /// # Errors
     /// Invalid names.
     pub fn parse(s: &str) -> Result<VerifyScope> {
-        let (m, v) = match s.split_once(':') {
-            Some((m, v)) => (m, Some(v)),
-            None => (s, None),
-        };
-        validate_name("model", m)?;
-        if let Some(v) = v {
-            validate_name("version", v)?;
-        }
+        let r = crate::modelref::ModelRef::parse(s)?;
         Ok(VerifyScope {
-            model: Some(m.into()),
-            version: v.map(str::to_string),
+            model: Some(r.model),
+            version: r.version,
         })
     }
 }
@@ -187,6 +179,18 @@ impl WeightManager {
             }
             Err(e) => return Err(e),
         };
+        // A tag names its version (`mamba:golden`).
+        let resolved;
+        let scope = match (&scope.model, &scope.version, problems.is_empty()) {
+            (Some(m), Some(v), true) => {
+                resolved = VerifyScope {
+                    model: Some(m.clone()),
+                    version: Some(reg.resolve_version(m, Some(v))?),
+                };
+                &resolved
+            }
+            _ => scope,
+        };
         if let Some(m) = &scope.model {
             if problems.is_empty() {
                 match &scope.version {
@@ -195,7 +199,7 @@ impl WeightManager {
                     }
                     None => {
                         if !reg.models.contains_key(m) && self.checkpoints(m)?.is_empty() {
-                            return Err(StoreError::UnknownModel { model: m.clone() });
+                            return Err(StoreError::unknown_model(m, reg.models.keys()));
                         }
                     }
                 }

@@ -16,8 +16,11 @@ use crate::table::{human_bytes, render};
 pub enum Action {
     /// Save a weight file as the checkpoint of MODEL at a step.
     Save {
+        /// The model the checkpoints belong to.
         model: String,
+        /// The weight file to save (any format).
         file: PathBuf,
+        /// The training step.
         #[arg(long)]
         step: u64,
         /// A metric, `name=value` (repeatable): --metric loss=0.31
@@ -26,17 +29,21 @@ pub enum Action {
         /// Replace a checkpoint at the same step (backed up first).
         #[arg(long)]
         force: bool,
+        /// Print the result as JSON.
         #[arg(long)]
         json: bool,
     },
     /// List the complete checkpoints of MODEL.
     List {
+        /// The model the checkpoints belong to.
         model: String,
+        /// Print the result as JSON.
         #[arg(long)]
         json: bool,
     },
     /// Remove checkpoints a retention rule does not keep (last N and best K by a metric).
     Prune {
+        /// The model the checkpoints belong to.
         model: String,
         /// Keep the N latest steps.
         #[arg(long, default_value_t = 0, value_name = "N")]
@@ -56,28 +63,38 @@ pub enum Action {
         /// Show what would go, change nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Print the result as JSON.
         #[arg(long)]
         json: bool,
     },
     /// Register the checkpoint at STEP as a version of MODEL.
     Promote {
+        /// The model the checkpoints belong to.
         model: String,
+        /// The training step.
         step: u64,
+        /// The version to register it as.
         #[arg(long)]
         version: String,
         /// Also write these formats: a comma list of safetensors, pt, bin, or `all`.
         #[arg(long, value_name = "LIST")]
         formats: Option<String>,
+        /// Make the new version the model's default.
         #[arg(long)]
         default: bool,
+        /// Replace a version that holds other weights (backed up first).
         #[arg(long)]
         force: bool,
+        /// A tag of the new version (repeatable).
         #[arg(long = "tag", value_name = "TAG")]
         tags: Vec<String>,
+        /// A free-form note.
         #[arg(long)]
         note: Option<String>,
+        /// The config (configs/MODEL/NAME.json) these weights belong to.
         #[arg(long, value_name = "NAME")]
         config: Option<String>,
+        /// Print the result as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -117,7 +134,7 @@ pub fn run(action: Action, root: &Path) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::SUCCESS);
             }
             if list.is_empty() {
-                eprintln!("{model} has no checkpoints");
+                crate::note!("{model} has no checkpoints");
                 return Ok(ExitCode::SUCCESS);
             }
             let rows: Vec<Vec<String>> = list
@@ -197,7 +214,7 @@ pub fn run(action: Action, root: &Path) -> anyhow::Result<ExitCode> {
                 reason: None,
             };
             let r = wm.promote_checkpoint(&model, step, &version, &opts, &Bar::new())?;
-            print_report(&r, json)?;
+            print_report(&r, json, true)?;
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -16,31 +16,61 @@ use crate::table::render;
 pub enum Action {
     /// List configs (of one model, or all).
     List {
+        /// The model.
         model: Option<String>,
+        /// Print the result as JSON.
         #[arg(long)]
         json: bool,
     },
     /// Print a config.
-    Show { model: String, name: String },
-    /// Set one field (dotted path); the value is JSON when it parses (4, true, [1,2]), else a
-    /// string. Refused if the config would become invalid.
-    Set {
+    Show {
+        /// The model.
         model: String,
+        /// The config name (configs/MODEL/NAME.json).
         name: String,
+    },
+    /// Set one field (dotted path); the value is JSON when it parses (4, true, [1,2]), else a
+    /// string. Refused for a key the architecture does not have (with a suggestion), a value
+    /// of the wrong type or range, or a change registered weights would no longer fit.
+    Set {
+        /// The model.
+        model: String,
+        /// The config name (configs/MODEL/NAME.json).
+        name: String,
+        /// The field, a dotted path (ssm.state_size).
         field: String,
+        /// The value: JSON when it parses (4, true, [1,2]), else a string.
         value: String,
+        /// Change it even if registered weights no longer fit the config.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Remove one field (dotted path), with the checks of `config set`.
+    Unset {
+        /// The model.
+        model: String,
+        /// The config name (configs/MODEL/NAME.json).
+        name: String,
+        /// The field, a dotted path.
+        field: String,
+        /// Remove it even if registered weights no longer fit the config.
+        #[arg(long)]
+        force: bool,
     },
     /// Check field types and ranges (exit 1 on problems).
     Validate {
+        /// The model.
         model: String,
         /// One config (default: all of the model's).
         name: Option<String>,
+        /// Print the result as JSON.
         #[arg(long)]
         json: bool,
     },
     /// Check weights against a config: every expected tensor present with its shape, nothing
     /// unexpected (exit 1 on problems).
     Check {
+        /// The model.
         model: String,
         /// The registered version whose weights to check.
         version: String,
@@ -53,13 +83,17 @@ pub enum Action {
         /// Which registered format to read (default: the best available).
         #[arg(long, value_name = "FORMAT")]
         format: Option<OutputFormat>,
+        /// Print the result as JSON.
         #[arg(long)]
         json: bool,
     },
     /// Add a config from a JSON file (validated first).
     Import {
+        /// The model.
         model: String,
+        /// The config name (configs/MODEL/NAME.json).
         name: String,
+        /// The JSON file to import.
         file: PathBuf,
         /// Replace an existing config (backed up first).
         #[arg(long)]
@@ -81,7 +115,7 @@ pub fn run(action: Action, root: &Path) -> anyhow::Result<ExitCode> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&list)?);
             } else if list.is_empty() {
-                eprintln!("no configs under {}", root.display());
+                crate::note!("no configs under {}", root.display());
             } else {
                 let rows: Vec<Vec<String>> = list
                     .iter()
@@ -115,10 +149,20 @@ pub fn run(action: Action, root: &Path) -> anyhow::Result<ExitCode> {
             name,
             field,
             value,
+            force,
         } => {
             let v = parse_value(&value);
-            cm.set(&model, &name, &field, v.clone())?;
-            eprintln!("{model}/{name}: {field} = {v}");
+            cm.set_checked(&model, &name, &field, v.clone(), force)?;
+            crate::note!("{model}/{name}: {field} = {v}");
+        }
+        Action::Unset {
+            model,
+            name,
+            field,
+            force,
+        } => {
+            cm.unset(&model, &name, &field, force)?;
+            crate::note!("{model}/{name}: removed {field}");
         }
         Action::Validate { model, name, json } => {
             let names = match name {
@@ -185,7 +229,7 @@ pub fn run(action: Action, root: &Path) -> anyhow::Result<ExitCode> {
             let v: serde_json::Value = serde_json::from_str(&text)
                 .with_context(|| format!("{}: not valid JSON", file.display()))?;
             cm.import(&model, &name, &v, force)?;
-            eprintln!("{model}/{name}: imported from {}", file.display());
+            crate::note!("{model}/{name}: imported from {}", file.display());
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -198,9 +242,20 @@ fn report(
     ok_line: &str,
 ) -> anyhow::Result<ExitCode> {
     if json {
-        let arr: Vec<serde_json::Value> = problems
+        /// One problem of `config validate|check --json`.
+        #[derive(serde::Serialize)]
+        struct ProblemJson<'a> {
+            config: &'a str,
+            what: &'a str,
+            message: &'a str,
+        }
+        let arr: Vec<ProblemJson<'_>> = problems
             .iter()
-            .map(|(c, p)| serde_json::json!({"config": c, "what": p.what, "message": p.message}))
+            .map(|(c, p)| ProblemJson {
+                config: c,
+                what: &p.what,
+                message: &p.message,
+            })
             .collect();
         println!("{}", serde_json::to_string_pretty(&arr)?);
     } else if problems.is_empty() {

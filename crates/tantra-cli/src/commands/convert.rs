@@ -14,6 +14,35 @@ use tantra_formats::{convert, ConvertOptions, OutputFormat};
 use crate::progress::Bar;
 use crate::table::{group_digits, human_bytes};
 
+/// What `convert --json` prints.
+#[derive(serde::Serialize)]
+struct ConvertJson<'a> {
+    input: String,
+    output: String,
+    input_format: &'a str,
+    output_format: &'a str,
+    tensors: usize,
+    parameters: u64,
+    bytes_written: u64,
+    verified: bool,
+    warnings: &'a [String],
+    seconds: f64,
+    /// The GGUF writer's extra facts, for a `.gguf` output.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    gguf: Option<GgufJson<'a>>,
+}
+
+/// The GGUF part of [`ConvertJson`].
+#[derive(serde::Serialize)]
+struct GgufJson<'a> {
+    #[serde(rename = "type")]
+    target: &'a str,
+    tensor_types: &'a std::collections::BTreeMap<String, usize>,
+    quantized_tensors: usize,
+    max_abs_error: f64,
+    relative_error: f64,
+}
+
 #[derive(clap::Args)]
 pub struct Args {
     /// The weight file to read (any format, detected by content).
@@ -54,7 +83,8 @@ fn is_gguf(path: &std::path::Path) -> bool {
         .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
 }
 
-pub fn run(a: Args) -> anyhow::Result<ExitCode> {
+pub fn run(mut a: Args, root: &std::path::Path) -> anyhow::Result<ExitCode> {
+    a.input = crate::target::weight_path(&a.input, root)?;
     // A file a weights root holds is changed only through the root (register, restore), never
     // behind its registry's back.
     if let Some(owner) = tantra_store::WeightManager::owner_of_path(&a.output)? {
@@ -92,22 +122,23 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     }
     let seconds = start.elapsed().as_secs_f64();
     if a.json {
-        let out = serde_json::json!({
-            "input": a.input.display().to_string(),
-            "output": a.output.display().to_string(),
-            "input_format": report.input_format.name(),
-            "output_format": report.output_format.name(),
-            "tensors": report.tensors,
-            "parameters": report.parameters,
-            "bytes_written": report.bytes_written,
-            "verified": report.verified,
-            "warnings": report.warnings,
-            "seconds": seconds,
-        });
+        let out = ConvertJson {
+            input: a.input.display().to_string(),
+            output: a.output.display().to_string(),
+            input_format: report.input_format.name(),
+            output_format: report.output_format.name(),
+            tensors: report.tensors,
+            parameters: report.parameters,
+            bytes_written: report.bytes_written,
+            verified: report.verified,
+            warnings: &report.warnings,
+            seconds,
+            gguf: None,
+        };
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(ExitCode::SUCCESS);
     }
-    eprintln!(
+    crate::note!(
         "{} ({}) -> {} ({}): {} tensors, {} parameters, {} written{} in {:.2}s",
         a.input.display(),
         report.input_format,
@@ -140,23 +171,25 @@ fn run_gguf(a: Args) -> anyhow::Result<ExitCode> {
     let seconds = start.elapsed().as_secs_f64();
     let e = report.error;
     if a.json {
-        let out = serde_json::json!({
-            "input": a.input.display().to_string(),
-            "output": a.output.display().to_string(),
-            "input_format": report.input_format.name(),
-            "output_format": "gguf",
-            "type": report.target.name(),
-            "tensor_types": report.types,
-            "tensors": report.tensors,
-            "parameters": report.parameters,
-            "bytes_written": report.bytes_written,
-            "verified": report.verified,
-            "quantized_tensors": e.tensors,
-            "max_abs_error": e.max_abs,
-            "relative_error": e.relative,
-            "warnings": report.warnings,
-            "seconds": seconds,
-        });
+        let out = ConvertJson {
+            input: a.input.display().to_string(),
+            output: a.output.display().to_string(),
+            input_format: report.input_format.name(),
+            output_format: "gguf",
+            tensors: report.tensors,
+            parameters: report.parameters,
+            bytes_written: report.bytes_written,
+            verified: report.verified,
+            warnings: &report.warnings,
+            seconds,
+            gguf: Some(GgufJson {
+                target: report.target.name(),
+                tensor_types: &report.types,
+                quantized_tensors: e.tensors,
+                max_abs_error: e.max_abs,
+                relative_error: e.relative,
+            }),
+        };
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(ExitCode::SUCCESS);
     }
@@ -165,7 +198,7 @@ fn run_gguf(a: Args) -> anyhow::Result<ExitCode> {
         .iter()
         .map(|(t, n)| format!("{n} {t}"))
         .collect();
-    eprintln!(
+    crate::note!(
         "{} ({}) -> {} (gguf, {}): {} tensors ({}), {} parameters, {} written{} in {:.2}s",
         a.input.display(),
         report.input_format,
@@ -183,9 +216,11 @@ fn run_gguf(a: Args) -> anyhow::Result<ExitCode> {
         seconds
     );
     if e.tensors > 0 {
-        eprintln!(
+        crate::note!(
             "quantization error over {} tensors: max abs {:.3e}, relative (rms) {:.3e}",
-            e.tensors, e.max_abs, e.relative
+            e.tensors,
+            e.max_abs,
+            e.relative
         );
     }
     Ok(ExitCode::SUCCESS)

@@ -64,7 +64,7 @@ pub fn run(a: Args, root: &Path, preset: Preset) -> anyhow::Result<ExitCode> {
     let mut reports = Vec::new();
     for arch in models {
         if preset == Preset::Full && !a.json {
-            eprintln!(
+            crate::note!(
                 "creating {arch} {preset} ({} parameters)...",
                 group_digits(arch.preset(preset).parameter_count())
             );
@@ -76,7 +76,7 @@ pub fn run(a: Args, root: &Path, preset: Preset) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         print!("{}", stats_table(&reports, &formats));
-        eprintln!(
+        crate::note!(
             "all formats hold identical tensors; registered under {}",
             wm.root().display()
         );
@@ -98,7 +98,10 @@ fn stats_table(reports: &[CreateReport], formats: &[OutputFormat]) -> String {
                 group_digits(r.parameters),
             ];
             for f in formats {
-                row.push(r.bytes(*f).map_or_else(|| "-".into(), mib));
+                row.push(
+                    r.bytes(*f)
+                        .map_or_else(|| "-".into(), crate::table::human_bytes),
+                );
             }
             row.push(format!("{:.2}s", r.seconds));
             row
@@ -107,20 +110,28 @@ fn stats_table(reports: &[CreateReport], formats: &[OutputFormat]) -> String {
     render(&header, &rows)
 }
 
-/// Sizes in MiB, the unit of the model table in the README.
-fn mib(bytes: u64) -> String {
-    format!("{:.2} MiB", bytes as f64 / (1024.0 * 1024.0))
+/// One created model, as `--json` prints it.
+#[derive(serde::Serialize)]
+struct CreateJson<'a> {
+    model: &'a str,
+    version: &'a str,
+    seed: u64,
+    parameters: u64,
+    tensors: usize,
+    seconds: f64,
+    content: &'a str,
+    files: &'a [tantra_store::PlacedFile],
 }
 
-fn report_json(r: &CreateReport) -> serde_json::Value {
-    serde_json::json!({
-        "model": r.architecture.name(),
-        "version": r.preset.name(),
-        "seed": r.seed,
-        "parameters": r.parameters,
-        "tensors": r.tensors,
-        "seconds": r.seconds,
-        "content": r.registered.content,
-        "files": r.registered.files,
-    })
+fn report_json(r: &CreateReport) -> CreateJson<'_> {
+    CreateJson {
+        model: r.architecture.name(),
+        version: r.preset.name(),
+        seed: r.seed,
+        parameters: r.parameters,
+        tensors: r.tensors,
+        seconds: r.seconds,
+        content: &r.registered.content,
+        files: &r.registered.files,
+    }
 }

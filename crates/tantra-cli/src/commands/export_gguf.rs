@@ -30,6 +30,21 @@ pub struct Args {
     pub json: bool,
 }
 
+/// What `export-gguf --json` prints.
+#[derive(serde::Serialize)]
+struct GgufReport<'a> {
+    model: &'a str,
+    version: &'a str,
+    /// The registered file the weights were read from.
+    from: String,
+    output: String,
+    tensors: usize,
+    bytes: u64,
+    quantized_tensors: usize,
+    max_abs_error: f64,
+    relative_error: f64,
+}
+
 pub fn run(a: Args, root: &Path) -> anyhow::Result<ExitCode> {
     let version = super::mamba_target(&a.model, "export-gguf", "llama.cpp's mamba architecture")?;
     let wm = WeightManager::open(root)?;
@@ -41,17 +56,17 @@ pub fn run(a: Args, root: &Path) -> anyhow::Result<ExitCode> {
     let r = export_gguf_from_store(&wm, version, &a.output, &opts, &Bar::new())?;
     let e = r.written.error;
     if a.json {
-        let out = serde_json::json!({
-            "model": r.model,
-            "version": r.version,
-            "from": r.from.display().to_string(),
-            "output": a.output.display().to_string(),
-            "tensors": r.tensors,
-            "bytes": r.bytes,
-            "quantized_tensors": e.tensors,
-            "max_abs_error": e.max_abs,
-            "relative_error": e.relative,
-        });
+        let out = GgufReport {
+            model: &r.model,
+            version: &r.version,
+            from: r.from.display().to_string(),
+            output: a.output.display().to_string(),
+            tensors: r.tensors,
+            bytes: r.bytes,
+            quantized_tensors: e.tensors,
+            max_abs_error: e.max_abs,
+            relative_error: e.relative,
+        };
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(ExitCode::SUCCESS);
     }

@@ -30,6 +30,20 @@ pub struct Args {
     pub json: bool,
 }
 
+/// What `export-hf --json` prints.
+#[derive(serde::Serialize)]
+struct HfReport<'a> {
+    model: &'a str,
+    version: &'a str,
+    /// The registered file the weights were read from.
+    from: String,
+    dir: String,
+    files: Vec<String>,
+    tensors: usize,
+    parameters: u64,
+    bytes: u64,
+}
+
 pub fn run(a: Args, root: &Path) -> anyhow::Result<ExitCode> {
     let version = super::mamba_target(
         &a.model,
@@ -43,16 +57,21 @@ pub fn run(a: Args, root: &Path) -> anyhow::Result<ExitCode> {
     };
     let r = export_from_store(&wm, version, &a.dir, &opts, &Bar::new())?;
     if a.json {
-        let out = serde_json::json!({
-            "model": r.model,
-            "version": r.version,
-            "from": r.from.display().to_string(),
-            "dir": a.dir.display().to_string(),
-            "files": r.export.files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>(),
-            "tensors": r.export.tensors,
-            "parameters": r.export.parameters,
-            "bytes": r.export.bytes,
-        });
+        let out = HfReport {
+            model: &r.model,
+            version: &r.version,
+            from: r.from.display().to_string(),
+            dir: a.dir.display().to_string(),
+            files: r
+                .export
+                .files
+                .iter()
+                .map(|f| f.display().to_string())
+                .collect(),
+            tensors: r.export.tensors,
+            parameters: r.export.parameters,
+            bytes: r.export.bytes,
+        };
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(ExitCode::SUCCESS);
     }

@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::bail;
-use serde_json::json;
 use tantra_models::hf::{import_into_store, ImportOptions};
 use tantra_models::Architecture;
 use tantra_store::WeightManager;
@@ -40,6 +39,24 @@ pub struct Args {
     pub json: bool,
 }
 
+/// `register --json`'s report, plus what was read.
+#[derive(serde::Serialize)]
+struct ImportJson<'a> {
+    #[serde(flatten)]
+    registered: &'a tantra_store::RegisterReport,
+    from: String,
+    checkpoint_files: Vec<String>,
+    renamed: Vec<Renamed<'a>>,
+    dropped_tied_head: bool,
+}
+
+/// A tensor name the import changed.
+#[derive(serde::Serialize)]
+struct Renamed<'a> {
+    from: &'a str,
+    to: &'a str,
+}
+
 pub fn run(a: Args, root: &Path) -> anyhow::Result<ExitCode> {
     if a.model != Architecture::Mamba {
         bail!("import-hf reads transformers' MambaForCausalLM layout, which only the mamba model has (got {}); register other weights with `tantra register FILE`", a.model);
@@ -52,42 +69,35 @@ pub fn run(a: Args, root: &Path) -> anyhow::Result<ExitCode> {
     };
     let r = import_into_store(&wm, &a.dir, &a.version, &opts, &Bar::new())?;
     for (from, to) in &r.renamed {
-        eprintln!("renamed {from} -> {to}");
+        crate::note!("renamed {from} -> {to}");
     }
     if r.dropped_tied_head {
-        eprintln!("lm_head.weight equals the embeddings (tie_word_embeddings): not stored");
+        crate::note!("lm_head.weight equals the embeddings (tie_word_embeddings): not stored");
     }
     if a.json {
-        // `register --json`'s report, plus what was read.
-        let mut out = serde_json::to_value(&r.registered)?;
-        if let Some(o) = out.as_object_mut() {
-            o.insert("from".into(), json!(a.dir.display().to_string()));
-            o.insert(
-                "checkpoint_files".into(),
-                json!(r
-                    .checkpoint_files
-                    .iter()
-                    .map(|f| f.display().to_string())
-                    .collect::<Vec<_>>()),
-            );
-            o.insert(
-                "renamed".into(),
-                json!(r
-                    .renamed
-                    .iter()
-                    .map(|(from, to)| json!({"from": from, "to": to}))
-                    .collect::<Vec<_>>()),
-            );
-            o.insert("dropped_tied_head".into(), json!(r.dropped_tied_head));
-        }
+        let out = ImportJson {
+            registered: &r.registered,
+            from: a.dir.display().to_string(),
+            checkpoint_files: r
+                .checkpoint_files
+                .iter()
+                .map(|f| f.display().to_string())
+                .collect(),
+            renamed: r
+                .renamed
+                .iter()
+                .map(|(from, to)| Renamed { from, to })
+                .collect(),
+            dropped_tied_head: r.dropped_tied_head,
+        };
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(ExitCode::SUCCESS);
     }
-    eprintln!(
+    crate::note!(
         "imported {} ({} checkpoint file(s))",
         a.dir.display(),
         r.checkpoint_files.len()
     );
-    print_report(&r.registered, false)?;
+    print_report(&r.registered, false, true)?;
     Ok(ExitCode::SUCCESS)
 }

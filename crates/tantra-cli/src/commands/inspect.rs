@@ -1,4 +1,4 @@
-//! `tantra inspect FILE [--json] [--hash]`: what a weight file holds.
+//! `tantra inspect FILE|MODEL[:VERSION] [--json] [--hash]`: what a weight file holds.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -17,7 +17,9 @@ use crate::table::{group_digits, human_bytes, write_rows};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// The weight file (.safetensors, .pt, .pth, .bin, .gguf; detected by content).
+    /// The weight file (.safetensors, .pt, .pth, .bin, .gguf; detected by content), or a
+    /// registered MODEL[:VERSION] (its best format).
+    #[arg(value_name = "FILE|MODEL[:VERSION]")]
     pub file: PathBuf,
     /// Print one JSON object instead of a table.
     #[arg(long)]
@@ -27,7 +29,8 @@ pub struct Args {
     pub hash: bool,
 }
 
-pub fn run(a: Args) -> anyhow::Result<ExitCode> {
+pub fn run(mut a: Args, root: &std::path::Path) -> anyhow::Result<ExitCode> {
+    a.file = crate::target::weight_path(&a.file, root)?;
     let src = open(&a.file)?;
     // GGUF: each tensor's stored ggml type (quantized ones are listed, and hashed, as F32).
     let gguf = match src.format() {

@@ -1,4 +1,6 @@
-//! `tantra list-weights [--model M] [--format F] [--json]`: every registered weight file.
+//! `tantra list-weights|ls|list [--model M] [--format F] [--all-formats] [--json]`: the
+//! registered versions, one row each with its formats (`safetensors,pt,bin`), or with
+//! `--all-formats` one row per file.
 //!
 //! A registry can hold tens of thousands of files, so this command borrows its rows from the
 //! registry's bytes ([`WeightManager::with_rows`]) and writes the output in one buffered pass
@@ -15,14 +17,18 @@ use crate::table::{group_digits, human_bytes};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Only this model.
+    /// Only this model (an unknown model is an error).
     #[arg(long, value_name = "MODEL")]
     pub model: Option<String>,
-    /// Only this format: safetensors, pt or bin.
+    /// Only this format: safetensors, pt, bin or gguf.
     #[arg(long, value_name = "FORMAT")]
     pub format: Option<OutputFormat>,
-    /// Print a JSON array of {model, version, format, path, bytes, sha256, parameters,
-    /// default, created} (path relative to the root).
+    /// One row per file (format, path, sha256) instead of one per version.
+    #[arg(long)]
+    pub all_formats: bool,
+    /// Print a JSON array: per version {model, version, default, formats, bytes, parameters,
+    /// created}; with --all-formats per file {model, version, format, path, bytes, sha256,
+    /// parameters, default, created} (path relative to the root, times RFC 3339 UTC).
     #[arg(long)]
     pub json: bool,
 }
@@ -36,7 +42,15 @@ pub fn run(a: Args, root: &Path) -> anyhow::Result<ExitCode> {
     let stdout = std::io::stdout();
     let mut out = BufWriter::with_capacity(1 << 16, stdout.lock());
     let written = wm.with_rows(&filter, |rows| -> anyhow::Result<bool> {
-        if a.json {
+        if !a.all_formats {
+            let versions = by_version(rows);
+            if a.json {
+                serde_json::to_writer_pretty(&mut out, &versions)?;
+                out.write_all(b"\n")?;
+            } else if !versions.is_empty() {
+                out.write_all(version_table(&versions).as_bytes())?;
+            }
+        } else if a.json {
             serde_json::to_writer_pretty(&mut out, rows)?;
             out.write_all(b"\n")?;
         } else if !rows.is_empty() {
@@ -52,9 +66,77 @@ pub fn run(a: Args, root: &Path) -> anyhow::Result<ExitCode> {
         Err(e) => return Err(e),
     };
     if empty && !a.json {
-        eprintln!("no weights registered under {}", root.display());
+        crate::note!("no weights registered under {}", root.display());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// One version, as `ls` shows it by default.
+#[derive(serde::Serialize)]
+struct VersionLine<'a> {
+    model: &'a str,
+    version: &'a str,
+    default: bool,
+    /// In load order (safetensors, pt, bin, gguf).
+    formats: Vec<&'a str>,
+    /// Over all its files.
+    bytes: u64,
+    parameters: u64,
+    /// When its first file was placed.
+    created: &'a str,
+}
+
+/// Rows of one version come together from [`WeightManager::with_rows`]: fold them.
+fn by_version<'a>(rows: &[WeightRowRef<'a>]) -> Vec<VersionLine<'a>> {
+    let mut out: Vec<VersionLine<'a>> = Vec::new();
+    for r in rows {
+        match out.last_mut() {
+            Some(v) if v.model == r.model && v.version == r.version => {
+                v.formats.push(r.format);
+                v.bytes = v.bytes.saturating_add(r.bytes);
+                v.created = v.created.min(r.created);
+            }
+            _ => out.push(VersionLine {
+                model: r.model,
+                version: r.version,
+                default: r.default,
+                formats: vec![r.format],
+                bytes: r.bytes,
+                parameters: r.parameters,
+                created: r.created,
+            }),
+        }
+    }
+    out
+}
+
+fn version_table(rows: &[VersionLine<'_>]) -> String {
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|v| {
+            vec![
+                v.model.into(),
+                v.version.into(),
+                if v.default { "*" } else { "" }.into(),
+                v.formats.join(","),
+                human_bytes(v.bytes),
+                group_digits(v.parameters),
+                short_time(v.created),
+            ]
+        })
+        .collect();
+    crate::table::render(
+        &[
+            "model",
+            "version",
+            "default",
+            "formats",
+            "size",
+            "parameters",
+            "created",
+        ],
+        &cells,
+    )
 }
 
 const HEADER: [&str; 8] = [
@@ -133,12 +215,9 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
     })
 }
 
-/// `2025-01-02T03:04:05.123456Z` -> `2025-01-02 03:04:05`.
+/// `2025-01-02T03:04:05.123456Z` -> `2025-01-02 04:04 (3 days ago)`, local time.
 pub(super) fn short_time(t: &str) -> String {
-    match t.get(..19) {
-        Some(s) => s.replacen('T', " ", 1),
-        None => t.to_string(),
-    }
+    crate::when::when(t)
 }
 
 #[cfg(test)]

@@ -37,7 +37,7 @@ pub fn run(a: Args, root: &Path) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     if entries.is_empty() {
-        eprintln!("no history under {}", root.display());
+        crate::note!("no history under {}", root.display());
         return Ok(ExitCode::SUCCESS);
     }
     let mut rows = Vec::new();

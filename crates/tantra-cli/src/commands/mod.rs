@@ -20,14 +20,19 @@ mod scan;
 mod backups;
 mod checkpoint;
 mod cleanup;
+mod completions;
 mod config;
+mod cp;
+mod du;
 mod list_weights;
 mod log;
+mod man;
 mod register;
 mod remove;
 mod repair;
 mod restore;
 mod set_default;
+mod show;
 mod tag;
 mod verify;
 mod versions;
@@ -39,6 +44,10 @@ pub struct Cli {
     /// The weights root (default ./Model).
     #[arg(long, global = true, env = "TANTRA_ROOT", value_name = "DIR")]
     pub root: Option<PathBuf>,
+
+    /// Print only data and errors: no confirmations, hints, speeds or progress bars.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
 
     #[command(subcommand)]
     pub command: Command,
@@ -54,20 +63,28 @@ impl Cli {
 
 #[derive(Subcommand)]
 pub enum Command {
-    /// List registered weight files (model, version, format, size, sha256).
+    /// List registered versions with their formats (--all-formats: one row per file).
+    #[command(visible_aliases = ["ls", "list"])]
     ListWeights(list_weights::Args),
     /// Register a weight file as MODEL:VERSION (validated, hashed, optionally converted).
     Register(register::Args),
     /// List the versions of a model.
     Versions(versions::Args),
+    /// Everything about one version: files, tensors, config, tags, lineage, history.
+    Show(show::Args),
     /// Make a version the model's default.
     SetDefault(set_default::Args),
     /// Add or remove a tag of a version.
     Tag(tag::Args),
-    /// Remove a version or one of its formats (backed up first).
+    /// Remove a version or one of its formats (backed up first unless --no-backup).
+    #[command(visible_alias = "rm")]
     Remove(remove::Args),
-    /// List backups of overwritten or removed files.
+    /// List backups of overwritten or removed files; `backups rm ID...` deletes them.
     Backups(backups::Args),
+    /// Name a version's weights MODEL2:VERSION2 as well, without copying (hard links).
+    Cp(cp::Args),
+    /// Bytes used by weights, backups and checkpoints, and what is shared.
+    Du(du::Args),
     /// Restore a backup to where it was.
     Restore(restore::Args),
     /// Training checkpoints: save, list, prune, promote.
@@ -104,6 +121,10 @@ pub enum Command {
     ExportGguf(export_gguf::Args),
     /// Register a Hugging Face Mamba directory (safetensors or pytorch_model.bin) as a version.
     ImportHf(import_hf::Args),
+    /// Print a shell completion script (bash, zsh, fish, powershell, elvish).
+    Completions(completions::Args),
+    /// Print the manual page, or write one per command with --dir.
+    Man(man::Args),
 }
 
 /// Runs the command. An error comes back as one line: the chain of causes, each cause left out
@@ -163,28 +184,34 @@ pub(crate) fn mamba_target<'a>(
     command: &str,
     what: &str,
 ) -> anyhow::Result<Option<&'a str>> {
-    let (model, version) = match spec.split_once(':') {
-        Some((m, v)) => (m, Some(v)),
-        None => (spec, None),
-    };
+    let r = tantra_store::ModelRef::parse(spec)?;
+    let (model, version) = (r.model.as_str(), r.version.is_some());
     let arch = tantra_models::Architecture::parse(model)?;
     if arch != tantra_models::Architecture::Mamba {
         anyhow::bail!("{command} writes {what}, which only the mamba model has (got {arch}); copy other weights with `tantra convert`");
     }
-    Ok(version)
+    Ok(if version {
+        spec.split_once(':').map(|(_, v)| v)
+    } else {
+        None
+    })
 }
 
 fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    crate::say::set_quiet(cli.quiet);
     let root = cli.root();
     let _ = &root;
     match cli.command {
         Command::ListWeights(a) => list_weights::run(a, &root),
         Command::Register(a) => register::run(a, &root),
         Command::Versions(a) => versions::run(a, &root),
+        Command::Show(a) => show::run(a, &root),
         Command::SetDefault(a) => set_default::run(a, &root),
         Command::Tag(a) => tag::run(a, &root),
         Command::Remove(a) => remove::run(a, &root),
         Command::Backups(a) => backups::run(a, &root),
+        Command::Cp(a) => cp::run(a, &root),
+        Command::Du(a) => du::run(a, &root),
         Command::Restore(a) => restore::run(a, &root),
         Command::Checkpoint(a) => checkpoint::run(a, &root),
         Command::Cleanup(a) => cleanup::run(a, &root),
@@ -201,17 +228,49 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::ExportHf(a) => export_hf::run(a, &root),
         Command::ExportGguf(a) => export_gguf::run(a, &root),
         Command::ImportHf(a) => import_hf::run(a, &root),
-        Command::Inspect(a) => inspect::run(a),
-        Command::Convert(a) => convert::run(a),
-        Command::Diff(a) => diff::run(a),
-        Command::Scan(a) => scan::run(a),
+        Command::Inspect(a) => inspect::run(a, &root),
+        Command::Convert(a) => convert::run(a, &root),
+        Command::Diff(a) => diff::run(a, &root),
+        Command::Scan(a) => scan::run(a, &root),
         Command::Run(a) => run::run(a, &root),
+        Command::Completions(a) => completions::run(a),
+        Command::Man(a) => man::run(a),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::one_line;
+
+    /// Every command and argument a user can see has help text, and the definitions pass
+    /// clap's own consistency checks.
+    #[test]
+    fn every_argument_has_help() {
+        use clap::CommandFactory;
+        let cmd = super::Cli::command();
+        cmd.clone().debug_assert();
+        fn walk(c: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for a in c.get_arguments() {
+                let id = a.get_id().as_str();
+                if a.is_hide_set() || id == "help" || id == "version" {
+                    continue;
+                }
+                if a.get_help().is_none() && a.get_long_help().is_none() {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for s in c.get_subcommands() {
+                if s.get_about().is_none() && s.get_long_about().is_none() && s.get_name() != "help"
+                {
+                    missing.push(format!("{path} {}", s.get_name()));
+                }
+                walk(s, &format!("{path} {}", s.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&cmd, "tantra", &mut missing);
+        assert!(missing.is_empty(), "no help text: {missing:#?}");
+    }
 
     #[test]
     fn an_error_prints_each_cause_once() {

@@ -1,5 +1,6 @@
-//! `tantra register FILE --model M --version V [--formats LIST] [--default] [--force]
-//! [--tag T] [--note N] [--config C] [--json]`: add a weight file to the root.
+//! `tantra register FILE MODEL:VERSION [--formats LIST] [--default] [--force] [--tag T]
+//! [--note N] [--config C] [--json]`: add a weight file to the root (`--model M --version V`
+//! is the older spelling, still read).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -15,10 +16,25 @@ use crate::table::{group_digits, human_bytes};
 pub struct Args {
     /// The weight file (.safetensors, .pt, .pth, .bin; detected by content).
     pub file: PathBuf,
-    #[arg(long, value_name = "MODEL")]
-    pub model: String,
-    #[arg(long, value_name = "VERSION")]
-    pub version: String,
+    /// The version to register it as: MODEL:VERSION (e.g. mamba:v2).
+    #[arg(value_name = "MODEL:VERSION", required_unless_present_all = ["model", "version"])]
+    pub target: Option<String>,
+    /// The model (older spelling of MODEL:VERSION).
+    #[arg(
+        long,
+        value_name = "MODEL",
+        conflicts_with = "target",
+        requires = "version"
+    )]
+    pub model: Option<String>,
+    /// The version (older spelling of MODEL:VERSION).
+    #[arg(
+        long,
+        value_name = "VERSION",
+        conflicts_with = "target",
+        requires = "model"
+    )]
+    pub version: Option<String>,
     /// Also write these formats: a comma list of safetensors, pt, bin, or `all`.
     #[arg(long, value_name = "LIST")]
     pub formats: Option<String>,
@@ -43,6 +59,12 @@ pub struct Args {
 }
 
 pub fn run(a: Args, root: &Path) -> anyhow::Result<ExitCode> {
+    let target = match (&a.target, &a.model, &a.version) {
+        (Some(t), _, _) => crate::target::versioned(t, None, "register")?,
+        (None, Some(m), Some(v)) => crate::target::model_ref(m, Some(v))?,
+        _ => bail!("name the version to register: tantra register FILE MODEL:VERSION"),
+    };
+    let version = target.version.as_deref().unwrap_or_default();
     let wm = WeightManager::open(root)?;
     let opts = RegisterOptions {
         formats: parse_formats(a.formats.as_deref())?,
@@ -53,8 +75,8 @@ pub fn run(a: Args, root: &Path) -> anyhow::Result<ExitCode> {
         config: a.config,
         reason: None,
     };
-    let report = wm.register(&a.file, &a.model, &a.version, &opts, &Bar::new())?;
-    print_report(&report, a.json)?;
+    let report = wm.register(&a.file, &target.model, version, &opts, &Bar::new())?;
+    print_report(&report, a.json, true)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -75,17 +97,25 @@ pub(super) fn parse_formats(s: Option<&str>) -> anyhow::Result<Vec<OutputFormat>
     Ok(out)
 }
 
-pub(super) fn print_report(r: &RegisterReport, json: bool) -> anyhow::Result<()> {
-    let mut dups: Vec<&str> = r
-        .files
-        .iter()
-        .filter_map(|f| f.same_as.as_deref())
-        .collect();
-    dups.dedup();
-    for d in dups {
+/// Prints a registration; `warn_duplicates` warns when the weights are registered under
+/// another name already (not for `cp`, whose point that is).
+pub(super) fn print_report(
+    r: &RegisterReport,
+    json: bool,
+    warn_duplicates: bool,
+) -> anyhow::Result<()> {
+    if warn_duplicates && !r.duplicates.is_empty() {
+        let linked = r.files.iter().any(|f| f.same_as.is_some());
         eprintln!(
-            "warning: {}:{} holds the same bytes as {d}; stored once (hard link)",
-            r.model, r.version
+            "warning: {}:{} duplicates {}: the same weights under another name{}",
+            r.model,
+            r.version,
+            r.duplicates.join(", "),
+            if linked {
+                "; identical files are stored once (hard links)"
+            } else {
+                ""
+            }
         );
     }
     if json {

@@ -1,4 +1,4 @@
-//! `tantra remove MODEL VERSION [--format F] [--force] [--no-backup] [--dry-run] [--json]`:
+//! `tantra remove MODEL:VERSION [--format F] [--force] [--no-backup] [--dry-run] [--json]`:
 //! unregister a version (or one of its formats) and unlink its files; every file is backed up
 //! first unless `--no-backup`, so the report says what is freed now and what stays in backups.
 
@@ -12,8 +12,12 @@ use crate::table::human_bytes;
 
 #[derive(clap::Args)]
 pub struct Args {
-    pub model: String,
-    pub version: String,
+    /// The version to remove: MODEL:VERSION (a tag names its version).
+    #[arg(value_name = "MODEL:VERSION")]
+    pub target: String,
+    /// The version, when written apart (older spelling: MODEL VERSION).
+    #[arg(value_name = "VERSION")]
+    pub version: Option<String>,
     /// Remove only this format.
     #[arg(long, value_name = "FORMAT")]
     pub format: Option<OutputFormat>,
@@ -38,7 +42,9 @@ pub fn run(a: Args, root: &Path) -> anyhow::Result<ExitCode> {
         no_backup: a.no_backup,
         dry_run: a.dry_run,
     };
-    let r = WeightManager::open(root)?.remove_with(&a.model, &a.version, &opts)?;
+    let t = crate::target::versioned(&a.target, a.version.as_deref(), "remove")?;
+    let version = t.version.as_deref().unwrap_or_default();
+    let r = WeightManager::open(root)?.remove_with(&t.model, version, &opts)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
         return Ok(ExitCode::SUCCESS);

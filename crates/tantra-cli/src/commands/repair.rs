@@ -32,7 +32,7 @@ pub fn run(a: Args, root: &Path) -> anyhow::Result<ExitCode> {
         return Ok(code);
     }
     if report.actions.is_empty() {
-        eprintln!("nothing to repair under {}", root.display());
+        crate::note!("nothing to repair under {}", root.display());
         return Ok(code);
     }
     let rows: Vec<Vec<String>> = report
@@ -55,7 +55,7 @@ pub fn run(a: Args, root: &Path) -> anyhow::Result<ExitCode> {
     print!("{}", render(&["state", "what", "path", "detail"], &rows));
     let bad = report.actions.iter().filter(|x| !x.fixed).count();
     if bad > 0 {
-        eprintln!(
+        crate::note!(
             "{bad} problem{} could not be fixed: see the detail column",
             if bad == 1 { "" } else { "s" }
         );

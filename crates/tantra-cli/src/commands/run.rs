@@ -1,5 +1,6 @@
-//! `tantra run MODEL`: run a model on a prompt (and an image), from the weights root or from a
-//! path.
+//! `tantra run MODEL[:VERSION] [PROMPT]`: run a model on a prompt (and an image), from the
+//! weights root or from a path. Without a prompt, the prompt is read from stdin when stdin is
+//! not a terminal (`echo hi | tantra run mamba`).
 //!
 //! The text is streamed to stdout as tokens come (byte tokens are decoded as UTF-8 as soon
 //! as a character is complete); prefill and decode speed go to stderr. `--json` prints one
@@ -11,7 +12,6 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
-use serde_json::json;
 use tantra_formats::OutputFormat;
 use tantra_models::runtime::image::load_image;
 use tantra_models::runtime::{
@@ -22,15 +22,21 @@ use tantra_models::{Architecture, ByteTokenizer};
 #[derive(clap::Args)]
 #[command(group(clap::ArgGroup::new("input").args(["prompt", "input_ids"])))]
 pub struct Args {
-    /// The model: mamba, mamba_multimodal or ocr_native (a name in the weights root), or a
-    /// model directory / weight file.
+    /// The model: MODEL[:VERSION] in the weights root (mamba, mamba:full, mamba:golden), or
+    /// a model directory / weight file.
+    #[arg(value_name = "MODEL[:VERSION]")]
     pub model: String,
-    /// The version in the weights root (default: the model's default version).
+    /// The prompt (same as --prompt); read from stdin when neither is given and stdin is not
+    /// a terminal.
+    #[arg(value_name = "PROMPT", conflicts_with_all = ["prompt", "input_ids"])]
+    pub prompt_text: Option<String>,
+    /// The version in the weights root (older spelling of MODEL:VERSION).
     #[arg(long, conflicts_with = "weights")]
     pub version: Option<String>,
     /// Run these weights instead of the root's: a model directory (config.json plus
-    /// safetensors or pytorch_model*.bin, single or sharded) or one weight file.
-    #[arg(long, value_name = "PATH")]
+    /// safetensors or pytorch_model*.bin, single or sharded), one weight file, or a
+    /// registered MODEL[:VERSION].
+    #[arg(long, value_name = "PATH|MODEL[:VERSION]")]
     pub weights: Option<PathBuf>,
     /// Prefer this format in the weights root (default: safetensors, then pt, then bin).
     #[arg(long, conflicts_with = "weights")]
@@ -68,12 +74,23 @@ pub struct Args {
     pub json: bool,
 }
 
-pub fn run(a: Args, root: &Path) -> anyhow::Result<ExitCode> {
+pub fn run(mut a: Args, root: &Path) -> anyhow::Result<ExitCode> {
+    if let Some(p) = a.prompt_text.take() {
+        a.prompt = Some(p);
+    }
+    if let Some(w) = &a.weights {
+        a.weights = Some(crate::target::weight_path(w, root)?);
+    }
     let (loaded, name) = load(&a, root)?;
     match &loaded {
         LoadedModel::Mamba(rt) => {
             if a.image.is_some() {
                 bail!("{name} is a text model: --image is for mamba_multimodal and ocr_native");
+            }
+            if interactive(&a) {
+                return chat(&mut a, &name, rt.model(), &|ids, opts, sink| {
+                    rt.generate(ids, opts, sink)
+                });
             }
             let ids = prompt_ids(&a, rt.model(), false)?;
             let g = generate(&a, rt.model(), &mut |opts, sink| {
@@ -108,6 +125,54 @@ pub fn run(a: Args, root: &Path) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// No prompt, a terminal on stdin and text output: an interactive session, as `ollama run`.
+fn interactive(a: &Args) -> bool {
+    use std::io::IsTerminal;
+    a.prompt.is_none() && a.input_ids.is_none() && !a.json && std::io::stdin().is_terminal()
+}
+
+type ChatFn<'a> = dyn Fn(
+        &[u32],
+        &GenerateOptions,
+        &mut dyn FnMut(u32),
+    ) -> Result<Generation, tantra_models::runtime::RuntimeError>
+    + 'a;
+
+/// Reads a prompt per line (`>>> ` on stderr) and answers each, until end of input or `/bye`.
+fn chat(
+    a: &mut Args,
+    name: &str,
+    model: &MambaModel,
+    gen: &ChatFn<'_>,
+) -> anyhow::Result<ExitCode> {
+    crate::note!("{name}: one prompt per line; /bye or Ctrl-D ends");
+    let mut line = String::new();
+    loop {
+        eprint!(">>> ");
+        let _ = std::io::stderr().flush();
+        line.clear();
+        if std::io::stdin()
+            .read_line(&mut line)
+            .context("reading a prompt")?
+            == 0
+        {
+            break;
+        }
+        let text = line.trim_end_matches(['\n', '\r']);
+        if text == "/bye" {
+            break;
+        }
+        if text.is_empty() {
+            continue;
+        }
+        a.prompt = Some(text.to_string());
+        let ids = prompt_ids(a, model, false)?;
+        let g = generate(a, model, &mut |opts, sink| gen(&ids, opts, sink))?;
+        report(a, name, model, &g)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// The runtime the arguments name, and a name for messages.
 fn load(a: &Args, root: &Path) -> anyhow::Result<(LoadedModel, String)> {
     let arch = Architecture::parse(&a.model).ok();
@@ -128,13 +193,10 @@ fn load(a: &Args, root: &Path) -> anyhow::Result<(LoadedModel, String)> {
             .with_context(|| format!("cannot load weights from {}", as_path.display()))?;
         return Ok((m, a.model.clone()));
     }
-    let m = LoadedModel::from_store(root, &a.model, a.version.as_deref(), a.format)
-        .with_context(|| format!("cannot load {} from {}", a.model, root.display()))?;
-    let name = match &a.version {
-        Some(v) => format!("{} {v}", a.model),
-        None => a.model.clone(),
-    };
-    Ok((m, name))
+    let r = crate::target::model_ref(&a.model, a.version.as_deref())?;
+    let m = LoadedModel::from_store(root, &r.model, r.version.as_deref(), a.format)
+        .with_context(|| format!("cannot load {r} from {}", root.display()))?;
+    Ok((m, r.to_string()))
 }
 
 /// True for tantra's byte-level vocabulary.
@@ -148,11 +210,25 @@ fn prompt_ids(a: &Args, model: &MambaModel, has_image: bool) -> anyhow::Result<V
     if let Some(ids) = &a.input_ids {
         return Ok(ids.clone());
     }
-    let Some(text) = &a.prompt else {
-        if has_image {
-            return Ok(Vec::new());
+    let stdin_text;
+    let text = match &a.prompt {
+        Some(t) => t,
+        None if has_image => return Ok(Vec::new()),
+        None => {
+            use std::io::{IsTerminal, Read};
+            if std::io::stdin().is_terminal() {
+                bail!("give a prompt: tantra run MODEL \"TEXT\", --prompt TEXT, --input-ids 1,5,9, or pipe it on stdin");
+            }
+            let mut s = String::new();
+            std::io::stdin()
+                .read_to_string(&mut s)
+                .context("reading the prompt from stdin")?;
+            stdin_text = s.trim_end_matches(['\n', '\r']).to_string();
+            if stdin_text.is_empty() {
+                bail!("no prompt: stdin is empty; give one as tantra run MODEL \"TEXT\", --prompt TEXT or --input-ids 1,5,9");
+            }
+            &stdin_text
         }
-        bail!("give a prompt: --prompt TEXT or --input-ids 1,5,9");
     };
     if !byte_level(model) {
         bail!(
@@ -214,9 +290,27 @@ fn generate(a: &Args, model: &MambaModel, run: &mut GenerateFn<'_>) -> anyhow::R
     Ok(g)
 }
 
+/// What `run --json` prints: one object per run (text models and OCR alike).
+#[derive(serde::Serialize)]
+struct RunJson<'a> {
+    model: &'a str,
+    input_ids: &'a [u32],
+    output_ids: Vec<u32>,
+    /// Decoded text (byte-level vocabularies and OCR); null otherwise.
+    text: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    frame_classes: Option<&'a [u32]>,
+    prefill_tokens_per_second: f64,
+    decode_tokens_per_second: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prompt_logits: Option<&'a [Vec<f32>]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    frame_logits: Option<Vec<&'a [f32]>>,
+}
+
 /// Prints the speeds to stderr and, with `--json`, the result object.
 fn report(a: &Args, name: &str, model: &MambaModel, g: &Generation) -> anyhow::Result<ExitCode> {
-    eprintln!(
+    crate::note!(
         "prefill: {} tokens, {:.1} tokens/s; decode: {} tokens, {:.1} tokens/s",
         g.prefill_tokens,
         g.prefill_tokens_per_second(),
@@ -225,17 +319,17 @@ fn report(a: &Args, name: &str, model: &MambaModel, g: &Generation) -> anyhow::R
     );
     if a.json {
         let text = byte_level(model).then(|| ByteTokenizer::new().decode(&g.generated));
-        let mut o = json!({
-            "model": name,
-            "input_ids": g.prompt_ids,
-            "output_ids": g.output_ids(),
-            "text": text,
-            "prefill_tokens_per_second": g.prefill_tokens_per_second(),
-            "decode_tokens_per_second": g.decode_tokens_per_second(),
-        });
-        if let Some(rows) = &g.prompt_logits {
-            o["prompt_logits"] = json!(rows);
-        }
+        let o = RunJson {
+            model: name,
+            input_ids: &g.prompt_ids,
+            output_ids: g.output_ids(),
+            text,
+            frame_classes: None,
+            prefill_tokens_per_second: g.prefill_tokens_per_second(),
+            decode_tokens_per_second: Some(g.decode_tokens_per_second()),
+            prompt_logits: g.prompt_logits.as_deref(),
+            frame_logits: None,
+        };
         println!("{}", serde_json::to_string(&o)?);
     }
     Ok(ExitCode::SUCCESS)
@@ -254,21 +348,21 @@ fn report_ocr(
     } else {
         0.0
     };
-    eprintln!("read {frames} frames, {rate:.1} frames/s");
+    crate::note!("read {frames} frames, {rate:.1} frames/s");
     if a.json {
-        let mut o = json!({
-            "model": name,
-            "input_ids": [],
-            "output_ids": out.classes,
-            "text": out.text,
-            "frame_classes": out.frame_classes,
-            "prefill_tokens_per_second": rate,
-            "decode_tokens_per_second": null,
-        });
-        if a.dump_logits {
-            let rows: Vec<&[f32]> = out.logits.chunks_exact(classes.max(1)).collect();
-            o["frame_logits"] = json!(rows);
-        }
+        let o = RunJson {
+            model: name,
+            input_ids: &[],
+            output_ids: out.classes.clone(),
+            text: Some(out.text.clone()),
+            frame_classes: Some(&out.frame_classes),
+            prefill_tokens_per_second: rate,
+            decode_tokens_per_second: None,
+            prompt_logits: None,
+            frame_logits: a
+                .dump_logits
+                .then(|| out.logits.chunks_exact(classes.max(1)).collect()),
+        };
         println!("{}", serde_json::to_string(&o)?);
     } else {
         println!("{}", out.text);

@@ -9,19 +9,30 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use serde_json::json;
 use tantra_formats::error::ErrorKind;
 use tantra_formats::pickle::{ScanReport, Verdict};
 use tantra_formats::pytorch::scan_file;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Files to scan (PyTorch archives, legacy files, bare pickles; safetensors hold no pickle).
-    #[arg(required = true)]
+    /// Files to scan (PyTorch archives, legacy files, bare pickles; safetensors hold no
+    /// pickle), or registered MODEL[:VERSION]s.
+    #[arg(required = true, value_name = "FILE|MODEL[:VERSION]")]
     pub files: Vec<PathBuf>,
     /// Print a JSON array, one object per file.
     #[arg(long)]
     pub json: bool,
+}
+
+/// One file of `scan --json`.
+#[derive(serde::Serialize)]
+struct ScanLine {
+    path: String,
+    verdict: &'static str,
+    reasons: Vec<String>,
+    protocol: Option<u8>,
+    globals: Vec<String>,
+    opcodes: std::collections::BTreeMap<String, u64>,
 }
 
 fn reasons(v: &Verdict) -> Vec<String> {
@@ -32,7 +43,10 @@ fn reasons(v: &Verdict) -> Vec<String> {
     }
 }
 
-pub fn run(a: Args) -> anyhow::Result<ExitCode> {
+pub fn run(mut a: Args, root: &std::path::Path) -> anyhow::Result<ExitCode> {
+    for f in &mut a.files {
+        *f = crate::target::weight_path(f, root)?;
+    }
     let mut all_safe = true;
     let mut out = Vec::new();
     for file in &a.files {
@@ -46,14 +60,14 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         };
         all_safe &= report.is_safe();
         if a.json {
-            out.push(json!({
-                "path": file.display().to_string(),
-                "verdict": report.verdict.name(),
-                "reasons": reasons(&report.verdict),
-                "protocol": report.protocol,
-                "globals": report.globals,
-                "opcodes": report.opcodes,
-            }));
+            out.push(ScanLine {
+                path: file.display().to_string(),
+                verdict: report.verdict.name(),
+                reasons: reasons(&report.verdict),
+                protocol: report.protocol,
+                globals: report.globals,
+                opcodes: report.opcodes,
+            });
         } else {
             println!("{}: {}", file.display(), report.verdict.name());
             for r in reasons(&report.verdict) {

@@ -1,5 +1,6 @@
-//! `tantra tag MODEL VERSION TAG [--remove]`: label a version (tagged versions survive
-//! `cleanup --keep`).
+//! `tantra tag MODEL[:VERSION] TAG [--remove]`: label a version (tagged versions survive
+//! `cleanup --keep`, and `MODEL:TAG` names the version everywhere). `MODEL VERSION TAG` is the
+//! older spelling, still read.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -8,9 +9,15 @@ use tantra_store::WeightManager;
 
 #[derive(clap::Args)]
 pub struct Args {
-    pub model: String,
-    pub version: String,
+    /// The version: MODEL:VERSION, or MODEL for its default version.
+    #[arg(value_name = "MODEL[:VERSION]")]
+    pub target: String,
+    /// The tag (with the older spelling MODEL VERSION TAG: the version).
+    #[arg(value_name = "TAG")]
     pub tag: String,
+    /// The tag, with the older spelling MODEL VERSION TAG.
+    #[arg(value_name = "OLD_TAG", hide = true)]
+    pub old_tag: Option<String>,
     /// Remove the tag instead.
     #[arg(long)]
     pub remove: bool,
@@ -19,23 +26,41 @@ pub struct Args {
     pub json: bool,
 }
 
+/// What `tag --json` prints: the version's tags after the change.
+#[derive(serde::Serialize)]
+struct TagReport<'a> {
+    model: &'a str,
+    version: &'a str,
+    tags: Vec<String>,
+}
+
 pub fn run(a: Args, root: &Path) -> anyhow::Result<ExitCode> {
+    let (r, tag) = match &a.old_tag {
+        Some(t) => (
+            crate::target::model_ref(&a.target, Some(&a.tag))?,
+            t.clone(),
+        ),
+        None => (crate::target::model_ref(&a.target, None)?, a.tag.clone()),
+    };
     let wm = WeightManager::open(root)?;
-    wm.tag(&a.model, &a.version, &a.tag, a.remove)?;
+    let (model, version) = wm.resolve_ref(&r)?;
+    wm.tag(&model, &version, &tag, a.remove)?;
     if a.json {
         let tags = wm
-            .versions(&a.model)?
+            .versions(&model)?
             .into_iter()
-            .find(|v| v.version == a.version)
+            .find(|v| v.version == version)
             .map(|v| v.tags)
             .unwrap_or_default();
-        println!(
-            "{}",
-            serde_json::json!({"model": a.model, "version": a.version, "tags": tags})
-        );
+        let r = TagReport {
+            model: &model,
+            version: &version,
+            tags,
+        };
+        println!("{}", serde_json::to_string(&r)?);
     } else {
         let what = if a.remove { "removed tag" } else { "tagged" };
-        eprintln!("{}:{}: {what} {}", a.model, a.version, a.tag);
+        crate::note!("{model}:{version}: {what} {tag}");
     }
     Ok(ExitCode::SUCCESS)
 }

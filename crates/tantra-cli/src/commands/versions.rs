@@ -10,6 +10,7 @@ use crate::table::{group_digits, human_bytes, render};
 
 #[derive(clap::Args)]
 pub struct Args {
+    /// The model.
     pub model: String,
     /// Print a JSON array of versions.
     #[arg(long)]

@@ -22,7 +22,7 @@ pub struct RemoveOptions {
 }
 
 impl WeightManager {
-    /// Makes `version` the default of `model`.
+    /// Makes `version` (a version or a tag of one) the default of `model`.
     ///
     /// # Errors
     /// An unknown model or version; the lock.
@@ -31,6 +31,7 @@ impl WeightManager {
         validate_name("version", version)?;
         let lock = self.lock()?;
         let current = self.registry_shared()?;
+        let version = &current.resolve_version(model, Some(version))?;
         let plan = plan_set_default(&current, model, version)?;
         self.apply(&lock, &current, plan, Vec::new(), &[])?;
         Ok(())
@@ -47,6 +48,7 @@ impl WeightManager {
         validate_name("tag", tag)?;
         let lock = self.lock()?;
         let current = self.registry_shared()?;
+        let version = &current.resolve_version(model, Some(version))?;
         let plan = plan_tag(&current, model, version, tag, remove)?;
         self.apply(&lock, &current, plan, Vec::new(), &[])?;
         Ok(())
@@ -87,6 +89,14 @@ impl WeightManager {
     ) -> Result<RemoveReport> {
         validate_name("model", model)?;
         validate_name("version", version)?;
+        let lock = if opts.dry_run {
+            None
+        } else {
+            Some(self.lock()?)
+        };
+        let current = self.registry_shared()?;
+        // A tag names its version (`tantra rm mamba:golden`).
+        let version = &current.resolve_version(model, Some(version))?;
         let removal = Removal {
             model: model.into(),
             version: version.into(),
@@ -102,12 +112,6 @@ impl WeightManager {
                 reason,
             )
         };
-        let lock = if opts.dry_run {
-            None
-        } else {
-            Some(self.lock()?)
-        };
-        let current = self.registry_shared()?;
         let plan = plan_on(&current)?;
         let ver = super::find_version(&current, model, version)?.clone();
         let mut removed = Vec::new();
@@ -131,7 +135,7 @@ impl WeightManager {
         };
         Ok(RemoveReport {
             model: model.into(),
-            version: version.into(),
+            version: version.clone(),
             removed,
             bytes,
             freed,

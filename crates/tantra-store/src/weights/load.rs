@@ -15,8 +15,8 @@ use crate::names::validate_name;
 use crate::registry::Registry;
 
 impl WeightManager {
-    /// Finds the file for (model, version, format): no version means the model's default, no
-    /// format means safetensors, else pt, else bin.
+    /// Finds the file for (model, version, format): no version means the model's default, a
+    /// tag means the version it tags, no format means safetensors, else pt, else bin.
     ///
     /// # Errors
     /// Unknown model or version, no default version, or the format asked for is missing.
@@ -123,6 +123,7 @@ impl WeightManager {
     /// An unknown version; a digest file that is missing or damaged.
     pub fn tensor_digests(&self, model: &str, version: &str) -> Result<TensorTable> {
         let reg = self.registry_shared()?;
+        let version = &reg.resolve_version(model, Some(version))?;
         let rec = super::find_version(&reg, model, version)?;
         self.digests_of(model, version, &rec.content)
     }
@@ -170,15 +171,11 @@ pub(crate) fn resolve_in(
     format: Option<OutputFormat>,
 ) -> Result<Resolved> {
     let m = find_model(reg, model)?;
-    let version = match version {
-        Some(v) => {
-            validate_name("version", v)?;
-            v.to_string()
-        }
-        None => m.default.clone().ok_or_else(|| StoreError::NoDefault {
-            model: model.into(),
-        })?,
-    };
+    if let Some(v) = version {
+        validate_name("version", v)?;
+    }
+    // A tag is an alias of its version (`mamba:golden`).
+    let version = reg.resolve_version(model, version)?;
     let ver = model_version(m, model, &version)?;
     let format = match format {
         Some(f) => {

@@ -1,6 +1,6 @@
 //! [`WeightManager`]: the handle on a weights root, and its jobs, one file each: `register`
 //! (validate, stage, plan, commit), `load` (resolve a request, check the hash, open), `query`
-//! (listings), `edit` (default, tags, removal).
+//! (listings), `edit` (default, tags, removal), `show` (one version's report).
 //!
 //! Every change of the registry goes through a [`crate::plan`] (decided in memory) carried out
 //! by [`crate::txn`] (files placed, registry published with one rename), so a failure at any
@@ -13,6 +13,7 @@ mod edit;
 mod load;
 mod query;
 mod register;
+mod show;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -30,6 +31,7 @@ use crate::registry::{FormatRecord, ModelRecord, Registry, VersionRecord};
 
 pub use edit::RemoveOptions;
 pub(crate) use load::check_sha256;
+pub use show::{PromotedFrom, ShowConfig, ShowFormat, ShowReport};
 
 /// The registry's file name under the root.
 pub const REGISTRY_FILE: &str = "weight_config.json";
@@ -90,6 +92,9 @@ pub struct RegisterReport {
     pub backups: Vec<String>,
     /// Whether the version is the model's default afterwards.
     pub default: bool,
+    /// Other versions that hold the same weights (`model:version`): the files are stored
+    /// once, but the user may not have meant a second name.
+    pub duplicates: Vec<String>,
 }
 
 /// Options for loading.
@@ -425,9 +430,7 @@ impl WeightManager {
 pub(crate) fn find_model<'a>(reg: &'a Registry, model: &str) -> Result<&'a ModelRecord> {
     reg.models
         .get(model)
-        .ok_or_else(|| StoreError::UnknownModel {
-            model: model.into(),
-        })
+        .ok_or_else(|| StoreError::unknown_model(model, reg.models.keys()))
 }
 
 pub(crate) fn model_version<'a>(

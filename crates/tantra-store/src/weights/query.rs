@@ -23,7 +23,8 @@ impl WeightManager {
     /// to list a large registry (one parse, no copies of the strings).
     ///
     /// # Errors
-    /// A registry that does not parse.
+    /// A registry that does not parse; a filter on a model that is not registered
+    /// ([`StoreError::UnknownModel`], listing the known ones).
     pub fn with_rows<R>(
         &self,
         filter: &ListFilter,
@@ -34,12 +35,21 @@ impl WeightManager {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 // Empty only if the root never held weights (see `registry`).
-                self.registry()?;
+                let reg = self.registry()?;
+                if let Some(m) = &filter.model {
+                    reg.check_model(m)?;
+                }
                 return Ok(f(&[]));
             }
             Err(e) => return Err(StoreError::io(&path, e)),
         };
         let reg = crate::registry::RegistryView::parse(&bytes, &path)?;
+        if let Some(m) = filter.model.as_deref() {
+            if !reg.models.contains_key(m) {
+                let known: Vec<String> = reg.models.keys().map(|k| k.to_string()).collect();
+                return Err(StoreError::unknown_model(m, &known));
+            }
+        }
         let mut rows = Vec::new();
         for (m, model) in &reg.models {
             if filter.model.as_deref().is_some_and(|f| f != m) {

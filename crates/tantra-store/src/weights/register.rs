@@ -204,6 +204,70 @@ impl WeightManager {
         self.commit(model, version, &table, prepared, opts)
     }
 
+    /// Registers the weights of `from_model:from_version` (a tag names its version) as
+    /// `model:version` as well, every format of it, without copying bytes: each file is hard
+    /// linked (copied only where the file system cannot link), through the same atomic
+    /// registration as [`WeightManager::register`]. Tags and the note are not carried over
+    /// (tags are unique per model); the config is, when the model is the same.
+    ///
+    /// # Errors
+    /// An unknown source; a target that holds other weights (without `force`); a source file
+    /// that is missing or changed; the lock.
+    pub fn copy_version(
+        &self,
+        from_model: &str,
+        from_version: &str,
+        model: &str,
+        version: &str,
+        opts: &RegisterOptions,
+        progress: &dyn Progress,
+    ) -> Result<RegisterReport> {
+        validate_name("model", from_model)?;
+        let reg = self.registry()?;
+        let from_version = reg.resolve_version(from_model, Some(from_version))?;
+        let rec = super::find_version(&reg, from_model, &from_version)?.clone();
+        let mut opts = opts.clone();
+        if opts.config.is_none() && from_model == model {
+            opts.config = rec.config.clone();
+        }
+        self.check_request(model, version, &opts)?;
+        let table = self.tensor_digests(from_model, &from_version)?;
+        self.precheck(model, version, &table, &opts)?;
+        self.ensure_layout()?;
+        let wdir = self.weights_dir();
+        let mut prepared = Vec::new();
+        for format in rec.available_formats() {
+            let Some(f) = rec.formats.get(format.name()) else {
+                continue;
+            };
+            let src = self.abs(&f.path);
+            let len = file_len(&src)?;
+            if len != f.bytes {
+                return Err(StoreError::Changed {
+                    path: src,
+                    what: format!("{len} bytes, registered {}", f.bytes),
+                });
+            }
+            let target = self.canonical_path(model, version, format)?;
+            let staged = match fsx::link_to_temp(&src, &wdir, &target)? {
+                Some(t) => t,
+                None => fsx::copy_to_temp(&src, &wdir, &target, progress)?.tmp,
+            };
+            prepared.push(Prepared {
+                format,
+                staged: Some(staged),
+                hash: FileHash {
+                    sha256: f.sha256.clone(),
+                    bytes: f.bytes,
+                },
+                source: Source::Imported {
+                    from: format!("{from_model}:{from_version} ({})", f.path),
+                },
+            });
+        }
+        self.commit(model, version, &table, prepared, &opts)
+    }
+
     fn check_request(&self, model: &str, version: &str, opts: &RegisterOptions) -> Result<()> {
         validate_name("model", model)?;
         validate_name("version", version)?;
@@ -300,8 +364,7 @@ impl WeightManager {
         })
     }
 
-    /// The critical section: under the lock, re-read the registry, decide, back up, rename
-    /// into place, record.    /// The critical section: under the lock, re-read the registry, plan against it, carry the
+    /// The critical section: under the lock, re-read the registry, plan against it, carry the
     /// plan out.
     fn commit(
         &self,
@@ -366,7 +429,16 @@ impl WeightManager {
                 }
             }
         }
+        let duplicates = applied
+            .registry
+            .models
+            .iter()
+            .flat_map(|(m, mr)| mr.versions.iter().map(move |(v, vr)| (m, v, vr)))
+            .filter(|(m, v, vr)| vr.content == table.content && !(*m == model && *v == version))
+            .map(|(m, v, _)| format!("{m}:{v}"))
+            .collect();
         Ok(RegisterReport {
+            duplicates,
             model: model.into(),
             version: version.into(),
             content: table.content.clone(),
