@@ -1,4 +1,6 @@
-//! `tantra list-weights [--model M] [--format F] [--json]`: every registered weight file.
+//! `tantra list-weights [--model M] [--format F] [--json]` (alias `ls`): every registered
+//! weight file; with `--remote NAME`, the versions on that remote and which of them are here
+//! (`remote_ls`).
 //!
 //! A registry can hold tens of thousands of files, so this command borrows its rows from the
 //! registry's bytes ([`WeightManager::with_rows`]) and writes the output in one buffered pass
@@ -25,9 +27,15 @@ pub struct Args {
     /// default, created} (path relative to the root).
     #[arg(long)]
     pub json: bool,
+    /// List the versions on this remote instead (with the formats the local root has).
+    #[arg(long, value_name = "NAME")]
+    pub remote: Option<String>,
 }
 
 pub fn run(a: Args, root: &Path) -> anyhow::Result<ExitCode> {
+    if let Some(remote) = &a.remote {
+        return super::remote_ls::run(remote, a.model.as_deref(), a.json, root);
+    }
     let wm = WeightManager::open(root)?;
     let filter = ListFilter {
         model: a.model,

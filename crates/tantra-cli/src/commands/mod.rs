@@ -23,7 +23,12 @@ mod cleanup;
 mod config;
 mod list_weights;
 mod log;
+mod pull;
+mod push;
 mod register;
+mod remote;
+mod remote_gc;
+mod remote_ls;
 mod remove;
 mod repair;
 mod restore;
@@ -54,7 +59,9 @@ impl Cli {
 
 #[derive(Subcommand)]
 pub enum Command {
-    /// List registered weight files (model, version, format, size, sha256).
+    /// List registered weight files (model, version, format, size, sha256); `--remote NAME`
+    /// lists a remote's versions.
+    #[command(alias = "ls")]
     ListWeights(list_weights::Args),
     /// Register a weight file as MODEL:VERSION (validated, hashed, optionally converted).
     Register(register::Args),
@@ -104,6 +111,13 @@ pub enum Command {
     ExportGguf(export_gguf::Args),
     /// Register a Hugging Face Mamba directory (safetensors or pytorch_model.bin) as a version.
     ImportHf(import_hf::Args),
+    /// Remotes (S3-compatible stores): add, list, remove, gc.
+    #[command(subcommand)]
+    Remote(remote::Action),
+    /// Send a version to a remote, each distinct tensor once.
+    Push(push::Args),
+    /// Fetch a version from a remote, verified, rebuilt byte for byte, registered.
+    Pull(pull::Args),
 }
 
 /// Runs the command. An error comes back as one line: the chain of causes, each cause left out
@@ -201,6 +215,9 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::ExportHf(a) => export_hf::run(a, &root),
         Command::ExportGguf(a) => export_gguf::run(a, &root),
         Command::ImportHf(a) => import_hf::run(a, &root),
+        Command::Remote(a) => remote::run(a, &root),
+        Command::Push(a) => push::run(a, &root),
+        Command::Pull(a) => pull::run(a, &root),
         Command::Inspect(a) => inspect::run(a),
         Command::Convert(a) => convert::run(a),
         Command::Diff(a) => diff::run(a),
