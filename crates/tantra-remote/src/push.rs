@@ -389,3 +389,100 @@ fn zip_top_folder(path: &std::path::Path) -> Option<String> {
     let name = std::str::from_utf8(name).ok()?;
     name.split_once('/').map(|(top, _)| top.to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tantra_formats::MemorySource;
+    use tantra_store::{RegisterOptions, Source};
+
+    fn manifest_of(wm: &WeightManager, model: &str, version: &str) -> VersionManifest {
+        let table = wm.tensor_digests(model, version).unwrap();
+        VersionManifest {
+            schema: SCHEMA,
+            model: model.into(),
+            version: version.into(),
+            content: table.content.clone(),
+            parameters: table.parameters,
+            tensors: table.tensors,
+            tags: vec![],
+            note: None,
+            config: None,
+            created: String::new(),
+        }
+    }
+
+    #[test]
+    fn tantras_own_files_rebuild_byte_for_byte() {
+        let tmp = tempfile::tempdir().unwrap();
+        let wm = WeightManager::open(tmp.path()).unwrap();
+        let mut m = MemorySource::new();
+        m.push_f32("b.weight", vec![2, 3], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0])
+            .unwrap();
+        m.push_f32("a.bias", vec![3], &[0.5, -0.5, 0.0]).unwrap();
+        let opts = RegisterOptions {
+            formats: OutputFormat::ALL.to_vec(),
+            ..Default::default()
+        };
+        wm.register_source(
+            &m,
+            "toy",
+            "v1",
+            Source::Generated { by: None },
+            &opts,
+            &NoProgress,
+        )
+        .unwrap();
+        let vm = manifest_of(&wm, "toy", "v1");
+        let reg = wm.registry().unwrap();
+        for (name, rec) in &reg.version("toy", "v1").unwrap().formats {
+            let f: OutputFormat = name.parse().unwrap();
+            let a = analyse(&wm, &vm, f, rec, &NoProgress).unwrap();
+            assert!(a.manifest.reproducible, "{name} is not rebuilt exactly");
+            assert_eq!(a.manifest.whole_file, None);
+            assert_eq!(a.manifest.layout.order.len(), 2);
+        }
+    }
+
+    #[test]
+    fn a_changed_layout_does_not_pass_for_the_file() {
+        // The check is real: a layout that differs from the file (another archive name) makes
+        // the rebuild differ, and the file is then sent whole.
+        let tmp = tempfile::tempdir().unwrap();
+        let wm = WeightManager::open(tmp.path()).unwrap();
+        let mut m = MemorySource::new();
+        m.push_f32("w", vec![4], &[1.0, 2.0, 3.0, 4.0]).unwrap();
+        let opts = RegisterOptions {
+            formats: vec![OutputFormat::Pt],
+            ..Default::default()
+        };
+        wm.register_source(
+            &m,
+            "toy",
+            "v1",
+            Source::Generated { by: None },
+            &opts,
+            &NoProgress,
+        )
+        .unwrap();
+        let vm = manifest_of(&wm, "toy", "v1");
+        let reg = wm.registry().unwrap();
+        let rec = &reg.version("toy", "v1").unwrap().formats["pt"];
+        let a = analyse(&wm, &vm, OutputFormat::Pt, rec, &NoProgress).unwrap();
+        assert!(a.manifest.reproducible);
+        assert_eq!(a.manifest.layout.archive, "toy_v1_pt");
+        let mut layout = a.manifest.layout.clone();
+        layout.archive = "other".into();
+        let src = ManifestSource::new(&vm, &layout, SrcBytes::File(a.src.as_ref())).unwrap();
+        let mut sink = HashSink::default();
+        write_to(
+            &mut sink,
+            OutputFormat::Pt,
+            &src,
+            &layout.archive,
+            &NoProgress,
+        )
+        .unwrap();
+        assert_ne!(sink.hex(), rec.sha256);
+    }
+}
