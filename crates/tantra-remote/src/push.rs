@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use bytes::Bytes;
 use serde::Serialize;
 use tantra_formats::convert::archive_name;
-use tantra_formats::{open, write_to, DynSource, NoProgress, OutputFormat, Progress};
+use tantra_formats::{open, write_to, DynSource, OutputFormat, Progress};
 use tantra_store::WeightManager;
 
 use crate::claims::{bind, Bound};
@@ -343,9 +343,8 @@ fn analyse(
             }
         })?;
     let mut sink = HashSink::default();
-    progress.begin(&format!("checking {}", format.name()), 0);
-    let wrote = write_to(&mut sink, format, &rebuilt, &layout.archive, &NoProgress);
-    progress.end();
+    // The writer draws its own bar ("writing ...") over the tensors' bytes.
+    let wrote = write_to(&mut sink, format, &rebuilt, &layout.archive, progress);
     let reproducible = wrote.is_ok() && sink.hex() == frec.sha256;
     let manifest = FormatManifest {
         schema: SCHEMA,
@@ -393,7 +392,7 @@ fn zip_top_folder(path: &std::path::Path) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tantra_formats::MemorySource;
+    use tantra_formats::{MemorySource, NoProgress};
     use tantra_store::{RegisterOptions, Source};
 
     fn manifest_of(wm: &WeightManager, model: &str, version: &str) -> VersionManifest {
