@@ -32,7 +32,8 @@ size() { stat -c %s "$1"; }
 
 CLUSTER="$OUT/cluster"
 rm -rf "$CLUSTER"
-eval "$(bash scripts/garage-cluster start "$CLUSTER")"
+GARAGE_ENV=$(bash scripts/garage-cluster start "$CLUSTER")
+eval "$GARAGE_ENV"
 trap 'bash scripts/garage-cluster stop "$CLUSTER"' EXIT
 RUN="run$(date +%s)"
 
