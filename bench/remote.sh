@@ -42,6 +42,9 @@ export RCLONE_CONFIG_G_TYPE=s3 RCLONE_CONFIG_G_PROVIDER=Other RCLONE_CONFIG_G_EN
 export RCLONE_CONFIG_G_ACCESS_KEY_ID="$AWS_ACCESS_KEY_ID" RCLONE_CONFIG_G_SECRET_ACCESS_KEY="$AWS_SECRET_ACCESS_KEY"
 export RCLONE_CONFIG_G_REGION=garage RCLONE_CONFIG_G_FORCE_PATH_STYLE=true
 
+# The AWS SDK inside rclone refuses to start when AWS_CA_BUNDLE is set (plain-HTTP endpoint).
+rclone() { env -u AWS_CA_BUNDLE RCLONE_CONFIG=/dev/null rclone "$@"; }
+
 secs() { python3 -c "print(f'{($2 - $1) / 1e9:.3f}')"; }
 now() { date +%s%N; }
 
