@@ -1,6 +1,7 @@
 //! `tantra list-weights|ls|list [--model M] [--format F] [--all-formats] [--json]`: the
 //! registered versions, one row each with its formats (`safetensors,pt,bin`), or with
-//! `--all-formats` one row per file.
+//! `--all-formats` one row per file; with `--remote NAME`, the versions on that remote and
+//! which of them are here (`remote_ls`).
 //!
 //! A registry can hold tens of thousands of files, so this command borrows its rows from the
 //! registry's bytes ([`WeightManager::with_rows`]) and writes the output in one buffered pass
@@ -31,9 +32,15 @@ pub struct Args {
     /// parameters, default, created} (path relative to the root, times RFC 3339 UTC).
     #[arg(long)]
     pub json: bool,
+    /// List the versions on this remote instead (with the formats the local root has).
+    #[arg(long, value_name = "NAME")]
+    pub remote: Option<String>,
 }
 
 pub fn run(a: Args, root: &Path) -> anyhow::Result<ExitCode> {
+    if let Some(remote) = &a.remote {
+        return super::remote_ls::run(remote, a.model.as_deref(), a.json, root);
+    }
     let wm = WeightManager::open(root)?;
     let filter = ListFilter {
         model: a.model,

@@ -27,7 +27,12 @@ mod du;
 mod list_weights;
 mod log;
 mod man;
+mod pull;
+mod push;
 mod register;
+mod remote;
+mod remote_gc;
+mod remote_ls;
 mod remove;
 mod repair;
 mod restore;
@@ -63,7 +68,8 @@ impl Cli {
 
 #[derive(Subcommand)]
 pub enum Command {
-    /// List registered versions with their formats (--all-formats: one row per file).
+    /// List registered versions with their formats (--all-formats: one row per file);
+    /// `--remote NAME` lists a remote's versions.
     #[command(visible_aliases = ["ls", "list"])]
     ListWeights(list_weights::Args),
     /// Register a weight file as MODEL:VERSION (validated, hashed, optionally converted).
@@ -125,6 +131,13 @@ pub enum Command {
     Completions(completions::Args),
     /// Print the manual page, or write one per command with --dir.
     Man(man::Args),
+    /// Remotes (S3-compatible stores): add, list, remove, gc.
+    #[command(subcommand)]
+    Remote(remote::Action),
+    /// Send a version to a remote, each distinct tensor once.
+    Push(push::Args),
+    /// Fetch a version from a remote, verified, rebuilt byte for byte, registered.
+    Pull(pull::Args),
 }
 
 /// Runs the command. An error comes back as one line: the chain of causes, each cause left out
@@ -232,6 +245,9 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Convert(a) => convert::run(a, &root),
         Command::Diff(a) => diff::run(a, &root),
         Command::Scan(a) => scan::run(a, &root),
+        Command::Remote(a) => remote::run(a, &root),
+        Command::Push(a) => push::run(a, &root),
+        Command::Pull(a) => pull::run(a, &root),
         Command::Run(a) => run::run(a, &root),
         Command::Completions(a) => completions::run(a),
         Command::Man(a) => man::run(a),

@@ -1,0 +1,148 @@
+//! `tantra remote add|list|remove|gc`: the remotes of the weights root (`remotes.json`) and
+//! garbage collection on one of them. Credentials are never stored: they come from the AWS
+//! environment variables or a `~/.aws/credentials` profile when a command connects.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use tantra_remote::config::{RemoteDef, Remotes};
+
+use crate::table::{human_bytes, render};
+
+#[derive(clap::Subcommand)]
+pub enum Action {
+    /// Define a remote: `tantra remote add NAME s3://BUCKET[/PREFIX] [--endpoint URL] [--region R]`.
+    Add(AddArgs),
+    /// List the remotes.
+    List(ListArgs),
+    /// Forget a remote (its objects stay where they are).
+    Remove(RemoveArgs),
+    /// Remove blobs no manifest references, after a grace period (--dry-run to preview).
+    Gc(super::remote_gc::Args),
+}
+
+#[derive(clap::Args)]
+pub struct AddArgs {
+    pub name: String,
+    /// s3://BUCKET[/PREFIX]
+    pub url: String,
+    /// The S3 endpoint (for Garage, MinIO, ...), e.g. http://127.0.0.1:3900.
+    #[arg(long, value_name = "URL")]
+    pub endpoint: Option<String>,
+    /// The region (Garage's is usually `garage`).
+    #[arg(long, value_name = "R")]
+    pub region: Option<String>,
+    /// The ~/.aws/credentials profile to use when the environment has no key.
+    #[arg(long, value_name = "P")]
+    pub profile: Option<String>,
+    /// Use this remote when a command names none.
+    #[arg(long)]
+    pub default: bool,
+}
+
+#[derive(clap::Args)]
+pub struct ListArgs {
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(clap::Args)]
+pub struct RemoveArgs {
+    pub name: String,
+}
+
+pub fn run(a: Action, root: &Path) -> anyhow::Result<ExitCode> {
+    match a {
+        Action::Add(a) => add(a, root),
+        Action::List(a) => list(a, root),
+        Action::Remove(a) => remove(a, root),
+        Action::Gc(a) => super::remote_gc::run(a, root),
+    }
+}
+
+fn add(a: AddArgs, root: &Path) -> anyhow::Result<ExitCode> {
+    tantra_store::validate_name("remote", &a.name)?;
+    let mut def = RemoteDef::from_url(&a.url)?;
+    if let Some(ep) = &a.endpoint {
+        if !(ep.starts_with("http://") || ep.starts_with("https://")) {
+            anyhow::bail!("--endpoint {ep:?}: expected an http:// or https:// URL");
+        }
+    }
+    def.endpoint = a.endpoint;
+    def.region = a.region;
+    def.profile = a.profile;
+    let mut remotes = Remotes::load(root)?;
+    if remotes.remotes.contains_key(&a.name) {
+        return Err(tantra_remote::RemoteError::RemoteExists { name: a.name }.into());
+    }
+    eprintln!("remote {} -> {}", a.name, def.url());
+    remotes.remotes.insert(a.name.clone(), def);
+    if a.default {
+        remotes.default = Some(a.name);
+    }
+    remotes.save(root)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn list(a: ListArgs, root: &Path) -> anyhow::Result<ExitCode> {
+    let remotes = Remotes::load(root)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&remotes)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if remotes.remotes.is_empty() {
+        eprintln!("no remotes (add one with `tantra remote add NAME s3://BUCKET`)");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let rows: Vec<Vec<String>> = remotes
+        .remotes
+        .iter()
+        .map(|(n, d)| {
+            vec![
+                n.clone(),
+                if remotes.default.as_deref() == Some(n) {
+                    "*"
+                } else {
+                    ""
+                }
+                .into(),
+                d.url(),
+                d.endpoint.clone().unwrap_or_default(),
+                d.region.clone().unwrap_or_default(),
+                d.profile.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        render(
+            &["name", "default", "url", "endpoint", "region", "profile"],
+            &rows
+        )
+    );
+    let _ = human_bytes;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn remove(a: RemoveArgs, root: &Path) -> anyhow::Result<ExitCode> {
+    let mut remotes = Remotes::load(root)?;
+    if remotes.remotes.remove(&a.name).is_none() {
+        return Err(tantra_remote::RemoteError::UnknownRemote {
+            name: a.name,
+            known: remotes
+                .remotes
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", "),
+        }
+        .into());
+    }
+    if remotes.default.as_deref() == Some(a.name.as_str()) {
+        remotes.default = None;
+    }
+    remotes.save(root)?;
+    eprintln!("removed remote {} (its objects were not touched)", a.name);
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,455 @@
+//! `pull`: a version from a remote into the weights root, every format rebuilt and verified.
+//!
+//! The version manifest is checked first (its tensor table must add up to its content digest,
+//! and the local root must not hold other weights under the name). The blobs the wanted formats
+//! need are downloaded into `<root>/remote-cache/`, each verified against its name before it
+//! gets it ([`crate::transfer`]); each file is then rebuilt by tantra's writer (or copied from
+//! its whole-file blob) through the store's atomic path, its sha256 checked before it takes its
+//! name, and the version registered only once every file is in place. An interrupted pull
+//! resumes from the verified blobs in the cache; the cache is emptied when the pull completes.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use tantra_formats::fsutil::atomic_write_checked;
+use tantra_formats::{write_to, ErrorKind, FormatError, OutputFormat, Progress};
+use tantra_store::{RegisterOptions, Source, TensorTable, WeightManager};
+
+use crate::client::Client;
+use crate::error::{RemoteError, Result};
+use crate::manifest::{
+    format_key, tensor_bytes, version_dir, version_key, FormatManifest, VersionManifest,
+};
+use crate::source::{Bytes as SrcBytes, ManifestSource, Tee};
+use crate::transfer::download_all;
+
+/// The folder under the root where a pull keeps verified blobs until it completes.
+pub const CACHE_DIR: &str = "remote-cache";
+
+/// What to pull.
+#[derive(Debug, Clone, Default)]
+pub struct PullOptions {
+    /// Only these formats (default: every format on the remote).
+    pub formats: Vec<OutputFormat>,
+    /// Make the pulled version the model's default.
+    pub make_default: bool,
+}
+
+/// What a pull did.
+#[derive(Debug, Clone, Serialize)]
+pub struct PullReport {
+    pub remote: String,
+    pub model: String,
+    pub version: String,
+    pub content: String,
+    /// Formats written and registered.
+    pub formats_pulled: Vec<String>,
+    /// Formats the root had already.
+    pub formats_present: Vec<String>,
+    /// Formats copied from a whole-file blob rather than rebuilt.
+    pub whole_files: Vec<String>,
+    pub blobs_downloaded: u64,
+    pub bytes_downloaded: u64,
+    /// Blobs found verified in the cache from an interrupted pull.
+    pub blobs_resumed: u64,
+    /// Tensors taken from other versions in the root instead of downloaded (verified too).
+    pub blobs_local: u64,
+    /// Bytes of the files written.
+    pub file_bytes: u64,
+}
+
+/// Reads and checks a version manifest.
+pub(crate) async fn version_manifest(
+    client: &Client,
+    model: &str,
+    version: &str,
+) -> Result<VersionManifest> {
+    let key = version_key(model, version);
+    let Some(b) = client.get(&key).await? else {
+        return Err(RemoteError::NotOnRemote {
+            remote: client.name.clone(),
+            what: format!("version {model}:{version}"),
+            key: client.key(&key),
+        });
+    };
+    let bad = |detail: String| RemoteError::BadManifest {
+        remote: client.name.clone(),
+        key: client.key(&key),
+        detail,
+    };
+    let vm: VersionManifest =
+        serde_json::from_slice(&b).map_err(|e| bad(format!("not a version manifest: {e}")))?;
+    if vm.model != model || vm.version != version {
+        return Err(bad(format!("it describes {}:{}", vm.model, vm.version)));
+    }
+    let mut sorted = vm.tensors.clone();
+    sorted.sort_by(|a, b| a.name.cmp(&b.name));
+    if sorted != vm.tensors || TensorTable::content_of(&sorted) != vm.content {
+        return Err(bad(
+            "its tensor table does not add up to its content digest".into(),
+        ));
+    }
+    for t in &vm.tensors {
+        if tensor_bytes(t).is_none() || t.sha256.len() != 64 {
+            return Err(bad(format!(
+                "tensor {:?} has a bad dtype, shape or digest",
+                t.name
+            )));
+        }
+    }
+    Ok(vm)
+}
+
+/// The versions of `model` on the remote, newest first by their `created` time.
+pub(crate) async fn remote_versions(client: &Client, model: &str) -> Result<Vec<String>> {
+    let dir = format!("versions/{model}/");
+    let mut out = Vec::new();
+    for (k, _) in client.list(&dir).await? {
+        if let Some(v) = k
+            .strip_prefix(&dir)
+            .and_then(|r| r.strip_suffix("/version.json"))
+        {
+            out.push(v.to_string());
+        }
+    }
+    Ok(out)
+}
+
+/// Pulls `model:version` (the newest on the remote when `None`) into `wm`.
+///
+/// # Errors
+/// No such version on the remote; a manifest that does not add up; a blob whose bytes do not
+/// match its name (never used); a rebuilt file whose sha256 is not the manifest's; the local
+/// root holding other weights under the name; any request failing.
+pub fn pull(
+    client: &Client,
+    wm: &WeightManager,
+    model: &str,
+    version: Option<&str>,
+    opts: &PullOptions,
+    progress: &dyn Progress,
+) -> Result<PullReport> {
+    tantra_store::validate_name("model", model)?;
+    let (vm, manifests) = client.block_on(async {
+        let version = match version {
+            Some(v) => v.to_string(),
+            None => newest(client, model).await?,
+        };
+        tantra_store::validate_name("version", &version)?;
+        let vm = version_manifest(client, model, &version).await?;
+        let mut manifests = Vec::new();
+        let dir = format!("{}/", version_dir(model, &version));
+        for (k, _) in client.list(&dir).await? {
+            let Some(f) = k.strip_prefix(&dir).and_then(|r| r.strip_suffix(".json")) else {
+                continue;
+            };
+            let Ok(format) = f.parse::<OutputFormat>() else {
+                continue;
+            };
+            if !opts.formats.is_empty() && !opts.formats.contains(&format) {
+                continue;
+            }
+            let b = client
+                .get(&k)
+                .await?
+                .ok_or_else(|| RemoteError::NotOnRemote {
+                    remote: client.name.clone(),
+                    what: format!("the {f} manifest"),
+                    key: client.key(&k),
+                })?;
+            let m: FormatManifest =
+                serde_json::from_slice(&b).map_err(|e| RemoteError::BadManifest {
+                    remote: client.name.clone(),
+                    key: client.key(&k),
+                    detail: format!("not a format manifest: {e}"),
+                })?;
+            manifests.push((format, k, m));
+        }
+        Ok::<_, RemoteError>((vm, manifests))
+    })?;
+    for f in &opts.formats {
+        if !manifests.iter().any(|(g, _, _)| g == f) {
+            return Err(RemoteError::NotOnRemote {
+                remote: client.name.clone(),
+                what: format!("{} format of {model}:{}", f.name(), vm.version),
+                key: client.key(&format_key(model, &vm.version, f.name())),
+            });
+        }
+    }
+    let version = vm.version.clone();
+    let mut report = PullReport {
+        remote: client.name.clone(),
+        model: model.into(),
+        version: version.clone(),
+        content: vm.content.clone(),
+        formats_pulled: Vec::new(),
+        formats_present: Vec::new(),
+        whole_files: Vec::new(),
+        blobs_downloaded: 0,
+        bytes_downloaded: 0,
+        blobs_resumed: 0,
+        blobs_local: 0,
+        file_bytes: 0,
+    };
+    // What the root has.
+    let reg = wm.registry()?;
+    let local = reg.version(model, &version).cloned();
+    if let Some(l) = &local {
+        if l.content != vm.content {
+            return Err(RemoteError::LocalConflict {
+                remote: client.name.clone(),
+                name: format!("{}:{}", model, version),
+                local: l.content.clone(),
+                remote_content: vm.content.clone(),
+            });
+        }
+    }
+    let wanted: Vec<(OutputFormat, String, FormatManifest)> = manifests
+        .into_iter()
+        .filter(|(f, _, _)| {
+            let have = local
+                .as_ref()
+                .is_some_and(|l| l.formats.contains_key(f.name()));
+            if have {
+                report.formats_present.push(f.name().into());
+            }
+            !have
+        })
+        .collect();
+    if wanted.is_empty() {
+        return Ok(report);
+    }
+    // The blobs.
+    let cache = wm.root().join(CACHE_DIR);
+    std::fs::create_dir_all(&cache).map_err(|e| RemoteError::io(&cache, e))?;
+    let mut blobs: BTreeMap<String, u64> = BTreeMap::new();
+    for (_, _, m) in &wanted {
+        match &m.whole_file {
+            Some(sha) => {
+                blobs.insert(sha.clone(), m.bytes);
+            }
+            None => {
+                for name in &m.layout.order {
+                    if let Some(t) = vm.tensor(name) {
+                        blobs.insert(t.sha256.clone(), tensor_bytes(t).unwrap_or(0));
+                    }
+                }
+            }
+        }
+    }
+    let items: Vec<(String, u64)> = blobs.into_iter().collect();
+    report.blobs_resumed = items
+        .iter()
+        .filter(|(s, _)| cache.join(s).is_file())
+        .count() as u64;
+    report.blobs_local = copy_local_tensors(wm, &reg, &cache, &items)?;
+    let (n, bytes) = client.block_on(download_all(client, &cache, &items, progress))?;
+    report.blobs_downloaded = n;
+    report.bytes_downloaded = bytes;
+    // The files.
+    wm.ensure_layout()?;
+    let mut files = Vec::new();
+    for (format, key, m) in &wanted {
+        let target = wm.canonical_path(model, &version, *format)?;
+        rebuild(client, &vm, m, key, &cache, &target, *format, progress)?;
+        report.file_bytes += m.bytes;
+        report.formats_pulled.push(format.name().into());
+        if m.whole_file.is_some() {
+            report.whole_files.push(format.name().into());
+        }
+        files.push((*format, target));
+    }
+    // The config the version names.
+    let mut config = None;
+    if let Some(c) = &vm.config {
+        tantra_store::validate_name("config", &c.name)?;
+        let p = wm
+            .configs_dir()
+            .join(model)
+            .join(format!("{}.json", c.name));
+        if !p.is_file() {
+            std::fs::create_dir_all(wm.configs_dir().join(model))
+                .map_err(|e| RemoteError::io(&p, e))?;
+            let mut b = serde_json::to_vec_pretty(&c.json).unwrap_or_default();
+            b.push(b'\n');
+            tantra_formats::fsutil::atomic_write_bytes(&p, &b, false)?;
+        }
+        config = Some(c.name.clone());
+    }
+    let ropts = RegisterOptions {
+        make_default: opts.make_default,
+        tags: vm.tags.clone(),
+        note: vm.note.clone(),
+        config,
+        ..Default::default()
+    };
+    let source = Source::Imported {
+        from: format!(
+            "remote {} ({}/{})",
+            client.name,
+            client.def.url(),
+            version_dir(model, &version)
+        ),
+    };
+    wm.register_files(&files, model, &version, Some(source), &ropts, progress)?;
+    // Done: the cache has served its purpose.
+    for (sha, _) in &items {
+        let _ = std::fs::remove_file(cache.join(sha));
+    }
+    let _ = std::fs::remove_dir(&cache);
+    Ok(report)
+}
+
+/// Puts into `cache` the tensors among `items` that versions already in the root hold (read
+/// from their files, each checked against its digest): a pull of a fine-tune downloads only
+/// the tensors that changed. Returns how many were taken.
+fn copy_local_tensors(
+    wm: &WeightManager,
+    reg: &tantra_store::Registry,
+    cache: &Path,
+    items: &[(String, u64)],
+) -> Result<u64> {
+    let mut wanted: BTreeMap<&str, u64> = items
+        .iter()
+        .filter(|(s, _)| !cache.join(s).is_file())
+        .map(|(s, b)| (s.as_str(), *b))
+        .collect();
+    let mut taken = 0;
+    for (model, m) in &reg.models {
+        for (version, v) in &m.versions {
+            if wanted.is_empty() {
+                return Ok(taken);
+            }
+            let Ok(table) = wm.tensor_digests(model, version) else {
+                continue;
+            };
+            let names: Vec<(&str, &str)> = table
+                .tensors
+                .iter()
+                .filter(|t| wanted.contains_key(t.sha256.as_str()))
+                .map(|t| (t.name.as_str(), t.sha256.as_str()))
+                .collect();
+            if names.is_empty() {
+                continue;
+            }
+            let Some(rec) = OutputFormat::EVERY
+                .iter()
+                .find_map(|f| v.formats.get(f.name()))
+            else {
+                continue;
+            };
+            let Ok(src) = tantra_formats::open(&wm.abs(&rec.path)) else {
+                continue;
+            };
+            for (name, sha) in names {
+                if !wanted.contains_key(sha) {
+                    continue;
+                }
+                let Some(i) = src.find(name) else { continue };
+                let Ok(bytes) = src.tensor_bytes(i) else {
+                    continue;
+                };
+                if tantra_formats::digest::sha256_hex(&bytes) != sha {
+                    continue;
+                }
+                tantra_formats::fsutil::atomic_write_bytes(&cache.join(sha), &bytes, true)?;
+                wanted.remove(sha);
+                taken += 1;
+            }
+        }
+    }
+    Ok(taken)
+}
+
+/// The version of `model` created last, among those on the remote.
+async fn newest(client: &Client, model: &str) -> Result<String> {
+    let versions = remote_versions(client, model).await?;
+    let mut best: Option<(String, String)> = None;
+    for v in versions {
+        let vm = version_manifest(client, model, &v).await?;
+        if best.as_ref().is_none_or(|(c, _)| vm.created > *c) {
+            best = Some((vm.created, v));
+        }
+    }
+    best.map(|(_, v)| v)
+        .ok_or_else(|| RemoteError::NotOnRemote {
+            remote: client.name.clone(),
+            what: format!("version of {model}"),
+            key: client.key(&format!("versions/{model}/")),
+        })
+}
+
+/// Writes one format file at `target` through the store's atomic path, checking its sha256
+/// before it takes the name. A file already at `target` with the right bytes (left by an
+/// interrupted pull) is kept.
+#[allow(clippy::too_many_arguments)]
+fn rebuild(
+    client: &Client,
+    vm: &VersionManifest,
+    m: &FormatManifest,
+    key: &str,
+    cache: &Path,
+    target: &PathBuf,
+    format: OutputFormat,
+    progress: &dyn Progress,
+) -> Result<()> {
+    if target.is_file() {
+        let h = tantra_store::hash_file(target, &tantra_formats::NoProgress)?;
+        if h.sha256 == m.sha256 {
+            return Ok(());
+        }
+    }
+    let got: RefCell<Option<String>> = RefCell::new(None);
+    let src = match &m.whole_file {
+        None => Some(
+            ManifestSource::new(vm, &m.layout, SrcBytes::Blobs(cache.to_path_buf())).map_err(
+                |detail| RemoteError::BadManifest {
+                    remote: client.name.clone(),
+                    key: client.key(key),
+                    detail,
+                },
+            )?,
+        ),
+        Some(_) => None,
+    };
+    let write = |w: &mut tantra_formats::fsutil::FileWriter<'_>| -> Result<(), FormatError> {
+        let mut tee = Tee {
+            inner: w,
+            sink: Default::default(),
+        };
+        match (&src, &m.whole_file) {
+            (Some(src), _) => {
+                write_to(&mut tee, format, src, &m.layout.archive, progress)?;
+            }
+            (None, Some(sha)) => {
+                let p = cache.join(sha);
+                let mut f = std::fs::File::open(&p).map_err(|e| FormatError::new(&p, e))?;
+                std::io::copy(&mut f, &mut tee).map_err(|e| FormatError::new(&p, e))?;
+            }
+            (None, None) => {}
+        }
+        tee.flush().map_err(|e| FormatError::new(target, e))?;
+        *got.borrow_mut() = Some(tee.sink.hex());
+        Ok(())
+    };
+    let check = |_: &Path| -> Result<(), FormatError> {
+        let actual = got.borrow().clone().unwrap_or_default();
+        if actual == m.sha256 {
+            Ok(())
+        } else {
+            Err(FormatError::new(
+                target,
+                ErrorKind::Unsupported(format!(
+                    "the rebuilt file has sha256 {actual}, the manifest {} says {}; nothing was written",
+                    client.key(key),
+                    m.sha256
+                )),
+            ))
+        }
+    };
+    atomic_write_checked(target, false, write, check)?;
+    Ok(())
+}
