@@ -23,6 +23,7 @@ pub enum Action {
 
 #[derive(clap::Args)]
 pub struct AddArgs {
+    /// The remote's name (`[A-Za-z0-9._-]`), used by `push --remote NAME`.
     pub name: String,
     /// s3://BUCKET[/PREFIX]
     pub url: String,
@@ -49,6 +50,7 @@ pub struct ListArgs {
 
 #[derive(clap::Args)]
 pub struct RemoveArgs {
+    /// The remote to forget (its objects are not touched).
     pub name: String,
 }
 
