@@ -10,7 +10,7 @@ use tantra_remote::config::Remotes;
 use tantra_remote::pull::{pull, PullOptions};
 use tantra_store::WeightManager;
 
-use super::push::{list_or_none, split_target};
+use super::push::list_or_none;
 use crate::progress::Bar;
 use crate::table::human_bytes;
 
@@ -34,14 +34,21 @@ pub struct Args {
 
 pub fn run(a: Args, root: &Path) -> anyhow::Result<ExitCode> {
     let wm = WeightManager::open(root)?.with_command(format!("tantra pull {}", a.target));
-    let (model, version) = split_target(&a.target);
+    let target = tantra_store::ModelRef::parse(&a.target)?;
     let (name, def) = Remotes::load(root)?.get(a.remote.as_deref())?;
     let client = Client::connect(&name, &def)?;
     let opts = PullOptions {
         formats: super::register::parse_formats(a.formats.as_deref())?,
         make_default: a.default,
     };
-    let r = pull(&client, &wm, model, version, &opts, &Bar::new())?;
+    let r = pull(
+        &client,
+        &wm,
+        &target.model,
+        target.version.as_deref(),
+        &opts,
+        &Bar::new(),
+    )?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
         return Ok(ExitCode::SUCCESS);

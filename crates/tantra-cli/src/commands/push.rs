@@ -27,23 +27,22 @@ pub struct Args {
     pub json: bool,
 }
 
-/// `MODEL[:VERSION]`.
-pub(super) fn split_target(s: &str) -> (&str, Option<&str>) {
-    match s.split_once(':') {
-        Some((m, v)) => (m, Some(v)),
-        None => (s, None),
-    }
-}
-
 pub fn run(a: Args, root: &Path) -> anyhow::Result<ExitCode> {
     let wm = WeightManager::open(root)?;
-    let (model, version) = split_target(&a.target);
+    let target = tantra_store::ModelRef::parse(&a.target)?;
     let (name, def) = Remotes::load(root)?.get(a.remote.as_deref())?;
     let client = Client::connect(&name, &def)?;
     let opts = PushOptions {
         formats: super::register::parse_formats(a.formats.as_deref())?,
     };
-    let r = push(&client, &wm, model, version, &opts, &Bar::new())?;
+    let r = push(
+        &client,
+        &wm,
+        &target.model,
+        target.version.as_deref(),
+        &opts,
+        &Bar::new(),
+    )?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
         return Ok(ExitCode::SUCCESS);
