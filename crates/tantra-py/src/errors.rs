@@ -3,7 +3,8 @@
 //! Python users catch by kind, so the crates' error enums map onto a small hierarchy under
 //! `tantra.TantraError`: a pickle that would run code ([`UnsafePickleError`]), a file that breaks
 //! its format's rules or is no weights at all ([`BadFileError`]), the weights root refusing or
-//! failing ([`StoreError`]), a model configuration that is missing or invalid ([`ConfigError`]).
+//! failing ([`StoreError`]), a model configuration that is missing or invalid ([`ConfigError`]),
+//! a remote refusing or failing ([`RemoteError`]).
 //! The message is the error's `Display`, the same text the CLI prints after `error:`. Failed
 //! reads and writes of the operating system stay `TantraError` itself.
 
@@ -15,6 +16,7 @@ use tantra_formats::pickle::PickleError;
 use tantra_formats::pytorch::PytorchError;
 use tantra_formats::FormatError;
 use tantra_models::runtime::RuntimeError;
+use tantra_remote::RemoteError as RemoteFailure;
 use tantra_store::StoreError as RootError;
 
 create_exception!(
@@ -40,6 +42,12 @@ create_exception!(
     StoreError,
     TantraError,
     "The weights root refused or failed: unknown model or version, a file changed since it was registered, a held lock."
+);
+create_exception!(
+    tantra,
+    RemoteError,
+    TantraError,
+    "A remote refused or failed: unknown remote, bad credentials, a missing bucket or version, an unreachable endpoint, a damaged object (never used)."
 );
 create_exception!(
     tantra,
@@ -96,5 +104,15 @@ pub fn runtime_err(e: RuntimeError) -> PyErr {
         RuntimeError::Format(f) => format_err(f),
         RuntimeError::Store(s) => store_err(s),
         other => TantraError::new_err(other.to_string()),
+    }
+}
+
+/// The exception for an error from a remote: the weights root's and the files' own errors keep
+/// their kinds.
+pub fn remote_err(e: RemoteFailure) -> PyErr {
+    match e {
+        RemoteFailure::Local(s) => store_err(s),
+        RemoteFailure::Format(f) => format_err(f),
+        other => RemoteError::new_err(other.to_string()),
     }
 }

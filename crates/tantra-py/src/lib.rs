@@ -8,6 +8,7 @@
 
 mod errors;
 mod file;
+mod remote;
 mod runtime;
 mod store;
 mod tools;
@@ -21,9 +22,13 @@ mod _tantra {
     use pyo3::prelude::*;
 
     #[pymodule_export]
-    use super::errors::{BadFileError, ConfigError, StoreError, TantraError, UnsafePickleError};
+    use super::errors::{
+        BadFileError, ConfigError, RemoteError, StoreError, TantraError, UnsafePickleError,
+    };
     #[pymodule_export]
     use super::file::{File, Mapping};
+    #[pymodule_export]
+    use super::remote::{_add_remote, _pull, _push, _remote_versions, _remotes, _remove_remote};
     #[pymodule_export]
     use super::runtime::{Runtime, TokenStream};
     #[pymodule_export]

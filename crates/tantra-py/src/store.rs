@@ -42,7 +42,7 @@ pub fn root_path(root: Option<PathBuf>) -> PathBuf {
 /// The compiled half of `tantra.WeightManager` (see its docs in `tantra/_store.py`).
 #[pyclass(frozen, module = "tantra._tantra", name = "_WeightManager")]
 pub struct Store {
-    wm: WeightManager,
+    pub(crate) wm: WeightManager,
 }
 
 #[pymethods]

@@ -117,7 +117,18 @@ impl Remotes {
     /// # Errors
     /// The root cannot be written.
     pub fn save(&self, root: &Path) -> Result<()> {
+        // Folders made here are synced in their parents (the store's rule for what it creates),
+        // so that the definitions survive a crash with the root.
+        let mut missing: Vec<&Path> = root
+            .ancestors()
+            .take_while(|a| !a.as_os_str().is_empty() && !a.is_dir())
+            .collect();
         std::fs::create_dir_all(root).map_err(|e| RemoteError::io(root, e))?;
+        missing.reverse();
+        for dir in missing {
+            let parent = tantra_formats::fsutil::parent_dir(dir);
+            tantra_formats::fsutil::sync_dir(&parent).map_err(|e| RemoteError::io(&parent, e))?;
+        }
         let mut bytes = serde_json::to_vec_pretty(self).map_err(|e| RemoteError::Config {
             path: Self::path(root),
             detail: e.to_string(),
@@ -152,6 +163,49 @@ impl Remotes {
                 known: self.known(),
             }),
         }
+    }
+
+    /// Defines remote `name` (the default one too when `make_default`).
+    ///
+    /// # Errors
+    /// A name outside `[A-Za-z0-9._-]`; an endpoint that is not an http(s) URL; a remote of
+    /// that name exists already.
+    pub fn add(&mut self, name: &str, def: RemoteDef, make_default: bool) -> Result<()> {
+        tantra_store::validate_name("remote", name)?;
+        if let Some(ep) = &def.endpoint {
+            if !(ep.starts_with("http://") || ep.starts_with("https://")) {
+                return Err(RemoteError::InvalidArgument {
+                    what: "endpoint",
+                    value: ep.clone(),
+                    detail: "expected an http:// or https:// URL".into(),
+                });
+            }
+        }
+        if self.remotes.contains_key(name) {
+            return Err(RemoteError::RemoteExists { name: name.into() });
+        }
+        self.remotes.insert(name.into(), def);
+        if make_default {
+            self.default = Some(name.into());
+        }
+        Ok(())
+    }
+
+    /// Forgets remote `name` (and that it was the default); its objects are not touched.
+    ///
+    /// # Errors
+    /// No remote of that name.
+    pub fn remove(&mut self, name: &str) -> Result<RemoteDef> {
+        let Some(def) = self.remotes.remove(name) else {
+            return Err(RemoteError::UnknownRemote {
+                name: name.into(),
+                known: self.known(),
+            });
+        };
+        if self.default.as_deref() == Some(name) {
+            self.default = None;
+        }
+        Ok(def)
     }
 
     fn known(&self) -> String {

@@ -6,17 +6,24 @@
 //! gets it ([`crate::transfer`]); each file is then rebuilt by tantra's writer (or copied from
 //! its whole-file blob) through the store's atomic path, its sha256 checked before it takes its
 //! name, and the version registered only once every file is in place. An interrupted pull
-//! resumes from the verified blobs in the cache; the cache is emptied when the pull completes.
+//! resumes from the blobs in the cache, each hashed again first; the cache is emptied when the
+//! pull completes.
+//!
+//! Each byte is written twice (cache, file) and hashed twice (on arrival, as the file is
+//! written): a rebuilt file is registered from what was verified on the way
+//! ([`WeightManager::register_written`]) rather than read and hashed a third and fourth time,
+//! and cache blobs are not synced (they live for seconds; a crash's torn blob fails its hash on
+//! resume). Only the files, which stay, are synced.
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 use tantra_formats::fsutil::atomic_write_checked;
 use tantra_formats::{write_to, ErrorKind, FormatError, OutputFormat, Progress};
-use tantra_store::{RegisterOptions, Source, TensorTable, WeightManager};
+use tantra_store::{FileHash, RegisterOptions, Source, TensorTable, WeightManager, WrittenFile};
 
 use crate::client::Client;
 use crate::error::{RemoteError, Result};
@@ -24,7 +31,7 @@ use crate::manifest::{
     format_key, tensor_bytes, version_dir, version_key, FormatManifest, VersionManifest,
 };
 use crate::source::{Bytes as SrcBytes, ManifestSource, Tee};
-use crate::transfer::download_all;
+use crate::transfer::{download_all, Arrivals};
 
 /// The folder under the root where a pull keeps verified blobs until it completes.
 pub const CACHE_DIR: &str = "remote-cache";
@@ -207,7 +214,7 @@ pub fn pull(
             });
         }
     }
-    let wanted: Vec<(OutputFormat, String, FormatManifest)> = manifests
+    let mut wanted: Vec<(OutputFormat, String, FormatManifest)> = manifests
         .into_iter()
         .filter(|(f, _, _)| {
             let have = local
@@ -222,39 +229,93 @@ pub fn pull(
     if wanted.is_empty() {
         return Ok(report);
     }
-    // The blobs.
+    // A format rebuilt from tensor blobs goes first: it is written while the blobs arrive.
+    wanted.sort_by_key(|(_, _, m)| m.whole_file.is_some());
+    // The blobs, in the order the first file uses them.
     let cache = wm.root().join(CACHE_DIR);
     std::fs::create_dir_all(&cache).map_err(|e| RemoteError::io(&cache, e))?;
-    let mut blobs: BTreeMap<String, u64> = BTreeMap::new();
+    let mut items: Vec<(String, u64)> = Vec::new();
+    let mut seen: HashSet<String> = HashSet::new();
     for (_, _, m) in &wanted {
-        match &m.whole_file {
-            Some(sha) => {
-                blobs.insert(sha.clone(), m.bytes);
+        let mut add = |sha: &str, bytes: u64| {
+            if seen.insert(sha.to_string()) {
+                items.push((sha.to_string(), bytes));
             }
+        };
+        match &m.whole_file {
+            Some(sha) => add(sha, m.bytes),
             None => {
                 for name in &m.layout.order {
                     if let Some(t) = vm.tensor(name) {
-                        blobs.insert(t.sha256.clone(), tensor_bytes(t).unwrap_or(0));
+                        add(&t.sha256, tensor_bytes(t).unwrap_or(0));
                     }
                 }
             }
         }
     }
-    let items: Vec<(String, u64)> = blobs.into_iter().collect();
-    report.blobs_resumed = items
-        .iter()
-        .filter(|(s, _)| cache.join(s).is_file())
-        .count() as u64;
+    report.blobs_resumed = verify_cached(&cache, &items)?;
     report.blobs_local = copy_local_tensors(wm, &reg, &cache, &items)?;
-    let (n, bytes) = client.block_on(download_all(client, &cache, &items, progress))?;
+    wm.ensure_layout()?;
+    // Download on one thread while the first file is written from the blobs as they land (a
+    // download and a write overlap instead of following each other); the other files are
+    // rebuilt from the cache afterwards.
+    let target_of = |format: OutputFormat| wm.canonical_path(model, &version, format);
+    let (first_format, first_key, first) = &wanted[0];
+    let first_target = target_of(*first_format)?;
+    let streamed = first.whole_file.is_none();
+    let arrivals = Arrivals::default();
+    let (downloaded, written) = std::thread::scope(|s| {
+        let download = s.spawn(|| {
+            client.block_on(download_all(
+                client,
+                &cache,
+                &items,
+                progress,
+                Some(&arrivals),
+            ))
+        });
+        let written = if streamed {
+            let r = rebuild(
+                client,
+                &vm,
+                first,
+                first_key,
+                &cache,
+                Some(&arrivals),
+                &first_target,
+                *first_format,
+                &tantra_formats::NoProgress,
+            );
+            if r.is_err() {
+                arrivals.cancel();
+            }
+            Some(r)
+        } else {
+            None
+        };
+        let downloaded = download.join().unwrap_or_else(|_| {
+            Err(RemoteError::io(
+                &cache,
+                std::io::Error::other("the download thread panicked"),
+            ))
+        });
+        (downloaded, written)
+    });
+    // A failed download explains a failed write (it waited for a blob that never came).
+    let (n, bytes) = downloaded?;
     report.blobs_downloaded = n;
     report.bytes_downloaded = bytes;
-    // The files.
-    wm.ensure_layout()?;
+    if let Some(r) = written {
+        r?;
+    }
     let mut files = Vec::new();
-    for (format, key, m) in &wanted {
-        let target = wm.canonical_path(model, &version, *format)?;
-        rebuild(client, &vm, m, key, &cache, &target, *format, progress)?;
+    for (i, (format, key, m)) in wanted.iter().enumerate() {
+        let target = target_of(*format)?;
+        if i > 0 || !streamed {
+            rebuild(
+                client, &vm, m, key, &cache, None, &target, *format, progress,
+            )?;
+        }
         report.file_bytes += m.bytes;
         report.formats_pulled.push(format.name().into());
         if m.whole_file.is_some() {
@@ -286,21 +347,77 @@ pub fn pull(
         config,
         ..Default::default()
     };
-    let source = Source::Imported {
-        from: format!(
-            "remote {} ({}/{})",
-            client.name,
-            client.def.url(),
-            version_dir(model, &version)
-        ),
-    };
-    wm.register_files(&files, model, &version, Some(source), &ropts, progress)?;
+    // Each file's lineage: where this root got it, and where the pushing root had it from.
+    let origin = format!(
+        "remote {} ({}/{})",
+        client.name,
+        client.def.url(),
+        version_dir(model, &version)
+    );
+    if report.whole_files.is_empty() {
+        // Every file was rebuilt here from verified blobs and its sha256 taken as it was
+        // written: the store need not read and hash it again.
+        let written: Vec<WrittenFile> = files
+            .into_iter()
+            .zip(&wanted)
+            .map(|((format, path), (_, _, m))| WrittenFile {
+                format,
+                path,
+                hash: FileHash {
+                    sha256: m.sha256.clone(),
+                    bytes: m.bytes,
+                },
+                source: pulled_source(&origin, &m.source),
+            })
+            .collect();
+        let table = TensorTable {
+            content: vm.content.clone(),
+            parameters: vm.parameters,
+            tensors: vm.tensors.clone(),
+        };
+        wm.register_written(&written, &table, model, &version, &ropts)?;
+    } else {
+        // A whole file (one torch wrote) is only known by its sha256: the store reads it and
+        // checks that its tensors are the version's.
+        let source = pulled_source(&origin, &wanted[0].2.source);
+        wm.register_files(&files, model, &version, Some(source), &ropts, progress)?;
+    }
     // Done: the cache has served its purpose.
     for (sha, _) in &items {
         let _ = std::fs::remove_file(cache.join(sha));
     }
     let _ = std::fs::remove_dir(&cache);
     Ok(report)
+}
+
+/// The registry's record of a pulled file: imported from the remote, with the lineage the
+/// pushing root recorded (`converted from safetensors`, `checkpoint step 400 (...)`).
+fn pulled_source(origin: &str, there: &Source) -> Source {
+    Source::Imported {
+        from: format!("{origin}; there: {}", there.describe()),
+    }
+}
+
+/// Hashes the blobs among `items` that an interrupted pull left in `cache` and deletes those
+/// whose bytes are not their name (downloads are not synced, so a crash can tear one); returns
+/// how many good ones there are. They were verified when they arrived, but that was another
+/// process.
+fn verify_cached(cache: &Path, items: &[(String, u64)]) -> Result<u64> {
+    let mut good = 0;
+    for (sha, bytes) in items {
+        let p = cache.join(sha);
+        if !p.is_file() {
+            continue;
+        }
+        let ok = tantra_store::hash_file(&p, &tantra_formats::NoProgress)
+            .is_ok_and(|h| h.sha256 == *sha && h.bytes == *bytes);
+        if ok {
+            good += 1;
+        } else {
+            std::fs::remove_file(&p).map_err(|e| RemoteError::io(&p, e))?;
+        }
+    }
+    Ok(good)
 }
 
 /// Puts into `cache` the tensors among `items` that versions already in the root hold (read
@@ -392,6 +509,7 @@ fn rebuild(
     m: &FormatManifest,
     key: &str,
     cache: &Path,
+    arrivals: Option<&Arrivals>,
     target: &PathBuf,
     format: OutputFormat,
     progress: &dyn Progress,
@@ -405,13 +523,19 @@ fn rebuild(
     let got: RefCell<Option<String>> = RefCell::new(None);
     let src = match &m.whole_file {
         None => Some(
-            ManifestSource::new(vm, &m.layout, SrcBytes::Blobs(cache.to_path_buf())).map_err(
-                |detail| RemoteError::BadManifest {
-                    remote: client.name.clone(),
-                    key: client.key(key),
-                    detail,
+            ManifestSource::new(
+                vm,
+                &m.layout,
+                SrcBytes::Blobs {
+                    dir: cache.to_path_buf(),
+                    arrivals,
                 },
-            )?,
+            )
+            .map_err(|detail| RemoteError::BadManifest {
+                remote: client.name.clone(),
+                key: client.key(key),
+                detail,
+            })?,
         ),
         Some(_) => None,
     };

@@ -14,11 +14,16 @@ use tantra_formats::{
 };
 
 use crate::manifest::{Layout, VersionManifest};
+use crate::transfer::Arrivals;
 
 /// Where the tensor bytes come from.
 pub(crate) enum Bytes<'a> {
-    /// `<dir>/<digest>`, each checked against its digest when it was downloaded.
-    Blobs(PathBuf),
+    /// `<dir>/<digest>`, each checked against its digest when it was downloaded; with
+    /// `arrivals`, a download still in progress that a read waits for.
+    Blobs {
+        dir: PathBuf,
+        arrivals: Option<&'a Arrivals>,
+    },
     /// The same index of an open file.
     File(&'a dyn TensorSource),
 }
@@ -96,11 +101,22 @@ impl TensorSource for ManifestSource<'_> {
     fn tensor_bytes(&self, index: usize) -> Result<Cow<'_, [u8]>, FormatError> {
         match &self.bytes {
             Bytes::File(src) => src.tensor_bytes(index),
-            Bytes::Blobs(dir) => {
+            Bytes::Blobs { dir, arrivals } => {
                 let d = self.digests.get(index).ok_or_else(|| {
                     FormatError::memory(format!("tensor index {index} out of range"))
                 })?;
                 let path = dir.join(d);
+                if let Some(a) = arrivals {
+                    if !a.wait_for(&path) {
+                        return Err(FormatError::new(
+                            &path,
+                            ErrorKind::Unsupported(format!(
+                                "the download ended without the blob of tensor {:?}",
+                                self.infos[index].name
+                            )),
+                        ));
+                    }
+                }
                 let b = std::fs::read(&path).map_err(|e| FormatError::new(&path, e))?;
                 let want = self.infos[index].byte_len();
                 if want != Some(b.len() as u64) {

@@ -4,12 +4,13 @@
 //! Every blob is named by the sha256 of its bytes. An upload hashes the bytes it is about to
 //! send and refuses to send bytes that do not match their name (a local file damaged since it
 //! was registered); a download hashes what arrives into a temporary file and gives it its name
-//! only when the hash and size match, so a blob in the folder is always a verified one and an
-//! interrupted pull resumes from the blobs that are there.
+//! only when the hash and size match, so a blob in the folder was a verified one when it got
+//! there, and an interrupted pull resumes from the blobs that are there (hashing them again, as
+//! they are not synced).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
@@ -241,13 +242,96 @@ async fn upload_file(
     Ok(n)
 }
 
+/// What a download running on another thread has brought into its folder so far, so that a
+/// rebuild can consume each blob as soon as it is there instead of after the last one.
+///
+/// A blob takes its name in the folder only when complete and verified (renamed from its
+/// temporary file), so its presence under that name is the signal; this adds the wake-up and
+/// the end of the download (after which a missing blob will not come).
+#[derive(Default)]
+pub(crate) struct Arrivals {
+    state: Mutex<ArrivalState>,
+    cv: Condvar,
+}
+
+#[derive(Default)]
+struct ArrivalState {
+    /// The download has ended (complete or failed).
+    over: bool,
+    /// The consumer gave up: start no more blobs.
+    cancelled: bool,
+}
+
+impl Arrivals {
+    fn lock(&self) -> std::sync::MutexGuard<'_, ArrivalState> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn arrived(&self) {
+        let _g = self.lock();
+        self.cv.notify_all();
+    }
+
+    /// The download has ended; waiters for blobs that did not come are released.
+    pub(crate) fn finish(&self) {
+        self.lock().over = true;
+        self.cv.notify_all();
+    }
+
+    /// Asks the download to start no more blobs.
+    pub(crate) fn cancel(&self) {
+        self.lock().cancelled = true;
+    }
+
+    fn cancelled(&self) -> bool {
+        self.lock().cancelled
+    }
+
+    /// Waits until `path` exists; `false` when the download ended without it.
+    pub(crate) fn wait_for(&self, path: &Path) -> bool {
+        let mut g = self.lock();
+        loop {
+            if path.is_file() {
+                return true;
+            }
+            if g.over {
+                return false;
+            }
+            g = self
+                .cv
+                .wait_timeout(g, std::time::Duration::from_millis(200))
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+}
+
 /// Downloads the blobs `items` (`(sha256, bytes)`) that `dir` lacks into `dir/<sha256>`,
-/// verified, in parallel; returns (blobs downloaded, bytes downloaded).
+/// verified, in parallel, started in the order given; returns (blobs downloaded, bytes
+/// downloaded). With `arrivals`, each blob is announced as it lands and the end is marked
+/// (whatever the outcome), so a consumer on another thread can follow.
 pub(crate) async fn download_all(
     client: &Client,
     dir: &Path,
     items: &[(String, u64)],
     progress: &dyn Progress,
+    arrivals: Option<&Arrivals>,
+) -> Result<(u64, u64)> {
+    let r = download_each(client, dir, items, progress, arrivals).await;
+    if let Some(a) = arrivals {
+        a.finish();
+    }
+    r
+}
+
+async fn download_each(
+    client: &Client,
+    dir: &Path,
+    items: &[(String, u64)],
+    progress: &dyn Progress,
+    arrivals: Option<&Arrivals>,
 ) -> Result<(u64, u64)> {
     let todo: Vec<&(String, u64)> = items
         .iter()
@@ -260,7 +344,13 @@ pub(crate) async fn download_all(
         .map(|(sha, bytes)| {
             let done = &done;
             async move {
+                if arrivals.is_some_and(Arrivals::cancelled) {
+                    return Ok(0);
+                }
                 let n = download_one(client, dir, sha, *bytes, progress).await?;
+                if let Some(a) = arrivals {
+                    a.arrived();
+                }
                 count_and_maybe_abort(done).await;
                 Ok(n)
             }
@@ -314,9 +404,8 @@ async fn download_one(
             bytes: n,
         });
     }
-    tmp.as_file()
-        .sync_all()
-        .map_err(|e| RemoteError::io(tmp.path(), e))?;
+    // Not synced: the blob is used within this pull and deleted after it; one an interrupted
+    // pull leaves behind is hashed again before a resumed pull uses it (`pull::verify_cached`).
     let target = dir.join(sha256);
     tmp.persist(&target)
         .map_err(|e| RemoteError::io(&target, e.error))?;

@@ -78,6 +78,7 @@ pub use verify::{ProblemKind, VerifyProblem, VerifyReport, VerifyScope};
 pub use weights::{
     ListFilter, LoadOptions, LoadedWeights, RegisterOptions, RegisterReport, RemoveOptions,
     RemoveReport, Resolved, ShowReport, VersionRow, WeightManager, WeightRow, WeightRowRef,
+    WrittenFile,
 };
 
 /// Hashing a file: `sha256` of its bytes, read in large chunks.

@@ -64,26 +64,15 @@ pub fn run(a: Action, root: &Path) -> anyhow::Result<ExitCode> {
 }
 
 fn add(a: AddArgs, root: &Path) -> anyhow::Result<ExitCode> {
-    tantra_store::validate_name("remote", &a.name)?;
     let mut def = RemoteDef::from_url(&a.url)?;
-    if let Some(ep) = &a.endpoint {
-        if !(ep.starts_with("http://") || ep.starts_with("https://")) {
-            anyhow::bail!("--endpoint {ep:?}: expected an http:// or https:// URL");
-        }
-    }
     def.endpoint = a.endpoint;
     def.region = a.region;
     def.profile = a.profile;
     let mut remotes = Remotes::load(root)?;
-    if remotes.remotes.contains_key(&a.name) {
-        return Err(tantra_remote::RemoteError::RemoteExists { name: a.name }.into());
-    }
-    eprintln!("remote {} -> {}", a.name, def.url());
-    remotes.remotes.insert(a.name.clone(), def);
-    if a.default {
-        remotes.default = Some(a.name);
-    }
+    let url = def.url();
+    remotes.add(&a.name, def, a.default)?;
     remotes.save(root)?;
+    eprintln!("remote {} -> {url}", a.name);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -129,21 +118,7 @@ fn list(a: ListArgs, root: &Path) -> anyhow::Result<ExitCode> {
 
 fn remove(a: RemoveArgs, root: &Path) -> anyhow::Result<ExitCode> {
     let mut remotes = Remotes::load(root)?;
-    if remotes.remotes.remove(&a.name).is_none() {
-        return Err(tantra_remote::RemoteError::UnknownRemote {
-            name: a.name,
-            known: remotes
-                .remotes
-                .keys()
-                .cloned()
-                .collect::<Vec<_>>()
-                .join(", "),
-        }
-        .into());
-    }
-    if remotes.default.as_deref() == Some(a.name.as_str()) {
-        remotes.default = None;
-    }
+    remotes.remove(&a.name)?;
     remotes.save(root)?;
     eprintln!("removed remote {} (its objects were not touched)", a.name);
     Ok(ExitCode::SUCCESS)

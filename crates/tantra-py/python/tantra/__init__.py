@@ -10,7 +10,7 @@ versioned weights root (:class:`WeightManager`, :class:`ConfigManager`); and the
 >>> tantra.save(sd, "model.pt")
 
 Errors are :class:`TantraError` and its subclasses :class:`UnsafePickleError`,
-:class:`BadFileError`, :class:`StoreError` and :class:`ConfigError`; the message is what the
+:class:`BadFileError`, :class:`StoreError`, :class:`ConfigError` and :class:`RemoteError`; the message is what the
 ``tantra`` command prints.
 """
 
@@ -20,6 +20,7 @@ from ._tantra import (
     MultimodalRuntime,
     OcrRuntime,
     ConfigError,
+    RemoteError,
     StoreError,
     TantraError,
     UnsafePickleError,
@@ -39,6 +40,7 @@ __all__ = [
     "OcrRuntime",
     "ConfigError",
     "ConfigManager",
+    "RemoteError",
     "StoreError",
     "TantraError",
     "UnsafePickleError",

@@ -12,7 +12,16 @@ import os
 from typing import Any, Dict, List, Optional
 
 from ._files import PathLike, _flatten, _framework, _tensor
-from ._tantra import _ConfigManager, _WeightManager
+from ._tantra import (
+    _ConfigManager,
+    _WeightManager,
+    _add_remote,
+    _pull,
+    _push,
+    _remote_versions,
+    _remotes,
+    _remove_remote,
+)
 
 
 class WeightManager:
@@ -153,6 +162,46 @@ class WeightManager:
     def promote(self, model: str, step: int, version: str, *, default: bool = False) -> Dict[str, Any]:
         """Register the checkpoint at ``step`` as ``version`` of ``model``."""
         return self._wm.promote(model, int(step), version, default=default)
+
+    # Remotes: an S3-compatible object store shared by several roots (see docs/remote.md).
+
+    def push(self, model: str, version: Optional[str] = None, *, remote: Optional[str] = None,
+             formats: Optional[List[str]] = None) -> Dict[str, Any]:
+        """Send ``model:version`` (``model`` may be ``"name:version"``; default: the model's
+        default version) to ``remote`` (default: the default or only remote), each distinct
+        tensor once. Returns the report (bytes uploaded against bytes referenced).
+        Errors are :class:`tantra.RemoteError` (unknown remote, credentials, the name taken by
+        other weights on the remote) or :class:`tantra.StoreError`."""
+        return _push(self._wm, model, version, remote=remote, formats=formats)
+
+    def pull(self, model: str, version: Optional[str] = None, *, remote: Optional[str] = None,
+             formats: Optional[List[str]] = None, default: bool = False) -> Dict[str, Any]:
+        """Fetch ``model:version`` (default: the newest on the remote) into this root: every
+        blob verified, every file rebuilt and checked against its sha256, the version
+        registered only when all its files are in place. Returns the report."""
+        return _pull(self._wm, model, version, remote=remote, formats=formats, default=default)
+
+    def remote_versions(self, remote: Optional[str] = None, model: Optional[str] = None) -> List[Dict[str, Any]]:
+        """The versions ``remote`` holds (of ``model`` when given), with the formats this root
+        has of the same weights (``local_formats``)."""
+        return _remote_versions(self._wm, remote, model)
+
+    def remotes(self) -> Dict[str, Any]:
+        """The remotes of this root: ``{"remotes": {name: definition}, "default": name}``."""
+        return _remotes(self._wm)
+
+    def add_remote(self, name: str, url: str, *, endpoint: Optional[str] = None,
+                   region: Optional[str] = None, profile: Optional[str] = None,
+                   default: bool = False) -> None:
+        """Define remote ``name`` at ``s3://BUCKET[/PREFIX]`` (``endpoint`` for Garage, MinIO
+        and other S3-compatible stores). Credentials are never stored: they come from the AWS
+        environment variables or ``profile`` in ``~/.aws/credentials`` when a call connects."""
+        _add_remote(self._wm, name, url, endpoint=endpoint, region=region, profile=profile,
+                    default=default)
+
+    def remove_remote(self, name: str) -> None:
+        """Forget remote ``name`` (its objects are not touched)."""
+        _remove_remote(self._wm, name)
 
     def __repr__(self) -> str:
         return f"WeightManager({self.root!r})"

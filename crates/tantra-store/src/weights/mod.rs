@@ -13,6 +13,7 @@ mod edit;
 mod load;
 mod query;
 mod register;
+pub use register::WrittenFile;
 mod show;
 
 use std::path::{Path, PathBuf};

@@ -24,6 +24,17 @@ use crate::plan::{plan_register, NewFile, RegisterRequest};
 use crate::registry::Source;
 use crate::time::now_rfc3339;
 
+/// A file the caller wrote at its canonical path, for [`WeightManager::register_written`].
+#[derive(Debug, Clone)]
+pub struct WrittenFile {
+    pub format: OutputFormat,
+    pub path: PathBuf,
+    /// The sha256 and size of the bytes as they were written.
+    pub hash: FileHash,
+    /// Where the file came from, for the registry.
+    pub source: Source,
+}
+
 /// An input file of a registration, staged in `weights/` or already in place.
 pub(crate) struct Prepared {
     format: OutputFormat,
@@ -163,6 +174,78 @@ impl WeightManager {
         }
         drop(src0);
         self.commit(model, version, &table, prepared, opts)
+    }
+
+    /// Registers files the caller has just written at their canonical paths, vouching for
+    /// their sha256 (computed over the bytes as they were written) and for their tensors
+    /// (`table`: what was written, each tensor's bytes checked against its digest before it
+    /// was). Nothing is read again: this is how a pull from a remote, which verified every blob
+    /// and every rebuilt file on the way in, avoids reading and hashing each file twice more.
+    /// Anything the caller did not write itself goes through [`WeightManager::register_files`].
+    ///
+    /// # Errors
+    /// A file not at its canonical path, or whose size is not the one given; a table whose
+    /// content digest does not add up; the rest as [`WeightManager::register`].
+    pub fn register_written(
+        &self,
+        files: &[WrittenFile],
+        table: &TensorTable,
+        model: &str,
+        version: &str,
+        opts: &RegisterOptions,
+    ) -> Result<RegisterReport> {
+        self.check_request(model, version, opts)?;
+        if files.is_empty() {
+            return Err(StoreError::NothingToDo("no files to register".into()));
+        }
+        let mut sorted = table.tensors.clone();
+        sorted.sort_by(|a, b| a.name.cmp(&b.name));
+        if TensorTable::content_of(&sorted) != table.content {
+            return Err(StoreError::InvalidArgument {
+                what: "tensor table",
+                value: table.content.clone(),
+                detail: "its tensors do not add up to its content digest".into(),
+            });
+        }
+        let mut prepared = Vec::new();
+        for WrittenFile {
+            format,
+            path,
+            hash,
+            source,
+        } in files
+        {
+            if prepared.iter().any(|p: &Prepared| p.format == *format) {
+                return Err(StoreError::InvalidArgument {
+                    what: "file list",
+                    value: format.name().into(),
+                    detail: "two files for one format".into(),
+                });
+            }
+            let target = self.canonical_path(model, version, *format)?;
+            if !same_file(path, &target) {
+                return Err(StoreError::InvalidArgument {
+                    what: "written file",
+                    value: path.display().to_string(),
+                    detail: format!("not at its canonical path {}", target.display()),
+                });
+            }
+            let len = file_len(path)?;
+            if len != hash.bytes {
+                return Err(StoreError::Changed {
+                    path: path.clone(),
+                    what: format!("{len} bytes, written {}", hash.bytes),
+                });
+            }
+            prepared.push(Prepared {
+                format: *format,
+                staged: None,
+                hash: hash.clone(),
+                source: source.clone(),
+            });
+        }
+        self.precheck(model, version, table, opts)?;
+        self.commit(model, version, table, prepared, opts)
     }
 
     /// Registers tensors that are not a file of the root's formats as (model, version),
