@@ -84,13 +84,21 @@ T_UP=$(secs "$t0" "$t1")
 "$TANTRA" --root "$ROOT" push mamba:ft5 --json > "$OUT/push3.json"
 
 # 4. Pull of one format vs rclone download of the same file.
-PULLROOT="$OUT/pullroot"; rm -rf "$PULLROOT" "$OUT/plain-down"
-"$TANTRA" --root "$PULLROOT" remote add g "s3://$TANTRA_S3_BUCKET/$RUN/tantra" --endpoint "$TANTRA_S3_ENDPOINT" --region garage 2>/dev/null
-t0=$(now); rclone copy "g:$TANTRA_S3_BUCKET/$RUN/plain/" "$OUT/plain-down/"; t1=$(now)
-R_DOWN=$(secs "$t0" "$t1")
-t0=$(now); "$TANTRA" --root "$PULLROOT" pull mamba:full --formats safetensors --json > "$OUT/pull1.json"; t1=$(now)
-T_DOWN=$(secs "$t0" "$t1")
-cmp "$ST" "$PULLROOT/weights/mamba_full_safetensors.safetensors"
+# Alternated PULL_REPS times (default 3), each into a fresh folder; the medians are reported.
+PULLROOT="$OUT/pullroot"
+R_DOWNS=(); T_DOWNS=()
+for _ in $(seq "${PULL_REPS:-3}"); do
+  rm -rf "$PULLROOT" "$OUT/plain-down"
+  "$TANTRA" --root "$PULLROOT" remote add g "s3://$TANTRA_S3_BUCKET/$RUN/tantra" --endpoint "$TANTRA_S3_ENDPOINT" --region garage 2>/dev/null
+  t0=$(now); rclone copy "g:$TANTRA_S3_BUCKET/$RUN/plain/" "$OUT/plain-down/"; t1=$(now)
+  R_DOWNS+=("$(secs "$t0" "$t1")")
+  t0=$(now); "$TANTRA" --root "$PULLROOT" pull mamba:full --formats safetensors --json > "$OUT/pull1.json"; t1=$(now)
+  T_DOWNS+=("$(secs "$t0" "$t1")")
+  cmp "$ST" "$PULLROOT/weights/mamba_full_safetensors.safetensors"
+done
+median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+R_DOWN=$(median "${R_DOWNS[@]}"); T_DOWN=$(median "${T_DOWNS[@]}")
+echo "pull runs (s): rclone ${R_DOWNS[*]}; tantra ${T_DOWNS[*]}" >&2
 # 5. All formats (the rest rebuilt locally from the same blobs) vs rclone of all three files.
 rclone copy "$PT" "g:$TANTRA_S3_BUCKET/$RUN/plain/"; rclone copy "$BIN" "g:$TANTRA_S3_BUCKET/$RUN/plain/"
 rm -rf "$OUT/plain-down"
@@ -113,7 +121,7 @@ mb = lambda b, s: b / 1e6 / s
 print(f"safetensors file: {st/1e6:.1f} MB; pt {pt/1e6:.1f} MB; bin {bn/1e6:.1f} MB")
 print(f"first push (safetensors): tantra {mb(st, t_up):.0f} MB/s ({t_up:.2f} s, sent {p1['bytes_uploaded']/1e6:.1f} MB)"
       f" vs rclone upload {mb(st, r_up):.0f} MB/s ({r_up:.2f} s): ratio {r_up / t_up:.2f}x")
-print(f"pull (safetensors):       tantra {mb(st, t_down):.0f} MB/s ({t_down:.2f} s)"
+print(f"pull (safetensors, median): tantra {mb(st, t_down):.0f} MB/s ({t_down:.2f} s)"
       f" vs rclone download {mb(st, r_down):.0f} MB/s ({r_down:.2f} s): ratio {r_down / t_down:.2f}x")
 print(f"pull (all 3 formats):     tantra {t_all:.2f} s vs rclone download of the 3 files {r_all:.2f} s: ratio {r_all / t_all:.2f}x")
 other = pt + bn

@@ -229,9 +229,8 @@ pub fn pull(
     if wanted.is_empty() {
         return Ok(report);
     }
-    // A format rebuilt from tensor blobs goes first: it is written while the blobs arrive.
+    // The blobs, in the order the first file rebuilt from tensor blobs uses them.
     wanted.sort_by_key(|(_, _, m)| m.whole_file.is_some());
-    // The blobs, in the order the first file uses them.
     let cache = wm.root().join(CACHE_DIR);
     std::fs::create_dir_all(&cache).map_err(|e| RemoteError::io(&cache, e))?;
     let mut items: Vec<(String, u64)> = Vec::new();
@@ -256,13 +255,13 @@ pub fn pull(
     report.blobs_resumed = verify_cached(&cache, &items)?;
     report.blobs_local = copy_local_tensors(wm, &reg, &cache, &items)?;
     wm.ensure_layout()?;
-    // Download on one thread while the first file is written from the blobs as they land (a
-    // download and a write overlap instead of following each other); the other files are
-    // rebuilt from the cache afterwards.
-    let target_of = |format: OutputFormat| wm.canonical_path(model, &version, format);
-    let (first_format, first_key, first) = &wanted[0];
-    let first_target = target_of(*first_format)?;
-    let streamed = first.whole_file.is_none();
+    // Download on one thread while each file rebuilt from tensor blobs is written on its own
+    // thread from the blobs as they land (downloads and writes overlap instead of following
+    // each other); whole-file blobs are copied into place once the download is done.
+    let targets: Vec<PathBuf> = wanted
+        .iter()
+        .map(|(format, _, _)| wm.canonical_path(model, &version, *format))
+        .collect::<std::result::Result<_, _>>()?;
     let arrivals = Arrivals::default();
     let (downloaded, written) = std::thread::scope(|s| {
         let download = s.spawn(|| {
@@ -274,55 +273,60 @@ pub fn pull(
                 Some(&arrivals),
             ))
         });
-        let written = if streamed {
-            let r = rebuild(
-                client,
-                &vm,
-                first,
-                first_key,
-                &cache,
-                Some(&arrivals),
-                &first_target,
-                *first_format,
-                &tantra_formats::NoProgress,
-            );
-            if r.is_err() {
-                arrivals.cancel();
-            }
-            Some(r)
-        } else {
-            None
-        };
-        let downloaded = download.join().unwrap_or_else(|_| {
-            Err(RemoteError::io(
-                &cache,
-                std::io::Error::other("the download thread panicked"),
-            ))
-        });
+        let writers: Vec<_> = wanted
+            .iter()
+            .zip(&targets)
+            .filter(|((_, _, m), _)| m.whole_file.is_none())
+            .map(|((format, key, m), target)| {
+                let (vm, cache, arrivals) = (&vm, &cache, &arrivals);
+                s.spawn(move || {
+                    let r = rebuild(
+                        client,
+                        vm,
+                        m,
+                        key,
+                        cache,
+                        Some(arrivals),
+                        target,
+                        *format,
+                        &tantra_formats::NoProgress,
+                    );
+                    if r.is_err() {
+                        arrivals.cancel();
+                    }
+                    r
+                })
+            })
+            .collect();
+        let panicked = || RemoteError::io(&cache, std::io::Error::other("a pull thread panicked"));
+        let written: Vec<Result<()>> = writers
+            .into_iter()
+            .map(|w| w.join().unwrap_or_else(|_| Err(panicked())))
+            .collect();
+        let downloaded = download.join().unwrap_or_else(|_| Err(panicked()));
         (downloaded, written)
     });
     // A failed download explains a failed write (it waited for a blob that never came).
     let (n, bytes) = downloaded?;
     report.blobs_downloaded = n;
     report.bytes_downloaded = bytes;
-    if let Some(r) = written {
+    for r in written {
         r?;
     }
     let mut files = Vec::new();
-    for (i, (format, key, m)) in wanted.iter().enumerate() {
-        let target = target_of(*format)?;
-        if i > 0 || !streamed {
+    for ((format, key, m), target) in wanted.iter().zip(targets) {
+        if m.whole_file.is_some() {
             rebuild(
                 client, &vm, m, key, &cache, None, &target, *format, progress,
             )?;
+            report.whole_files.push(format.name().into());
         }
         report.file_bytes += m.bytes;
         report.formats_pulled.push(format.name().into());
-        if m.whole_file.is_some() {
-            report.whole_files.push(format.name().into());
-        }
         files.push((*format, target));
     }
+    report.formats_pulled.sort();
+    report.whole_files.sort();
     // The config the version names.
     let mut config = None;
     if let Some(c) = &vm.config {
