@@ -2,9 +2,9 @@
 //! terminal on stdin and no prompt, `run` prints a `>>> ` prompt, answers each line with the
 //! same text a one-shot run generates, and ends on `/bye` or on end of input (Ctrl-D).
 //!
-//! The terminal is a Linux/Unix pty opened with libc (`posix_openpt`), the child's stdin,
-//! stdout and stderr all on its slave side, as in a shell; the test reads the master side.
-#![cfg(unix)]
+//! The terminal is a Linux pty opened with libc (`posix_openpt`, `ptsname_r`), the child's
+//! stdin, stdout and stderr all on its slave side, as in a shell; the test reads the master.
+#![cfg(target_os = "linux")]
 // Test helpers unwrap: a failure there is a failed test.
 #![allow(clippy::unwrap_used)]
 
