@@ -99,10 +99,17 @@ json.dump({"schema": 1, "models": models}, open(sys.argv[1], "w"), separators=("
 PYEOF
 SIZE=$(stat -c %s "$BIG/weight_config.json")
 echo "list-weights: registry of 10,000 versions (30,000 files), $((SIZE / 1000)) KB"
+# The reference: Python reading the same registry with its C JSON parser, and nothing else.
+T_PY=$(best_of 5 python3 -c 'import json, sys; json.load(open(sys.argv[1]))' "$BIG/weight_config.json")
 T_LIST=$(best_of 5 "$TANTRA" --root "$BIG" list-weights)
 T_JSON=$(best_of 5 "$TANTRA" --root "$BIG" list-weights --json)
 T_ONE=$(best_of 5 "$TANTRA" --root "$BIG" list-weights --model model7)
-ms() { python3 -c "print(f'{$1 * 1000:6.1f} ms')"; }
-printf '  %-34s %s\n' "list-weights (table)" "$(ms "$T_LIST")"
-printf '  %-34s %s\n' "list-weights --json" "$(ms "$T_JSON")"
-printf '  %-34s %s\n' "list-weights --model (100 versions)" "$(ms "$T_ONE")"
+T_ALL=$(best_of 5 "$TANTRA" --root "$BIG" list-weights --all-formats)
+T_ALLJ=$(best_of 5 "$TANTRA" --root "$BIG" list-weights --all-formats --json)
+ms() { python3 -c "print(f'{$1 * 1000:6.1f} ms  ({$1 / $T_PY:.2f}x python json.load)')"; }
+printf '  %-44s %s\n' "python3 json.load (reference)" "$(ms "$T_PY")"
+printf '  %-44s %s\n' "list-weights (per version, table)" "$(ms "$T_LIST")"
+printf '  %-44s %s\n' "list-weights --json (per version)" "$(ms "$T_JSON")"
+printf '  %-44s %s\n' "list-weights --model (100 versions)" "$(ms "$T_ONE")"
+printf '  %-44s %s\n' "list-weights --all-formats (per file, table)" "$(ms "$T_ALL")"
+printf '  %-44s %s\n' "list-weights --all-formats --json" "$(ms "$T_ALLJ")"

@@ -10,12 +10,10 @@ mod when;
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 fn main() -> ExitCode {
     restore_sigpipe();
     signals::install();
-    let cli = commands::Cli::parse();
+    let cli = commands::Cli::parse_args();
     match commands::run(cli) {
         Ok(code) => code,
         Err(e) => {

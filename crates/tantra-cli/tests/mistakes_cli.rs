@@ -53,7 +53,8 @@ fn config_edits_are_checked() {
     assert_eq!(config(&root)["layer_norm_epsilon"], 0.0001);
     let unset = |field: &str| tantra(&root, &["config", "unset", "mamba", "sample_small", field]);
     fails_with(&unset("hidden_size"), "hidden_size");
-    fails_with(&unset("nope"), "has no such field");
+    fails_with(&unset("nope"), "\"nope\" is not a field of mamba configs");
+    fails_with(&unset("hidden_sise"), "did you mean \"hidden_size\"?");
     ok(&unset("architectures"));
     assert!(config(&root).get("architectures").is_none());
     // The weights still load and run.
@@ -61,6 +62,95 @@ fn config_edits_are_checked() {
         &root,
         &["run", "mamba", "hi", "--max-new-tokens", "2"],
     ));
+}
+
+/// Nested fields are checked at every level: a misspelled key inside `vision_config` or
+/// `mamba` gets a suggestion with its full path, a value of the wrong kind names the field and
+/// the kind it takes, a range is checked, and a leaf cannot hold fields.
+#[test]
+fn nested_config_edits_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("Model");
+    ok(&tantra(
+        &root,
+        &[
+            "create-sample-weights",
+            "--models",
+            "mamba_multimodal,ocr_native",
+            "--formats",
+            "safetensors",
+        ],
+    ));
+    let path = root.join("configs/mamba_multimodal/sample_small.json");
+    let read = || -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+    };
+    let before = read();
+    let set = |model: &str, args: &[&str]| {
+        let mut a = vec!["config", "set", model, "sample_small"];
+        a.extend_from_slice(args);
+        tantra(&root, &a)
+    };
+    let mm = |args: &[&str]| set("mamba_multimodal", args);
+    fails_with(
+        &mm(&["vision_config.patch_sise", "4"]),
+        "did you mean \"vision_config.patch_size\"?",
+    );
+    fails_with(
+        &mm(&["text_config.state_sise", "4"]),
+        "did you mean \"text_config.state_size\"?",
+    );
+    let e = stderr(&mm(&["vision_config.zzz", "4"]));
+    assert!(e.contains("its fields: vision_config.image_size, "), "{e}");
+    fails_with(
+        &mm(&["vision_confg.patch_size", "4"]),
+        "did you mean \"vision_config\"?",
+    );
+    fails_with(
+        &mm(&["vision_config.patch_size.x", "4"]),
+        "vision_config.patch_size is a number, not a group of fields",
+    );
+    fails_with(
+        &mm(&["vision_config.patch_size", "big"]),
+        "vision_config.patch_size takes a number (like ",
+    );
+    fails_with(
+        &mm(&["text_config.use_bias", "3"]),
+        "text_config.use_bias takes a boolean (like false), not the number 3",
+    );
+    // In range of the type but not of the architecture: patch_size must divide image_size.
+    fails_with(
+        &mm(&["vision_config.patch_size", "0"]),
+        "the config is invalid",
+    );
+    assert_eq!(read(), before, "nothing written");
+    // A nested change the weights still fit is written.
+    ok(&mm(&["vision_config.initializer_range", "0.01"]));
+    assert_eq!(read()["vision_config"]["initializer_range"], 0.01);
+    // ocr_native keeps its Mamba stack under `mamba`.
+    fails_with(
+        &set("ocr_native", &["mamba.expnd", "3"]),
+        "did you mean \"mamba.expand\"?",
+    );
+    // unset is checked the same way, at every level.
+    let unset = |field: &str| {
+        tantra(
+            &root,
+            &["config", "unset", "mamba_multimodal", "sample_small", field],
+        )
+    };
+    fails_with(
+        &unset("vision_config.image_mian"),
+        "did you mean \"vision_config.image_mean\"?",
+    );
+    fails_with(&unset("vision_config.image_size"), "the config is invalid");
+    ok(&unset("vision_config.initializer_range"));
+    assert!(read()["vision_config"].get("initializer_range").is_none());
+    // A field of the schema the config does not set: nothing to remove.
+    fails_with(
+        &unset("vision_config.initializer_range"),
+        "does not set it (its default applies)",
+    );
 }
 
 #[test]

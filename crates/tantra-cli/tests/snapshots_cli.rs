@@ -266,3 +266,91 @@ fn config_mistakes() {
     );
     snap!(d, "config_set", set(&["layer_norm_epsilon", "0.0001"]));
 }
+
+/// `tantra ARGS` without `--root`, `TANTRA_ROOT` set to `env_root` when given, on a terminal
+/// 100 columns wide: exit code, stdout and stderr.
+fn run_bare(env_root: Option<&str>, args: &[&str]) -> String {
+    let mut c = bin();
+    c.env("COLUMNS", "100");
+    if let Some(r) = env_root {
+        c.env("TANTRA_ROOT", r);
+    }
+    let out = c.args(args).output().unwrap();
+    format!(
+        "$ tantra {}\nexit: {}\n--- stdout\n{}--- stderr\n{}",
+        args.join(" "),
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// `--root` is one global option: in the top-level help, on the commands that read the root
+/// (before or after the command), never on those that do not, and never in a usage line
+/// because `TANTRA_ROOT` is set.
+#[test]
+fn root_is_one_global_option() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let top = run_bare(None, &["--help"]);
+    assert_eq!(top.matches("--root <DIR>").count(), 1, "{top}");
+    snap!(d, "help_top", top);
+    let ls = run_bare(None, &["ls", "--help"]);
+    assert_eq!(ls.matches("--root <DIR>").count(), 1, "{ls}");
+    snap!(d, "help_ls", ls);
+    for args in [
+        &["completions", "--help"][..],
+        &["man", "--help"],
+        &["help", "completions"],
+    ] {
+        let out = run_bare(None, args);
+        assert!(!out.contains("--root"), "{out}");
+        if args[0] == "completions" {
+            snap!(d, "help_completions", out);
+        }
+    }
+    // A global option: still accepted (and ignored) after `completions`, only not offered.
+    let out = run_bare(None, &["completions", "bash", "--root", "x"]);
+    assert!(
+        out.contains("exit: 0") && out.contains("_tantra()"),
+        "{out}"
+    );
+    // A usage error with TANTRA_ROOT set: the usage line does not make --root look required.
+    let out = run_bare(Some("/nonexistent/Model"), &["register"]);
+    assert!(out.contains("exit: 2") && out.contains("Usage:"), "{out}");
+    assert!(!out.contains("--root"), "{out}");
+    snap!(d, "err_usage_with_env_root", out);
+    // --root works before and after the command, and wins over TANTRA_ROOT.
+    let root = d.join("Model");
+    run(
+        &root,
+        &[
+            "create-sample-weights",
+            "--models",
+            "mamba",
+            "--formats",
+            "safetensors",
+        ],
+    );
+    for args in [
+        vec!["--root", s(&root), "versions", "mamba"],
+        vec!["versions", "mamba", "--root", s(&root)],
+    ] {
+        let out = run_bare(Some("/nonexistent/Model"), &args);
+        assert!(
+            out.contains("exit: 0") && out.contains("sample_small"),
+            "{out}"
+        );
+    }
+    let out = run_bare(Some(s(&root)), &["versions", "mamba"]);
+    assert!(
+        out.contains("exit: 0") && out.contains("sample_small"),
+        "{out}"
+    );
+    // An empty TANTRA_ROOT is a mistake, not ./Model.
+    let out = run_bare(Some(""), &["versions", "mamba"]);
+    assert!(
+        out.contains("exit: 2") && out.contains("TANTRA_ROOT is set but empty"),
+        "{out}"
+    );
+}

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use serde_json::Value;
 use tantra_store::{ConfigProblem, ConfigSchema, ExpectedTensor, Schemas};
 
-use crate::arch::Architecture;
+use crate::arch::{Architecture, ModelConfig};
 
 /// The schema of one architecture: a config is valid when
 /// [`Architecture::config_from_json`] accepts it; the expected tensors are its parameters.
@@ -47,13 +47,31 @@ impl ConfigSchema for ArchSchema {
             .collect())
     }
 
-    /// The fields of the architecture's config: those of its full preset, which writes every
-    /// field (optional ones included).
+    /// The top-level fields of the architecture's config (those of [`Self::template`]).
     fn field_names(&self) -> Vec<String> {
-        match self.0.preset(crate::Preset::Full).to_json() {
+        match self.template() {
             Value::Object(m) => m.keys().cloned().collect(),
             _ => Vec::new(),
         }
+    }
+
+    /// The full preset with its optional fields filled in, so that every field appears at
+    /// every level (`text_config.state_size`, `vision_config.patch_size`, `mamba.expand`).
+    fn template(&self) -> Value {
+        let mut c = self.0.preset(crate::Preset::Full);
+        let fill = |m: &mut crate::mamba::MambaConfig| {
+            m.bos_token_id.get_or_insert(0);
+            m.eos_token_id.get_or_insert(0);
+            m.pad_token_id.get_or_insert(0);
+            let i = m.intermediate();
+            m.intermediate_size.get_or_insert(i);
+        };
+        match &mut c {
+            ModelConfig::Mamba(m) => fill(m),
+            ModelConfig::MambaMultimodal(m) => fill(&mut m.text_config),
+            ModelConfig::OcrNative(_) => {}
+        }
+        c.to_json()
     }
 }
 

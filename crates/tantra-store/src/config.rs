@@ -88,6 +88,18 @@ pub trait ConfigSchema: Send + Sync {
     fn field_names(&self) -> Vec<String> {
         Vec::new()
     }
+
+    /// A config in which every field this schema knows appears, at every level (a nested
+    /// object holds its own fields), for refusing misspelled keys at any depth. A `null` leaf
+    /// means "a field whose inside is not described"; `null` as a whole means the schema does
+    /// not say. The default is [`ConfigSchema::field_names`] as a flat object.
+    fn template(&self) -> Value {
+        let names = self.field_names();
+        if names.is_empty() {
+            return Value::Null;
+        }
+        Value::Object(names.into_iter().map(|n| (n, Value::Null)).collect())
+    }
 }
 
 /// The schemas a [`ConfigManager`] knows, by model type.

@@ -35,8 +35,47 @@ impl ConfigManager {
             value: field.into(),
             detail,
         })?;
+        if let Err(e) = self.require_valid(model, name, &config) {
+            return Err(self
+                .wrong_kind(model, name, &old, field, &config)
+                .unwrap_or(e));
+        }
         self.commit_edit(model, name, &old, &config, force, &format!("set {field}"))?;
         Ok(config)
+    }
+
+    /// When a set made the config invalid and the new value is of another JSON kind than the
+    /// schema's example of that field, an error that names the field and the kind it takes
+    /// (the architecture's own message for a nested type error often names neither).
+    fn wrong_kind(
+        &self,
+        model: &str,
+        name: &str,
+        old: &Value,
+        field: &str,
+        new: &Value,
+    ) -> Option<StoreError> {
+        let schema = self.schema_for(model, old)?;
+        let mut example = schema.template();
+        let mut value = new;
+        for part in field.split('.') {
+            example = example.get(part)?.clone();
+            value = value.get(part)?;
+        }
+        let (want, got) = (json_kind(&example), json_kind(value));
+        if want == got || example.is_null() {
+            return None;
+        }
+        let like = match example {
+            Value::Object(_) | Value::Array(_) => String::new(),
+            e => format!(" (like {e})"),
+        };
+        Some(StoreError::ConfigInvalid {
+            path: self.path(model, name).ok()?,
+            problems: vec![format!(
+                "{field} takes a {want}{like}, not the {got} {value}"
+            )],
+        })
     }
 
     /// Removes one field (a dotted path) of config `name`, with the checks of
@@ -46,6 +85,8 @@ impl ConfigManager {
     /// A field the config does not have; as [`ConfigManager::set_checked`].
     pub fn unset(&self, model: &str, name: &str, field: &str, force: bool) -> Result<Value> {
         let old = self.show(model, name)?;
+        // A misspelled field is named as such, with a suggestion, before "not set".
+        self.check_key(model, name, &old, field)?;
         let mut config = old.clone();
         let (parents, last) = match field.rsplit_once('.') {
             Some((p, l)) => (Some(p), l),
@@ -65,33 +106,70 @@ impl ConfigManager {
         Ok(config)
     }
 
-    /// Refuses a top-level key that is neither a schema field nor already in the config.
+    /// Refuses a dotted field that the architecture does not have, checked at every level
+    /// against the schema's [`template`](crate::ConfigSchema::template): each component must
+    /// be a field of the object above it in the template, or already be in the config (a
+    /// field kept from another tool). The suggestion is the closest field at the level that
+    /// failed, or the list of that level's fields.
     fn check_key(&self, model: &str, name: &str, config: &Value, field: &str) -> Result<()> {
-        let key = field.split('.').next().unwrap_or(field);
-        if key == "model_type" || config.get(key).is_some() {
+        if field == "model_type" {
             return Ok(());
         }
         let Some(schema) = self.schema_for(model, config) else {
             return Ok(());
         };
-        let known = schema.field_names();
-        if known.is_empty() || known.iter().any(|k| k == key) {
-            return Ok(());
+        let path = self.path(model, name)?;
+        let mut template = Some(schema.template());
+        let mut current = Some(config);
+        let parts: Vec<&str> = field.split('.').collect();
+        for (i, part) in parts.iter().enumerate() {
+            let t = template.as_ref();
+            let have = current.and_then(|c| c.get(part));
+            let known = t.and_then(|t| t.get(part));
+            let unknown = |suggestion: String| StoreError::UnknownField {
+                path: path.clone(),
+                field: field.into(),
+                model_type: schema.model_type().into(),
+                suggestion,
+            };
+            match (t, known, have) {
+                // Nothing described here (no schema, a null leaf): anything goes below.
+                (None | Some(Value::Null), None, _) => return Ok(()),
+                (Some(Value::Object(fields)), None, None) => {
+                    let prefix = parts[..i].join(".");
+                    let full = |k: &str| {
+                        if prefix.is_empty() {
+                            k.to_string()
+                        } else {
+                            format!("{prefix}.{k}")
+                        }
+                    };
+                    let best = fields
+                        .keys()
+                        .map(|k| (edit_distance(part, k), k))
+                        .min()
+                        .filter(|(d, k)| *d <= 2.max(k.len() / 4));
+                    let names: Vec<String> = fields.keys().map(|k| full(k)).collect();
+                    return Err(unknown(match best {
+                        Some((_, k)) => format!(" (did you mean {:?}?)", full(k)),
+                        None => format!(" (its fields: {})", names.join(", ")),
+                    }));
+                }
+                (Some(leaf), None, None) => {
+                    return Err(unknown(format!(
+                        " ({} is a {}, not a group of fields)",
+                        parts[..i].join("."),
+                        json_kind(leaf)
+                    )));
+                }
+                // In the config but not the schema: kept from another tool, accepted as is.
+                (_, None, Some(_)) => return Ok(()),
+                (_, Some(_), _) => {}
+            }
+            template = known.cloned();
+            current = have;
         }
-        let best = known
-            .iter()
-            .map(|k| (edit_distance(key, k), k))
-            .min()
-            .filter(|(d, k)| *d <= 2.max(k.len() / 4));
-        Err(StoreError::UnknownField {
-            path: self.path(model, name)?,
-            field: field.into(),
-            model_type: schema.model_type().into(),
-            suggestion: match best {
-                Some((_, k)) => format!(" (did you mean {k:?}?)"),
-                None => format!(" (its fields: {})", known.join(", ")),
-            },
-        })
+        Ok(())
     }
 
     /// Validates `new`, refuses it when registered weights that fit `old` would not fit it
@@ -162,7 +240,7 @@ fn no_field(cm: &ConfigManager, model: &str, name: &str, field: &str) -> StoreEr
         what: "field",
         value: field.into(),
         detail: match cm.path(model, name) {
-            Ok(p) => format!("{} has no such field", p.display()),
+            Ok(p) => format!("{} does not set it (its default applies)", p.display()),
             Err(_) => "no such field".into(),
         },
     }
@@ -190,6 +268,18 @@ fn mismatch(expected: &[crate::config::ExpectedTensor], table: &TensorTable) -> 
         return Some(format!("tensor {} would be unexpected", t.name));
     }
     None
+}
+
+/// "number", "string", ... for messages about a JSON value.
+fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "list",
+        Value::Object(_) => "group of fields",
+    }
 }
 
 /// Levenshtein distance, for did-you-mean suggestions.

@@ -4,7 +4,6 @@
 
 use std::process::ExitCode;
 
-use clap::CommandFactory;
 use clap_complete::Shell;
 
 #[derive(clap::Args)]
@@ -15,7 +14,7 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> anyhow::Result<ExitCode> {
-    let mut cmd = super::Cli::command();
+    let mut cmd = super::command();
     clap_complete::generate(a.shell, &mut cmd, "tantra", &mut std::io::stdout());
     Ok(ExitCode::SUCCESS)
 }

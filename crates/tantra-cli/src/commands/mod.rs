@@ -46,8 +46,8 @@ mod versions;
 #[derive(Parser)]
 #[command(name = "tantra", version, about, long_about = None)]
 pub struct Cli {
-    /// The weights root (default ./Model).
-    #[arg(long, global = true, env = "TANTRA_ROOT", value_name = "DIR")]
+    /// The weights root (default: $TANTRA_ROOT, else ./Model). Before or after the command.
+    #[arg(long, global = true, value_name = "DIR")]
     pub root: Option<PathBuf>,
 
     /// Print only data and errors: no confirmations, hints, speeds or progress bars.
@@ -59,11 +59,59 @@ pub struct Cli {
 }
 
 impl Cli {
-    /// The weights root: `--root`, else `TANTRA_ROOT`, else `./Model`.
-    #[allow(dead_code)]
-    pub fn root(&self) -> PathBuf {
-        self.root.clone().unwrap_or_else(|| PathBuf::from("Model"))
+    /// Parses the command line against [`command`] (exits with clap's message on a mistake).
+    pub fn parse_args() -> Cli {
+        use clap::FromArgMatches;
+        Cli::from_arg_matches(&command().get_matches()).unwrap_or_else(|e| e.exit())
     }
+
+    /// The weights root: `--root`, else `TANTRA_ROOT`, else `./Model`.
+    ///
+    /// `TANTRA_ROOT` is read here rather than by clap: an argument with an `env` that is set
+    /// counts as given, and clap then writes `--root <DIR>` into the usage line of every error,
+    /// as if it were required.
+    ///
+    /// # Errors
+    /// `TANTRA_ROOT` set but empty.
+    pub fn root(&self) -> anyhow::Result<PathBuf> {
+        if let Some(r) = &self.root {
+            return Ok(r.clone());
+        }
+        match std::env::var_os("TANTRA_ROOT") {
+            Some(v) if v.is_empty() => anyhow::bail!(
+                "TANTRA_ROOT is set but empty: set it to the weights root, or unset it for ./Model"
+            ),
+            Some(v) => Ok(PathBuf::from(v)),
+            None => Ok(PathBuf::from("Model")),
+        }
+    }
+}
+
+/// The subcommands that never read the weights root. `--root` is global (it may come before
+/// or after the command), so clap gives it to every subcommand; these get a hidden copy
+/// instead, so that their help and usage do not offer an option they ignore.
+const WITHOUT_ROOT: &[&str] = &["completions", "man"];
+
+/// The command-line definition: [`Cli`] with `--root` hidden where it means nothing. Parsing,
+/// completions and the man page all use this one.
+pub fn command() -> clap::Command {
+    use clap::CommandFactory;
+    let mut cmd = Cli::command();
+    let root = cmd
+        .get_arguments()
+        .find(|a| a.get_id() == "root")
+        .cloned()
+        .map(|a| a.hide(true));
+    if let Some(root) = root {
+        for name in WITHOUT_ROOT {
+            if cmd.find_subcommand(name).is_some() {
+                // Present before clap propagates the global one, which then skips it.
+                let hidden = root.clone();
+                cmd = cmd.mut_subcommand(name, |s| s.arg(hidden));
+            }
+        }
+    }
+    cmd
 }
 
 #[derive(Subcommand)]
@@ -212,8 +260,11 @@ pub(crate) fn mamba_target<'a>(
 
 fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     crate::say::set_quiet(cli.quiet);
-    let root = cli.root();
-    let _ = &root;
+    // The commands of WITHOUT_ROOT work whatever TANTRA_ROOT holds.
+    let root = match cli.command {
+        Command::Completions(_) | Command::Man(_) => PathBuf::new(),
+        _ => cli.root()?,
+    };
     match cli.command {
         Command::ListWeights(a) => list_weights::run(a, &root),
         Command::Register(a) => register::run(a, &root),
