@@ -23,7 +23,7 @@ TOKENS="${TOKENS:-128}"
 cd "$(dirname "$0")/.."
 
 echo "building (release)..." >&2
-cargo build --release --quiet -p tantra-cli -p tantra-models --example runtime_bench
+cargo build --release --quiet -p tantra-cli -p tantra-runtime --example runtime_bench
 
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
