@@ -1,94 +1,168 @@
 #!/usr/bin/env bash
-# Decode benchmark of the full Mamba (57M parameters, f32, CPU).
+# Decode and prefill benchmark of the full Mamba (57M parameters, CPU) at each weight precision,
+# next to llama.cpp at the same precision and to the memory-bandwidth limit, in one run.
 #
-#   bench/decode.sh                 PROMPT_LEN=64 TOKENS=128 by default
-#   PROMPT_LEN=32 TOKENS=256 bench/decode.sh
+#   bench/decode.sh                               PROMPT_LEN=64 TOKENS=128 THREADS=2 ROUNDS=3
+#   LLAMA_CPP_DIR=/work/llama/build bench/decode.sh    (a build with bin/llama-completion)
 #
-# Writes the `full` preset (seed 0) as a Hugging Face directory into a temp dir, then reports,
-# from one run on this machine:
-#   - tantra: `tantra run` (the command people use, one run) and the in-process helper (best
-#     of three runs, like the transformers figure), decode and prefill tokens/s, peak
-#     resident memory;
-#   - the memory-bandwidth limit: bytes of weights one decoding step reads / measured copy
-#     bandwidth (all threads, STREAM convention: bytes read + bytes written), and the same with
-#     the read-only bandwidth (decoding only reads, so that is the tighter bound);
-#   - transformers' MambaForCausalLM on the same weights, when a Python with torch and
-#     transformers is available ($PYTHON, else the torch-check venv, else python3), and whether
-#     its greedy output equals ours.
-# Not a test: numbers depend on the machine and on what else runs. Run it on a quiet machine.
+# Writes the `full` preset (seed 0) as a Hugging Face directory into a temp dir, then:
+#   - tantra: `tantra run --dtype f32|bf16|q8 --threads THREADS --json` (the command people
+#     use), prefill and decode tokens/s, peak resident memory;
+#   - llama.cpp, when LLAMA_CPP_DIR is set: the same weights registered in a temp root and
+#     written by tantra's GGUF writer (`tantra export-gguf --type f32|bf16|q8_0`: llama.cpp's
+#     names and keys, tantra's byte-level vocabulary), run by `llama-completion` greedy with
+#     the same thread count and the same prompt bytes; its own timings (prompt eval, eval);
+#   - the bandwidth limit of each precision: bytes of weights one decoding step reads /
+#     measured read bandwidth (THREADS threads);
+#   - greedy agreement: how many of the TOKENS generated tokens equal the f32 run's before the
+#     first difference, for tantra bf16/q8 against tantra f32 and llama.cpp BF16/Q8_0 against
+#     llama.cpp F32.
+# The configurations take turns within each of ROUNDS rounds and the best round of each is
+# kept, so the ratios compare runs made under the same load. Not a test: numbers depend on the
+# machine and on what else runs.
 set -euo pipefail
 
 PROMPT_LEN="${PROMPT_LEN:-64}"
 TOKENS="${TOKENS:-128}"
+THREADS="${THREADS:-2}"
+ROUNDS="${ROUNDS:-3}"
 cd "$(dirname "$0")/.."
 
 echo "building (release)..." >&2
-cargo build --release --quiet -p tantra-cli -p tantra-models --example runtime_bench
+cargo build --release --quiet -p tantra-cli --bin tantra
+cargo build --release --quiet -p tantra-runtime --example runtime_bench
 
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
 HELPER=target/release/examples/runtime_bench
+TANTRA=target/release/tantra
 MODEL="$WORK/mamba_full"
 "$HELPER" write "$MODEL" full
 
 echo "measuring memory bandwidth..." >&2
-"$HELPER" bandwidth > "$WORK/bandwidth.json"
+RAYON_NUM_THREADS="$THREADS" "$HELPER" bandwidth > "$WORK/bandwidth.json"
+for d in f32 bf16 q8; do
+  "$HELPER" bytes "$MODEL" "$d" > "$WORK/bytes_$d.json"
+done
 
-echo "tantra (in-process helper)..." >&2
-"$HELPER" decode "$MODEL" "$PROMPT_LEN" "$TOKENS" > "$WORK/helper.json"
+# The prompt: PROMPT_LEN printable ASCII bytes, one token each in both vocabularies.
+PROMPT="$(python3 -c "print(''.join(chr(97 + (i * 7 + 3) % 26) for i in range($PROMPT_LEN)))")"
 
-echo "tantra run..." >&2
-IDS="$(python3 -c "print(','.join(str((i * 7 + 3) % 256) for i in range($PROMPT_LEN)))")"
-/usr/bin/time -f '%M' -o "$WORK/cli_rss_kb" \
-  target/release/tantra run mamba --weights "$MODEL" --input-ids "$IDS" \
-  --max-new-tokens "$TOKENS" --json > "$WORK/cli.json" 2> "$WORK/cli.err"
+LLAMA_BIN=""
+if [ -n "${LLAMA_CPP_DIR:-}" ]; then
+  for cand in "$LLAMA_CPP_DIR/bin/llama-completion" "$LLAMA_CPP_DIR/build/bin/llama-completion"; do
+    [ -x "$cand" ] && LLAMA_BIN="$cand" && break
+  done
+  if [ -z "$LLAMA_BIN" ]; then
+    echo "LLAMA_CPP_DIR=$LLAMA_CPP_DIR has no bin/llama-completion; llama.cpp skipped" >&2
+  else
+    echo "writing GGUF files (tantra export-gguf)..." >&2
+    ROOT="$WORK/root"
+    "$TANTRA" --root "$ROOT" import-hf "$MODEL" --model mamba --version full > /dev/null
+    for t in f32 bf16 q8_0; do
+      "$TANTRA" --root "$ROOT" export-gguf mamba:full "$WORK/full_$t.gguf" --type "$t" > /dev/null
+    done
+  fi
+fi
 
-PY="${PYTHON:-}"
-if [ -z "$PY" ]; then
-  for cand in "${TORCH_CHECK_VENV:-$HOME/.cache/torch-check-venv}/bin/python" python3; do
-    if command -v "$cand" > /dev/null 2>&1 && "$cand" -c 'import torch, transformers' 2> /dev/null; then
-      PY="$cand"
-      break
+tantra_run() { # dtype round
+  /usr/bin/time -f '%M' -o "$WORK/tantra_$1_$2.rss" \
+    "$TANTRA" run mamba --weights "$MODEL" --prompt "$PROMPT" --max-new-tokens "$TOKENS" \
+    --dtype "$1" --threads "$THREADS" --json > "$WORK/tantra_$1_$2.json" 2> "$WORK/tantra_$1_$2.err"
+}
+llama_run() { # type round
+  /usr/bin/time -f '%M' -o "$WORK/llama_$1_$2.rss" \
+    "$LLAMA_BIN" -m "$WORK/full_$1.gguf" -p "$PROMPT" -n "$TOKENS" -t "$THREADS" --temp 0 \
+    --ignore-eos -no-cnv --no-display-prompt -c $((PROMPT_LEN + TOKENS + 16)) \
+    > "$WORK/llama_$1_$2.out" 2> "$WORK/llama_$1_$2.err" < /dev/null
+}
+
+for r in $(seq 1 "$ROUNDS"); do
+  echo "round $r of $ROUNDS..." >&2
+  for d in f32 bf16 q8; do
+    tantra_run "$d" "$r"
+    if [ -n "$LLAMA_BIN" ]; then
+      t=$d; [ "$d" = q8 ] && t=q8_0
+      llama_run "$t" "$r" || { echo "llama.cpp $t failed:" >&2; tail -3 "$WORK/llama_${t}_$r.err" >&2; }
     fi
   done
-fi
-if [ -n "$PY" ]; then
-  echo "transformers ($PY)..." >&2
-  "$PY" bench/hf_decode.py "$MODEL" "$PROMPT_LEN" "$TOKENS" > "$WORK/hf.json" 2> "$WORK/hf.err" \
-    || { echo "transformers run failed:" >&2; tail -5 "$WORK/hf.err" >&2; rm -f "$WORK/hf.json"; }
-else
-  echo "transformers: no Python with torch and transformers found; skipped" >&2
-fi
+done
 
-python3 - "$WORK" "$PROMPT_LEN" "$TOKENS" <<'EOF'
-import json, os, sys
-work, prompt_len, tokens = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-load = lambda n: json.load(open(os.path.join(work, n))) if os.path.exists(os.path.join(work, n)) else None
-bw, helper, cli, hf = load("bandwidth.json"), load("helper.json"), load("cli.json"), load("hf.json")
-cli_rss = int(open(os.path.join(work, "cli_rss_kb")).read().split()[-1]) * 1024
-bpt = helper["bytes_per_token"]
-limit = bw["copy_gb_per_s"] * 1e9 / bpt
-read_limit = bw["read_gb_per_s"] * 1e9 / bpt
+python3 - "$WORK" "$PROMPT_LEN" "$TOKENS" "$THREADS" "$ROUNDS" "${LLAMA_BIN:-}" <<'EOF'
+import json, os, re, sys
+work, prompt_len, tokens, threads, rounds, llama = sys.argv[1], *map(int, sys.argv[2:6]), sys.argv[6]
+path = lambda n: os.path.join(work, n)
+load = lambda n: json.load(open(path(n))) if os.path.exists(path(n)) else None
+rss = lambda n: int(open(path(n)).read().split()[-1]) * 1024 if os.path.exists(path(n)) else 0
+bw = load("bandwidth.json")
 mib = lambda b: b / 2**20
-print(f"full Mamba (57M), f32, prompt {prompt_len} tokens, {tokens} new tokens, "
-      f"{os.cpu_count()} CPUs, kernels {helper['kernel']}, {helper['threads']} threads")
-print(f"weights read per token: {mib(bpt):.1f} MiB; copy bandwidth {bw['copy_gb_per_s']:.1f} GB/s, "
-      f"read bandwidth {bw['read_gb_per_s']:.1f} GB/s")
-print(f"{'':28} {'decode tok/s':>12} {'prefill tok/s':>13} {'peak RSS':>10}")
-row = lambda name, d, p, r: print(f"{name:28} {d:12.1f} {p:13.1f} {mib(r):8.0f} MiB")
-row("tantra run", cli["decode_tokens_per_second"], cli["prefill_tokens_per_second"], cli_rss)
-row("tantra (in-process helper)", helper["decode_tokens_per_second"],
-    helper["prefill_tokens_per_second"], helper["peak_rss_bytes"] or 0)
-print(f"{'bandwidth limit (copy)':28} {limit:12.1f}")
-print(f"{'bandwidth limit (read)':28} {read_limit:12.1f}")
-if hf:
-    row(f"transformers (torch {hf['torch']})", hf["decode_tokens_per_second"],
-        hf["prefill_tokens_per_second"], hf["peak_rss_bytes"])
-best = max(cli["decode_tokens_per_second"], helper["decode_tokens_per_second"])
-print(f"tantra decode / bandwidth limit: {best / limit:.2f} of the copy limit (target >= 0.5), "
-      f"{best / read_limit:.2f} of the read limit")
-if hf:
-    print(f"tantra decode / transformers: {best / hf['decode_tokens_per_second']:.1f}x (target >= 3)")
-    same = hf["output_ids"] == cli["output_ids"]
-    print(f"greedy output equals transformers': {same}")
+
+def tantra(d):
+    runs = [load(f"tantra_{d}_{r}.json") for r in range(1, rounds + 1)]
+    runs = [x for x in runs if x]
+    return {
+        "prefill": max(x["prefill_tokens_per_second"] for x in runs),
+        "decode": max(x["decode_tokens_per_second"] for x in runs),
+        "rss": max(rss(f"tantra_{d}_{r}.rss") for r in range(1, rounds + 1)),
+        "ids": runs[0]["output_ids"][len(runs[0]["input_ids"]):],
+    }
+
+def llama_one(t, r):
+    err = path(f"llama_{t}_{r}.err")
+    if not os.path.exists(err):
+        return None
+    text = open(err, errors="replace").read()
+    p = re.search(r"prompt eval time\s*=.*?([\d.]+) tokens per second", text)
+    e = re.search(r"[^t] eval time\s*=.*?([\d.]+) tokens per second", text)
+    if not (p and e):
+        return None
+    return float(p.group(1)), float(e.group(1)), open(path(f"llama_{t}_{r}.out"), "rb").read()
+
+def llama(t):
+    runs = [x for x in (llama_one(t, r) for r in range(1, rounds + 1)) if x]
+    if not runs:
+        return None
+    return {
+        "prefill": max(x[0] for x in runs),
+        "decode": max(x[1] for x in runs),
+        "rss": max(rss(f"llama_{t}_{r}.rss") for r in range(1, rounds + 1)),
+        "ids": list(runs[0][2]),
+    }
+
+def agree(a, b):
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+T = {d: tantra(d) for d in ("f32", "bf16", "q8")}
+L = {d: llama(t) for d, t in (("f32", "f32"), ("bf16", "bf16"), ("q8", "q8_0"))} if llama else {}
+print(f"full Mamba (57M), prompt {prompt_len} tokens, {tokens} new tokens, {threads} threads, "
+      f"best of {rounds} interleaved rounds; {os.cpu_count()} CPUs, load {open('/proc/loadavg').read().split()[0]}")
+print(f"read bandwidth {bw['read_gb_per_s']:.1f} GB/s, copy {bw['copy_gb_per_s']:.1f} GB/s ({bw['threads']} threads)")
+print(f"{'':16} {'MiB/token':>9} {'BW limit':>9} {'decode':>8} {'prefill':>8} {'RSS MiB':>8} "
+      f"{'llama dec':>9} {'llama pre':>9} {'llama RSS':>9} {'dec ratio':>9} {'pre ratio':>9} {'greedy=f32':>10} {'llama=F32':>9}")
+for d in ("f32", "bf16", "q8"):
+    b = load(f"bytes_{d}.json")["bytes_per_token"]
+    limit = bw["read_gb_per_s"] * 1e9 / b
+    t, l = T[d], L.get(d)
+    row = (f"{'tantra ' + d:16} {mib(b):9.1f} {limit:9.1f} {t['decode']:8.1f} {t['prefill']:8.1f} "
+           f"{mib(t['rss']):8.0f}")
+    if l:
+        row += (f" {l['decode']:9.1f} {l['prefill']:9.1f} {mib(l['rss']):9.0f} "
+                f"{t['decode'] / l['decode']:8.2f}x {t['prefill'] / l['prefill']:8.2f}x")
+    else:
+        row += f" {'-':>9} {'-':>9} {'-':>9} {'-':>9} {'-':>9}"
+    row += f" {agree(t['ids'], T['f32']['ids']):6}/{len(T['f32']['ids'])}"
+    if l and L.get("f32"):
+        row += f" {agree(l['ids'], L['f32']['ids']):5}/{len(L['f32']['ids'])}"
+    print(row)
+print("ratios: tantra / llama.cpp at the same precision (> 1: tantra faster); BW limit: decode "
+      "tokens/s if every weight byte were read once at the measured read bandwidth; greedy=f32: "
+      "generated tokens equal to the f32 run's before the first difference (llama.cpp: bytes of "
+      "its output text against its F32 output)")
+print(json.dumps({"tantra": {d: {k: v for k, v in T[d].items() if k != "ids"} for d in T},
+                  "llama_cpp": {d: ({k: v for k, v in L[d].items() if k != "ids"} if L.get(d) else None) for d in L}}))
 EOF

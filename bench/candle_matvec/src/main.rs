@@ -6,7 +6,7 @@
 use std::time::Instant;
 
 use candle_core::{Device, Tensor};
-use tantra_models::runtime::kernels::{self, PackedMatrix};
+use tantra_runtime::{kernel_name, Linear, Precision};
 
 fn main() -> candle_core::Result<()> {
     let (rows, cols) = (3072usize, 768usize);
@@ -15,7 +15,7 @@ fn main() -> candle_core::Result<()> {
     let xt = Tensor::from_slice(&x, (1, cols), &dev)?;
     println!(
         "threads: candle/gemm and rayon default; tantra kernel {}",
-        kernels::kernel_name()
+        kernel_name()
     );
     println!(
         "{:>9} {:>28} {:>12} {:>10}",
@@ -40,9 +40,9 @@ fn main() -> candle_core::Result<()> {
             .map(|w| w.t().and_then(|t| t.contiguous()))
             .collect::<Result<_, _>>()?;
         let bytes = (rows * cols * 4) as f64;
-        let packed: Vec<PackedMatrix> = ws
+        let packed: Vec<Linear> = ws
             .iter()
-            .map(|w| PackedMatrix::from_row_major(w, rows, cols))
+            .map(|w| Linear::from_parts(w, None, rows, cols, Precision::F32))
             .collect();
         for set in [&wt_views, &wt_contig] {
             for w in set.iter() {
@@ -65,7 +65,7 @@ fn main() -> candle_core::Result<()> {
             let t = Instant::now();
             for _ in 0..iters {
                 for p in &packed {
-                    p.matvec(&x, &mut y);
+                    p.forward(&x, &mut y);
                 }
             }
             best[2] = best[2].min(t.elapsed().as_secs_f64());
@@ -73,7 +73,7 @@ fn main() -> candle_core::Result<()> {
         let names = [
             "candle x.matmul(W.t())",
             "candle x.matmul(W^T copy)",
-            "tantra PackedMatrix::matvec",
+            "tantra Linear::forward (f32)",
         ];
         for (name, secs) in names.iter().zip(best) {
             let per = secs / (iters * nmat) as f64;
@@ -84,7 +84,7 @@ fn main() -> candle_core::Result<()> {
             );
         }
         let c = xt.matmul(&wt_views[0])?.flatten_all()?.to_vec1::<f32>()?;
-        packed[0].matvec(&x, &mut y);
+        packed[0].forward(&x, &mut y);
         let diff = c
             .iter()
             .zip(&y)

@@ -358,3 +358,86 @@ fn sample_models_run_from_the_root() {
         "nope",
     );
 }
+
+/// `--dtype f32|bf16|q8` for all three models: each runs, says its dtype, and stays close to
+/// f32 (the prompt logits of the multimodal model, the frame logits of OCR); a fourth name is
+/// refused.
+#[test]
+fn every_model_runs_at_every_dtype() {
+    let root = tempfile::tempdir().unwrap();
+    ok(&tantra(
+        root.path(),
+        &[
+            "create-sample-weights",
+            "--models",
+            "mamba,mamba_multimodal,ocr_native",
+            "--formats",
+            "safetensors",
+        ],
+    ));
+    let img = root.path().join("img.png");
+    std::fs::write(&img, png(64, 32, |x, y| [(x * 4) as u8, (y * 8) as u8, 90])).unwrap();
+    let img = img.to_str().unwrap();
+    let max_diff = |a: &J, b: &J| -> f64 {
+        let flat = |v: &J| -> Vec<f64> {
+            v.as_array()
+                .unwrap()
+                .iter()
+                .flat_map(|r| r.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()))
+                .collect()
+        };
+        let (a, b) = (flat(a), flat(b));
+        assert_eq!(a.len(), b.len());
+        a.iter()
+            .zip(&b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f64::max)
+    };
+    let run = |args: &[&str], dtype: &str| {
+        let mut v = vec!["run"];
+        v.extend_from_slice(args);
+        v.extend_from_slice(&["--json", "--dtype", dtype, "--threads", "2"]);
+        let j = json(&tantra(root.path(), &v));
+        assert_eq!(j["dtype"], dtype);
+        j
+    };
+    let text = [
+        "mamba",
+        "--prompt",
+        "hi",
+        "--max-new-tokens",
+        "6",
+        "--dump-logits",
+    ];
+    let mm = [
+        "mamba_multimodal",
+        "--image",
+        img,
+        "--prompt",
+        "a",
+        "--max-new-tokens",
+        "3",
+        "--dump-logits",
+    ];
+    let ocr = ["ocr_native", "--image", img, "--dump-logits"];
+    let (t32, m32, o32) = (run(&text, "f32"), run(&mm, "f32"), run(&ocr, "f32"));
+    for dtype in ["bf16", "q8"] {
+        let t = run(&text, dtype);
+        let d = max_diff(&t["prompt_logits"], &t32["prompt_logits"]);
+        assert!(d > 0.0 && d < 0.5, "mamba {dtype}: {d}");
+        let m = run(&mm, dtype);
+        let d = max_diff(&m["prompt_logits"], &m32["prompt_logits"]);
+        assert!(d > 0.0 && d < 0.5, "mamba_multimodal {dtype}: {d}");
+        let o = run(&ocr, dtype);
+        let d = max_diff(&o["frame_logits"], &o32["frame_logits"]);
+        assert!(d > 0.0 && d < 0.5, "ocr_native {dtype}: {d}");
+        assert_eq!(o["frame_classes"].as_array().unwrap().len(), 8);
+    }
+    fails_with(
+        &tantra(
+            root.path(),
+            &["run", "mamba", "--prompt", "hi", "--dtype", "f16"],
+        ),
+        "unknown dtype",
+    );
+}

@@ -7,7 +7,7 @@
 //!   requires. A tied head is not written (transformers does not write it either).
 //! - **Import** ([`import_hf`]) reads `config.json` plus a single or sharded safetensors or
 //!   `pytorch_model*.bin` checkpoint (shards are opened through
-//!   [`crate::runtime::OpenWeights::directory`], which refuses shard names that leave the
+//!   [`crate::open::OpenWeights::directory`], which refuses shard names that leave the
 //!   directory), renames original `mamba_ssm` tensors (`backbone.embedding.weight` ->
 //!   `backbone.embeddings.weight`; a bare `MambaModel` without the `backbone.` prefix), drops a
 //!   tied `lm_head.weight` after checking it equals the embeddings, and checks every name and
@@ -30,7 +30,7 @@ use tantra_store::{
 use crate::arch::{check_against, Architecture, TensorMismatch};
 use crate::error::ConfigError;
 use crate::mamba::MambaConfig;
-use crate::runtime::{OpenWeights, RuntimeError};
+use crate::open::{OpenError, OpenWeights};
 use crate::schema::schemas;
 
 /// The name transformers gives a single safetensors checkpoint.
@@ -62,7 +62,7 @@ pub enum HfError {
     Format(#[from] FormatError),
     /// Opening the checkpoint failed: no weights, a bad shard name, an index that lies.
     #[error(transparent)]
-    Checkpoint(#[from] RuntimeError),
+    Checkpoint(#[from] OpenError),
     /// Two tensors end up with the same name (after renaming).
     #[error("{dir}: tensor {name:?} appears twice in the checkpoint")]
     DuplicateTensor { dir: PathBuf, name: String },

@@ -1,6 +1,6 @@
 //! tantra-models: the Tantra model families (Mamba, Mamba multimodal, OCR native): configs,
-//! presets, parameter lists, initialization and runtimes. Models never see file formats: they
-//! are handed tensors by name.
+//! presets, parameter lists, initialization, and opening checkpoints. Models never see file
+//! formats: they are handed tensors by name. The runtimes that run them are `tantra-runtime`.
 //!
 //! | architecture | config | parameters |
 //! | --- | --- | --- |
@@ -26,9 +26,9 @@ pub mod init;
 pub mod mamba;
 pub mod mamba_multimodal;
 pub mod ocr_native;
+pub mod open;
 pub mod params;
 pub mod rng;
-pub mod runtime;
 pub mod schema;
 pub mod tokenizer;
 
@@ -41,5 +41,6 @@ pub use init::InitSource;
 pub use mamba::{MambaBlockConfig, MambaConfig};
 pub use mamba_multimodal::{MambaMultimodalConfig, VisionConfig};
 pub use ocr_native::OcrNativeConfig;
+pub use open::{OpenError, OpenWeights};
 pub use params::{Init, ParamSpec};
 pub use tokenizer::ByteTokenizer;

@@ -15,8 +15,8 @@ use tantra_formats::error::ErrorKind;
 use tantra_formats::pickle::PickleError;
 use tantra_formats::pytorch::PytorchError;
 use tantra_formats::FormatError;
-use tantra_models::runtime::RuntimeError;
 use tantra_remote::RemoteError as RemoteFailure;
+use tantra_runtime::RuntimeError;
 use tantra_store::StoreError as RootError;
 
 create_exception!(

@@ -14,10 +14,11 @@ use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
 use tantra_formats::OutputFormat;
-use tantra_models::runtime::{
-    GenerateOptions, Generation, Logits, MambaRuntime, RuntimeError, SamplingConfig, StopReason,
-};
 use tantra_models::ByteTokenizer;
+use tantra_runtime::{
+    GenerateOptions, Generation, Logits, MambaRuntime, Precision, RuntimeError, SamplingConfig,
+    StopReason,
+};
 
 use crate::errors::runtime_err;
 use crate::store::root_path;
@@ -25,10 +26,11 @@ use crate::store::root_path;
 /// A Mamba language model ready to run (tantra's byte-level vocabulary, or any Hugging Face
 /// Mamba checkpoint when prompts are given as ids).
 ///
-/// `MambaRuntime(model_type="mamba", version=None, root=None, format=None)` loads the default
-/// (or named) version from the weights root (`root`, else `TANTRA_ROOT`, else `./Model`) after
-/// the store's hash check; `MambaRuntime.from_path(path)` loads a Hugging Face directory or a
-/// single weight file.
+/// `MambaRuntime(model_type="mamba", version=None, root=None, format=None, dtype="f32")` loads
+/// the default (or named) version from the weights root (`root`, else `TANTRA_ROOT`, else
+/// `./Model`) after the store's hash check; `MambaRuntime.from_path(path, dtype="f32")` loads a
+/// Hugging Face directory or a single weight file. `dtype` is the precision weight matrices are
+/// kept at: `"f32"`, `"bf16"` or `"q8"`.
 #[pyclass(frozen, module = "tantra", name = "MambaRuntime")]
 pub struct Runtime {
     rt: Arc<MambaRuntime>,
@@ -91,34 +93,51 @@ fn options(
     }
 }
 
+/// The precision a `dtype=` argument names.
+pub(crate) fn parse_dtype(dtype: &str) -> PyResult<Precision> {
+    dtype
+        .parse()
+        .map_err(|e: tantra_runtime::UnknownPrecision| PyValueError::new_err(e.to_string()))
+}
+
 #[pymethods]
 impl Runtime {
     #[new]
-    #[pyo3(signature = (model_type="mamba", version=None, root=None, format=None))]
+    #[pyo3(signature = (model_type="mamba", version=None, root=None, format=None, dtype="f32"))]
     fn new(
         py: Python<'_>,
         model_type: &str,
         version: Option<&str>,
         root: Option<PathBuf>,
         format: Option<&str>,
+        dtype: &str,
     ) -> PyResult<Self> {
+        let precision = parse_dtype(dtype)?;
         let format: Option<OutputFormat> = format
             .map(|f| f.parse().map_err(PyValueError::new_err))
             .transpose()?;
         let root = root_path(root);
         let rt = py
-            .detach(|| MambaRuntime::with_format(&root, model_type, version, format))
+            .detach(|| MambaRuntime::with_format_as(&root, model_type, version, format, precision))
             .map_err(runtime_err)?;
         Ok(Runtime { rt: Arc::new(rt) })
     }
 
     /// Loads a Hugging Face Mamba directory or a single weight file.
     #[staticmethod]
-    fn from_path(py: Python<'_>, path: PathBuf) -> PyResult<Self> {
+    #[pyo3(signature = (path, dtype="f32"))]
+    fn from_path(py: Python<'_>, path: PathBuf, dtype: &str) -> PyResult<Self> {
+        let precision = parse_dtype(dtype)?;
         let rt = py
-            .detach(|| MambaRuntime::from_path(&path))
+            .detach(|| MambaRuntime::from_path_as(&path, precision))
             .map_err(runtime_err)?;
         Ok(Runtime { rt: Arc::new(rt) })
+    }
+
+    /// The precision of the weight matrices: `"f32"`, `"bf16"` or `"q8"`.
+    #[getter]
+    fn dtype(&self) -> &'static str {
+        self.rt.model().precision().name()
     }
 
     /// Vocabulary size.

@@ -9,14 +9,15 @@ use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyString};
 use tantra_formats::OutputFormat;
-use tantra_models::runtime::image::{decode_image, load_image};
-use tantra_models::runtime::{
+use tantra_models::{Architecture, ByteTokenizer};
+use tantra_runtime::image::{decode_image, load_image};
+use tantra_runtime::{
     GenerateOptions, LoadedModel, MultimodalModel, OcrModel, RuntimeError, SamplingConfig,
     StopReason,
 };
-use tantra_models::{Architecture, ByteTokenizer};
 
 use crate::errors::{runtime_err, BadFileError};
+use crate::runtime::parse_dtype;
 use crate::store::root_path;
 
 /// An image from any of the accepted Python forms.
@@ -76,12 +77,14 @@ fn load(
     version: Option<&str>,
     root: Option<PathBuf>,
     format: Option<&str>,
+    dtype: &str,
 ) -> PyResult<LoadedModel> {
+    let precision = parse_dtype(dtype)?;
     let format: Option<OutputFormat> = format
         .map(|f| f.parse().map_err(PyValueError::new_err))
         .transpose()?;
     let root = root_path(root);
-    py.detach(|| LoadedModel::from_store(&root, model_type, version, format))
+    py.detach(|| LoadedModel::from_store_as(&root, model_type, version, format, precision))
         .map_err(runtime_err)
 }
 
@@ -95,7 +98,8 @@ fn wrong(what: &str, expected: Architecture, found: &LoadedModel) -> PyErr {
 
 /// Image + prompt -> text: the `mamba_multimodal` model.
 ///
-/// `MultimodalRuntime(model_type="mamba_multimodal", version=None, root=None, format=None)`
+/// `MultimodalRuntime(model_type="mamba_multimodal", version=None, root=None, format=None,
+/// dtype="f32")`
 /// loads from the weights root after the store's hash check; `from_path(path)` loads a file or
 /// directory.
 #[pyclass(frozen, module = "tantra", name = "MultimodalRuntime")]
@@ -106,24 +110,29 @@ pub struct Multimodal {
 #[pymethods]
 impl Multimodal {
     #[new]
-    #[pyo3(signature = (model_type="mamba_multimodal", version=None, root=None, format=None))]
+    #[pyo3(signature = (model_type="mamba_multimodal", version=None, root=None, format=None, dtype="f32"))]
     fn new(
         py: Python<'_>,
         model_type: &str,
         version: Option<&str>,
         root: Option<PathBuf>,
         format: Option<&str>,
+        dtype: &str,
     ) -> PyResult<Self> {
-        match load(py, model_type, version, root, format)? {
+        match load(py, model_type, version, root, format, dtype)? {
             LoadedModel::Multimodal(m) => Ok(Multimodal { m }),
             other => Err(wrong(model_type, Architecture::MambaMultimodal, &other)),
         }
     }
 
     #[staticmethod]
-    fn from_path(py: Python<'_>, path: PathBuf) -> PyResult<Self> {
+    #[pyo3(signature = (path, dtype="f32"))]
+    fn from_path(py: Python<'_>, path: PathBuf, dtype: &str) -> PyResult<Self> {
+        let precision = parse_dtype(dtype)?;
         let l = py
-            .detach(|| LoadedModel::from_path(&path, Some(Architecture::MambaMultimodal)))
+            .detach(|| {
+                LoadedModel::from_path_as(&path, Some(Architecture::MambaMultimodal), precision)
+            })
             .map_err(runtime_err)?;
         match l {
             LoadedModel::Multimodal(m) => Ok(Multimodal { m }),
@@ -225,24 +234,27 @@ pub struct Ocr {
 #[pymethods]
 impl Ocr {
     #[new]
-    #[pyo3(signature = (model_type="ocr_native", version=None, root=None, format=None))]
+    #[pyo3(signature = (model_type="ocr_native", version=None, root=None, format=None, dtype="f32"))]
     fn new(
         py: Python<'_>,
         model_type: &str,
         version: Option<&str>,
         root: Option<PathBuf>,
         format: Option<&str>,
+        dtype: &str,
     ) -> PyResult<Self> {
-        match load(py, model_type, version, root, format)? {
+        match load(py, model_type, version, root, format, dtype)? {
             LoadedModel::Ocr(m) => Ok(Ocr { m }),
             other => Err(wrong(model_type, Architecture::OcrNative, &other)),
         }
     }
 
     #[staticmethod]
-    fn from_path(py: Python<'_>, path: PathBuf) -> PyResult<Self> {
+    #[pyo3(signature = (path, dtype="f32"))]
+    fn from_path(py: Python<'_>, path: PathBuf, dtype: &str) -> PyResult<Self> {
+        let precision = parse_dtype(dtype)?;
         let l = py
-            .detach(|| LoadedModel::from_path(&path, Some(Architecture::OcrNative)))
+            .detach(|| LoadedModel::from_path_as(&path, Some(Architecture::OcrNative), precision))
             .map_err(runtime_err)?;
         match l {
             LoadedModel::Ocr(m) => Ok(Ocr { m }),

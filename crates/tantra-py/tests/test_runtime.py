@@ -67,3 +67,16 @@ def test_runtime_from_the_weights_root_is_hash_checked(tmp_path):
     open(path, "wb").write(bytes(data))
     with pytest.raises(tantra.StoreError, match="changed since it was registered"):
         tantra.MambaRuntime("mamba", version="tiny", root=root)
+
+
+@pytest.mark.parametrize("dtype, bound", [("f32", 1e-4), ("bf16", 2e-2), ("q8", 0.1)])
+def test_dtypes_stay_close_to_transformers(dtype, bound):
+    rt = tantra.MambaRuntime.from_path(FIXTURES / "hf_mamba_tiny/safetensors", dtype=dtype)
+    assert rt.dtype == dtype
+    logits = rt.logits(REF["input_ids"])
+    err = np.abs(logits[-1] - np.array(REF["logits_last"], dtype=np.float32)).max()
+    assert err <= bound
+    if dtype != "f32":
+        assert err > 0  # the precision is really applied
+    with pytest.raises(ValueError, match="unknown dtype"):
+        tantra.MambaRuntime.from_path(FIXTURES / "hf_mamba_tiny/safetensors", dtype="f16")

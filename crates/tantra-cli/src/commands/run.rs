@@ -13,11 +13,11 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use tantra_formats::OutputFormat;
-use tantra_models::runtime::image::load_image;
-use tantra_models::runtime::{
-    GenerateOptions, Generation, LoadedModel, MambaModel, OcrOutput, SamplingConfig,
-};
 use tantra_models::{Architecture, ByteTokenizer};
+use tantra_runtime::image::load_image;
+use tantra_runtime::{
+    GenerateOptions, Generation, LoadedModel, MambaModel, OcrOutput, Precision, SamplingConfig,
+};
 
 #[derive(clap::Args)]
 #[command(group(clap::ArgGroup::new("input").args(["prompt", "input_ids"])))]
@@ -72,6 +72,14 @@ pub struct Args {
     /// Print one JSON object at the end instead of streaming text.
     #[arg(long)]
     pub json: bool,
+    /// The precision weight matrices are kept at: f32, bf16 (half the bytes, computed in
+    /// f32) or q8 (blocks of 32 int8 values with one scale each). Converted on load from any
+    /// file; a bf16 file run at bf16 is kept as it is.
+    #[arg(long, default_value = "f32", value_name = "f32|bf16|q8")]
+    pub dtype: Precision,
+    /// Threads to compute on (default: all cores).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub threads: Option<u16>,
 }
 
 pub fn run(mut a: Args, root: &Path) -> anyhow::Result<ExitCode> {
@@ -80,6 +88,9 @@ pub fn run(mut a: Args, root: &Path) -> anyhow::Result<ExitCode> {
     }
     if let Some(w) = &a.weights {
         a.weights = Some(crate::target::weight_path(w, root)?);
+    }
+    if let Some(n) = a.threads {
+        tantra_runtime::set_threads(usize::from(n))?;
     }
     let (loaded, name) = load(&a, root)?;
     match &loaded {
@@ -135,7 +146,7 @@ type ChatFn<'a> = dyn Fn(
         &[u32],
         &GenerateOptions,
         &mut dyn FnMut(u32),
-    ) -> Result<Generation, tantra_models::runtime::RuntimeError>
+    ) -> Result<Generation, tantra_runtime::RuntimeError>
     + 'a;
 
 /// Reads a prompt per line (`>>> ` on stderr) and answers each, until end of input or `/bye`.
@@ -183,18 +194,18 @@ fn load(a: &Args, root: &Path) -> anyhow::Result<(LoadedModel, String)> {
                 a.model
             )
         })?;
-        let m = LoadedModel::from_path(path, Some(arch))
+        let m = LoadedModel::from_path_as(path, Some(arch), a.dtype)
             .with_context(|| format!("cannot load {} weights from {}", arch, path.display()))?;
         return Ok((m, format!("{} ({})", arch, path.display())));
     }
     let as_path = Path::new(&a.model);
     if arch.is_none() && as_path.exists() {
-        let m = LoadedModel::from_path(as_path, None)
+        let m = LoadedModel::from_path_as(as_path, None, a.dtype)
             .with_context(|| format!("cannot load weights from {}", as_path.display()))?;
         return Ok((m, a.model.clone()));
     }
     let r = crate::target::model_ref(&a.model, a.version.as_deref())?;
-    let m = LoadedModel::from_store(root, &r.model, r.version.as_deref(), a.format)
+    let m = LoadedModel::from_store_as(root, &r.model, r.version.as_deref(), a.format, a.dtype)
         .with_context(|| format!("cannot load {r} from {}", root.display()))?;
     Ok((m, r.to_string()))
 }
@@ -244,10 +255,7 @@ fn prompt_ids(a: &Args, model: &MambaModel, has_image: bool) -> anyhow::Result<V
     })
 }
 
-type GenerateFn<'a> = dyn FnMut(
-        &GenerateOptions,
-        &mut dyn FnMut(u32),
-    ) -> Result<Generation, tantra_models::runtime::RuntimeError>
+type GenerateFn<'a> = dyn FnMut(&GenerateOptions, &mut dyn FnMut(u32)) -> Result<Generation, tantra_runtime::RuntimeError>
     + 'a;
 
 /// Runs generation with the sampling options of `a`, streaming text to stdout unless `--json`.
@@ -294,6 +302,8 @@ fn generate(a: &Args, model: &MambaModel, run: &mut GenerateFn<'_>) -> anyhow::R
 #[derive(serde::Serialize)]
 struct RunJson<'a> {
     model: &'a str,
+    /// The precision of the weight matrices (`--dtype`).
+    dtype: &'static str,
     input_ids: &'a [u32],
     output_ids: Vec<u32>,
     /// Decoded text (byte-level vocabularies and OCR); null otherwise.
@@ -321,6 +331,7 @@ fn report(a: &Args, name: &str, model: &MambaModel, g: &Generation) -> anyhow::R
         let text = byte_level(model).then(|| ByteTokenizer::new().decode(&g.generated));
         let o = RunJson {
             model: name,
+            dtype: a.dtype.name(),
             input_ids: &g.prompt_ids,
             output_ids: g.output_ids(),
             text,
@@ -352,6 +363,7 @@ fn report_ocr(
     if a.json {
         let o = RunJson {
             model: name,
+            dtype: a.dtype.name(),
             input_ids: &[],
             output_ids: out.classes.clone(),
             text: Some(out.text.clone()),

@@ -123,9 +123,13 @@ class _ConfigManager:
 class MambaRuntime:
     """A Mamba language model ready to run, from the weights root or a path."""
     def __init__(self, model_type: str = "mamba", version: Optional[str] = None,
-                 root: Optional[_Path] = None, format: Optional[str] = None) -> None: ...
+                 root: Optional[_Path] = None, format: Optional[str] = None,
+                 dtype: str = "f32") -> None:
+        """``dtype``: the precision weight matrices are kept at, ``"f32"``, ``"bf16"`` or ``"q8"``."""
     @staticmethod
-    def from_path(path: _Path) -> "MambaRuntime": ...
+    def from_path(path: _Path, dtype: str = "f32") -> "MambaRuntime": ...
+    @property
+    def dtype(self) -> str: ...
     @property
     def vocab_size(self) -> int: ...
     @property
@@ -149,9 +153,11 @@ _Image = Union[_Path, bytes, Any]  # a path, PNG/JPEG bytes, a PIL image, or an 
 class MultimodalRuntime:
     """Image + prompt -> text (``mamba_multimodal``), from the weights root or a path."""
     def __init__(self, model_type: str = "mamba_multimodal", version: Optional[str] = None,
-                 root: Optional[_Path] = None, format: Optional[str] = None) -> None: ...
+                 root: Optional[_Path] = None, format: Optional[str] = None,
+                 dtype: str = "f32") -> None:
+        """``dtype``: the precision weight matrices are kept at, ``"f32"``, ``"bf16"`` or ``"q8"``."""
     @staticmethod
-    def from_path(path: _Path) -> "MultimodalRuntime": ...
+    def from_path(path: _Path, dtype: str = "f32") -> "MultimodalRuntime": ...
     def generate(self, prompt: Union[str, Sequence[int], None] = None, *, image: Optional[_Image] = None,
                  max_new_tokens: int = 32, temperature: float = 0.0, top_k: Optional[int] = None,
                  top_p: float = 1.0, seed: int = 0) -> Dict[str, Any]: ...
@@ -160,8 +166,10 @@ class MultimodalRuntime:
 class OcrRuntime:
     """Image -> text (``ocr_native``, greedy CTC), from the weights root or a path."""
     def __init__(self, model_type: str = "ocr_native", version: Optional[str] = None,
-                 root: Optional[_Path] = None, format: Optional[str] = None) -> None: ...
+                 root: Optional[_Path] = None, format: Optional[str] = None,
+                 dtype: str = "f32") -> None:
+        """``dtype``: the precision weight matrices are kept at, ``"f32"``, ``"bf16"`` or ``"q8"``."""
     @staticmethod
-    def from_path(path: _Path) -> "OcrRuntime": ...
+    def from_path(path: _Path, dtype: str = "f32") -> "OcrRuntime": ...
     def recognize(self, image: _Image) -> Dict[str, Any]:
         """``{"text", "classes", "frame_classes", "logits"}`` (logits ``[frames, classes]``)."""

@@ -12,11 +12,11 @@
 
 use rayon::prelude::*;
 
-use crate::mamba::{MambaBlockConfig, MambaConfig};
+use tantra_models::mamba::{MambaBlockConfig, MambaConfig};
 
 use super::decode;
 use super::error::{Result, RuntimeError};
-use super::kernels::{exp_fast, rms_norm, silu, softplus, PackedMatrix};
+use super::kernels::{exp_fast, rms_norm, silu, softplus, Matrix};
 use super::layers::Linear;
 use super::weights::Weights;
 
@@ -438,7 +438,7 @@ pub struct MambaModel {
     config: MambaConfig,
     vocab: usize,
     /// `[V, d]`, packed: rows are read back for the lookup, and it is the head when tied.
-    embeddings: PackedMatrix,
+    embeddings: Matrix,
     blocks: MambaBlocks,
     norm_f: RmsNorm,
     /// `None` when tied to the embeddings.
@@ -484,7 +484,7 @@ impl MambaModel {
             .copied()
             .find(|n| weights.contains(n))
             .unwrap_or(emb_refs[0]);
-        let embeddings = weights.get_packed(emb_name, v, d)?;
+        let embeddings = weights.get_matrix(emb_name, v, d)?;
         let blocks = MambaBlocks::load(
             weights,
             &blocks_config,
@@ -503,12 +503,13 @@ impl MambaModel {
             weights.mark_used(&head_name);
             None
         } else {
-            Some(Linear::from_parts(
-                weights.get(&head_name, &[v, d])?,
-                None,
+            Some(Linear::load(
+                weights,
+                &format!("{prefix}lm_head"),
                 v,
                 d,
-            ))
+                false,
+            )?)
         };
         Ok(MambaModel {
             config: config.clone(),
@@ -522,6 +523,11 @@ impl MambaModel {
 
     pub fn config(&self) -> &MambaConfig {
         &self.config
+    }
+
+    /// The precision the weight matrices are kept at.
+    pub fn precision(&self) -> super::precision::Precision {
+        self.embeddings.precision()
     }
 
     /// d: the width of the residual stream (and of input vectors).

@@ -5,14 +5,15 @@ use std::path::Path;
 
 use tantra_formats::OutputFormat;
 
-use crate::arch::Architecture;
-use crate::mamba::config::TimeStepRank;
-use crate::mamba::MambaConfig;
+use tantra_models::arch::Architecture;
+use tantra_models::mamba::config::TimeStepRank;
+use tantra_models::mamba::MambaConfig;
 
 use super::error::{Result, RuntimeError};
 use super::generate::{generate, GenerateOptions, Generation};
 use super::load::LoadedModel;
 use super::mamba::MambaModel;
+use super::precision::Precision;
 use super::weights::Weights;
 
 /// A Mamba model ready to generate.
@@ -66,7 +67,21 @@ impl MambaRuntime {
         version: Option<&str>,
         format: Option<OutputFormat>,
     ) -> Result<Self> {
-        let loaded = LoadedModel::from_store(root.as_ref(), model, version, format)?;
+        Self::with_format_as(root, model, version, format, Precision::F32)
+    }
+
+    /// [`MambaRuntime::with_format`] with the weight matrices kept at `precision`.
+    ///
+    /// # Errors
+    /// As [`MambaRuntime::new`].
+    pub fn with_format_as(
+        root: impl AsRef<Path>,
+        model: &str,
+        version: Option<&str>,
+        format: Option<OutputFormat>,
+        precision: Precision,
+    ) -> Result<Self> {
+        let loaded = LoadedModel::from_store_as(root.as_ref(), model, version, format, precision)?;
         Self::expect_mamba(loaded, model)
     }
 
@@ -80,7 +95,15 @@ impl MambaRuntime {
     /// [`RuntimeError::NoWeights`], a read error, a config of another architecture, or any
     /// load error of [`MambaModel::load`].
     pub fn from_path(path: &Path) -> Result<Self> {
-        let loaded = LoadedModel::from_path(path, Some(Architecture::Mamba))?;
+        Self::from_path_as(path, Precision::F32)
+    }
+
+    /// [`MambaRuntime::from_path`] with the weight matrices kept at `precision`.
+    ///
+    /// # Errors
+    /// As [`MambaRuntime::from_path`].
+    pub fn from_path_as(path: &Path, precision: Precision) -> Result<Self> {
+        let loaded = LoadedModel::from_path_as(path, Some(Architecture::Mamba), precision)?;
         Self::expect_mamba(loaded, &path.display().to_string())
     }
 

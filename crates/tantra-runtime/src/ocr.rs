@@ -1,12 +1,12 @@
 //! The `ocr_native` runtime: an image of one text line to text, as
-//! [`crate::ocr_native::config`] specifies it. The line is resized to the model's height,
+//! [`tantra_models::ocr_native::config`] specifies it. The line is resized to the model's height,
 //! cut into column frames, projected to the Mamba width, run through the blocks (the same
 //! ones the language model uses, causal over the columns), scored per frame by the CTC head,
-//! and decoded greedily ([`crate::ocr_native::ctc`]).
+//! and decoded greedily ([`tantra_models::ocr_native::ctc`]).
 
 use ::image::DynamicImage;
 
-use crate::ocr_native::{greedy_decode, OcrNativeConfig};
+use tantra_models::ocr_native::{greedy_decode, OcrNativeConfig};
 
 use super::error::{Result, RuntimeError};
 use super::image::gray_line;

@@ -5,7 +5,7 @@
 //! then a draw from the renormalized distribution. Probabilities are computed in f64 so that a
 //! long tail of tiny probabilities does not round away the nucleus boundary.
 
-use crate::rng::Rng;
+use tantra_models::rng::Rng;
 
 use super::error::{Result, RuntimeError};
 

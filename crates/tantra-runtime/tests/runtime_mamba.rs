@@ -7,10 +7,10 @@
 use std::path::{Path, PathBuf};
 
 use tantra_formats::{MemorySource, TensorSource};
-use tantra_models::runtime::{
+use tantra_models::MambaConfig;
+use tantra_runtime::{
     GenerateOptions, Logits, MambaModel, MambaRuntime, RuntimeError, SamplingConfig, Weights,
 };
-use tantra_models::MambaConfig;
 
 fn fixture(sub: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -193,7 +193,7 @@ fn sampling_is_seeded_and_stops_on_eos() {
     };
     let g = rt.generate(&[1, 5, 9, 12, 3, 44], &o, &mut |_| {}).unwrap();
     assert_eq!(g.generated, vec![44]);
-    assert_eq!(g.stop, tantra_models::runtime::StopReason::Eos);
+    assert_eq!(g.stop, tantra_runtime::StopReason::Eos);
     assert_eq!(g.decode_steps, 0);
 
     let o = GenerateOptions {
@@ -412,7 +412,7 @@ fn shard_indexes_are_checked() {
 #[test]
 fn runtimes_come_from_the_weights_root() {
     use tantra_formats::{NoProgress, OutputFormat};
-    use tantra_models::runtime::LoadedModel;
+    use tantra_runtime::LoadedModel;
     use tantra_store::{RegisterOptions, WeightManager};
 
     let root = tempfile::tempdir().unwrap();

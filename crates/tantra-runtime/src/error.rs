@@ -28,7 +28,7 @@ pub enum RuntimeError {
 
     /// The config describes no model tantra builds (a zero size, an unknown activation).
     #[error("config: {0}")]
-    Config(#[from] crate::error::ConfigError),
+    Config(#[from] tantra_models::ConfigError),
 
     /// A config size the runtime refuses to allocate for.
     #[error("config: {field} = {value} is larger than the runtime accepts ({max})")]
@@ -112,7 +112,7 @@ pub enum RuntimeError {
 
     /// A model name that is no architecture tantra runs.
     #[error(transparent)]
-    UnknownArchitecture(#[from] crate::arch::UnknownArchitecture),
+    UnknownArchitecture(#[from] tantra_models::arch::UnknownArchitecture),
 
     /// Weights or a config of another architecture than the one asked for.
     #[error("{what} is a {found} model, not {expected}")]
@@ -122,9 +122,27 @@ pub enum RuntimeError {
         found: &'static str,
     },
 
+    /// The thread pool could not be set up with that many threads.
+    #[error("cannot run on {threads} thread(s): {reason}")]
+    Threads { threads: usize, reason: String },
+
     /// A registered version has no config and none can be derived.
     #[error("no config for {model} {version}: register the weights with --config NAME, or import configs/{model}/{version}.json")]
     NoConfigFor { model: String, version: String },
+}
+
+impl From<tantra_models::OpenError> for RuntimeError {
+    fn from(e: tantra_models::OpenError) -> Self {
+        use tantra_models::OpenError as O;
+        match e {
+            O::Format(e) => RuntimeError::Format(e),
+            O::Io { path, source } => RuntimeError::Io { path, source },
+            O::Json { path, source } => RuntimeError::Json { path, source },
+            O::MissingTensor { name } => RuntimeError::MissingTensor { name },
+            O::NoWeights { dir } => RuntimeError::NoWeights { dir },
+            O::BadShardName { index, shard } => RuntimeError::BadShardName { index, shard },
+        }
+    }
 }
 
 /// Results of the runtimes.

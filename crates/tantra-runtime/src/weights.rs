@@ -1,4 +1,5 @@
-//! Tensors by name, as f32, for the models to build their layers from.
+//! Tensors by name, as f32 (vectors) or as matrices at the precision asked for, for the models
+//! to build their layers from.
 //!
 //! This is the backend boundary the design asks for: a model's `load` asks for
 //! `"backbone.layers.0.mixer.in_proj.weight"` with the shape its config implies, and gets f32
@@ -13,15 +14,18 @@ use std::collections::{BTreeSet, HashMap};
 use tantra_formats::{DType, TensorInfo, TensorSource};
 
 use super::error::{Result, RuntimeError};
-use super::kernels::PackedMatrix;
+use super::kernels::Matrix;
+use super::precision::Precision;
 
 /// One or more tensor sources seen as one set of named tensors.
 pub struct Weights<'a> {
     sources: Vec<&'a dyn TensorSource>,
     by_name: HashMap<String, (usize, usize)>,
     used: RefCell<BTreeSet<String>>,
-    /// Reused by [`Weights::get_packed`].
+    /// Reused by [`Weights::get_matrix`].
     scratch: RefCell<Vec<f32>>,
+    /// The precision matrices are kept at.
+    precision: Precision,
 }
 
 impl<'a> Weights<'a> {
@@ -50,7 +54,19 @@ impl<'a> Weights<'a> {
             by_name,
             used: RefCell::new(BTreeSet::new()),
             scratch: RefCell::new(Vec::new()),
+            precision: Precision::F32,
         })
+    }
+
+    /// The same weights, with matrices read at `precision` (f32 unless set).
+    pub fn with_precision(mut self, precision: Precision) -> Self {
+        self.precision = precision;
+        self
+    }
+
+    /// The precision matrices are read at.
+    pub fn precision(&self) -> Precision {
+        self.precision
     }
 
     /// True when a tensor of that name exists.
@@ -97,16 +113,75 @@ impl<'a> Weights<'a> {
         Ok(values)
     }
 
-    /// A `[rows, cols]` matrix, packed for the matrix kernels. The row-major values pass
-    /// through one scratch buffer reused for every matrix, so loading leaves no holes of
-    /// freed temporaries in the heap.
+    /// A `[rows, cols]` matrix at the weights' precision, laid out for the matrix kernels. A
+    /// bf16 tensor read at bf16 keeps its bits; anything else passes as f32 through one scratch
+    /// buffer reused for every matrix (so loading leaves no holes of freed temporaries in the
+    /// heap) and is rounded or quantized from there.
     ///
     /// # Errors
     /// As [`Weights::get`].
-    pub fn get_packed(&self, name: &str, rows: usize, cols: usize) -> Result<PackedMatrix> {
+    pub(crate) fn get_matrix(&self, name: &str, rows: usize, cols: usize) -> Result<Matrix> {
+        if self.precision == Precision::Bf16 && self.dtype(name) == Some(DType::BF16) {
+            let bits = self.read_bf16_bits(name, rows, cols)?;
+            return Ok(Matrix::from_bf16_bits(&bits, rows, cols));
+        }
         let mut scratch = self.scratch.borrow_mut();
         self.read_checked(name, &[&[rows, cols]], &mut scratch)?;
-        Ok(PackedMatrix::from_row_major(&scratch, rows, cols))
+        Ok(Matrix::from_f32(&scratch, rows, cols, self.precision))
+    }
+
+    fn dtype(&self, name: &str) -> Option<DType> {
+        let &(s, i) = self.by_name.get(name)?;
+        Some(self.sources[s].tensors()[i].dtype)
+    }
+
+    /// The bits of a BF16 tensor, checked for shape and finiteness like [`Weights::get`].
+    fn read_bf16_bits(&self, name: &str, rows: usize, cols: usize) -> Result<Vec<u16>> {
+        let &(s, i) = self
+            .by_name
+            .get(name)
+            .ok_or_else(|| RuntimeError::MissingTensor {
+                name: name.to_string(),
+            })?;
+        let src = self.sources[s];
+        let info = &src.tensors()[i];
+        if info.shape != [rows as u64, cols as u64] {
+            return Err(RuntimeError::Shape {
+                name: name.to_string(),
+                expected: vec![rows, cols],
+                found: info.shape.clone(),
+            });
+        }
+        let mut bits: Vec<u16> = Vec::with_capacity(rows * cols);
+        let mut carry: Option<u8> = None;
+        src.stream_tensor(i, &mut |chunk: &[u8]| {
+            let mut chunk = chunk;
+            if let (Some(lo), Some(&hi)) = (carry, chunk.first()) {
+                bits.push(u16::from_le_bytes([lo, hi]));
+                carry = None;
+                chunk = &chunk[1..];
+            }
+            let pairs = chunk.chunks_exact(2);
+            carry = pairs.remainder().first().copied();
+            bits.extend(pairs.map(|c| u16::from_le_bytes([c[0], c[1]])));
+            Ok(())
+        })?;
+        if bits.len() != rows * cols || carry.is_some() {
+            return Err(RuntimeError::Shape {
+                name: name.to_string(),
+                expected: vec![rows, cols],
+                found: info.shape.clone(),
+            });
+        }
+        // All exponent bits set: infinity or NaN.
+        if let Some(index) = bits.iter().position(|b| b & 0x7F80 == 0x7F80) {
+            return Err(RuntimeError::NonFinite {
+                name: name.to_string(),
+                index,
+            });
+        }
+        self.used.borrow_mut().insert(name.to_string());
+        Ok(bits)
     }
 
     /// Reads tensor `name` into `values` (cleared first) after checking its shape against

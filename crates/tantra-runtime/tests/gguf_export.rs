@@ -6,8 +6,8 @@
 use tantra_formats::gguf::{GgmlType, GgufFile, GgufOptions, MetaValue, TargetType};
 use tantra_formats::{MemorySource, NoProgress, TensorSource};
 use tantra_models::gguf::{export_gguf, gpt2_byte_char};
-use tantra_models::runtime::{Logits, MambaModel, MambaRuntime, Weights};
 use tantra_models::{init_weights, Architecture, ModelConfig, Preset};
+use tantra_runtime::{Logits, MambaModel, MambaRuntime, Weights};
 
 /// The sample preset narrowed to rows of whole 32-element blocks (64 wide, 2 layers).
 fn sample() -> (tantra_models::MambaConfig, MemorySource) {

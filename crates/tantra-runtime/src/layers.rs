@@ -2,20 +2,22 @@
 //! the shape its config implies.
 
 use super::error::Result;
-use super::kernels::{self, PackedMatrix};
+use super::kernels::{self, Matrix};
+use super::precision::Precision;
 use super::weights::Weights;
 
 /// `y = W x + b` with `W` row-major `[out, in]`, as torch stores `nn.Linear`.
 #[derive(Debug, Clone)]
 pub struct Linear {
-    weight: PackedMatrix,
+    weight: Matrix,
     bias: Option<Vec<f32>>,
     out_features: usize,
     in_features: usize,
 }
 
 impl Linear {
-    /// Reads `{prefix}.weight` (`[out, in]`) and, when `bias`, `{prefix}.bias` (`[out]`).
+    /// Reads `{prefix}.weight` (`[out, in]`, at the weights' precision) and, when `bias`,
+    /// `{prefix}.bias` (`[out]`, f32).
     ///
     /// # Errors
     /// A missing tensor or one of another shape, named.
@@ -26,7 +28,7 @@ impl Linear {
         in_features: usize,
         bias: bool,
     ) -> Result<Self> {
-        let weight = weights.get_packed(&format!("{prefix}.weight"), out_features, in_features)?;
+        let weight = weights.get_matrix(&format!("{prefix}.weight"), out_features, in_features)?;
         let bias = if bias {
             Some(weights.get(&format!("{prefix}.bias"), &[out_features])?)
         } else {
@@ -40,19 +42,26 @@ impl Linear {
         })
     }
 
-    /// A layer from values already in memory (`weight.len() == out * in`).
+    /// A layer from values already in memory (`weight.len() == out * in`), stored at
+    /// `precision`.
     pub fn from_parts(
-        weight: Vec<f32>,
+        weight: &[f32],
         bias: Option<Vec<f32>>,
         out_features: usize,
         in_features: usize,
+        precision: Precision,
     ) -> Self {
         Linear {
-            weight: PackedMatrix::from_row_major(&weight, out_features, in_features),
+            weight: Matrix::from_f32(weight, out_features, in_features, precision),
             bias,
             out_features,
             in_features,
         }
+    }
+
+    /// The precision the weight is stored at.
+    pub fn precision(&self) -> Precision {
+        self.weight.precision()
     }
 
     pub fn out_features(&self) -> usize {
@@ -91,7 +100,7 @@ impl Linear {
         ys
     }
 
-    /// Number of weight bytes (f32) one application reads.
+    /// Number of weight bytes one application reads (the matrix at its precision, the bias).
     pub fn bytes(&self) -> usize {
         self.weight.bytes() + self.bias.as_ref().map_or(0, Vec::len) * 4
     }

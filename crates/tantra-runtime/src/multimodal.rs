@@ -1,5 +1,5 @@
 //! The `mamba_multimodal` runtime: image plus prompt to text, as
-//! [`crate::mamba_multimodal::config`] specifies it. The image becomes `P` image tokens
+//! [`tantra_models::mamba_multimodal::config`] specifies it. The image becomes `P` image tokens
 //! (patch embedding, position embedding, a GELU projector into the text width), which are
 //! prefilled before the prompt's token embeddings; the recurrent states carry across that
 //! boundary and decoding continues from them.
@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use ::image::DynamicImage;
 
-use crate::mamba_multimodal::MambaMultimodalConfig;
+use tantra_models::mamba_multimodal::MambaMultimodalConfig;
 
 use super::error::{Result, RuntimeError};
 use super::generate::{generate, GenerateOptions, Generation};

@@ -1,4 +1,4 @@
-//! Hugging Face model directories: `config.json` plus weights in one file or in shards
+//! Opening the weights of a model: Hugging Face model directories: `config.json` plus weights in one file or in shards
 //! (`model.safetensors`, `model.safetensors.index.json` + `model-0000i-of-0000n.safetensors`,
 //! `pytorch_model.bin`, `pytorch_model.bin.index.json`), and single weight files.
 //!
@@ -12,9 +12,45 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use tantra_formats::gguf::GgufFile;
-use tantra_formats::{detect, open, DynSource, Format, TensorSource};
+use tantra_formats::{detect, open, DynSource, Format, FormatError, TensorSource};
 
-use super::error::{Result, RuntimeError};
+use crate::gguf::{is_llama_cpp_mamba, mamba_source};
+
+/// An error of opening a checkpoint: its files, its index, its shard names.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// A weight file could not be read.
+    #[error(transparent)]
+    Format(#[from] FormatError),
+
+    /// An index file could not be read.
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+
+    /// An index is not JSON of the expected form.
+    #[error("{path}: {source}")]
+    Json {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+
+    /// A tensor an index lists is not in the shard it names.
+    #[error("tensor {name:?} is missing from the weights")]
+    MissingTensor { name: String },
+
+    /// A directory holds no weights that can be read.
+    #[error("{dir}: no weights found (expected model.safetensors, model.safetensors.index.json, pytorch_model.bin or pytorch_model.bin.index.json)")]
+    NoWeights { dir: PathBuf },
+
+    /// A shard index names a file outside its directory, or a file that does not exist.
+    #[error("{index}: shard {shard:?} is not a plain file name in that directory")]
+    BadShardName { index: PathBuf, shard: String },
+}
+
+type Result<T, E = OpenError> = std::result::Result<T, E>;
 
 /// The weight files, in the order of preference transformers uses.
 const SINGLE_FILES: [&str; 2] = ["model.safetensors", "pytorch_model.bin"];
@@ -32,15 +68,15 @@ pub struct OpenWeights {
 
 impl OpenWeights {
     /// Opens one weight file of any format tantra reads; a llama.cpp Mamba GGUF is read under
-    /// tantra's names (see `runtime/gguf.rs`).
+    /// tantra's names (see [`crate::gguf::mamba_source`]).
     ///
     /// # Errors
     /// The file's read error.
     pub fn file(path: &Path) -> Result<Self> {
         if detect(path)? == Format::Gguf {
             let g = GgufFile::open(path)?;
-            if super::gguf::is_llama_cpp_mamba(&g) {
-                let m = super::gguf::mamba_source(&g).map_err(|e| e.with_path(path))?;
+            if is_llama_cpp_mamba(&g) {
+                let m = mamba_source(&g).map_err(|e| e.with_path(path))?;
                 return Ok(OpenWeights {
                     files: vec![path.to_path_buf()],
                     sources: vec![Box::new(m)],
@@ -61,7 +97,7 @@ impl OpenWeights {
         }
     }
 
-    /// The sources, for [`super::weights::Weights::from_sources`].
+    /// The sources, one per file.
     pub fn sources(&self) -> Vec<&dyn TensorSource> {
         self.sources
             .iter()
@@ -73,7 +109,7 @@ impl OpenWeights {
     /// through its index (safetensors preferred over PyTorch in both cases).
     ///
     /// # Errors
-    /// [`RuntimeError::NoWeights`], [`RuntimeError::BadShardName`], an index that is not
+    /// [`OpenError::NoWeights`], [`OpenError::BadShardName`], an index that is not
     /// JSON of the expected form, a tensor the index lists but its shard lacks, or a read
     /// error of a file.
     pub fn directory(dir: &Path) -> Result<Self> {
@@ -89,7 +125,7 @@ impl OpenWeights {
                 return Self::index(dir, &p);
             }
         }
-        Err(RuntimeError::NoWeights {
+        Err(OpenError::NoWeights {
             dir: dir.to_path_buf(),
         })
     }
@@ -99,15 +135,15 @@ impl OpenWeights {
         struct Index {
             weight_map: BTreeMap<String, String>,
         }
-        let text = fs::read_to_string(index_path).map_err(|source| RuntimeError::Io {
+        let text = fs::read_to_string(index_path).map_err(|source| OpenError::Io {
             path: index_path.to_path_buf(),
             source,
         })?;
-        let index: Index = serde_json::from_str(&text).map_err(|source| RuntimeError::Json {
+        let index: Index = serde_json::from_str(&text).map_err(|source| OpenError::Json {
             path: index_path.to_path_buf(),
             source,
         })?;
-        let canonical_dir = fs::canonicalize(dir).map_err(|source| RuntimeError::Io {
+        let canonical_dir = fs::canonicalize(dir).map_err(|source| OpenError::Io {
             path: dir.to_path_buf(),
             source,
         })?;
@@ -124,7 +160,7 @@ impl OpenWeights {
         for (tensor, shard) in &index.weight_map {
             let i = shards.binary_search(&shard.as_str()).unwrap_or(0);
             if sources[i].find(tensor).is_none() {
-                return Err(RuntimeError::MissingTensor {
+                return Err(OpenError::MissingTensor {
                     name: format!("{tensor} (listed in {} for {shard})", index_path.display()),
                 });
             }
@@ -135,7 +171,7 @@ impl OpenWeights {
 
 /// The path of shard `name`, if it is a plain file name of an existing file inside `dir`.
 fn checked_shard(index_path: &Path, dir: &Path, name: &str) -> Result<PathBuf> {
-    let bad = || RuntimeError::BadShardName {
+    let bad = || OpenError::BadShardName {
         index: index_path.to_path_buf(),
         shard: name.to_string(),
     };
@@ -153,18 +189,6 @@ fn checked_shard(index_path: &Path, dir: &Path, name: &str) -> Result<PathBuf> {
         return Err(bad());
     }
     Ok(path)
-}
-
-/// Reads and parses a JSON file.
-pub(crate) fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
-    let text = fs::read_to_string(path).map_err(|source| RuntimeError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    serde_json::from_str(&text).map_err(|source| RuntimeError::Json {
-        path: path.to_path_buf(),
-        source,
-    })
 }
 
 #[cfg(test)]
@@ -190,7 +214,7 @@ mod tests {
             assert!(
                 matches!(
                     checked_shard(&idx, &d, bad),
-                    Err(RuntimeError::BadShardName { .. })
+                    Err(OpenError::BadShardName { .. })
                 ),
                 "{bad}"
             );
@@ -213,7 +237,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         assert!(matches!(
             OpenWeights::directory(dir.path()),
-            Err(RuntimeError::NoWeights { .. })
+            Err(OpenError::NoWeights { .. })
         ));
     }
 }

@@ -7,11 +7,9 @@
 
 use image::{DynamicImage, GrayImage, RgbImage};
 use tantra_formats::MemorySource;
-use tantra_models::runtime::image::load_image;
-use tantra_models::runtime::{
-    GenerateOptions, Logits, MultimodalModel, OcrModel, RuntimeError, Weights,
-};
 use tantra_models::{init_weights, MambaMultimodalConfig, ModelConfig, OcrNativeConfig};
+use tantra_runtime::image::load_image;
+use tantra_runtime::{GenerateOptions, Logits, MultimodalModel, OcrModel, RuntimeError, Weights};
 
 fn materialize(config: ModelConfig, seed: u64) -> MemorySource {
     init_weights(&config, seed).unwrap().materialize().unwrap()

@@ -13,14 +13,27 @@ use std::path::Path;
 use tantra_formats::OutputFormat;
 use tantra_store::{ConfigManager, Schemas, StoreError, WeightManager};
 
-use crate::arch::{Architecture, ModelConfig, Preset};
+use tantra_models::arch::{Architecture, ModelConfig, Preset};
 
 use super::error::{Result, RuntimeError};
-use super::hf::{read_json, OpenWeights};
 use super::multimodal::MultimodalModel;
 use super::ocr::OcrModel;
+use super::precision::Precision;
 use super::text::{infer_mamba_config, MambaRuntime};
 use super::weights::Weights;
+use tantra_models::OpenWeights;
+
+/// Reads and parses a JSON file.
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let text = std::fs::read_to_string(path).map_err(|source| RuntimeError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    serde_json::from_str(&text).map_err(|source| RuntimeError::Json {
+        path: path.to_path_buf(),
+        source,
+    })
+}
 
 /// A runtime of any of the three architectures.
 #[derive(Debug, Clone)]
@@ -51,6 +64,20 @@ impl LoadedModel {
         version: Option<&str>,
         format: Option<OutputFormat>,
     ) -> Result<Self> {
+        Self::from_store_as(root, model, version, format, Precision::F32)
+    }
+
+    /// [`LoadedModel::from_store`] with the weight matrices kept at `precision`.
+    ///
+    /// # Errors
+    /// As [`LoadedModel::from_store`].
+    pub fn from_store_as(
+        root: &Path,
+        model: &str,
+        version: Option<&str>,
+        format: Option<OutputFormat>,
+        precision: Precision,
+    ) -> Result<Self> {
         let wm = WeightManager::open(root)?;
         let loaded = wm.load_model_weights(model, version, format)?;
         let cm = ConfigManager::new(wm.clone(), Schemas::new());
@@ -59,7 +86,7 @@ impl LoadedModel {
             Err(StoreError::NoConfig { .. }) => None,
             Err(e) => return Err(e.into()),
         };
-        let weights = Weights::new(loaded.source.as_ref())?;
+        let weights = Weights::new(loaded.source.as_ref())?.with_precision(precision);
         let config = match config {
             Some(c) => c,
             None => {
@@ -104,6 +131,18 @@ impl LoadedModel {
     /// [`RuntimeError::NoConfig`], [`RuntimeError::NoWeights`], a config of another
     /// architecture, read errors, or any load error of the model.
     pub fn from_path(path: &Path, expected: Option<Architecture>) -> Result<Self> {
+        Self::from_path_as(path, expected, Precision::F32)
+    }
+
+    /// [`LoadedModel::from_path`] with the weight matrices kept at `precision`.
+    ///
+    /// # Errors
+    /// As [`LoadedModel::from_path`].
+    pub fn from_path_as(
+        path: &Path,
+        expected: Option<Architecture>,
+        precision: Precision,
+    ) -> Result<Self> {
         let (open, config_path) = if path.is_dir() {
             let c = path.join("config.json");
             if !c.is_file() {
@@ -116,7 +155,7 @@ impl LoadedModel {
             let c = path.parent().map(|p| p.join("config.json"));
             (OpenWeights::file(path)?, c.filter(|c| c.is_file()))
         };
-        let weights = Weights::from_sources(open.sources())?;
+        let weights = Weights::from_sources(open.sources())?.with_precision(precision);
         let config = match config_path {
             Some(c) => {
                 let value: serde_json::Value = read_json(&c)?;

@@ -1,0 +1,429 @@
+//! 8-bit weights in the style of llama.cpp's Q8_0: each row cut into blocks of 32, each block
+//! stored as 32 signed bytes and one f32 scale (`w ~ q * d`, `d = max|w| / 127`). The input
+//! vector is quantized the same way, block by block, so a block's dot product is an exact sum
+//! of 32 int8 products: 4.5x fewer bytes to stream than f32 and integer multiply-adds.
+//!
+//! Why the accumulation has the shape it has: the AVX2 path (`vpmaddubsw` + `vpmaddwd`) sums
+//! the products of each block in eight i32 lanes of four products each, converts the lanes to
+//! f32 and adds `lane * (d_w * d_x)` into eight f32 accumulators with one fused multiply-add,
+//! then reduces the eight pairwise. The integer part is exact, so the portable path computes
+//! the very same lane sums and the same fused multiply-adds in the same order: both give
+//! bit-identical results (tested), and a row's value never depends on threads or batch size.
+//! Columns past a multiple of 32 are padded with zeros, in the weights and in the input.
+
+use rayon::prelude::*;
+
+use super::packed::rows_per_task;
+use super::PARALLEL_MIN_WORK;
+
+/// Elements per block.
+pub(crate) const QK: usize = 32;
+
+/// The largest magnitude a quantized value takes: symmetric, so `-128` never appears (the AVX2
+/// path takes absolute values of bytes).
+const QMAX: f32 = 127.0;
+
+/// Quantizes `x` into whole blocks: `qs` gets `blocks * 32` values (zero-padded), `d` one scale
+/// per block. Both are cleared first.
+pub(crate) fn quantize(x: &[f32], qs: &mut Vec<i8>, d: &mut Vec<f32>) {
+    let blocks = x.len().div_ceil(QK);
+    qs.clear();
+    d.clear();
+    qs.reserve(blocks * QK);
+    d.reserve(blocks);
+    for chunk in x.chunks(QK) {
+        let amax = chunk.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let scale = amax / QMAX;
+        let inv = if scale > 0.0 { 1.0 / scale } else { 0.0 };
+        qs.extend(
+            chunk
+                .iter()
+                .map(|v| (v * inv).round().clamp(-QMAX, QMAX) as i8),
+        );
+        qs.extend(std::iter::repeat_n(0i8, QK - chunk.len()));
+        d.push(scale);
+    }
+}
+
+/// Pairwise sum 8 -> 4 -> 2 -> 1, the order both paths use.
+#[inline(always)]
+fn reduce8(mut acc: [f32; 8]) -> f32 {
+    for width in [4, 2, 1] {
+        for i in 0..width {
+            acc[i] += acc[i + width];
+        }
+    }
+    acc[0]
+}
+
+/// The portable dot product of quantized `w` and `x` (`blocks * 32` values, one scale each).
+pub(crate) fn dot_scalar(wq: &[i8], wd: &[f32], xq: &[i8], xd: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 8];
+    for (((wb, &dw), xb), &dx) in wq.chunks_exact(QK).zip(wd).zip(xq.chunks_exact(QK)).zip(xd) {
+        let d = dw * dx;
+        for (j, a) in acc.iter_mut().enumerate() {
+            let mut s = 0i32;
+            for i in 4 * j..4 * j + 4 {
+                s += i32::from(wb[i]) * i32::from(xb[i]);
+            }
+            *a = (s as f32).mul_add(d, *a);
+        }
+    }
+    reduce8(acc)
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    use super::QK;
+
+    /// # Safety
+    /// The CPU must support AVX2 and FMA; `wq`, `xq` hold `wd.len() * 32` and `xd.len() * 32`
+    /// values (the loop stops at the shorter).
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn dot(wq: &[i8], wd: &[f32], xq: &[i8], xd: &[f32]) -> f32 {
+        let blocks = wd.len().min(xd.len()).min(wq.len() / QK).min(xq.len() / QK);
+        let ones = _mm256_set1_epi16(1);
+        let mut acc = _mm256_setzero_ps();
+        for b in 0..blocks {
+            // SAFETY: b * 32 + 32 <= len of both slices (blocks is bounded by both above).
+            let (w, x) = unsafe {
+                (
+                    _mm256_loadu_si256(wq.as_ptr().add(b * QK).cast::<__m256i>()),
+                    _mm256_loadu_si256(xq.as_ptr().add(b * QK).cast::<__m256i>()),
+                )
+            };
+            // |w| (unsigned) times x with w's sign: w * x, as vpmaddubsw wants u8 x i8.
+            let aw = _mm256_sign_epi8(w, w);
+            let sx = _mm256_sign_epi8(x, w);
+            let pairs = _mm256_maddubs_epi16(aw, sx);
+            let quads = _mm256_madd_epi16(pairs, ones);
+            let d = _mm256_set1_ps(wd[b] * xd[b]);
+            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(quads), d, acc);
+        }
+        let mut lanes = [0.0f32; 8];
+        // SAFETY: lanes has room for 8 f32.
+        unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), acc) };
+        super::reduce8(lanes)
+    }
+}
+
+/// True when the AVX2 path runs (AVX2 and FMA present).
+#[inline]
+fn has_avx2() -> bool {
+    super::has_fma()
+}
+
+/// The dot product of quantized `w` and `x`, AVX2 where the CPU has it.
+#[inline]
+pub(crate) fn dot(wq: &[i8], wd: &[f32], xq: &[i8], xd: &[f32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        // SAFETY: the CPU supports AVX2 and FMA (checked just above); lengths are bounded
+        // inside.
+        return unsafe { x86::dot(wq, wd, xq, xd) };
+    }
+    dot_scalar(wq, wd, xq, xd)
+}
+
+/// A `[rows, cols]` matrix of 8-bit blocks, rows stored one after the other.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Q8Matrix {
+    qs: Vec<i8>,
+    d: Vec<f32>,
+    rows: usize,
+    cols: usize,
+    /// Blocks per row: `ceil(cols / 32)`.
+    blocks: usize,
+}
+
+/// An input vector (or several) quantized for a [`Q8Matrix`].
+pub(crate) struct Q8Input {
+    qs: Vec<i8>,
+    d: Vec<f32>,
+    blocks: usize,
+}
+
+impl Q8Input {
+    /// Quantizes `n` vectors of `cols` values each (`xs.len() == n * cols`).
+    pub(crate) fn new(xs: &[f32], cols: usize) -> Self {
+        let blocks = cols.div_ceil(QK);
+        let n = xs.len() / cols.max(1);
+        let mut qs = Vec::with_capacity(n * blocks * QK);
+        let mut d = Vec::with_capacity(n * blocks);
+        let (mut q1, mut d1) = (Vec::new(), Vec::new());
+        for x in xs.chunks_exact(cols.max(1)).take(n) {
+            quantize(x, &mut q1, &mut d1);
+            qs.extend_from_slice(&q1);
+            d.extend_from_slice(&d1);
+        }
+        Q8Input { qs, d, blocks }
+    }
+
+    fn vector(&self, t: usize) -> (&[i8], &[f32]) {
+        let b = self.blocks;
+        (
+            &self.qs[t * b * QK..(t + 1) * b * QK],
+            &self.d[t * b..(t + 1) * b],
+        )
+    }
+
+    fn len(&self) -> usize {
+        self.d.len() / self.blocks.max(1)
+    }
+}
+
+impl Q8Matrix {
+    /// Quantizes a row-major matrix (`w.len() == rows * cols`; missing values count as 0).
+    pub(crate) fn from_row_major(w: &[f32], rows: usize, cols: usize) -> Self {
+        let blocks = cols.div_ceil(QK);
+        let mut qs = Vec::with_capacity(rows * blocks * QK);
+        let mut d = Vec::with_capacity(rows * blocks);
+        let (mut q1, mut d1) = (Vec::new(), Vec::new());
+        let mut row = vec![0.0f32; cols];
+        for r in 0..rows {
+            row.fill(0.0);
+            let src = w.get(r * cols..).unwrap_or_default();
+            let take = src.len().min(cols);
+            row[..take].copy_from_slice(&src[..take]);
+            quantize(&row, &mut q1, &mut d1);
+            qs.extend_from_slice(&q1);
+            d.extend_from_slice(&d1);
+        }
+        Q8Matrix {
+            qs,
+            d,
+            rows,
+            cols,
+            blocks,
+        }
+    }
+
+    /// Bytes of the weights (values and scales).
+    pub(crate) fn bytes(&self) -> usize {
+        self.qs.len() + self.d.len() * 4
+    }
+
+    fn row_dot(&self, r: usize, xq: &[i8], xd: &[f32]) -> f32 {
+        let b = self.blocks;
+        dot(
+            &self.qs[r * b * QK..(r + 1) * b * QK],
+            &self.d[r * b..(r + 1) * b],
+            xq,
+            xd,
+        )
+    }
+
+    /// Row `r` dequantized into `out` (`cols` values); nothing for a row past the end.
+    pub(crate) fn row_into(&self, r: usize, out: &mut [f32]) {
+        if r >= self.rows || out.len() < self.cols {
+            return;
+        }
+        let b = self.blocks;
+        let qs = &self.qs[r * b * QK..(r + 1) * b * QK];
+        let ds = &self.d[r * b..(r + 1) * b];
+        for (i, o) in out[..self.cols].iter_mut().enumerate() {
+            *o = f32::from(qs[i]) * ds[i / QK];
+        }
+    }
+
+    /// Rows `r0..r1` of `W x` for an input already quantized, into `out[..r1 - r0]`.
+    fn rows_into(&self, r0: usize, x: &Q8Input, t: usize, out: &mut [f32]) {
+        let (xq, xd) = x.vector(t);
+        for (i, o) in out.iter_mut().enumerate() {
+            *o = self.row_dot(r0 + i, xq, xd);
+        }
+    }
+
+    /// `y = W x` (`x.len() == cols`, `y.len() == rows`).
+    pub(crate) fn matvec(&self, x: &[f32], y: &mut [f32]) {
+        let rows_n = self.rows.min(y.len());
+        let xin = Q8Input::new(&x[..self.cols.min(x.len())], self.cols);
+        if xin.len() == 0 {
+            return;
+        }
+        let y = &mut y[..rows_n];
+        if rows_n * self.cols < PARALLEL_MIN_WORK || rayon::current_num_threads() < 2 {
+            self.rows_into(0, &xin, 0, y);
+            return;
+        }
+        let per = rows_per_task(rows_n, self.cols, 1);
+        y.par_chunks_mut(per)
+            .enumerate()
+            .for_each(|(i, out)| self.rows_into(i * per, &xin, 0, out));
+    }
+
+    /// Rows `r0..r1` of `W x` on the calling thread, bit-identical to those of
+    /// [`Q8Matrix::matvec`].
+    pub(crate) fn matvec_rows(&self, r0: usize, r1: usize, x: &[f32], out: &mut [f32]) {
+        let r1 = r1.min(self.rows).min(r0.saturating_add(out.len()));
+        if r0 >= r1 || x.len() < self.cols {
+            return;
+        }
+        let xin = Q8Input::new(&x[..self.cols], self.cols);
+        if xin.len() == 0 {
+            out[..r1 - r0].fill(0.0);
+            return;
+        }
+        self.rows_into(r0, &xin, 0, &mut out[..r1 - r0]);
+    }
+
+    /// `Y = X W^T` for `n` input vectors (`[n, cols]`), each element bit-identical to
+    /// [`Q8Matrix::matvec`] of that vector. Rows are taken in bands small enough to stay in
+    /// cache while every input passes over them, so each weight is read from memory once.
+    pub(crate) fn matmul(&self, xs: &[f32], ys: &mut [f32]) {
+        let (rows_n, cols) = (self.rows, self.cols);
+        let n = xs.len() / cols.max(1);
+        if n <= 1 || cols == 0 {
+            self.matvec(xs, ys);
+            return;
+        }
+        let xin = Q8Input::new(&xs[..n * cols], cols);
+        const BLOCK_BYTES: usize = 128 * 1024;
+        let row_bytes = self.blocks * (QK + 4);
+        let band = (BLOCK_BYTES / row_bytes.max(1)).clamp(1, rows_n.max(1));
+        // Each task owns a band of rows and writes [t][row in band] into its own scratch.
+        let per = if rows_n * cols * n < PARALLEL_MIN_WORK * 2 || rayon::current_num_threads() < 2 {
+            band
+        } else {
+            rows_per_task(rows_n, cols, n).min(band)
+        };
+        let mut scratch = vec![0.0f32; rows_n * n];
+        scratch
+            .par_chunks_mut(per * n)
+            .enumerate()
+            .for_each(|(b, out)| {
+                let r0 = b * per;
+                let band_rows = out.len() / n;
+                for t in 0..n {
+                    self.rows_into(r0, &xin, t, &mut out[t * band_rows..(t + 1) * band_rows]);
+                }
+            });
+        for (b, band) in scratch.chunks(per * n).enumerate() {
+            let r0 = b * per;
+            let band_rows = band.len() / n;
+            for t in 0..n {
+                ys[t * rows_n + r0..t * rows_n + r0 + band_rows]
+                    .copy_from_slice(&band[t * band_rows..(t + 1) * band_rows]);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(n: usize, seed: u32) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(2654435761).wrapping_add(1);
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 17;
+                s ^= s << 5;
+                (s % 2000) as f32 / 1000.0 - 1.0
+            })
+            .collect()
+    }
+
+    #[test]
+    fn quantize_round_trips_within_half_a_step() {
+        let x = data(100, 3);
+        let (mut q, mut d) = (Vec::new(), Vec::new());
+        quantize(&x, &mut q, &mut d);
+        assert_eq!(q.len(), 128);
+        assert_eq!(d.len(), 4);
+        assert!(q[100..].iter().all(|&v| v == 0));
+        for (i, v) in x.iter().enumerate() {
+            let back = f32::from(q[i]) * d[i / QK];
+            assert!(
+                (back - v).abs() <= d[i / QK] * 0.5 + 1e-7,
+                "{i}: {back} vs {v}"
+            );
+        }
+        // The largest magnitude of each block maps to +-127 exactly.
+        for (b, chunk) in x.chunks(QK).enumerate() {
+            let (i, _) = chunk
+                .iter()
+                .enumerate()
+                .max_by(|a, b| a.1.abs().total_cmp(&b.1.abs()))
+                .unwrap();
+            assert_eq!(q[b * QK + i].unsigned_abs(), 127);
+        }
+        quantize(&[0.0; 5], &mut q, &mut d);
+        assert_eq!(d, vec![0.0]);
+        assert!(q.iter().all(|&v| v == 0));
+    }
+
+    #[test]
+    fn simd_and_scalar_dots_are_bitwise_equal() {
+        for (len, seed) in [(32, 1), (64, 2), (1408, 3), (704, 4), (96, 5)] {
+            let (mut wq, mut wd, mut xq, mut xd) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            quantize(&data(len, seed), &mut wq, &mut wd);
+            quantize(&data(len, seed + 100), &mut xq, &mut xd);
+            // Extremes: every product at +-127 * 127.
+            wq[..QK].fill(127);
+            xq[..QK].fill(-127);
+            let a = dot(&wq, &wd, &xq, &xd);
+            let b = dot_scalar(&wq, &wd, &xq, &xd);
+            assert_eq!(a.to_bits(), b.to_bits(), "{len}: {a} vs {b}");
+            let exact: f64 = wq
+                .chunks(QK)
+                .zip(&wd)
+                .zip(xq.chunks(QK).zip(&xd))
+                .map(|((wb, dw), (xb, dx))| {
+                    let s: i32 = wb
+                        .iter()
+                        .zip(xb)
+                        .map(|(a, b)| i32::from(*a) * i32::from(*b))
+                        .sum();
+                    f64::from(s) * f64::from(*dw) * f64::from(*dx)
+                })
+                .sum();
+            assert!((f64::from(a) - exact).abs() < 1e-4 * exact.abs().max(1.0));
+        }
+    }
+
+    #[test]
+    fn matvec_is_close_to_f32_and_rows_and_matmul_are_bitwise_matvec() {
+        for (rows, cols) in [(1, 1), (3, 7), (70, 129), (600, 300), (64, 1408)] {
+            let w = data(rows * cols, 7);
+            let m = Q8Matrix::from_row_major(&w, rows, cols);
+            assert_eq!(m.bytes(), rows * cols.div_ceil(QK) * (QK + 4));
+            let x = data(cols, 8);
+            let mut y = vec![0.0; rows];
+            m.matvec(&x, &mut y);
+            for (r, yv) in y.iter().enumerate() {
+                let exact: f32 = w[r * cols..(r + 1) * cols]
+                    .iter()
+                    .zip(&x)
+                    .map(|(a, b)| a * b)
+                    .sum();
+                // Two roundings of at most half a step of 1/127 each, over cols terms.
+                let bound = 0.02 * (cols as f32).sqrt() + 1e-3;
+                assert!(
+                    (yv - exact).abs() < bound,
+                    "{rows}x{cols} row {r}: {yv} vs {exact}"
+                );
+            }
+            let mut part = vec![0.0; rows];
+            m.matvec_rows(rows / 3, rows, &x, &mut part);
+            assert_eq!(&part[..rows - rows / 3], &y[rows / 3..]);
+            let n = 5;
+            let xs = data(cols * n, 9);
+            let mut ys = vec![0.0; rows * n];
+            m.matmul(&xs, &mut ys);
+            for t in 0..n {
+                let mut one = vec![0.0; rows];
+                m.matvec(&xs[t * cols..(t + 1) * cols], &mut one);
+                assert_eq!(&ys[t * rows..(t + 1) * rows], &one[..]);
+            }
+            let mut row = vec![0.0; cols];
+            m.row_into(rows - 1, &mut row);
+            for (a, b) in row.iter().zip(&w[(rows - 1) * cols..]) {
+                assert!((a - b).abs() <= 1.0 / 127.0 * 0.5 + 1e-6);
+            }
+        }
+    }
+}
