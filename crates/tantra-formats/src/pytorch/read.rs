@@ -17,7 +17,9 @@ use crate::pickle::{
     PickleError, StorageRef,
 };
 use crate::structure::Structure;
-use crate::tensor::{range_outside, sink_part, TensorInfo, TensorSource, Value};
+use crate::tensor::{
+    bool_chunk, normalized_bools, range_outside, sink_part, TensorInfo, TensorSource, Value,
+};
 use crate::zip::ZipArchive;
 use crate::Format;
 
@@ -632,19 +634,16 @@ impl TensorSource for PytorchFile {
         &self.infos
     }
 
+    /// Bool bytes other than 0 and 1 read as true and come out as 1 (torch reads any non-zero
+    /// byte of a `BoolStorage` as `True`), as for safetensors.
     fn tensor_bytes(&self, index: usize) -> Result<Cow<'_, [u8]>, FormatError> {
-        let plan = self.plan(index)?;
-        let storage = self.storage(index, plan)?;
-        if plan.swap_unit <= 1 {
-            if let Some((s, e)) = plan.contiguous_range() {
-                if let Some(b) = storage.get(s..e) {
-                    return Ok(Cow::Borrowed(b));
-                }
+        let bytes = self.raw_tensor_bytes(index)?;
+        if self.is_bool(index) {
+            if let Some(n) = normalized_bools(&bytes) {
+                return Ok(Cow::Owned(n));
             }
         }
-        plan.materialize(storage)
-            .map(Cow::Owned)
-            .ok_or_else(|| self.outside(index))
+        Ok(bytes)
     }
 
     fn stream_tensor(
@@ -652,10 +651,10 @@ impl TensorSource for PytorchFile {
         index: usize,
         sink: &mut dyn FnMut(&[u8]) -> Result<(), FormatError>,
     ) -> Result<(), FormatError> {
-        match self.file_run(index)? {
-            Some(run) => self.backing.stream(run, sink, &|| self.outside(index)),
-            None => sink(&self.tensor_bytes(index)?),
+        if self.is_bool(index) {
+            return self.stream_raw(index, &mut |c| bool_chunk(c, sink));
         }
+        self.stream_raw(index, sink)
     }
 
     fn stream_tensor_range(
@@ -664,14 +663,10 @@ impl TensorSource for PytorchFile {
         range: Range<u64>,
         sink: &mut dyn FnMut(&[u8]) -> Result<(), FormatError>,
     ) -> Result<(), FormatError> {
-        let outside = || range_outside(self.path.as_deref(), &self.infos, index, &range);
-        match self.file_run(index)? {
-            Some(run) => {
-                let part = sub_range(&run, &range).ok_or_else(outside)?;
-                self.backing.stream(part, sink, &|| self.outside(index))
-            }
-            None => sink_part(&self.tensor_bytes(index)?, &range, outside, sink),
+        if self.is_bool(index) {
+            return self.stream_raw_range(index, range, &mut |c| bool_chunk(c, sink));
         }
+        self.stream_raw_range(index, range, sink)
     }
 
     fn same_bytes_as(&self, index: usize) -> Option<usize> {
@@ -679,6 +674,10 @@ impl TensorSource for PytorchFile {
     }
 
     fn file_range(&self, index: usize) -> Option<Range<u64>> {
+        // A bool tensor whose bytes are not all 0/1 is not handed out as it is stored.
+        if self.is_bool(index) && !matches!(self.tensor_bytes(index), Ok(Cow::Borrowed(_))) {
+            return None;
+        }
         match &self.backing {
             Backing::Map(_) => match self.file_run(index) {
                 Ok(Some(r)) => Some(r.start as u64..r.end as u64),
@@ -698,5 +697,56 @@ impl TensorSource for PytorchFile {
 
     fn structure(&self) -> Option<&Structure> {
         self.structure.as_ref()
+    }
+}
+
+impl PytorchFile {
+    fn is_bool(&self, index: usize) -> bool {
+        self.infos
+            .get(index)
+            .is_some_and(|t| t.dtype == DType::Bool)
+    }
+
+    /// The bytes of a tensor as its storage holds them.
+    fn raw_tensor_bytes(&self, index: usize) -> Result<Cow<'_, [u8]>, FormatError> {
+        let plan = self.plan(index)?;
+        let storage = self.storage(index, plan)?;
+        if plan.swap_unit <= 1 {
+            if let Some((s, e)) = plan.contiguous_range() {
+                if let Some(b) = storage.get(s..e) {
+                    return Ok(Cow::Borrowed(b));
+                }
+            }
+        }
+        plan.materialize(storage)
+            .map(Cow::Owned)
+            .ok_or_else(|| self.outside(index))
+    }
+
+    fn stream_raw(
+        &self,
+        index: usize,
+        sink: &mut dyn FnMut(&[u8]) -> Result<(), FormatError>,
+    ) -> Result<(), FormatError> {
+        match self.file_run(index)? {
+            Some(run) => self.backing.stream(run, sink, &|| self.outside(index)),
+            None => sink(&self.raw_tensor_bytes(index)?),
+        }
+    }
+
+    fn stream_raw_range(
+        &self,
+        index: usize,
+        range: Range<u64>,
+        sink: &mut dyn FnMut(&[u8]) -> Result<(), FormatError>,
+    ) -> Result<(), FormatError> {
+        let outside = || range_outside(self.path.as_deref(), &self.infos, index, &range);
+        match self.file_run(index)? {
+            Some(run) => {
+                let part = sub_range(&run, &range).ok_or_else(outside)?;
+                self.backing.stream(part, sink, &|| self.outside(index))
+            }
+            None => sink_part(&self.raw_tensor_bytes(index)?, &range, outside, sink),
+        }
     }
 }
