@@ -8,6 +8,8 @@
 //! untyped storage still holds the raw bytes. tantra's rule (DESIGN.md, "Names") is that a bool
 //! is 0 or 1, so the value torch computes with is what it serves and writes.
 
+#![allow(clippy::unwrap_used)] // tests may unwrap
+
 use std::borrow::Cow;
 
 use tantra_formats::pytorch::{write_pytorch, PytorchFile};
