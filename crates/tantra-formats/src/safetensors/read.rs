@@ -70,6 +70,8 @@ impl SafetensorsFile {
         }
         let backing = Backing::map(&file).at(path)?;
         let header = parse_header(backing.bytes()).at(path)?;
+        // Everything the header says is now in `header`; its bytes need not stay resident.
+        backing.release_parsed(usize::try_from(8 + header.header_len()).unwrap_or(usize::MAX));
         Ok(SafetensorsFile {
             path: Some(path.to_path_buf()),
             backing,
