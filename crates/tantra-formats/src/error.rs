@@ -44,6 +44,9 @@ pub enum ErrorKind {
     /// The output of a conversion did not re-read to the same tensors.
     #[error("verification failed: {0}")]
     Verify(String),
+    /// What a PyTorch archive cannot carry (a dtype torch lacks, say).
+    #[error("unsupported: {0}")]
+    PytorchWrite(#[from] crate::pytorch::WriteError),
     /// A request the format cannot represent (a dtype it lacks, say).
     #[error("unsupported: {0}")]
     Unsupported(String),

@@ -21,12 +21,13 @@ pub mod digest;
 pub mod dtype;
 pub mod error;
 pub mod failpoint;
+mod format;
 pub mod fsutil;
 pub mod gguf;
 mod mmap;
 pub mod pickle;
+mod progress;
 pub mod pytorch;
-pub mod pytorch_write;
 pub mod safetensors;
 pub mod structure;
 pub mod subtree;
@@ -35,10 +36,8 @@ pub mod temp;
 pub mod tensor;
 pub mod zip;
 
-use std::fmt;
 use std::io::Write;
 use std::path::Path;
-use std::str::FromStr;
 
 pub use convert::{convert, ConvertOptions, ConvertReport};
 pub use detect::{detect, detect_bytes, Detected, NotWeights};
@@ -46,6 +45,10 @@ pub use diff::{diff, DiffOptions, DiffReport};
 pub use digest::{all_digests, tensor_digest};
 pub use dtype::DType;
 pub use error::{ErrorKind, FormatError};
+pub use format::{Format, OutputFormat};
+pub use progress::{NoProgress, Progress};
+/// The PyTorch archive writer, under the name it had before `pytorch/` held it.
+pub use pytorch::write as pytorch_write;
 pub use structure::Structure;
 pub use tensor::{MemorySource, TensorInfo, TensorSource, Value};
 
@@ -57,128 +60,6 @@ pub const VALUES_METADATA_KEY: &str = "tantra.values";
 /// file: the JSON of [`structure::Structure::to_json`], whose leaves are the dotted names of the
 /// tensors and of the values under [`VALUES_METADATA_KEY`].
 pub const STRUCTURE_METADATA_KEY: &str = "tantra.structure";
-
-/// A container format tantra reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Format {
-    Safetensors,
-    /// A `torch.save` zip archive (torch >= 1.6).
-    PytorchZip,
-    /// A `torch.save` legacy file (`_use_new_zipfile_serialization=False`).
-    PytorchLegacy,
-    /// A GGUF file (llama.cpp, ollama), versions 2 and 3.
-    Gguf,
-    /// Tensors in memory, not read from a file.
-    Memory,
-}
-
-impl Format {
-    /// The name `inspect --json` prints: `safetensors`, `pytorch-zip`, `pytorch-legacy`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Format::Safetensors => "safetensors",
-            Format::PytorchZip => "pytorch-zip",
-            Format::PytorchLegacy => "pytorch-legacy",
-            Format::Gguf => "gguf",
-            Format::Memory => "memory",
-        }
-    }
-}
-
-impl fmt::Display for Format {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-/// A format tantra writes. `Pt` and `Bin` are the same zip archive; they differ in extension,
-/// which is what people and other tools go by. `Gguf` written through [`write_to`] keeps every
-/// tensor's type (lossless); quantized GGUF comes from [`gguf::write::convert_to_gguf`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum OutputFormat {
-    Safetensors,
-    Pt,
-    Bin,
-    Gguf,
-}
-
-impl OutputFormat {
-    /// What `--formats all` means: the formats every tensor kind fits in.
-    pub const ALL: [OutputFormat; 3] = [
-        OutputFormat::Safetensors,
-        OutputFormat::Pt,
-        OutputFormat::Bin,
-    ];
-
-    /// Every format, in the order a loader prefers them.
-    pub const EVERY: [OutputFormat; 4] = [
-        OutputFormat::Safetensors,
-        OutputFormat::Pt,
-        OutputFormat::Bin,
-        OutputFormat::Gguf,
-    ];
-
-    /// `safetensors`, `pt`, `bin` or `gguf`.
-    pub fn name(self) -> &'static str {
-        match self {
-            OutputFormat::Safetensors => "safetensors",
-            OutputFormat::Pt => "pt",
-            OutputFormat::Bin => "bin",
-            OutputFormat::Gguf => "gguf",
-        }
-    }
-
-    /// The file extension, without the dot.
-    pub fn extension(self) -> &'static str {
-        self.name()
-    }
-
-    /// The format an output path's extension asks for (`.pth` counts as `pt`).
-    pub fn from_path(path: &Path) -> Option<OutputFormat> {
-        match path.extension()?.to_str()?.to_ascii_lowercase().as_str() {
-            "safetensors" => Some(OutputFormat::Safetensors),
-            "pt" | "pth" => Some(OutputFormat::Pt),
-            "bin" => Some(OutputFormat::Bin),
-            "gguf" => Some(OutputFormat::Gguf),
-            _ => None,
-        }
-    }
-}
-
-impl fmt::Display for OutputFormat {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl FromStr for OutputFormat {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "safetensors" => Ok(OutputFormat::Safetensors),
-            "pt" | "pth" => Ok(OutputFormat::Pt),
-            "bin" => Ok(OutputFormat::Bin),
-            "gguf" => Ok(OutputFormat::Gguf),
-            _ => Err(format!(
-                "unknown format {s:?} (expected safetensors, pt, bin or gguf)"
-            )),
-        }
-    }
-}
-
-/// Progress of long work, drawn by the caller (the CLI draws a bar; libraries never print).
-pub trait Progress: Sync {
-    /// Work named `label` of `total` units (bytes, unless said otherwise) starts.
-    fn begin(&self, _label: &str, _total: u64) {}
-    /// `n` more units are done.
-    fn advance(&self, _n: u64) {}
-    /// The work ended.
-    fn end(&self) {}
-}
-
-/// A [`Progress`] that shows nothing.
-pub struct NoProgress;
-impl Progress for NoProgress {}
 
 /// An open weight file of any readable format.
 pub type DynSource = Box<dyn TensorSource + Send + Sync>;
@@ -211,7 +92,7 @@ pub fn write_to(
     match format {
         OutputFormat::Safetensors => safetensors::write_safetensors(out, src, progress),
         OutputFormat::Pt | OutputFormat::Bin => {
-            pytorch_write::write_pytorch(out, src, archive_name, progress)
+            pytorch::write_pytorch(out, src, archive_name, progress)
         }
         OutputFormat::Gguf => {
             let target = gguf::write::TargetType::Keep;

@@ -129,6 +129,13 @@ impl Backing {
         Ok(())
     }
 
+    /// Drops the pages of bytes `..end` that a reader has parsed into owned structures (a
+    /// safetensors header): they would otherwise stay resident for as long as the file is open,
+    /// one more copy of the header beside the parsed one. Later reads fault them back in.
+    pub(crate) fn release_parsed(&self, end: usize) {
+        self.release(0, end);
+    }
+
     /// Drops the pages of `start..end` (file offsets) from the resident set. memmap2 rounds the
     /// start down to a page (the part before `start` was streamed already or belongs to another
     /// tensor; dropping it costs at most a refault); the end is rounded down to [`RELEASE_ALIGN`]

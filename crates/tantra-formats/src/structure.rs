@@ -11,8 +11,10 @@
 //! name the source lists it under, that sits there.
 //!
 //! A writer uses a structure only when its leaves are exactly the source's tensor and value
-//! names, each once and each at the place its name says ([`Structure::fits`]); anything else (a `--select`ed subtree, a source
-//! built in memory) is written flat as before. Sources that are a plain state dict (one dict of
+//! names, each once and each at the place its name says ([`Structure::fits`]); anything else (a
+//! source built in memory, a renaming that moves names off their places) is written flat as
+//! before. A `--select`ed subtree keeps the part of the tree it selects
+//! ([`crate::subtree::Subtree`]). Sources that are a plain state dict (one dict of
 //! str keys to leaves) have no structure, so their output is what it always was.
 //!
 //! Through safetensors the structure travels as JSON in `__metadata__` under

@@ -7,12 +7,17 @@
 //! leading `PREFIX.` from names (`--strip`; names without it are kept as they are, which is
 //! what removing DDP's `module.` needs). Nothing is copied: tensors are handed out by the
 //! source they come from.
+//!
+//! The nesting of a checkpoint ([`Structure`]) is kept for what remains: after `--select
+//! state_dict` a `.pt` written from it still loads as `{"state_dict": {...}}`, and with
+//! `--strip state_dict` as the inner dict itself, with its own kinds of containers and keys.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::Range;
 
 use crate::error::FormatError;
+use crate::structure::{Key, Node, Structure};
 use crate::tensor::{TensorInfo, TensorSource, Value};
 use crate::{DynSource, Format};
 
@@ -65,6 +70,142 @@ pub struct Subtree {
     back: HashMap<usize, usize>,
     infos: Vec<TensorInfo>,
     values: BTreeMap<String, Value>,
+    /// The part of the source's nesting that was kept, renamed; `None` when the source is flat
+    /// or what was kept cannot be nested the way it was (see [`kept_structure`]).
+    structure: Option<Structure>,
+}
+
+/// The dotted-name part of a dict key, as readers name leaves.
+fn key_part(k: &Key) -> String {
+    match k {
+        Key::Str(s) => s.clone(),
+        Key::Int(i) => i.to_string(),
+        Key::Bool(b) => if *b { "True" } else { "False" }.to_string(),
+    }
+}
+
+fn join(path: &str, part: &str) -> String {
+    if path.is_empty() {
+        part.to_string()
+    } else {
+        format!("{path}.{part}")
+    }
+}
+
+/// `node` (at `path`) with only the leaves `keep` accepts, renamed by `rename`; containers
+/// outside the selection that keep nothing are dropped, those inside it stay (even empty).
+fn prune(
+    node: &Node,
+    path: &str,
+    keep: &dyn Fn(&str) -> bool,
+    inside: &dyn Fn(&str) -> bool,
+    rename: &dyn Fn(&str) -> String,
+) -> Option<Node> {
+    let pruned = match node {
+        Node::Leaf(name) => return keep(name).then(|| Node::Leaf(rename(name))),
+        Node::Dict(items) | Node::OrderedDict(items) => {
+            let kept: Vec<(Key, Node)> = items
+                .iter()
+                .filter_map(|(k, c)| {
+                    let c = prune(c, &join(path, &key_part(k)), keep, inside, rename)?;
+                    Some((k.clone(), c))
+                })
+                .collect();
+            if kept.is_empty() && !inside(path) {
+                return None;
+            }
+            if matches!(node, Node::Dict(_)) {
+                Node::Dict(kept)
+            } else {
+                Node::OrderedDict(kept)
+            }
+        }
+        Node::List(items) | Node::Tuple(items) => {
+            // A sequence that lost items renumbers the rest: `fits` then refuses the result.
+            let kept: Vec<Node> = items
+                .iter()
+                .enumerate()
+                .filter_map(|(i, c)| prune(c, &join(path, &i.to_string()), keep, inside, rename))
+                .collect();
+            if kept.is_empty() && !inside(path) {
+                return None;
+            }
+            if matches!(node, Node::List(_)) {
+                Node::List(kept)
+            } else {
+                Node::Tuple(kept)
+            }
+        }
+    };
+    Some(pruned)
+}
+
+/// The node at dotted `target` in `node` (at `path`).
+fn find<'n>(node: &'n Node, path: &str, target: &str) -> Option<&'n Node> {
+    if path == target {
+        return Some(node);
+    }
+    if !path.is_empty() && !target.starts_with(&format!("{path}.")) {
+        return None;
+    }
+    match node {
+        Node::Leaf(_) => None,
+        Node::Dict(items) | Node::OrderedDict(items) => items
+            .iter()
+            .find_map(|(k, c)| find(c, &join(path, &key_part(k)), target)),
+        Node::List(items) | Node::Tuple(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, c)| find(c, &join(path, &i.to_string()), target)),
+    }
+}
+
+fn leaf_count(node: &Node) -> usize {
+    match node {
+        Node::Leaf(_) => 1,
+        Node::Dict(items) | Node::OrderedDict(items) => {
+            items.iter().map(|(_, c)| leaf_count(c)).sum()
+        }
+        Node::List(items) | Node::Tuple(items) => items.iter().map(leaf_count).sum(),
+    }
+}
+
+/// The nesting of what a selection keeps: `--select P` keeps the path from the root to `P` and
+/// everything under `P` (so `torch.load(out)["P"]` is the subtree); `--strip P` then makes the
+/// node at `P` the root when everything kept lies under it. `None` when the source has no
+/// nesting, or when the kept names cannot sit where their names say (a strip that leaves some
+/// names under `P` and others outside it, a list with a hole): such output is written flat.
+fn kept_structure(
+    structure: &Structure,
+    select: Option<&str>,
+    strip: Option<&str>,
+    kept: usize,
+) -> Option<Structure> {
+    let keep = |name: &str| select.is_none_or(|p| under(name, p));
+    let inside = |path: &str| select.is_none_or(|p| under(path, p));
+    let pruned = prune(&structure.root, "", &keep, &inside, &|n: &str| {
+        n.to_string()
+    })?;
+    let root = match strip {
+        None => pruned,
+        Some(p) => match find(&pruned, "", p) {
+            Some(node) if leaf_count(node) == kept && !matches!(node, Node::Leaf(_)) => {
+                let rename = |n: &str| {
+                    n.strip_prefix(p)
+                        .and_then(|r| r.strip_prefix('.'))
+                        .unwrap_or(n)
+                        .to_string()
+                };
+                prune(node, "", &|_| true, &|_| true, &rename)?
+            }
+            Some(_) => return None,
+            // No name has the prefix: nothing is renamed.
+            None if leaf_count(&pruned) == kept => pruned,
+            None => return None,
+        },
+    };
+    let s = Structure { root };
+    (!s.is_flat()).then_some(s)
 }
 
 impl Subtree {
@@ -132,13 +273,21 @@ impl Subtree {
                 example,
             });
         }
-        Ok(Subtree {
+        let kept = infos.len() + values.len();
+        let mut subtree = Subtree {
+            structure: None,
             inner,
             index,
             back,
             infos,
             values,
-        })
+        };
+        subtree.structure = subtree
+            .inner
+            .structure()
+            .and_then(|s| kept_structure(s, select, strip, kept))
+            .filter(|s| s.fits(&subtree));
+        Ok(subtree)
     }
 
     fn inner_index(&self, index: usize) -> Result<usize, FormatError> {
@@ -187,6 +336,9 @@ impl TensorSource for Subtree {
     }
     fn values(&self) -> &BTreeMap<String, Value> {
         &self.values
+    }
+    fn structure(&self) -> Option<&Structure> {
+        self.structure.as_ref()
     }
 }
 

@@ -12,6 +12,7 @@ use tantra_formats::pytorch::PytorchFile;
 use tantra_formats::pytorch_write::write_pytorch;
 use tantra_formats::safetensors::{write_safetensors, SafetensorsFile};
 use tantra_formats::structure::{Key, Node, Structure};
+use tantra_formats::subtree::{Selection, Subtree};
 use tantra_formats::{
     DType, MemorySource, NoProgress, TensorSource, Value, STRUCTURE_METADATA_KEY,
     VALUES_METADATA_KEY,
@@ -236,4 +237,115 @@ fn plain_state_dicts_have_no_structure() {
         let src = PytorchFile::open(&Path::new(FIXTURES).join(name)).unwrap();
         assert_eq!(src.structure(), None, "{name}");
     }
+}
+
+/// `node` with every leaf renamed by `f`.
+fn renamed(node: &Node, f: &dyn Fn(&str) -> String) -> Node {
+    match node {
+        Node::Leaf(n) => Node::Leaf(f(n)),
+        Node::Dict(items) => Node::Dict(
+            items
+                .iter()
+                .map(|(k, c)| (k.clone(), renamed(c, f)))
+                .collect(),
+        ),
+        Node::OrderedDict(items) => Node::OrderedDict(
+            items
+                .iter()
+                .map(|(k, c)| (k.clone(), renamed(c, f)))
+                .collect(),
+        ),
+        Node::List(items) => Node::List(items.iter().map(|c| renamed(c, f)).collect()),
+        Node::Tuple(items) => Node::Tuple(items.iter().map(|c| renamed(c, f)).collect()),
+    }
+}
+
+/// The item `key` of the fixture's root dict, as torch loads it.
+fn expected_item(key: &str) -> Node {
+    let Node::Dict(items) = expected().root else {
+        panic!("the fixture's root is a dict")
+    };
+    items
+        .into_iter()
+        .find(|(k, _)| *k == Key::Str(key.into()))
+        .map(|(_, n)| n)
+        .unwrap()
+}
+
+fn selected(select: Option<&str>, strip: Option<&str>) -> Subtree {
+    let sel = Selection {
+        select: select.map(String::from),
+        strip: strip.map(String::from),
+    };
+    Subtree::new(Box::new(fixture()), &sel).unwrap()
+}
+
+#[test]
+fn select_keeps_the_path_to_the_subtree() {
+    let sub = selected(Some("optimizer"), None);
+    let want = Structure {
+        root: Node::Dict(vec![(
+            Key::Str("optimizer".into()),
+            expected_item("optimizer"),
+        )]),
+    };
+    assert_eq!(sub.structure(), Some(&want));
+    assert!(sub.values().contains_key("optimizer.param_groups.0.lr"));
+    assert!(!sub.values().contains_key("epoch"));
+    // Written as .pt it loads as {"optimizer": {...}}; and through safetensors too.
+    let pt = to_pt(&sub);
+    assert_eq!(pt.structure(), Some(&want));
+    assert_same(&sub, &pt);
+    let (_, st) = to_safetensors(&sub);
+    assert_eq!(st.structure(), Some(&want));
+    assert_same(&sub, &to_pt(&st));
+}
+
+#[test]
+fn select_and_strip_make_the_subtree_the_root() {
+    let sub = selected(Some("optimizer"), Some("optimizer"));
+    let strip = |n: &str| n.strip_prefix("optimizer.").unwrap().to_string();
+    let want = Structure {
+        root: renamed(&expected_item("optimizer"), &strip),
+    };
+    assert_eq!(sub.structure(), Some(&want));
+    let Node::Dict(items) = &want.root else {
+        panic!("optimizer is a dict")
+    };
+    assert_eq!(items[0].0, Key::Str("state".into()));
+    // `state` keeps its int keys and `betas` stays a tuple, with dots in no name.
+    assert_eq!(
+        sub.values()["param_groups.0.betas.1"],
+        fixture().values()["optimizer.param_groups.0.betas.1"]
+    );
+    let pt = to_pt(&sub);
+    assert_eq!(pt.structure(), Some(&want));
+    assert_same(&sub, &pt);
+    let (_, st) = to_safetensors(&sub);
+    let back = to_pt(&st);
+    assert_eq!(back.structure(), Some(&want));
+    assert_same(&sub, &back);
+}
+
+#[test]
+fn a_stripped_state_dict_is_written_as_a_state_dict() {
+    // `model` is an OrderedDict whose keys hold dots: stripped, it is a plain state dict, which
+    // needs no structure (the flat writer's OrderedDict is what torch had).
+    let sub = selected(Some("model"), Some("model"));
+    assert_eq!(sub.structure(), None);
+    let names: Vec<&str> = sub.tensors().iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(names, ["embed.weight", "head.bias"]);
+    let pt = to_pt(&sub);
+    assert_eq!(pt.structure(), None);
+    assert_same(&sub, &pt);
+}
+
+#[test]
+fn a_key_with_dots_is_selected_by_its_dotted_name() {
+    let sub = selected(Some("a.b"), None);
+    let want = Structure {
+        root: Node::Dict(vec![(Key::Str("a.b".into()), expected_item("a.b"))]),
+    };
+    assert_eq!(sub.structure(), Some(&want));
+    assert_eq!(to_pt(&sub).structure(), Some(&want));
 }

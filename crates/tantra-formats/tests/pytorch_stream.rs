@@ -12,6 +12,9 @@ use std::io::{Seek, SeekFrom, Write};
 use pytorch_support::P;
 use sha2::{Digest, Sha256};
 use tantra_formats::pytorch::PytorchFile;
+use tantra_formats::zip::records::{
+    CentralHeader, EndRecord, LocalHeader, DATA_DESCRIPTOR_FLAG, UTF8_FLAG,
+};
 use tantra_formats::{tensor_digest, TensorSource};
 
 fn rss_kib() -> u64 {
@@ -35,6 +38,7 @@ fn sparse_archive(path: &std::path::Path, len: u64) {
     let mut f = std::fs::File::create(path).unwrap();
     let mut cd = Vec::new();
     let mut pos: u64 = 0;
+    let flags = UTF8_FLAG | DATA_DESCRIPTOR_FLAG;
     let records: Vec<(&str, Option<&[u8]>, u64)> = vec![
         ("big/data.pkl", Some(&pkl), pkl.len() as u64),
         ("big/data/0", None, len),
@@ -43,12 +47,12 @@ fn sparse_archive(path: &std::path::Path, len: u64) {
     for (name, data, size) in records {
         let off = pos as u32;
         let mut h = Vec::new();
-        h.extend_from_slice(&0x0403_4b50u32.to_le_bytes());
-        h.extend_from_slice(&[0, 0, 0x08, 0x08, 0, 0, 0, 0, 0, 0]);
-        h.extend_from_slice(&[0u8; 12]);
-        h.extend_from_slice(&(name.len() as u16).to_le_bytes());
-        h.extend_from_slice(&0u16.to_le_bytes());
-        h.extend_from_slice(name.as_bytes());
+        LocalHeader {
+            flags,
+            name: name.as_bytes(),
+            ..LocalHeader::default()
+        }
+        .encode(&mut h);
         f.write_all(&h).unwrap();
         pos += h.len() as u64;
         match data {
@@ -58,24 +62,24 @@ fn sparse_archive(path: &std::path::Path, len: u64) {
             }
         }
         pos += size;
-        cd.extend_from_slice(&0x0201_4b50u32.to_le_bytes());
-        cd.extend_from_slice(&[0, 0, 0, 0, 0x08, 0x08, 0, 0, 0, 0, 0, 0]);
-        cd.extend_from_slice(&0u32.to_le_bytes());
-        cd.extend_from_slice(&(size as u32).to_le_bytes());
-        cd.extend_from_slice(&(size as u32).to_le_bytes());
-        cd.extend_from_slice(&(name.len() as u16).to_le_bytes());
-        cd.extend_from_slice(&[0u8; 12]);
-        cd.extend_from_slice(&off.to_le_bytes());
-        cd.extend_from_slice(name.as_bytes());
+        CentralHeader {
+            flags,
+            compressed_size: size as u32,
+            size: size as u32,
+            local_offset: off,
+            name: name.as_bytes(),
+            ..CentralHeader::default()
+        }
+        .encode(&mut cd);
     }
     let mut end = cd.clone();
-    end.extend_from_slice(&0x0605_4b50u32.to_le_bytes());
-    end.extend_from_slice(&[0u8; 4]);
-    end.extend_from_slice(&3u16.to_le_bytes());
-    end.extend_from_slice(&3u16.to_le_bytes());
-    end.extend_from_slice(&(cd.len() as u32).to_le_bytes());
-    end.extend_from_slice(&(pos as u32).to_le_bytes());
-    end.extend_from_slice(&0u16.to_le_bytes());
+    EndRecord {
+        entries: 3,
+        cd_size: cd.len() as u64,
+        cd_offset: pos,
+        comment: &[],
+    }
+    .encode(&mut end);
     f.write_all(&end).unwrap();
 }
 

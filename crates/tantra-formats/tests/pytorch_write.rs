@@ -10,7 +10,7 @@ use std::io::{self, Write};
 use std::sync::Mutex;
 
 use tantra_formats::dtype::ALL_DTYPES;
-use tantra_formats::pytorch_write::write_pytorch;
+use tantra_formats::pytorch::{write_pytorch, WriteError};
 use tantra_formats::{
     DType, ErrorKind, Format, FormatError, MemorySource, NoProgress, Progress, TensorInfo,
     TensorSource, Value,
@@ -953,11 +953,8 @@ fn every_dtype_is_written_or_refused() {
         let Some((storage, dtype_global)) = expected_storage(dtype) else {
             let err = result.expect_err("refused");
             match &err.kind {
-                ErrorKind::Unsupported(msg) => {
-                    assert!(
-                        msg.contains("\"t\"") && msg.contains(dtype.as_str()),
-                        "{msg}"
-                    )
+                ErrorKind::PytorchWrite(WriteError::NoTorchDType { name, dtype: d }) => {
+                    assert_eq!((name.as_str(), *d), ("t", dtype))
                 }
                 other => panic!("{dtype}: {other:?}"),
             }
@@ -1110,9 +1107,12 @@ fn values_of_every_kind() {
 fn refusals_write_nothing() {
     let unsupported = |r: Result<u64, FormatError>, needle: &str| match r {
         Err(FormatError {
-            kind: ErrorKind::Unsupported(msg),
+            kind: ErrorKind::PytorchWrite(e),
             ..
-        }) => assert!(msg.contains(needle), "{msg:?} should mention {needle:?}"),
+        }) => {
+            let msg = e.to_string();
+            assert!(msg.contains(needle), "{msg:?} should mention {needle:?}")
+        }
         other => panic!("expected a refusal, got {other:?}"),
     };
     let mut out = Vec::new();
@@ -1497,6 +1497,6 @@ fn f4_round_trips_through_torchs_float4_e2m1fn_x2() {
         write_pytorch(&mut sink, &odd, "a", &NoProgress)
             .unwrap_err()
             .kind,
-        ErrorKind::Unsupported(_)
+        ErrorKind::PytorchWrite(WriteError::OddF4Shape { .. })
     ));
 }

@@ -274,6 +274,11 @@ pub fn contiguous(shape: &[i64]) -> Vec<i64> {
 /// Writes a zip archive the way torch does: stored, flags 0x0808, zero CRCs, data descriptors,
 /// `FB` padding so every record starts at a multiple of 64, ZIP64 end records.
 pub fn torch_zip(prefix: &str, records: &[(&str, Vec<u8>)]) -> Vec<u8> {
+    use tantra_formats::zip::records::{
+        extra_field, CentralHeader, DataDescriptor, EndRecord, LocalHeader, Zip64EndRecord,
+        Zip64Locator, DATA_DESCRIPTOR_FLAG, PADDING_EXTRA_ID, UTF8_FLAG,
+    };
+    let flags = UTF8_FLAG | DATA_DESCRIPTOR_FLAG;
     let mut out = Vec::new();
     let mut cd = Vec::new();
     for (rel, data) in records {
@@ -281,53 +286,53 @@ pub fn torch_zip(prefix: &str, records: &[(&str, Vec<u8>)]) -> Vec<u8> {
         let off = out.len() as u32;
         let base = out.len() + 30 + name.len() + 4;
         let pad = (64 - base % 64) % 64;
-        out.extend_from_slice(&0x0403_4b50u32.to_le_bytes());
-        out.extend_from_slice(&[0, 0, 0x08, 0x08, 0, 0, 0, 0, 0, 0]);
-        out.extend_from_slice(&[0u8; 12]);
-        out.extend_from_slice(&(name.len() as u16).to_le_bytes());
-        out.extend_from_slice(&((pad + 4) as u16).to_le_bytes());
-        out.extend_from_slice(name.as_bytes());
-        out.extend_from_slice(&0x4246u16.to_le_bytes());
-        out.extend_from_slice(&(pad as u16).to_le_bytes());
-        out.extend(std::iter::repeat_n(b'Z', pad));
+        let mut extra = Vec::new();
+        extra_field(&mut extra, PADDING_EXTRA_ID, &vec![b'Z'; pad]);
+        LocalHeader {
+            flags,
+            name: name.as_bytes(),
+            extra: &extra,
+            ..LocalHeader::default()
+        }
+        .encode(&mut out);
         assert_eq!(out.len() % 64, 0);
         out.extend_from_slice(data);
-        out.extend_from_slice(&0x0807_4b50u32.to_le_bytes());
-        out.extend_from_slice(&0u32.to_le_bytes());
-        out.extend_from_slice(&(data.len() as u32).to_le_bytes());
-        out.extend_from_slice(&(data.len() as u32).to_le_bytes());
-        cd.extend_from_slice(&0x0201_4b50u32.to_le_bytes());
-        cd.extend_from_slice(&[0, 0, 0, 0, 0x08, 0x08, 0, 0, 0, 0, 0, 0]);
-        cd.extend_from_slice(&0u32.to_le_bytes());
-        cd.extend_from_slice(&(data.len() as u32).to_le_bytes());
-        cd.extend_from_slice(&(data.len() as u32).to_le_bytes());
-        cd.extend_from_slice(&(name.len() as u16).to_le_bytes());
-        cd.extend_from_slice(&[0u8; 12]);
-        cd.extend_from_slice(&off.to_le_bytes());
-        cd.extend_from_slice(name.as_bytes());
+        let size = data.len() as u32;
+        DataDescriptor {
+            crc: 0,
+            size: u64::from(size),
+            zip64: false,
+        }
+        .encode(&mut out);
+        CentralHeader {
+            flags,
+            compressed_size: size,
+            size,
+            local_offset: off,
+            name: name.as_bytes(),
+            ..CentralHeader::default()
+        }
+        .encode(&mut cd);
     }
-    let cd_off = out.len() as u64;
+    let cd_offset = out.len() as u64;
     let n = records.len() as u64;
     out.extend_from_slice(&cd);
-    let z64 = out.len() as u64;
-    out.extend_from_slice(&0x0606_4b50u32.to_le_bytes());
-    out.extend_from_slice(&44u64.to_le_bytes());
-    out.extend_from_slice(&[0x1e, 3, 0x2d, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
-    out.extend_from_slice(&n.to_le_bytes());
-    out.extend_from_slice(&n.to_le_bytes());
-    out.extend_from_slice(&(cd.len() as u64).to_le_bytes());
-    out.extend_from_slice(&cd_off.to_le_bytes());
-    out.extend_from_slice(&0x0706_4b50u32.to_le_bytes());
-    out.extend_from_slice(&0u32.to_le_bytes());
-    out.extend_from_slice(&z64.to_le_bytes());
-    out.extend_from_slice(&1u32.to_le_bytes());
-    out.extend_from_slice(&0x0605_4b50u32.to_le_bytes());
-    out.extend_from_slice(&[0u8; 4]);
-    out.extend_from_slice(&(n as u16).to_le_bytes());
-    out.extend_from_slice(&(n as u16).to_le_bytes());
-    out.extend_from_slice(&(cd.len() as u32).to_le_bytes());
-    out.extend_from_slice(&(cd_off as u32).to_le_bytes());
-    out.extend_from_slice(&0u16.to_le_bytes());
+    let zip64_eocd_offset = out.len() as u64;
+    let cd_size = cd.len() as u64;
+    Zip64EndRecord {
+        entries: n,
+        cd_size,
+        cd_offset,
+    }
+    .encode(&mut out);
+    Zip64Locator { zip64_eocd_offset }.encode(&mut out);
+    EndRecord {
+        entries: n,
+        cd_size,
+        cd_offset,
+        comment: &[],
+    }
+    .encode(&mut out);
     out
 }
 

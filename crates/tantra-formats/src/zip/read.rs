@@ -1,145 +1,14 @@
-//! Reading the zip container of PyTorch archives, over a byte slice (a memory map).
-//!
-//! Why not the `zip` crate: torch writes archives that strict zip readers refuse (zero CRCs,
-//! zero sizes in local headers with a data descriptor after the data), and a general reader
-//! does far more than we want (compression, streaming, extraction to paths). A PyTorch archive
-//! needs a small subset: stored entries under one top-level folder. This reader accepts exactly
-//! that and refuses anything ambiguous, because an archive that two readers see differently is
-//! how polyglot and smuggling attacks work:
-//!
-//! - the end records (EOCD, and the ZIP64 locator and record that torch always writes) must end
-//!   the file, and the central directory must end where they begin;
-//! - every count, offset and length is checked against the file size before anything is
-//!   allocated or sliced;
-//! - an entry's data starts after its LOCAL header's own name and extra field (torch pads with
-//!   an `FB` extra field there only), and the local name must equal the central name;
-//! - the first local header is at offset 0 and entries do not overlap;
-//! - names are relative, `/`-separated, free of `..`, backslashes and NUL, unique, and all under
-//!   one top-level prefix; they are never used as file system paths;
-//! - stored entries only; encrypted entries are refused.
-//!
-//! CRCs are not checked: torch writes zero CRCs (`compute_crc32=False`) and ignores them on
-//! load, and checking them would mean reading every byte of a multi-gigabyte file at open.
+//! Parsing the index of a PyTorch zip archive over a byte slice, refusing anything ambiguous
+//! (see [`crate::zip`] for the rules).
 
 use std::collections::HashMap;
 
-/// A rule of the zip container that the input breaks. Offsets are byte offsets in the file.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ZipError {
-    #[error("file of {0} bytes is too short to be a zip archive")]
-    TooShort(u64),
-    #[error("no end of central directory record in the last 64 KiB of the file (not a zip archive, or data was appended after it)")]
-    NoEndRecord,
-    #[error("{bytes} bytes after the end of central directory record (a polyglot file?)")]
-    TrailingData { bytes: u64 },
-    #[error("multi-disk (spanned) archives are not supported")]
-    MultiDisk,
-    #[error("malformed ZIP64 end of central directory locator at offset {offset}")]
-    BadZip64Locator { offset: u64 },
-    #[error("malformed ZIP64 end of central directory record at offset {offset}")]
-    BadZip64Record { offset: u64 },
-    #[error(
-        "the ZIP64 end record disagrees with the end of central directory record about {field}"
-    )]
-    EndRecordMismatch { field: &'static str },
-    #[error("{bytes} bytes between the ZIP64 end record and its locator")]
-    GapInEndRecords { bytes: u64 },
-    #[error("central directory (offset {offset}, {size} bytes) lies outside the file of {file_len} bytes")]
-    CentralDirectoryOutOfBounds {
-        offset: u64,
-        size: u64,
-        file_len: u64,
-    },
-    #[error("{bytes} bytes between the central directory and the end records")]
-    GapBeforeEndRecords { bytes: u64 },
-    #[error("the archive declares {count} entries, more than its central directory of {cd_size} bytes can hold")]
-    TooManyEntries { count: u64, cd_size: u64 },
-    #[error("the archive declares {declared} entries but its central directory holds {found}")]
-    EntryCountMismatch { declared: u64, found: u64 },
-    #[error("the archive has no entries")]
-    NoEntries,
-    #[error("bad central directory header at offset {offset}")]
-    BadCentralHeader { offset: u64 },
-    #[error("entry {entry:?}: bad local header at offset {offset}")]
-    BadLocalHeader { entry: String, offset: u64 },
-    #[error("entry {entry:?}: malformed extra field")]
-    BadExtraField { entry: String },
-    #[error("entry {entry:?}: a size or offset is 0xFFFFFFFF but the ZIP64 extra field does not supply it")]
-    MissingZip64Field { entry: String },
-    #[error("entry {entry:?} is encrypted")]
-    Encrypted { entry: String },
-    #[error("entry {entry:?} is compressed (method {method}); PyTorch archives store entries uncompressed")]
-    Compressed { entry: String, method: u16 },
-    #[error("entry {entry:?} is stored but its compressed size {compressed} differs from its size {uncompressed}")]
-    StoredSizeMismatch {
-        entry: String,
-        compressed: u64,
-        uncompressed: u64,
-    },
-    #[error("entry name at central directory offset {offset} is not UTF-8")]
-    NonUtf8Name { offset: u64 },
-    #[error("entry {entry:?}: name contains NUL")]
-    NulInName { entry: String },
-    #[error("entry {entry:?}: name contains a backslash")]
-    BackslashInName { entry: String },
-    #[error("entry {entry:?}: absolute path")]
-    AbsolutePath { entry: String },
-    #[error("entry {entry:?}: name contains a `..` component")]
-    ParentComponent { entry: String },
-    #[error("entry {entry:?}: name has an empty or `.` component")]
-    EmptyComponent { entry: String },
-    #[error("entry {entry:?} is not under a top-level folder")]
-    NoPrefix { entry: String },
-    #[error("entry {entry:?} is outside the archive's top-level folder {prefix:?}")]
-    OutsidePrefix { entry: String, prefix: String },
-    #[error("entry {entry:?} appears twice")]
-    DuplicateName { entry: String },
-    #[error("entries {entry:?} and {other:?} differ only in case; torch reads either for the other, so the archive is ambiguous")]
-    DuplicateNameIgnoringCase { entry: String, other: String },
-    #[error("end of central directory signatures at offsets {offsets:?}: readers that take the first and readers that take the last would read different archives")]
-    MultipleEndRecords { offsets: Vec<u64> },
-    #[error("the end of central directory comment holds a zip record signature at offset {offset} (an archive hidden in the comment?)")]
-    CommentHoldsRecords { offset: u64 },
-    #[error("the end of central directory record at offset {offset} declares a {comment}-byte comment but only {available} bytes follow it")]
-    CommentPastEnd {
-        offset: u64,
-        comment: u64,
-        available: u64,
-    },
-    #[error("entry {entry:?}: the local header names it {local:?}")]
-    LocalNameMismatch { entry: String, local: String },
-    #[error(
-        "entry {entry:?}: the local header disagrees with the central directory about {field}"
-    )]
-    LocalHeaderMismatch { entry: String, field: &'static str },
-    #[error("entry {entry:?}: data (offset {offset}, {size} bytes) runs past the start of the central directory")]
-    DataOutOfBounds {
-        entry: String,
-        offset: u64,
-        size: u64,
-    },
-    #[error("{bytes} bytes before the first local header (a polyglot file?)")]
-    DataBeforeFirstEntry { bytes: u64 },
-    #[error("entries {entry:?} and {other:?} overlap")]
-    OverlappingEntries { entry: String, other: String },
-    #[error("entry {entry:?}: directory entry with {size} bytes of data")]
-    DirectoryWithData { entry: String, size: u64 },
-}
-
-const LOCAL_SIG: u32 = 0x0403_4b50;
-const CENTRAL_SIG: u32 = 0x0201_4b50;
-const EOCD_SIG: u32 = 0x0605_4b50;
-const ZIP64_LOCATOR_SIG: u32 = 0x0706_4b50;
-const ZIP64_EOCD_SIG: u32 = 0x0606_4b50;
-const LOCAL_LEN: u64 = 30;
-const CENTRAL_LEN: u64 = 46;
-const EOCD_LEN: u64 = 22;
-const ZIP64_LOCATOR_LEN: u64 = 20;
-const ZIP64_EOCD_LEN: u64 = 56;
-/// Flag bits that mean encryption: 0 (encrypted), 6 (strong encryption), 13 (masked header).
-const ENCRYPTION_FLAGS: u16 = 0x0001 | 0x0040 | 0x2000;
-/// Flag bit 3: sizes and CRC are in a data descriptor after the data (torch sets it).
-const DATA_DESCRIPTOR_FLAG: u16 = 0x0008;
+use super::records::{
+    slice_at, u16_at, u32_at, u64_at, CENTRAL_LEN, CENTRAL_SIG, DATA_DESCRIPTOR_FLAG,
+    ENCRYPTION_FLAGS, EOCD_LEN, EOCD_SIG, LOCAL_LEN, LOCAL_SIG, ZIP64_EOCD_LEN, ZIP64_EOCD_SIG,
+    ZIP64_LOCATOR_LEN, ZIP64_LOCATOR_SIG,
+};
+use super::ZipError;
 
 /// One stored entry of an archive.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -171,32 +40,6 @@ pub struct ZipArchive {
     prefix: String,
     entries: Vec<ZipEntry>,
     by_name: HashMap<String, usize>,
-}
-
-fn u16_at(b: &[u8], off: u64) -> Option<u16> {
-    let o = usize::try_from(off).ok()?;
-    let s = b.get(o..o.checked_add(2)?)?;
-    Some(u16::from_le_bytes([s[0], s[1]]))
-}
-
-fn u32_at(b: &[u8], off: u64) -> Option<u32> {
-    let o = usize::try_from(off).ok()?;
-    let s = b.get(o..o.checked_add(4)?)?;
-    Some(u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
-}
-
-fn u64_at(b: &[u8], off: u64) -> Option<u64> {
-    let o = usize::try_from(off).ok()?;
-    let s = b.get(o..o.checked_add(8)?)?;
-    let mut a = [0u8; 8];
-    a.copy_from_slice(s);
-    Some(u64::from_le_bytes(a))
-}
-
-fn slice_at(b: &[u8], off: u64, len: u64) -> Option<&[u8]> {
-    let o = usize::try_from(off).ok()?;
-    let l = usize::try_from(len).ok()?;
-    b.get(o..o.checked_add(l)?)
 }
 
 /// Where the central directory is, from the end records.
@@ -778,6 +621,10 @@ fn read_local(
 
 #[cfg(test)]
 mod tests {
+    use super::super::records::{
+        extra_field, CentralHeader, DataDescriptor, EndRecord, LocalHeader, Zip64EndRecord,
+        Zip64Locator, PADDING_EXTRA_ID,
+    };
     use super::*;
 
     /// One entry for [`build`].
@@ -827,84 +674,80 @@ mod tests {
         }
     }
 
-    /// A small zip written by hand, the way torch writes them (data descriptor after data).
+    /// A small zip written by hand, the way torch writes them (data descriptor after data),
+    /// with the record encoders the writer uses.
     fn build(entries: &[E], o: Opts) -> Vec<u8> {
         let mut out = o.prepend.clone();
         let mut cd = Vec::new();
         for en in entries {
             let off = out.len() as u32;
             let size = en.data.len() as u32;
-            out.extend_from_slice(&LOCAL_SIG.to_le_bytes());
-            out.extend_from_slice(&20u16.to_le_bytes());
-            out.extend_from_slice(&en.flags.to_le_bytes());
-            out.extend_from_slice(&en.method.to_le_bytes());
-            out.extend_from_slice(&[0u8; 4]);
             let (lc, ls) = if en.zero_local {
                 (0, 0)
             } else {
                 (en.crc, size)
             };
-            out.extend_from_slice(&lc.to_le_bytes());
-            out.extend_from_slice(&ls.to_le_bytes());
-            out.extend_from_slice(&ls.to_le_bytes());
-            out.extend_from_slice(&(en.local_name.len() as u16).to_le_bytes());
-            let extra_len = if en.pad > 0 { en.pad + 4 } else { 0 };
-            out.extend_from_slice(&extra_len.to_le_bytes());
-            out.extend_from_slice(en.local_name.as_bytes());
+            let mut extra = Vec::new();
             if en.pad > 0 {
-                out.extend_from_slice(&0x4246u16.to_le_bytes());
-                out.extend_from_slice(&en.pad.to_le_bytes());
-                out.extend(std::iter::repeat_n(b'Z', en.pad as usize));
+                let pad = vec![b'Z'; usize::from(en.pad)];
+                extra_field(&mut extra, PADDING_EXTRA_ID, &pad);
             }
+            LocalHeader {
+                version_needed: 20,
+                flags: en.flags,
+                method: en.method,
+                crc: lc,
+                compressed_size: ls,
+                size: ls,
+                name: en.local_name.as_bytes(),
+                extra: &extra,
+            }
+            .encode(&mut out);
             out.extend_from_slice(&en.data);
-            if en.flags & 8 != 0 {
-                out.extend_from_slice(&0x0807_4b50u32.to_le_bytes());
-                out.extend_from_slice(&en.crc.to_le_bytes());
-                out.extend_from_slice(&size.to_le_bytes());
-                out.extend_from_slice(&size.to_le_bytes());
+            if en.flags & DATA_DESCRIPTOR_FLAG != 0 {
+                DataDescriptor {
+                    crc: en.crc,
+                    size: u64::from(size),
+                    zip64: false,
+                }
+                .encode(&mut out);
             }
-            cd.extend_from_slice(&CENTRAL_SIG.to_le_bytes());
-            cd.extend_from_slice(&20u16.to_le_bytes());
-            cd.extend_from_slice(&20u16.to_le_bytes());
-            cd.extend_from_slice(&en.flags.to_le_bytes());
-            cd.extend_from_slice(&en.method.to_le_bytes());
-            cd.extend_from_slice(&[0u8; 4]);
-            cd.extend_from_slice(&en.crc.to_le_bytes());
-            cd.extend_from_slice(&size.to_le_bytes());
-            cd.extend_from_slice(&size.to_le_bytes());
-            cd.extend_from_slice(&(en.name.len() as u16).to_le_bytes());
-            cd.extend_from_slice(&[0u8; 8]);
-            cd.extend_from_slice(&[0u8; 4]);
-            cd.extend_from_slice(&off.to_le_bytes());
-            cd.extend_from_slice(en.name.as_bytes());
+            CentralHeader {
+                version_made_by: 20,
+                version_needed: 20,
+                flags: en.flags,
+                method: en.method,
+                crc: en.crc,
+                compressed_size: size,
+                size,
+                local_offset: off,
+                name: en.name.as_bytes(),
+                extra: &[],
+            }
+            .encode(&mut cd);
         }
-        let cd_off = (out.len() as i64 + o.cd_offset_delta) as u64;
+        let cd_offset = (out.len() as i64 + o.cd_offset_delta) as u64;
         let cd_size = cd.len() as u64;
         out.extend_from_slice(&cd);
         out.extend(std::iter::repeat_n(0u8, o.gap_before_end));
         let n = (entries.len() as i64 + i64::from(o.count_delta)) as u64;
         if o.zip64 {
-            let z_off = out.len() as u64;
-            out.extend_from_slice(&ZIP64_EOCD_SIG.to_le_bytes());
-            out.extend_from_slice(&44u64.to_le_bytes());
-            out.extend_from_slice(&[0x1e, 3, 0x2d, 0]);
-            out.extend_from_slice(&[0u8; 8]);
-            out.extend_from_slice(&n.to_le_bytes());
-            out.extend_from_slice(&n.to_le_bytes());
-            out.extend_from_slice(&cd_size.to_le_bytes());
-            out.extend_from_slice(&cd_off.to_le_bytes());
-            out.extend_from_slice(&ZIP64_LOCATOR_SIG.to_le_bytes());
-            out.extend_from_slice(&0u32.to_le_bytes());
-            out.extend_from_slice(&z_off.to_le_bytes());
-            out.extend_from_slice(&1u32.to_le_bytes());
+            let zip64_eocd_offset = out.len() as u64;
+            Zip64EndRecord {
+                entries: n,
+                cd_size,
+                cd_offset,
+            }
+            .encode(&mut out);
+            Zip64Locator { zip64_eocd_offset }.encode(&mut out);
         }
-        out.extend_from_slice(&EOCD_SIG.to_le_bytes());
-        out.extend_from_slice(&[0u8; 4]);
-        out.extend_from_slice(&(n as u16).to_le_bytes());
-        out.extend_from_slice(&(n as u16).to_le_bytes());
-        out.extend_from_slice(&(cd_size as u32).to_le_bytes());
-        out.extend_from_slice(&(cd_off as u32).to_le_bytes());
-        out.extend_from_slice(&0u16.to_le_bytes());
+        EndRecord {
+            entries: n,
+            cd_size,
+            cd_offset,
+            comment: &[],
+        }
+        .encode(&mut out);
         out.extend_from_slice(&o.append);
         out
     }

@@ -1,16 +1,6 @@
-//! PyTorch `torch.save` files: zip archives (torch >= 1.6) and legacy files.
-//!
-//! Both are a pickle plus raw storages. The pickle is read by [`crate::pickle`], which executes
-//! nothing and yields tensors as strided views of named storages; this module finds those
-//! storages (zip records `data/<key>`, or the raw storages after the legacy pickles), checks
-//! every view against the bytes that exist, and hands tensors out row-major: borrowed straight
-//! from the memory map when a view is contiguous, materialized into an owned buffer when it is
-//! not (transposes, slices, expanded stride-0 views). Nested checkpoints are flattened to
-//! dotted names; non-tensor leaves become [`Value`]s; the nesting itself is kept as a
-//! [`Structure`] so that writers can rebuild it.
-//!
-//! Files that hold something other than a state dict are refused with what they are:
-//! TorchScript programs, torch.package archives, whole pickled modules.
+//! Opening a PyTorch file as a [`TensorSource`]: find the storages the pickle names (zip records
+//! `data/<key>` or the raw storages of a legacy file), check every view against the bytes that
+//! exist, and serve tensors row-major, borrowed from the memory map or materialized once.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
@@ -23,101 +13,32 @@ use crate::dtype::DType;
 use crate::error::{ErrorKind, FormatError};
 use crate::mmap::{sub_range, Backing};
 use crate::pickle::{
-    self, ElementType, Leaf, Limits, NdArray, NdData, Object, ParseOptions, PersistentIds, Pickle,
-    PickleError, ScanReport, StorageRef, Verdict,
+    self, ElementType, Leaf, Limits, NdArray, NdData, ParseOptions, PersistentIds, Pickle,
+    PickleError, StorageRef,
 };
 use crate::structure::Structure;
-use crate::tensor::{range_outside, sink_part, TensorInfo, TensorSource, Value};
+use crate::tensor::{
+    bool_chunk, normalized_bools, range_outside, sink_part, TensorInfo, TensorSource, Value,
+};
 use crate::zip::ZipArchive;
 use crate::Format;
 
-/// Something in a PyTorch file that is not a state dict tantra can read, or a rule of the
-/// container that the file breaks.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum PytorchError {
-    #[error("this is a TorchScript program, not a state dict (the archive holds constants.pkl or code/); load it with torch.jit.load and save model.state_dict() instead")]
-    TorchScript,
-    #[error("this is a torch.package archive (it holds .data/extern_modules), not a state dict")]
-    TorchPackage,
-    #[error("the archive holds {count} data.pkl records; exactly one is allowed")]
-    MultipleDataPkl { count: usize },
-    #[error("the archive has no {name} record")]
-    MissingRecord { name: &'static str },
-    #[error("unsupported archive version {value:?} (versions 1 to 10 are read)")]
-    BadVersion { value: String },
-    #[error("the byteorder record says {value:?} (expected \"little\" or \"big\")")]
-    BadByteorder { value: String },
-    #[error("{part}: pickle: {error}")]
-    Pickle { part: String, error: PickleError },
-    #[error("tensor {tensor:?}: its storage {key:?} is not in the file")]
-    MissingStorage { tensor: String, key: String },
-    #[error("tensor {tensor:?}: storage {key:?} holds {actual} bytes but the pickle declares {expected}")]
-    StorageSize {
-        tensor: String,
-        key: String,
-        expected: u64,
-        actual: u64,
-    },
-    #[error("tensor {tensor:?}: the tensors' views add up to {bytes} bytes, more than the {limit} allowed (4 times the file plus 1 GiB): a storage read through very many names?")]
-    ViewBudget {
-        tensor: String,
-        bytes: u64,
-        limit: u64,
-    },
-    #[error("tensor {tensor:?}: views larger than their storage (stride-0 expansions) add up to {bytes} bytes, more than 256 MiB (this one's storage holds {storage_bytes} bytes)")]
-    AmplifyingView {
-        tensor: String,
-        bytes: u64,
-        storage_bytes: u64,
-    },
-    #[error("legacy file: the first pickle is not the magic number 0x1950a86a20f9469cfc6c")]
-    LegacyMagic,
-    #[error("legacy file: protocol version {found} (expected 1001)")]
-    LegacyProtocol { found: String },
-    #[error("legacy file: malformed system info: {why}")]
-    LegacySysInfo { why: &'static str },
-    #[error("legacy file: malformed storage key list: {why}")]
-    LegacyKeys { why: String },
-    #[error("legacy file: storage {key:?} at offset {offset} needs {needed} bytes but {remaining} remain")]
-    LegacyStorageTruncated {
-        key: String,
-        offset: u64,
-        needed: u64,
-        remaining: u64,
-    },
-    #[error("legacy file: storage {key:?} is referred to with element sizes that disagree")]
-    LegacyStorageKinds { key: String },
-    #[error("legacy file: storage {key:?} is listed but no tensor refers to it, so its element size is unknown")]
-    LegacyUnknownStorage { key: String },
-    #[error("legacy file: its first 512 bytes are also a valid tar header, and torch.load reads such a file as a (pre-1.0) tar archive; the file is ambiguous")]
-    LegacyIsTar,
-    #[error("legacy file: {bytes} bytes after the last storage")]
-    LegacyTrailing { bytes: u64 },
-    #[error("numpy array {name:?}: {why}")]
-    BadNumpyArray { name: String, why: &'static str },
-    #[error("not a PyTorch file: {what}")]
-    NotPytorch { what: String },
-    #[error("no tensor at index {index}")]
-    NoTensor { index: usize },
-    #[error("tensor {tensor:?}: its view lies outside its storage")]
-    ViewOutsideStorage { tensor: String },
-}
+use super::legacy::parse_legacy;
+use super::PytorchError;
 
 /// Views larger than their storage (stride-0 expansions) are refused past this many bytes in
 /// all (a stride-0 view of one element could otherwise claim terabytes, and 400 views just
 /// under a per-view cap would still add up to 100 GB).
-const MAX_AMPLIFIED_BYTES: u64 = 256 << 20;
+pub(super) const MAX_AMPLIFIED_BYTES: u64 = 256 << 20;
 /// The bytes of all tensors, counted once per name, may reach this many times the file's
 /// length plus [`VIEW_BYTES_EXTRA`]: tied weights and views repeat a few storages; one
 /// storage read through 50,000 names is a file that writes 50 GB from 1 MB.
-const VIEW_BYTES_PER_FILE_BYTE: u64 = 4;
-const VIEW_BYTES_EXTRA: u64 = 1 << 30;
-/// The legacy magic number 0x1950a86a20f9469cfc6c, little-endian.
-const LEGACY_MAGIC: [u8; 10] = [0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19];
+pub(super) const VIEW_BYTES_PER_FILE_BYTE: u64 = 4;
+pub(super) const VIEW_BYTES_EXTRA: u64 = 1 << 30;
 
 /// Where a tensor's storage bytes are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum Source {
+pub(super) enum Source {
     /// A byte range of the memory map.
     Map { start: usize, len: usize },
     /// An owned buffer (numpy arrays from the pickle), already row-major little-endian.
@@ -126,7 +47,7 @@ enum Source {
 
 /// How to produce one tensor's row-major bytes.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct Plan {
+pub(super) struct Plan {
     source: Source,
     elsize: usize,
     /// First element, in elements.
@@ -234,9 +155,9 @@ pub struct PytorchFile {
 }
 
 /// Storage byte ranges by key, as the container lays them out.
-type Records = HashMap<String, (usize, usize)>;
+pub(super) type Records = HashMap<String, (usize, usize)>;
 
-fn map_file(path: &Path) -> Result<Backing, FormatError> {
+pub(super) fn map_file(path: &Path) -> Result<Backing, FormatError> {
     let file = File::open(path).map_err(|e| FormatError::new(path, e))?;
     let len = file
         .metadata()
@@ -250,18 +171,18 @@ fn map_file(path: &Path) -> Result<Backing, FormatError> {
 }
 
 /// An error about the file at `path` (`None` for bytes in memory).
-fn fe(path: Option<&Path>, kind: impl Into<ErrorKind>) -> FormatError {
+pub(super) fn fe(path: Option<&Path>, kind: impl Into<ErrorKind>) -> FormatError {
     FormatError {
         path: path.map(Path::to_path_buf),
         kind: kind.into(),
     }
 }
 
-fn pt_err(path: Option<&Path>, e: PytorchError) -> FormatError {
+pub(super) fn pt_err(path: Option<&Path>, e: PytorchError) -> FormatError {
     fe(path, e)
 }
 
-fn pickle_err(path: Option<&Path>, part: &str, error: PickleError) -> FormatError {
+pub(super) fn pickle_err(path: Option<&Path>, part: &str, error: PickleError) -> FormatError {
     pt_err(
         path,
         PytorchError::Pickle {
@@ -272,14 +193,14 @@ fn pickle_err(path: Option<&Path>, part: &str, error: PickleError) -> FormatErro
 }
 
 /// What was read out of the pickle(s), before tensors are laid out.
-struct Parsed {
-    format: Format,
+pub(super) struct Parsed {
+    pub(super) format: Format,
     /// Length of the whole file: the budget of bytes read through names grows with it.
-    file_len: u64,
-    pickle: Pickle,
-    part: String,
-    records: Records,
-    big_endian: bool,
+    pub(super) file_len: u64,
+    pub(super) pickle: Pickle,
+    pub(super) part: String,
+    pub(super) records: Records,
+    pub(super) big_endian: bool,
 }
 
 impl PytorchFile {
@@ -388,7 +309,7 @@ impl PytorchFile {
 
 /// Tensor plans and values, laid out from a parsed file.
 #[derive(Default)]
-struct Layout {
+pub(super) struct Layout {
     infos: Vec<TensorInfo>,
     /// For each tensor, an earlier one with the same bytes (the same view of one storage).
     same_as: Vec<Option<usize>>,
@@ -402,7 +323,7 @@ struct Layout {
 /// Turns the flattened pickle into tensor plans and values, checking every view against the
 /// storages the container holds. `open` and `scan` both go through here, so a file that does
 /// not open never scans as safe.
-fn lay_out(path: Option<&Path>, parsed: &Parsed) -> Result<Layout, FormatError> {
+pub(super) fn lay_out(path: Option<&Path>, parsed: &Parsed) -> Result<Layout, FormatError> {
     let mut out = Layout::default();
     // Bytes read through names (a storage read through many names counts for each) and
     // bytes of stride-0 views larger than their storage: both bounded, so that a file of a
@@ -519,7 +440,7 @@ fn lay_out(path: Option<&Path>, parsed: &Parsed) -> Result<Layout, FormatError> 
     Ok(out)
 }
 
-fn row_major_strides(shape: &[u64]) -> Vec<u64> {
+pub(super) fn row_major_strides(shape: &[u64]) -> Vec<u64> {
     let mut stride = vec![0u64; shape.len()];
     let mut acc = 1u64;
     for (s, &d) in stride.iter_mut().zip(shape).rev() {
@@ -529,7 +450,7 @@ fn row_major_strides(shape: &[u64]) -> Vec<u64> {
     stride
 }
 
-fn tensor_plan(
+pub(super) fn tensor_plan(
     name: &str,
     t: &pickle::TensorRef,
     dtype: DType,
@@ -578,7 +499,10 @@ fn tensor_plan(
 
 /// The row-major little-endian bytes of a numpy array, or `None` when its dtype has no
 /// safetensors equivalent (it then travels as bytes among the values).
-fn numpy_tensor(name: &str, a: &NdArray) -> Result<Option<(DType, Vec<u8>)>, PytorchError> {
+pub(super) fn numpy_tensor(
+    name: &str,
+    a: &NdArray,
+) -> Result<Option<(DType, Vec<u8>)>, PytorchError> {
     let (Some(dtype), NdData::Raw(raw)) = (a.dtype.dtype(), &a.data) else {
         return Ok(None);
     };
@@ -620,7 +544,7 @@ fn numpy_tensor(name: &str, a: &NdArray) -> Result<Option<(DType, Vec<u8>)>, Pyt
     Ok(Some((dtype, bytes)))
 }
 
-fn parse_zip(path: Option<&Path>, data: &[u8]) -> Result<Parsed, FormatError> {
+pub(super) fn parse_zip(path: Option<&Path>, data: &[u8]) -> Result<Parsed, FormatError> {
     let zip = ZipArchive::parse(data).map_err(|e| fe(path, e))?;
     classify_archive(&zip).map_err(|e| pt_err(path, e))?;
     let pkl = zip
@@ -680,7 +604,7 @@ fn parse_zip(path: Option<&Path>, data: &[u8]) -> Result<Parsed, FormatError> {
 }
 
 /// Refuses archives that are not state dicts: TorchScript, torch.package, several data.pkl.
-fn classify_archive(zip: &ZipArchive) -> Result<(), PytorchError> {
+pub(super) fn classify_archive(zip: &ZipArchive) -> Result<(), PytorchError> {
     let names: Vec<&str> = zip.entries().iter().map(|e| zip.relative_name(e)).collect();
     if names
         .iter()
@@ -701,155 +625,6 @@ fn classify_archive(zip: &ZipArchive) -> Result<(), PytorchError> {
     Ok(())
 }
 
-fn parse_legacy(path: Option<&Path>, data: &[u8]) -> Result<Parsed, FormatError> {
-    if crate::tar::is_tar_header(data) {
-        return Err(pt_err(path, PytorchError::LegacyIsTar));
-    }
-    let header = ParseOptions::new(PersistentIds::Forbidden);
-    let mut pos = 0usize;
-    let mut next = |opts: &ParseOptions, part: &str| -> Result<Pickle, FormatError> {
-        let rest = data.get(pos..).unwrap_or(&[]);
-        let (p, used) = Pickle::parse_prefix(rest, opts).map_err(|e| pickle_err(path, part, e))?;
-        pos += used;
-        Ok(p)
-    };
-    let magic = next(&header, "legacy magic number")?;
-    match magic.get(magic.root()) {
-        Object::BigInt(b) if b.le_bytes() == LEGACY_MAGIC => {}
-        _ => return Err(pt_err(path, PytorchError::LegacyMagic)),
-    }
-    let proto = next(&header, "legacy protocol version")?;
-    match proto.get(proto.root()) {
-        Object::Int(1001) => {}
-        other => {
-            return Err(pt_err(
-                path,
-                PytorchError::LegacyProtocol {
-                    found: format!("{other:?}"),
-                },
-            ))
-        }
-    }
-    let sys = next(&header, "legacy system info")?;
-    let big_endian = match sys
-        .dict_get(sys.root(), "little_endian")
-        .map(|v| sys.get(v))
-    {
-        Some(Object::Bool(little)) => !little,
-        Some(_) => {
-            return Err(pt_err(
-                path,
-                PytorchError::LegacySysInfo {
-                    why: "little_endian is not a bool",
-                },
-            ))
-        }
-        None => {
-            return Err(pt_err(
-                path,
-                PytorchError::LegacySysInfo {
-                    why: "no little_endian entry",
-                },
-            ))
-        }
-    };
-    let part = "legacy object pickle".to_string();
-    let pickle = next(&ParseOptions::new(PersistentIds::Legacy), &part)?;
-    let keys_pickle = next(&header, "legacy storage key list")?;
-    let keys: Vec<String> = match keys_pickle.get(keys_pickle.root()) {
-        Object::List(items) => items
-            .iter()
-            .map(|&k| match keys_pickle.get(k) {
-                Object::Str(s) => Ok(s.clone()),
-                _ => Err(pt_err(
-                    path,
-                    PytorchError::LegacyKeys {
-                        why: "a key is not a string".into(),
-                    },
-                )),
-            })
-            .collect::<Result<_, _>>()?,
-        _ => {
-            return Err(pt_err(
-                path,
-                PytorchError::LegacyKeys {
-                    why: "not a list".into(),
-                },
-            ))
-        }
-    };
-    // Unit size (and declared count) of each storage, from every persistent id.
-    let mut units: HashMap<&str, (u64, u64)> = HashMap::new();
-    for s in pickle.storages() {
-        let u = s.kind.unit_size();
-        match units.get(s.key.as_str()) {
-            Some(&(unit, _)) if unit != u => {
-                return Err(pt_err(
-                    path,
-                    PytorchError::LegacyStorageKinds { key: s.key.clone() },
-                ))
-            }
-            _ => {
-                units.insert(s.key.as_str(), (u, s.numel));
-            }
-        }
-    }
-    let mut records = Records::new();
-    let mut off = pos as u64;
-    let total = data.len() as u64;
-    for key in keys {
-        if records.contains_key(&key) {
-            return Err(pt_err(
-                path,
-                PytorchError::LegacyKeys {
-                    why: format!("key {key:?} appears twice"),
-                },
-            ));
-        }
-        let Some(&(unit, _)) = units.get(key.as_str()) else {
-            return Err(pt_err(path, PytorchError::LegacyUnknownStorage { key }));
-        };
-        let truncated = |needed: u64, key: &str, at: u64| PytorchError::LegacyStorageTruncated {
-            key: key.to_string(),
-            offset: at,
-            needed,
-            remaining: total.saturating_sub(at),
-        };
-        if total.saturating_sub(off) < 8 {
-            return Err(pt_err(path, truncated(8, &key, off)));
-        }
-        let at = off as usize;
-        let mut n = [0u8; 8];
-        n.copy_from_slice(&data[at..at + 8]);
-        let count = i64::from_le_bytes(n);
-        off += 8;
-        let bytes = u64::try_from(count)
-            .ok()
-            .and_then(|c| c.checked_mul(unit))
-            .ok_or_else(|| pt_err(path, truncated(u64::MAX, &key, off)))?;
-        if bytes > total - off {
-            return Err(pt_err(path, truncated(bytes, &key, off)));
-        }
-        // Both fit in the file, hence in usize.
-        records.insert(key, (off as usize, bytes as usize));
-        off += bytes;
-    }
-    if off != total {
-        return Err(pt_err(
-            path,
-            PytorchError::LegacyTrailing { bytes: total - off },
-        ));
-    }
-    Ok(Parsed {
-        format: Format::PytorchLegacy,
-        file_len: data.len() as u64,
-        pickle,
-        part,
-        records,
-        big_endian,
-    })
-}
-
 impl TensorSource for PytorchFile {
     fn format(&self) -> Format {
         self.format
@@ -859,19 +634,16 @@ impl TensorSource for PytorchFile {
         &self.infos
     }
 
+    /// Bool bytes other than 0 and 1 read as true and come out as 1 (torch reads any non-zero
+    /// byte of a `BoolStorage` as `True`), as for safetensors.
     fn tensor_bytes(&self, index: usize) -> Result<Cow<'_, [u8]>, FormatError> {
-        let plan = self.plan(index)?;
-        let storage = self.storage(index, plan)?;
-        if plan.swap_unit <= 1 {
-            if let Some((s, e)) = plan.contiguous_range() {
-                if let Some(b) = storage.get(s..e) {
-                    return Ok(Cow::Borrowed(b));
-                }
+        let bytes = self.raw_tensor_bytes(index)?;
+        if self.is_bool(index) {
+            if let Some(n) = normalized_bools(&bytes) {
+                return Ok(Cow::Owned(n));
             }
         }
-        plan.materialize(storage)
-            .map(Cow::Owned)
-            .ok_or_else(|| self.outside(index))
+        Ok(bytes)
     }
 
     fn stream_tensor(
@@ -879,10 +651,10 @@ impl TensorSource for PytorchFile {
         index: usize,
         sink: &mut dyn FnMut(&[u8]) -> Result<(), FormatError>,
     ) -> Result<(), FormatError> {
-        match self.file_run(index)? {
-            Some(run) => self.backing.stream(run, sink, &|| self.outside(index)),
-            None => sink(&self.tensor_bytes(index)?),
+        if self.is_bool(index) {
+            return self.stream_raw(index, &mut |c| bool_chunk(c, sink));
         }
+        self.stream_raw(index, sink)
     }
 
     fn stream_tensor_range(
@@ -891,14 +663,10 @@ impl TensorSource for PytorchFile {
         range: Range<u64>,
         sink: &mut dyn FnMut(&[u8]) -> Result<(), FormatError>,
     ) -> Result<(), FormatError> {
-        let outside = || range_outside(self.path.as_deref(), &self.infos, index, &range);
-        match self.file_run(index)? {
-            Some(run) => {
-                let part = sub_range(&run, &range).ok_or_else(outside)?;
-                self.backing.stream(part, sink, &|| self.outside(index))
-            }
-            None => sink_part(&self.tensor_bytes(index)?, &range, outside, sink),
+        if self.is_bool(index) {
+            return self.stream_raw_range(index, range, &mut |c| bool_chunk(c, sink));
         }
+        self.stream_raw_range(index, range, sink)
     }
 
     fn same_bytes_as(&self, index: usize) -> Option<usize> {
@@ -906,6 +674,10 @@ impl TensorSource for PytorchFile {
     }
 
     fn file_range(&self, index: usize) -> Option<Range<u64>> {
+        // A bool tensor whose bytes are not all 0/1 is not handed out as it is stored.
+        if self.is_bool(index) && !matches!(self.tensor_bytes(index), Ok(Cow::Borrowed(_))) {
+            return None;
+        }
         match &self.backing {
             Backing::Map(_) => match self.file_run(index) {
                 Ok(Some(r)) => Some(r.start as u64..r.end as u64),
@@ -928,117 +700,53 @@ impl TensorSource for PytorchFile {
     }
 }
 
-// ---------------------------------------------------------------------------------------------
-// Scanning
-
-/// Scans a file for `tantra scan`: the pickle(s) of a zip archive or legacy file, or a bare
-/// pickle (`.pkl`), without loading tensors. A safe verdict also means the pickle passed the
-/// full reader (it would load).
-///
-/// # Errors
-/// I/O errors, and files that are neither pickles nor PyTorch files (safetensors files are
-/// reported safe: they hold no pickle).
-pub fn scan_file(path: &Path) -> Result<ScanReport, FormatError> {
-    let map = map_file(path)?;
-    scan_bytes(map.bytes()).map_err(|e| FormatError::new(path, e))
-}
-
-/// [`scan_file`] over bytes in memory.
-///
-/// # Errors
-/// Bytes that are neither a pickle nor a PyTorch file, and what they are instead.
-pub fn scan_bytes(data: &[u8]) -> Result<ScanReport, NotWeights> {
-    let head = &data[..data.len().min(DETECT_PREFIX)];
-    match detect_bytes(head) {
-        Detected::Weights(Format::PytorchZip) => Ok(container_check(scan_zip(data), || {
-            parse_zip(None, data).and_then(|p| lay_out(None, &p))
-        })),
-        Detected::Weights(Format::PytorchLegacy) => Ok(container_check(scan_legacy(data), || {
-            parse_legacy(None, data).and_then(|p| lay_out(None, &p))
-        })),
-        Detected::Weights(Format::Safetensors) => {
-            Ok(match crate::safetensors::parse_header(data) {
-                Ok(_) => ScanReport::with_verdict(Verdict::Safe),
-                Err(e) => ScanReport::with_verdict(Verdict::Invalid(e.to_string())),
-            })
-        }
-        Detected::Weights(_) => Ok(ScanReport::with_verdict(Verdict::Safe)),
-        Detected::NotWeights(NotWeights::BarePickle) => Ok(pickle::scan(data)),
-        Detected::NotWeights(NotWeights::Unknown(u)) => {
-            // Protocol 0/1 pickles have no PROTO opcode; report them when they name globals.
-            let r = pickle::scan(data);
-            if matches!(r.verdict, Verdict::Invalid(_)) && r.globals.is_empty() {
-                Err(NotWeights::Unknown(u))
-            } else {
-                Ok(r)
-            }
-        }
-        Detected::NotWeights(n) => Err(n),
+impl PytorchFile {
+    fn is_bool(&self, index: usize) -> bool {
+        self.infos
+            .get(index)
+            .is_some_and(|t| t.dtype == DType::Bool)
     }
-}
 
-/// A report that the pickle scan found safe is safe only if the file also opens: the same
-/// container parse and layout as [`PytorchFile::open`] decide, so `scan` never calls safe what
-/// `inspect` refuses.
-fn container_check(
-    mut report: ScanReport,
-    open: impl FnOnce() -> Result<Layout, FormatError>,
-) -> ScanReport {
-    if report.is_safe() {
-        if let Err(e) = open() {
-            report.verdict = Verdict::Invalid(format!("the file would be refused on load: {e}"));
-        }
-    }
-    report
-}
-
-fn scan_zip(data: &[u8]) -> ScanReport {
-    let zip = match ZipArchive::parse(data) {
-        Ok(z) => z,
-        Err(e) => return ScanReport::with_verdict(Verdict::Invalid(format!("zip: {e}"))),
-    };
-    let mut report = ScanReport::with_verdict(Verdict::Safe);
-    let class = classify_archive(&zip);
-    if let Err(PytorchError::TorchScript | PytorchError::TorchPackage) = &class {
-        // Scan every pickle it holds, then say what it is: code, not weights.
-        for e in zip.entries() {
-            if zip.relative_name(e).ends_with(".pkl") {
-                if let Ok(bytes) = zip.data(data, e) {
-                    report.merge(pickle::scan(bytes));
+    /// The bytes of a tensor as its storage holds them.
+    fn raw_tensor_bytes(&self, index: usize) -> Result<Cow<'_, [u8]>, FormatError> {
+        let plan = self.plan(index)?;
+        let storage = self.storage(index, plan)?;
+        if plan.swap_unit <= 1 {
+            if let Some((s, e)) = plan.contiguous_range() {
+                if let Some(b) = storage.get(s..e) {
+                    return Ok(Cow::Borrowed(b));
                 }
             }
         }
-        if let Err(e) = class {
-            report.add_unsafe(e.to_string());
-        }
-        return report;
+        plan.materialize(storage)
+            .map(Cow::Owned)
+            .ok_or_else(|| self.outside(index))
     }
-    if let Err(e) = class {
-        return ScanReport::with_verdict(Verdict::Invalid(e.to_string()));
-    }
-    let Some(pkl) = zip.get("data.pkl") else {
-        return ScanReport::with_verdict(Verdict::Invalid(
-            PytorchError::MissingRecord { name: "data.pkl" }.to_string(),
-        ));
-    };
-    let Ok(bytes) = zip.data(data, pkl) else {
-        return ScanReport::with_verdict(Verdict::Invalid("data.pkl lies outside the file".into()));
-    };
-    report.merge(pickle::scan(bytes));
-    report
-}
 
-fn scan_legacy(data: &[u8]) -> ScanReport {
-    let mut report = ScanReport::with_verdict(Verdict::Safe);
-    let mut pos = 0usize;
-    for _ in 0..5 {
-        let rest = data.get(pos..).unwrap_or(&[]);
-        let (r, end) = pickle::scan_prefix(rest);
-        report.merge(r);
-        match end {
-            Some(e) => pos += e,
-            None => return report,
+    fn stream_raw(
+        &self,
+        index: usize,
+        sink: &mut dyn FnMut(&[u8]) -> Result<(), FormatError>,
+    ) -> Result<(), FormatError> {
+        match self.file_run(index)? {
+            Some(run) => self.backing.stream(run, sink, &|| self.outside(index)),
+            None => sink(&self.raw_tensor_bytes(index)?),
         }
     }
-    report
+
+    fn stream_raw_range(
+        &self,
+        index: usize,
+        range: Range<u64>,
+        sink: &mut dyn FnMut(&[u8]) -> Result<(), FormatError>,
+    ) -> Result<(), FormatError> {
+        let outside = || range_outside(self.path.as_deref(), &self.infos, index, &range);
+        match self.file_run(index)? {
+            Some(run) => {
+                let part = sub_range(&run, &range).ok_or_else(outside)?;
+                self.backing.stream(part, sink, &|| self.outside(index))
+            }
+            None => sink_part(&self.raw_tensor_bytes(index)?, &range, outside, sink),
+        }
+    }
 }
