@@ -622,8 +622,7 @@ fn read_local(
 #[cfg(test)]
 mod tests {
     use super::super::records::{
-        extra_field, CentralHeader, DataDescriptor, EndRecord, LocalHeader, Zip64EndRecord,
-        Zip64Locator, PADDING_EXTRA_ID,
+        encode_end, extra_field, CentralHeader, DataDescriptor, LocalHeader, PADDING_EXTRA_ID,
     };
     use super::*;
 
@@ -731,23 +730,8 @@ mod tests {
         out.extend_from_slice(&cd);
         out.extend(std::iter::repeat_n(0u8, o.gap_before_end));
         let n = (entries.len() as i64 + i64::from(o.count_delta)) as u64;
-        if o.zip64 {
-            let zip64_eocd_offset = out.len() as u64;
-            Zip64EndRecord {
-                entries: n,
-                cd_size,
-                cd_offset,
-            }
-            .encode(&mut out);
-            Zip64Locator { zip64_eocd_offset }.encode(&mut out);
-        }
-        EndRecord {
-            entries: n,
-            cd_size,
-            cd_offset,
-            comment: &[],
-        }
-        .encode(&mut out);
+        let at = out.len() as u64;
+        encode_end(&mut out, at, n, cd_size, cd_offset, o.zip64);
         out.extend_from_slice(&o.append);
         out
     }

@@ -235,3 +235,36 @@ impl EndRecord<'_> {
         out.extend_from_slice(self.comment);
     }
 }
+
+/// Appends what ends an archive after its central directory of `entries` records
+/// (`cd_size` bytes at `cd_offset`): with `zip64`, the ZIP64 end record and its locator, then
+/// the end record. `at` is the file offset where the appended bytes start (where the ZIP64
+/// end record lands, which the locator names).
+pub fn encode_end(
+    out: &mut Vec<u8>,
+    at: u64,
+    entries: u64,
+    cd_size: u64,
+    cd_offset: u64,
+    zip64: bool,
+) {
+    if zip64 {
+        Zip64EndRecord {
+            entries,
+            cd_size,
+            cd_offset,
+        }
+        .encode(out);
+        Zip64Locator {
+            zip64_eocd_offset: at,
+        }
+        .encode(out);
+    }
+    EndRecord {
+        entries,
+        cd_size,
+        cd_offset,
+        comment: &[],
+    }
+    .encode(out);
+}

@@ -6,9 +6,9 @@
 use std::io::{self, Write};
 
 use super::records::{
-    clamp32, extra_field, CentralHeader, DataDescriptor, EndRecord, LocalHeader, Zip64EndRecord,
-    Zip64Locator, CENTRAL_LEN, DATA_DESCRIPTOR_FLAG, EOCD_LEN, LOCAL_LEN, PADDING_EXTRA_ID,
-    U32_LIMIT, UTF8_FLAG, ZIP64_EOCD_LEN, ZIP64_EXTRA_ID, ZIP64_LOCATOR_LEN,
+    clamp32, encode_end, extra_field, CentralHeader, DataDescriptor, LocalHeader, CENTRAL_LEN,
+    DATA_DESCRIPTOR_FLAG, EOCD_LEN, LOCAL_LEN, PADDING_EXTRA_ID, U32_LIMIT, UTF8_FLAG,
+    ZIP64_EOCD_LEN, ZIP64_EXTRA_ID, ZIP64_LOCATOR_LEN,
 };
 use crate::error::FormatError;
 use crate::pytorch::write_error::{io_error, WriteError};
@@ -243,22 +243,8 @@ impl<'a> ZipWriter<'a> {
         }
         let cd_size = self.pos - cd_offset;
         let count = entries.len() as u64;
-        let zip64_eocd_offset = self.pos;
         let mut t = Vec::with_capacity((ZIP64_EOCD_LEN + ZIP64_LOCATOR_LEN + EOCD_LEN) as usize);
-        Zip64EndRecord {
-            entries: count,
-            cd_size,
-            cd_offset,
-        }
-        .encode(&mut t);
-        Zip64Locator { zip64_eocd_offset }.encode(&mut t);
-        EndRecord {
-            entries: count,
-            cd_size,
-            cd_offset,
-            comment: &[],
-        }
-        .encode(&mut t);
+        encode_end(&mut t, self.pos, count, cd_size, cd_offset, true);
         self.put(&t)?;
         self.out.flush().map_err(io_error)?;
         Ok(self.pos)

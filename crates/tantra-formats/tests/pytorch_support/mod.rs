@@ -275,8 +275,8 @@ pub fn contiguous(shape: &[i64]) -> Vec<i64> {
 /// `FB` padding so every record starts at a multiple of 64, ZIP64 end records.
 pub fn torch_zip(prefix: &str, records: &[(&str, Vec<u8>)]) -> Vec<u8> {
     use tantra_formats::zip::records::{
-        extra_field, CentralHeader, DataDescriptor, EndRecord, LocalHeader, Zip64EndRecord,
-        Zip64Locator, DATA_DESCRIPTOR_FLAG, PADDING_EXTRA_ID, UTF8_FLAG,
+        encode_end, extra_field, CentralHeader, DataDescriptor, LocalHeader, DATA_DESCRIPTOR_FLAG,
+        PADDING_EXTRA_ID, UTF8_FLAG,
     };
     let flags = UTF8_FLAG | DATA_DESCRIPTOR_FLAG;
     let mut out = Vec::new();
@@ -317,22 +317,8 @@ pub fn torch_zip(prefix: &str, records: &[(&str, Vec<u8>)]) -> Vec<u8> {
     let cd_offset = out.len() as u64;
     let n = records.len() as u64;
     out.extend_from_slice(&cd);
-    let zip64_eocd_offset = out.len() as u64;
-    let cd_size = cd.len() as u64;
-    Zip64EndRecord {
-        entries: n,
-        cd_size,
-        cd_offset,
-    }
-    .encode(&mut out);
-    Zip64Locator { zip64_eocd_offset }.encode(&mut out);
-    EndRecord {
-        entries: n,
-        cd_size,
-        cd_offset,
-        comment: &[],
-    }
-    .encode(&mut out);
+    let at = out.len() as u64;
+    encode_end(&mut out, at, n, cd.len() as u64, cd_offset, true);
     out
 }
 
