@@ -358,34 +358,29 @@ pub fn pull(
         client.def.url(),
         version_dir(model, &version)
     );
-    if report.whole_files.is_empty() {
-        // Every file was rebuilt here from verified blobs and its sha256 taken as it was
-        // written: the store need not read and hash it again.
-        let written: Vec<WrittenFile> = files
-            .into_iter()
-            .zip(&wanted)
-            .map(|((format, path), (_, _, m))| WrittenFile {
-                format,
-                path,
-                hash: FileHash {
-                    sha256: m.sha256.clone(),
-                    bytes: m.bytes,
-                },
-                source: pulled_source(&origin, &m.source),
-            })
-            .collect();
-        let table = TensorTable {
-            content: vm.content.clone(),
-            parameters: vm.parameters,
-            tensors: vm.tensors.clone(),
-        };
-        wm.register_written(&written, &table, model, &version, &ropts)?;
-    } else {
-        // A whole file (one torch wrote) is only known by its sha256: the store reads it and
-        // checks that its tensors are the version's.
-        let source = pulled_source(&origin, &wanted[0].2.source);
-        wm.register_files(&files, model, &version, Some(source), &ropts, progress)?;
-    }
+    // A file rebuilt here from verified blobs is registered without being read again; one
+    // copied from a whole-file blob (a `.pt` torch wrote) is read and its tensors checked
+    // against the version's by the store.
+    let written: Vec<WrittenFile> = files
+        .into_iter()
+        .zip(&wanted)
+        .map(|((format, path), (_, _, m))| WrittenFile {
+            format,
+            path,
+            hash: FileHash {
+                sha256: m.sha256.clone(),
+                bytes: m.bytes,
+            },
+            source: pulled_source(&origin, &m.source),
+            tensors_verified: m.whole_file.is_none(),
+        })
+        .collect();
+    let table = TensorTable {
+        content: vm.content.clone(),
+        parameters: vm.parameters,
+        tensors: vm.tensors.clone(),
+    };
+    wm.register_written(&written, &table, model, &version, &ropts, progress)?;
     // Done: the cache has served its purpose.
     for (sha, _) in &items {
         let _ = std::fs::remove_file(cache.join(sha));

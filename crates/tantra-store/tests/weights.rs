@@ -1099,3 +1099,97 @@ fn a_handle_remembers_the_registry_but_sees_every_change() {
     assert_eq!(on_disk, reg.to_bytes());
     assert_eq!(reg.extra["hand"], "edit");
 }
+
+/// `register_written`: files the caller wrote at their canonical names, with the hashes it took
+/// while writing; each keeps its own source, a file not marked `tensors_verified` is read and
+/// checked, and every broken promise is refused with nothing registered.
+#[test]
+fn written_files_register_with_their_own_lineage_and_broken_promises_are_refused() {
+    let (_r, _inp, wm) = setup();
+    wm.ensure_layout().unwrap();
+    let src = tensors(3);
+    let table = TensorTable::of(&src, 1, &NoProgress).unwrap();
+    let write = |version: &str, f: OutputFormat, what: &tantra_formats::MemorySource| {
+        let p = wm.canonical_path("mamba", version, f).unwrap();
+        write_file(what, &p, f);
+        let hash = hash_file(&p, &NoProgress).unwrap();
+        (p, hash)
+    };
+    let written =
+        |version: &str, f: OutputFormat, what: &tantra_formats::MemorySource, verified: bool| {
+            let (path, hash) = write(version, f, what);
+            WrittenFile {
+                format: f,
+                path,
+                hash,
+                source: Source::Imported {
+                    from: format!("remote r; there: {}", f.name()),
+                },
+                tensors_verified: verified,
+            }
+        };
+    let opts = RegisterOptions::default();
+    let files = [
+        written("v", OutputFormat::Safetensors, &src, true),
+        written("v", OutputFormat::Pt, &src, false),
+    ];
+    let rep = wm
+        .register_written(&files, &table, "mamba", "v", &opts, &NoProgress)
+        .unwrap();
+    assert_eq!(rep.files.len(), 2);
+    let reg = wm.registry().unwrap();
+    let v = reg.version("mamba", "v").unwrap();
+    assert_eq!(v.content, table.content);
+    for f in &files {
+        let rec = &v.formats[f.format.name()];
+        assert_eq!(rec.source, f.source);
+        assert_eq!(rec.sha256, f.hash.sha256);
+    }
+    assert_verifies(&wm);
+
+    let refused = |files: &[WrittenFile], table: &TensorTable, version: &str| {
+        let e = wm
+            .register_written(files, table, "mamba", version, &opts, &NoProgress)
+            .unwrap_err();
+        assert!(wm.registry().unwrap().version("mamba", version).is_none());
+        e
+    };
+    // A size that is not the file's.
+    let mut f = written("size", OutputFormat::Safetensors, &src, true);
+    f.hash.bytes += 1;
+    let e = refused(&[f], &table, "size");
+    assert!(matches!(e, StoreError::Changed { .. }), "{e}");
+    // A file somewhere else than its canonical name.
+    let mut f = written("place", OutputFormat::Safetensors, &src, true);
+    let elsewhere = wm.root().join("elsewhere.safetensors");
+    std::fs::copy(&f.path, &elsewhere).unwrap();
+    f.path = elsewhere;
+    let e = refused(&[f], &table, "place");
+    assert!(e.to_string().contains("not at its canonical path"), "{e}");
+    // A table that does not add up to its content digest.
+    let mut bad = table.clone();
+    bad.tensors[0].sha256 = "0".repeat(64);
+    let f = written("sum", OutputFormat::Safetensors, &src, true);
+    let e = refused(&[f], &bad, "sum");
+    assert!(e.to_string().contains("do not add up"), "{e}");
+    // A file copied whole that holds other tensors, and one in another format than said.
+    let f = written("other", OutputFormat::Pt, &tensors(4), false);
+    let e = refused(&[f], &table, "other");
+    assert!(matches!(e, StoreError::ContentMismatch { .. }), "{e}");
+    let (path, hash) = write("fmt", OutputFormat::Safetensors, &src);
+    let to = wm.canonical_path("mamba", "fmt", OutputFormat::Pt).unwrap();
+    std::fs::rename(&path, &to).unwrap();
+    let f = WrittenFile {
+        format: OutputFormat::Pt,
+        path: to,
+        hash,
+        source: Source::Generated { by: None },
+        tensors_verified: false,
+    };
+    let e = refused(&[f], &table, "fmt");
+    assert!(matches!(e, StoreError::WrongFormat { .. }), "{e}");
+    // Two files for one format.
+    let f = written("two", OutputFormat::Safetensors, &src, true);
+    let e = refused(&[f.clone(), f], &table, "two");
+    assert!(e.to_string().contains("two files for one format"), "{e}");
+}

@@ -33,6 +33,21 @@ pub struct WrittenFile {
     pub hash: FileHash,
     /// Where the file came from, for the registry.
     pub source: Source,
+    /// The caller wrote this file's tensors from bytes it checked against their digests, so
+    /// the store need not read them; `false` for a file copied whole.
+    pub tensors_verified: bool,
+}
+
+/// Refuses a second file for a format already in `prepared`.
+fn one_file_per_format(prepared: &[Prepared], format: OutputFormat) -> Result<()> {
+    if prepared.iter().any(|p| p.format == format) {
+        return Err(StoreError::InvalidArgument {
+            what: "file list",
+            value: format.name().into(),
+            detail: "two files for one format".into(),
+        });
+    }
+    Ok(())
 }
 
 /// An input file of a registration, staged in `weights/` or already in place.
@@ -101,13 +116,7 @@ impl WeightManager {
         let mut prepared = Vec::new();
         let mut first: Option<(DynSource, TensorTable, PathBuf)> = None;
         for (format, path) in files {
-            if prepared.iter().any(|p: &Prepared| p.format == *format) {
-                return Err(StoreError::InvalidArgument {
-                    what: "file list",
-                    value: format.name().into(),
-                    detail: "two files for one format".into(),
-                });
-            }
+            one_file_per_format(&prepared, *format)?;
             let target = self.canonical_path(model, version, *format)?;
             let in_place = same_file(path, &target);
             let (staged, hash) = if in_place {
@@ -176,16 +185,19 @@ impl WeightManager {
         self.commit(model, version, &table, prepared, opts)
     }
 
-    /// Registers files the caller has just written at their canonical paths, vouching for
-    /// their sha256 (computed over the bytes as they were written) and for their tensors
-    /// (`table`: what was written, each tensor's bytes checked against its digest before it
-    /// was). Nothing is read again: this is how a pull from a remote, which verified every blob
-    /// and every rebuilt file on the way in, avoids reading and hashing each file twice more.
-    /// Anything the caller did not write itself goes through [`WeightManager::register_files`].
+    /// Registers files the caller has just written at their canonical paths, with their
+    /// sha256 taken as the bytes were written (`hash`) and the version's tensors (`table`).
+    /// A file marked `tensors_verified` (written by the caller from bytes it checked against
+    /// each tensor's digest) is not read again; any other (a file copied whole) is opened, its
+    /// format checked and every tensor digested, and must hold exactly `table`, as in
+    /// [`WeightManager::register_files`]. This is how a pull from a remote, which verified
+    /// every blob and every rebuilt file on the way in, avoids reading and hashing each file
+    /// twice more, while each file keeps its own lineage.
     ///
     /// # Errors
     /// A file not at its canonical path, or whose size is not the one given; a table whose
-    /// content digest does not add up; the rest as [`WeightManager::register`].
+    /// content digest does not add up; a file read here that is not in its format or holds
+    /// other tensors; the rest as [`WeightManager::register`].
     pub fn register_written(
         &self,
         files: &[WrittenFile],
@@ -193,6 +205,7 @@ impl WeightManager {
         model: &str,
         version: &str,
         opts: &RegisterOptions,
+        progress: &dyn Progress,
     ) -> Result<RegisterReport> {
         self.check_request(model, version, opts)?;
         if files.is_empty() {
@@ -208,40 +221,40 @@ impl WeightManager {
             });
         }
         let mut prepared = Vec::new();
-        for WrittenFile {
-            format,
-            path,
-            hash,
-            source,
-        } in files
-        {
-            if prepared.iter().any(|p: &Prepared| p.format == *format) {
-                return Err(StoreError::InvalidArgument {
-                    what: "file list",
-                    value: format.name().into(),
-                    detail: "two files for one format".into(),
-                });
-            }
-            let target = self.canonical_path(model, version, *format)?;
-            if !same_file(path, &target) {
+        for f in files {
+            one_file_per_format(&prepared, f.format)?;
+            let target = self.canonical_path(model, version, f.format)?;
+            if !same_file(&f.path, &target) {
                 return Err(StoreError::InvalidArgument {
                     what: "written file",
-                    value: path.display().to_string(),
+                    value: f.path.display().to_string(),
                     detail: format!("not at its canonical path {}", target.display()),
                 });
             }
-            let len = file_len(path)?;
-            if len != hash.bytes {
+            let len = file_len(&f.path)?;
+            if len != f.hash.bytes {
                 return Err(StoreError::Changed {
-                    path: path.clone(),
-                    what: format!("{len} bytes, written {}", hash.bytes),
+                    path: f.path.clone(),
+                    what: format!("{len} bytes, written {}", f.hash.bytes),
                 });
             }
+            if !f.tensors_verified {
+                let src = open(&f.path)?;
+                check_format(&f.path, f.format, src.format())?;
+                let t = TensorTable::of(src.as_ref(), self.jobs, progress)?;
+                if let Some(detail) = table.difference(&t) {
+                    return Err(StoreError::ContentMismatch {
+                        path: f.path.clone(),
+                        other: format!("the tensors of {model}:{version}"),
+                        detail,
+                    });
+                }
+            }
             prepared.push(Prepared {
-                format: *format,
+                format: f.format,
                 staged: None,
-                hash: hash.clone(),
-                source: source.clone(),
+                hash: f.hash.clone(),
+                source: f.source.clone(),
             });
         }
         self.precheck(model, version, table, opts)?;
