@@ -17,7 +17,7 @@ use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{ok, ok_json, tantra};
+use common::{create_samples, ok_json, tantra};
 
 /// A pty: the master as a file, the slave as an fd to hand to the child.
 fn open_pty() -> (File, OwnedFd) {
@@ -136,16 +136,7 @@ impl Session {
 fn interactive_run_answers_each_line_and_ends_on_bye_or_eof() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("Model");
-    ok(&tantra(
-        &root,
-        &[
-            "create-sample-weights",
-            "--models",
-            "mamba",
-            "--formats",
-            "safetensors",
-        ],
-    ));
+    create_samples(&root, "mamba", "safetensors");
     // What a one-shot (greedy) run generates for the prompt the session will get.
     let one_shot = ok_json(&tantra(
         &root,

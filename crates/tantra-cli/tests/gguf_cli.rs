@@ -7,7 +7,7 @@ use serde_json::Value as J;
 
 mod common;
 
-use common::{fails_with, fixtures, ok, ok_json, s, tantra, tantra_bare};
+use common::{create_samples, fails_with, fixtures, ok, ok_json, s, tantra, tantra_bare};
 
 #[test]
 fn inspect_shows_ggml_types_and_summarizes_long_arrays() {
@@ -94,16 +94,7 @@ fn hostile_gguf_is_refused_with_the_rule() {
 #[test]
 fn export_gguf_writes_a_mamba_that_runs() {
     let root = tempfile::tempdir().unwrap();
-    ok(&tantra(
-        root.path(),
-        &[
-            "create-sample-weights",
-            "--models",
-            "mamba",
-            "--formats",
-            "safetensors",
-        ],
-    ));
+    create_samples(root.path(), "mamba", "safetensors");
     let out = root.path().join("m.gguf");
     ok(&tantra(root.path(), &["export-gguf", "mamba", s(&out)]));
     let j = ok_json(&tantra_bare(&["inspect", "--json", s(&out)]));

@@ -10,7 +10,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
-use common::{assert_exit, bin, fails_with, ok, ok_json, s, stderr, tantra, write_weights};
+use common::{
+    assert_exit, bin, create_samples, fails_with, ok, ok_json, s, stderr, tantra, write_weights,
+};
 use tantra_formats::{MemorySource, OutputFormat};
 
 fn weights(dir: &Path, seed: u32, format: OutputFormat) -> PathBuf {
@@ -183,16 +185,7 @@ fn unknown_models_are_errors_everywhere() {
 fn run_reads_the_prompt_from_stdin() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("Model");
-    ok(&tantra(
-        &root,
-        &[
-            "create-sample-weights",
-            "--models",
-            "mamba",
-            "--formats",
-            "safetensors",
-        ],
-    ));
+    create_samples(&root, "mamba", "safetensors");
     let mut child = bin()
         .args(["--root", s(&root), "run", "mamba:sample_small", "--json"])
         .args(["--max-new-tokens", "3"])

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{fails_with, ok, ok_json, s, stderr, tantra};
+use common::{create_samples, fails_with, ok, ok_json, s, stderr, tantra};
 
 fn config(root: &std::path::Path) -> serde_json::Value {
     let text = std::fs::read_to_string(root.join("configs/mamba/sample_small.json")).unwrap();
@@ -17,16 +17,7 @@ fn config(root: &std::path::Path) -> serde_json::Value {
 fn config_edits_are_checked() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("Model");
-    ok(&tantra(
-        &root,
-        &[
-            "create-sample-weights",
-            "--models",
-            "mamba",
-            "--formats",
-            "safetensors",
-        ],
-    ));
+    create_samples(&root, "mamba", "safetensors");
     let before = config(&root);
     let set = |args: &[&str]| {
         let mut a = vec!["config", "set", "mamba", "sample_small"];
@@ -71,16 +62,7 @@ fn config_edits_are_checked() {
 fn nested_config_edits_are_checked() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("Model");
-    ok(&tantra(
-        &root,
-        &[
-            "create-sample-weights",
-            "--models",
-            "mamba_multimodal,ocr_native",
-            "--formats",
-            "safetensors",
-        ],
-    ));
+    create_samples(&root, "mamba_multimodal,ocr_native", "safetensors");
     let path = root.join("configs/mamba_multimodal/sample_small.json");
     let read = || -> serde_json::Value {
         serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()

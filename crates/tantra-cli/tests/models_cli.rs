@@ -8,7 +8,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{fixtures, ok, ok_json, registry, stderr, tantra};
+use common::{create_samples, fixtures, ok, ok_json, registry, stderr, tantra};
 use serde_json::Value as J;
 
 /// The content digest the store recorded for (model, version).
@@ -22,16 +22,7 @@ fn content(root: &Path, model: &str, version: &str) -> String {
 #[test]
 fn create_sample_weights_prints_the_statistics_table() {
     let root = tempfile::tempdir().unwrap();
-    let out = ok(&tantra(
-        root.path(),
-        &[
-            "create-sample-weights",
-            "--models",
-            "ocr_native,mamba",
-            "--formats",
-            "safetensors,pt",
-        ],
-    ));
+    let out = create_samples(root.path(), "ocr_native,mamba", "safetensors,pt");
     let lines: Vec<&str> = out.lines().collect();
     assert!(lines[0].starts_with("model"), "{out}");
     assert!(lines[0].contains("parameters") && lines[0].contains("safetensors"));
@@ -76,16 +67,7 @@ fn create_sample_weights_prints_the_statistics_table() {
 #[test]
 fn export_then_import_round_trips() {
     let root = tempfile::tempdir().unwrap();
-    ok(&tantra(
-        root.path(),
-        &[
-            "create-sample-weights",
-            "--models",
-            "mamba",
-            "--formats",
-            "safetensors",
-        ],
-    ));
+    create_samples(root.path(), "mamba", "safetensors");
     let out_dir = tempfile::tempdir().unwrap();
     let hf = out_dir.path().join("hf");
     let hf_s = hf.to_str().unwrap();

@@ -58,16 +58,7 @@ fn unique(name: &str) -> String {
 fn root_with_remote(g: &Garage, prefix: &str, dir: &Path, weights: bool) -> PathBuf {
     let root = dir.to_path_buf();
     if weights {
-        ok(&tantra(
-            &root,
-            &[
-                "create-sample-weights",
-                "--models",
-                "mamba",
-                "--formats",
-                "all",
-            ],
-        ));
+        create_samples(&root, "mamba", "all");
     }
     ok(&tantra(
         &root,

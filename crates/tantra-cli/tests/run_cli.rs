@@ -5,49 +5,12 @@
 // Test helpers unwrap: a failure there is a failed test.
 #![allow(clippy::unwrap_used)]
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
+use std::path::Path;
+
+use common::{create_samples, fails_with, fixtures, ok, ok_json, tantra};
 use serde_json::Value as J;
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")
-}
-
-fn tantra(root: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tantra"))
-        .arg("--root")
-        .arg(root)
-        .args(args)
-        .env_remove("TANTRA_ROOT")
-        .output()
-        .expect("run tantra")
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "tantra failed: {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn json(out: &Output) -> J {
-    serde_json::from_str(&ok(out)).unwrap()
-}
-
-fn fails_with(out: &Output, needle: &str) {
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains(needle), "{err}");
-}
 
 fn ids(j: &J) -> Vec<u64> {
     j.as_array()
@@ -141,7 +104,7 @@ fn hf_directory_matches_transformers() {
                 "--dump-logits",
             ],
         );
-        let j = json(&out);
+        let j = ok_json(&out);
         assert_eq!(j["output_ids"], reference["greedy_ids"], "{form}");
         assert_eq!(j["input_ids"], reference["input_ids"]);
         assert!(j["text"].is_null(), "not a byte-level vocabulary: no text");
@@ -202,16 +165,11 @@ fn hf_directory_matches_transformers() {
 #[test]
 fn sample_models_run_from_the_root() {
     let root = tempfile::tempdir().unwrap();
-    ok(&tantra(
+    create_samples(
         root.path(),
-        &[
-            "create-sample-weights",
-            "--models",
-            "mamba,mamba_multimodal,ocr_native",
-            "--formats",
-            "safetensors,pt",
-        ],
-    ));
+        "mamba,mamba_multimodal,ocr_native",
+        "safetensors,pt",
+    );
 
     // Text: byte-level prompt with <bos>, greedy, same result from either format.
     let run_text = |extra: &[&str]| {
@@ -225,7 +183,7 @@ fn sample_models_run_from_the_root() {
             "--json",
         ];
         args.extend_from_slice(extra);
-        json(&tantra(root.path(), &args))
+        ok_json(&tantra(root.path(), &args))
     };
     let a = run_text(&[]);
     assert_eq!(ids(&a["input_ids"]), vec![257, 104, 105]);
@@ -270,7 +228,7 @@ fn sample_models_run_from_the_root() {
     .unwrap();
     std::fs::write(&img2, png(40, 30, |x, _| [255 - (x * 6) as u8, 0, 0])).unwrap();
     let mm = |img: &Path| {
-        json(&tantra(
+        ok_json(&tantra(
             root.path(),
             &[
                 "run",
@@ -305,7 +263,7 @@ fn sample_models_run_from_the_root() {
         png(64, 32, |x, _| if x % 5 == 0 { [0; 3] } else { [255; 3] }),
     )
     .unwrap();
-    let o = json(&tantra(
+    let o = ok_json(&tantra(
         root.path(),
         &[
             "run",
@@ -365,16 +323,11 @@ fn sample_models_run_from_the_root() {
 #[test]
 fn every_model_runs_at_every_dtype() {
     let root = tempfile::tempdir().unwrap();
-    ok(&tantra(
+    create_samples(
         root.path(),
-        &[
-            "create-sample-weights",
-            "--models",
-            "mamba,mamba_multimodal,ocr_native",
-            "--formats",
-            "safetensors",
-        ],
-    ));
+        "mamba,mamba_multimodal,ocr_native",
+        "safetensors",
+    );
     let img = root.path().join("img.png");
     std::fs::write(&img, png(64, 32, |x, y| [(x * 4) as u8, (y * 8) as u8, 90])).unwrap();
     let img = img.to_str().unwrap();
@@ -397,7 +350,7 @@ fn every_model_runs_at_every_dtype() {
         let mut v = vec!["run"];
         v.extend_from_slice(args);
         v.extend_from_slice(&["--json", "--dtype", dtype, "--threads", "2"]);
-        let j = json(&tantra(root.path(), &v));
+        let j = ok_json(&tantra(root.path(), &v));
         assert_eq!(j["dtype"], dtype);
         j
     };

@@ -32,6 +32,21 @@ pub fn tantra(root: &Path, args: &[&str]) -> Output {
         .expect("run tantra")
 }
 
+/// `tantra create-sample-weights --models MODELS --formats FORMATS` into `root`, which must
+/// succeed; returns what it printed.
+pub fn create_samples(root: &Path, models: &str, formats: &str) -> String {
+    ok(&tantra(
+        root,
+        &[
+            "create-sample-weights",
+            "--models",
+            models,
+            "--formats",
+            formats,
+        ],
+    ))
+}
+
 /// Runs `tantra ARGS...` (no `--root`) to completion.
 pub fn tantra_bare(args: &[&str]) -> Output {
     bin().args(args).output().expect("run tantra")
