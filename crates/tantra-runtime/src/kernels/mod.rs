@@ -154,6 +154,34 @@ pub(crate) fn add_bias(ys: &mut [f32], bias: &[f32]) {
     }
 }
 
+/// Copies a matrix-matrix product computed in row bands into `ys` (`[n][rows_n]`). The
+/// scratch holds the bands one after another, each laid out `[t][row in band]` (that is what
+/// lets parallel tasks write disjoint slices); band `b` covers rows `b * per ..`.
+fn scatter_bands(scratch: &[f32], per: usize, n: usize, rows_n: usize, ys: &mut [f32]) {
+    for (b, band) in scratch.chunks(per * n).enumerate() {
+        let r0 = b * per;
+        let band_rows = band.len() / n;
+        for t in 0..n {
+            ys[t * rows_n + r0..t * rows_n + r0 + band_rows]
+                .copy_from_slice(&band[t * band_rows..(t + 1) * band_rows]);
+        }
+    }
+}
+
+/// Deterministic values in [-1, 1) for the kernels' tests (xorshift).
+#[cfg(test)]
+fn test_data(n: usize, seed: u32) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(2654435761).wrapping_add(1);
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 17;
+            s ^= s << 5;
+            (s % 2000) as f32 / 1000.0 - 1.0
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

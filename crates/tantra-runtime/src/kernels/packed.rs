@@ -460,7 +460,6 @@ impl<W: Elem> Packed<W> {
         // strided column band of `ys`, so tasks write a scratch laid out
         // [band][t][row in band] (disjoint slices) that is copied over afterwards.
         let per = rows_per_task(rows_n, cols, n).min(block_rows);
-        let bands = rows_n.div_ceil(per);
         let mut scratch = vec![0.0f32; rows_n * n];
         scratch
             .par_chunks_mut(per * n)
@@ -469,20 +468,13 @@ impl<W: Elem> Packed<W> {
                 let band_rows = wb.len() / cols;
                 tile(wb, cols, xs, band_rows, out, 0);
             });
-        for b in 0..bands {
-            let r0 = b * per;
-            let band_rows = per.min(rows_n - r0);
-            let band = &scratch[r0 * n..r0 * n + band_rows * n];
-            for t in 0..n {
-                ys[t * rows_n + r0..t * rows_n + r0 + band_rows]
-                    .copy_from_slice(&band[t * band_rows..(t + 1) * band_rows]);
-            }
-        }
+        super::scatter_bands(&scratch, per, n, rows_n, ys);
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_data as data;
     use super::*;
 
     fn naive(w: &[f32], cols: usize, x: &[f32]) -> Vec<f32> {
@@ -492,18 +484,6 @@ mod tests {
                     .zip(x)
                     .map(|(a, b)| (*a as f64) * (*b as f64))
                     .sum::<f64>() as f32
-            })
-            .collect()
-    }
-
-    fn data(n: usize, seed: u32) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(2654435761).wrapping_add(1);
-        (0..n)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 17;
-                s ^= s << 5;
-                (s % 2000) as f32 / 1000.0 - 1.0
             })
             .collect()
     }

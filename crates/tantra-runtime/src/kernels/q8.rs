@@ -300,32 +300,14 @@ impl Q8Matrix {
                     self.rows_into(r0, &xin, t, &mut out[t * band_rows..(t + 1) * band_rows]);
                 }
             });
-        for (b, band) in scratch.chunks(per * n).enumerate() {
-            let r0 = b * per;
-            let band_rows = band.len() / n;
-            for t in 0..n {
-                ys[t * rows_n + r0..t * rows_n + r0 + band_rows]
-                    .copy_from_slice(&band[t * band_rows..(t + 1) * band_rows]);
-            }
-        }
+        super::scatter_bands(&scratch, per, n, rows_n, ys);
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_data as data;
     use super::*;
-
-    fn data(n: usize, seed: u32) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(2654435761).wrapping_add(1);
-        (0..n)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 17;
-                s ^= s << 5;
-                (s % 2000) as f32 / 1000.0 - 1.0
-            })
-            .collect()
-    }
 
     #[test]
     fn quantize_round_trips_within_half_a_step() {
