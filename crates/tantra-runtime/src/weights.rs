@@ -135,15 +135,20 @@ impl<'a> Weights<'a> {
         Some(self.sources[s].tensors()[i].dtype)
     }
 
-    /// The bits of a BF16 tensor, checked for shape and finiteness like [`Weights::get`].
-    fn read_bf16_bits(&self, name: &str, rows: usize, cols: usize) -> Result<Vec<u16>> {
+    /// The file holding tensor `name` and its index there.
+    fn locate(&self, name: &str) -> Result<(&'a dyn TensorSource, usize)> {
         let &(s, i) = self
             .by_name
             .get(name)
             .ok_or_else(|| RuntimeError::MissingTensor {
                 name: name.to_string(),
             })?;
-        let src = self.sources[s];
+        Ok((self.sources[s], i))
+    }
+
+    /// The bits of a BF16 tensor, checked for shape and finiteness like [`Weights::get`].
+    fn read_bf16_bits(&self, name: &str, rows: usize, cols: usize) -> Result<Vec<u16>> {
+        let (src, i) = self.locate(name)?;
         let info = &src.tensors()[i];
         if info.shape != [rows as u64, cols as u64] {
             return Err(RuntimeError::Shape {
@@ -187,13 +192,7 @@ impl<'a> Weights<'a> {
     /// Reads tensor `name` into `values` (cleared first) after checking its shape against
     /// `shapes`; checks the values are finite and marks the tensor used.
     fn read_checked(&self, name: &str, shapes: &[&[usize]], values: &mut Vec<f32>) -> Result<()> {
-        let &(s, i) = self
-            .by_name
-            .get(name)
-            .ok_or_else(|| RuntimeError::MissingTensor {
-                name: name.to_string(),
-            })?;
-        let src = self.sources[s];
+        let (src, i) = self.locate(name)?;
         let info = &src.tensors()[i];
         let matches = |want: &[usize]| {
             want.len() == info.shape.len()
