@@ -66,17 +66,14 @@ pub enum RuntimeError {
     #[error("tensor {name:?} holds a non-finite value at element {index}")]
     NonFinite { name: String, index: usize },
 
-    /// A directory holds no weights the runtime can read.
-    #[error("{dir}: no weights found (expected model.safetensors, model.safetensors.index.json, pytorch_model.bin or pytorch_model.bin.index.json)")]
-    NoWeights { dir: PathBuf },
+    /// A checkpoint's files could not be found or named (no weights in a directory, a shard
+    /// index naming a file outside it): [`tantra_models::OpenError`] as it is.
+    #[error(transparent)]
+    Open(tantra_models::OpenError),
 
     /// A directory has no `config.json`.
     #[error("{dir}: no config.json (a Hugging Face model directory needs one)")]
     NoConfig { dir: PathBuf },
-
-    /// A shard index names a file outside its directory, or a file that does not exist.
-    #[error("{index}: shard {shard:?} is not a plain file name in that directory")]
-    BadShardName { index: PathBuf, shard: String },
 
     /// A token id outside the vocabulary.
     #[error("token id {id} is outside the vocabulary (size {vocab_size})")]
@@ -139,8 +136,7 @@ impl From<tantra_models::OpenError> for RuntimeError {
             O::Io { path, source } => RuntimeError::Io { path, source },
             O::Json { path, source } => RuntimeError::Json { path, source },
             O::MissingTensor { name } => RuntimeError::MissingTensor { name },
-            O::NoWeights { dir } => RuntimeError::NoWeights { dir },
-            O::BadShardName { index, shard } => RuntimeError::BadShardName { index, shard },
+            other @ (O::NoWeights { .. } | O::BadShardName { .. }) => RuntimeError::Open(other),
         }
     }
 }

@@ -128,7 +128,7 @@ impl LoadedModel {
     /// or, for Mamba, from the tensor shapes). `expected` refuses another architecture.
     ///
     /// # Errors
-    /// [`RuntimeError::NoConfig`], [`RuntimeError::NoWeights`], a config of another
+    /// [`RuntimeError::NoConfig`], no weights ([`tantra_models::OpenError::NoWeights`]), a config of another
     /// architecture, read errors, or any load error of the model.
     pub fn from_path(path: &Path, expected: Option<Architecture>) -> Result<Self> {
         Self::from_path_as(path, expected, Precision::F32)

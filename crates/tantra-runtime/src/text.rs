@@ -92,7 +92,7 @@ impl MambaRuntime {
     ///
     /// # Errors
     /// [`RuntimeError::NoConfig`] for a directory without `config.json`,
-    /// [`RuntimeError::NoWeights`], a read error, a config of another architecture, or any
+    /// no weights ([`tantra_models::OpenError::NoWeights`]), a read error, a config of another architecture, or any
     /// load error of [`MambaModel::load`].
     pub fn from_path(path: &Path) -> Result<Self> {
         Self::from_path_as(path, Precision::F32)

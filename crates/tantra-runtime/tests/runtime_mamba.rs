@@ -371,7 +371,9 @@ fn shard_indexes_are_checked() {
     std::fs::write(&path, bad).unwrap();
     assert!(matches!(
         MambaRuntime::from_path(dir.path()),
-        Err(RuntimeError::BadShardName { .. })
+        Err(RuntimeError::Open(
+            tantra_models::OpenError::BadShardName { .. }
+        ))
     ));
 
     // A tensor the index places in a shard that does not hold it.
