@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use tantra_remote::config::{RemoteDef, Remotes};
 
-use crate::table::{human_bytes, render};
+use crate::table::render;
 
 #[derive(clap::Subcommand)]
 pub enum Action {
@@ -112,7 +112,6 @@ fn list(a: ListArgs, root: &Path) -> anyhow::Result<ExitCode> {
             &rows
         )
     );
-    let _ = human_bytes;
     Ok(ExitCode::SUCCESS)
 }
 
