@@ -19,6 +19,17 @@ fn small(seed: u32) -> MemorySource {
     m
 }
 
+/// Nanoseconds this thread has run on a CPU (Linux `schedstat`): on a shared machine, time
+/// spent waiting for a core is not the registry's cost. `None` elsewhere.
+fn on_cpu_ns() -> Option<u64> {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -34,7 +45,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     } else {
         sizes
     };
-    println!("versions  register (median of 7)  parse  clone  write  registry bytes");
+    let reps: u32 = std::env::var("REPS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(7);
+    println!("versions  register (median of {reps})  on cpu  parse  clone  write  registry bytes");
     for n in sizes {
         let dir = tempfile::tempdir()?;
         let wm = WeightManager::open(dir.path().join("Model"))?;
@@ -68,12 +83,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         reg.save(&wm.registry_path())?;
         let bytes = std::fs::metadata(wm.registry_path())?.len();
         let mut times = Vec::new();
-        let reps: u32 = std::env::var("REPS")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(7);
+        let mut cpu = Vec::new();
         for k in 0..reps {
-            let t = Instant::now();
+            let (t, c) = (Instant::now(), on_cpu_ns());
             wm.register_source(
                 &small(1000 + k),
                 "m",
@@ -86,6 +98,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 &NoProgress,
             )?;
             times.push(t.elapsed().as_secs_f64() * 1e3);
+            if let (Some(a), Some(b)) = (c, on_cpu_ns()) {
+                cpu.push((b - a) as f64 / 1e6);
+            }
         }
         let raw = std::fs::read(wm.registry_path())?;
         let t = Instant::now();
@@ -98,8 +113,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let out = cloned.to_bytes();
         let write = t.elapsed().as_secs_f64() * 1e3;
         println!(
-            "{n:>8}  {:>10.1} ms             {parse:>5.1}  {clone:>5.1}  {write:>5.1}  {}",
+            "{n:>8}  {:>10.1} ms            {:>6.1}  {parse:>5.1}  {clone:>5.1}  {write:>5.1}  {}",
             median(times),
+            if cpu.is_empty() {
+                f64::NAN
+            } else {
+                median(cpu)
+            },
             out.len().max(bytes as usize)
         );
     }

@@ -424,8 +424,14 @@ impl WeightManager {
             }
             for t in &snap.tags {
                 if let Some(m) = plan.registry.models.get_mut(model) {
-                    for (v, rec) in m.versions.iter_mut() {
-                        if v != version && rec.tags.contains(t) {
+                    let holders: Vec<String> = m
+                        .versions
+                        .iter()
+                        .filter(|(v, rec)| *v != version && rec.tags.contains(t))
+                        .map(|(v, _)| v.clone())
+                        .collect();
+                    for v in holders {
+                        if let Some(rec) = m.versions.get_mut(&v) {
                             std::sync::Arc::make_mut(rec).tags.retain(|x| x != t);
                         }
                     }

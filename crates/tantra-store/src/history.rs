@@ -15,7 +15,11 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
-use crate::registry::{Registry, VersionRecord};
+use std::sync::Arc;
+
+use imbl::ordmap::DiffItem;
+
+use crate::registry::{Registry, VersionRecord, Versions};
 
 /// The history's file name under the root.
 pub const HISTORY_FILE: &str = "history.jsonl";
@@ -131,31 +135,24 @@ pub fn current_user() -> String {
     "unknown".into()
 }
 
-/// The keys of two sorted maps in order, with each map's value for it.
-fn merge_join<'a, V>(
-    a: &'a BTreeMap<String, V>,
-    b: &'a BTreeMap<String, V>,
-) -> Vec<(&'a String, Option<&'a V>, Option<&'a V>)> {
-    let mut out = Vec::with_capacity(a.len().max(b.len()));
-    let (mut ai, mut bi) = (a.iter().peekable(), b.iter().peekable());
-    loop {
-        let order = match (ai.peek(), bi.peek()) {
-            (None, None) => break,
-            (Some(_), None) => std::cmp::Ordering::Less,
-            (None, Some(_)) => std::cmp::Ordering::Greater,
-            (Some((ka, _)), Some((kb, _))) => ka.cmp(kb),
-        };
-        let row = match order {
-            std::cmp::Ordering::Less => ai.next().map(|(k, v)| (k, Some(v), None)),
-            std::cmp::Ordering::Greater => bi.next().map(|(k, v)| (k, None, Some(v))),
-            std::cmp::Ordering::Equal => match (ai.next(), bi.next()) {
-                (Some((k, va)), Some((_, vb))) => Some((k, Some(va), Some(vb))),
-                _ => None,
-            },
-        };
-        out.extend(row);
-    }
-    out
+/// The versions that differ between two generations of a model, in name order, with each
+/// generation's record. Subtrees the two share are skipped, not walked
+/// ([`imbl::OrdMap::diff`]).
+fn changed<'a>(
+    a: &'a Versions,
+    b: &'a Versions,
+) -> impl Iterator<
+    Item = (
+        &'a String,
+        Option<&'a Arc<VersionRecord>>,
+        Option<&'a Arc<VersionRecord>>,
+    ),
+> {
+    a.diff(b).map(|d| match d {
+        DiffItem::Add(k, v) => (k, None, Some(v)),
+        DiffItem::Update { old, new } => (old.0, Some(old.1), Some(new.1)),
+        DiffItem::Remove(k, v) => (k, Some(v), None),
+    })
 }
 
 /// What changed from `old` to `new`, in words and as after-states for replay.
@@ -163,7 +160,7 @@ pub fn diff(old: &Registry, new: &Registry) -> (Vec<Change>, Vec<VersionAfter>, 
     let mut changes = Vec::new();
     let mut after = Vec::new();
     let mut defaults = Vec::new();
-    let empty = BTreeMap::new();
+    let empty = Versions::new();
     let models: std::collections::BTreeSet<&String> =
         old.models.keys().chain(new.models.keys()).collect();
     for m in models {
@@ -171,7 +168,7 @@ pub fn diff(old: &Registry, new: &Registry) -> (Vec<Change>, Vec<VersionAfter>, 
         let nm = new.models.get(m);
         let ov = om.map(|x| &x.versions).unwrap_or(&empty);
         let nv = nm.map(|x| &x.versions).unwrap_or(&empty);
-        for (v, a, b) in merge_join(ov, nv) {
+        for (v, a, b) in changed(ov, nv) {
             // Shared records (`Arc`) compare by pointer first: a registry of 10,000 versions
             // is diffed in a walk over two sorted maps, not 10,000 deep comparisons.
             if a == b {

@@ -23,6 +23,9 @@ use crate::error::{Result, StoreError};
 use crate::names::weight_file_name;
 use crate::registry::{FormatRecord, ModelRecord, Registry, Source, VersionRecord};
 
+mod lookup;
+use lookup::Lookup;
+
 /// Where a placed file's bytes come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum PlaceFrom {
@@ -67,6 +70,9 @@ pub(crate) struct Plan {
     /// after publishing instead of unlinked (damaged files that `repair` replaces).
     pub quarantine: Vec<String>,
     pub renames: Vec<Rename>,
+    /// `MODEL:VERSION` of the other versions that hold the weights being registered (found
+    /// while planning a registration; empty otherwise).
+    pub duplicates: Vec<String>,
 }
 
 impl Plan {
@@ -78,6 +84,7 @@ impl Plan {
             retire: Vec::new(),
             quarantine: Vec::new(),
             renames: Vec::new(),
+            duplicates: Vec::new(),
         }
     }
 
@@ -166,16 +173,16 @@ pub(crate) fn canonical_rel(model: &str, version: &str, format: OutputFormat) ->
     format!("weights/{}", weight_file_name(model, version, format))
 }
 
-/// A root-relative path for (model, version, format) that `reg` does not name and that is not
-/// in `taken`: the canonical one if free, else `<stem>.<n>.<ext>`.
+/// A root-relative path for (model, version, format) that the registry does not name and
+/// that is not in `taken`: the canonical one if free, else `<stem>.<n>.<ext>`.
 fn free_rel(
-    reg: &Registry,
+    files: &Lookup<'_>,
     taken: &[String],
     model: &str,
     version: &str,
     format: OutputFormat,
 ) -> String {
-    let used = |r: &str| reg.owner_of(r).is_some() || taken.iter().any(|t| t == r);
+    let used = |r: &str| files.owner_of(r).is_some() || taken.iter().any(|t| t == r);
     free_name(model, version, format, used)
 }
 
@@ -228,18 +235,6 @@ pub(crate) fn weights_backup(
     }
 }
 
-/// A registered file elsewhere in `reg` holding exactly these bytes: `(MODEL:VERSION, rel)`.
-fn same_bytes(reg: &Registry, sha256: &str, bytes: u64) -> Option<(String, String)> {
-    reg.models.iter().find_map(|(m, model)| {
-        model.versions.iter().find_map(|(v, ver)| {
-            ver.formats
-                .values()
-                .find(|r| r.sha256 == sha256 && r.bytes == bytes)
-                .map(|r| (format!("{m}:{v}"), r.path.clone()))
-        })
-    })
-}
-
 /// Plans a registration. Returns the plan and what happens to each file.
 ///
 /// # Errors
@@ -252,9 +247,10 @@ pub(crate) fn plan_register(
     req: &RegisterRequest,
 ) -> Result<(Plan, Vec<PlacedFile>)> {
     let (model, version) = (req.model.as_str(), req.version.as_str());
+    let files = Lookup::new(cur, req);
     for f in &req.files {
         let rel = canonical_rel(model, version, f.format);
-        if let Some((m, v, ff)) = cur.owner_of(&rel) {
+        if let Some((m, v, ff)) = files.owner_of(&rel) {
             if (m, v, ff) != (model, version, f.format.name()) {
                 return Err(StoreError::NameCollision {
                     path: rel.into(),
@@ -279,6 +275,7 @@ pub(crate) fn plan_register(
         _ => false,
     };
     let mut plan = Plan::new(cur.clone());
+    plan.duplicates = files.same_content(model, version);
     let mut report = Vec::new();
     let mut records: BTreeMap<String, FormatRecord> = match (&existing, replacing) {
         (Some(v), false) => v.formats.clone(),
@@ -335,13 +332,13 @@ pub(crate) fn plan_register(
             action = FileAction::Replaced;
         }
         let (rel, from) = if f.staged {
-            let rel = free_rel(cur, &taken, model, version, f.format);
+            let rel = free_rel(&files, &taken, model, version, f.format);
             (rel, PlaceFrom::Staged(i))
         } else {
             (canonical.clone(), PlaceFrom::InPlace)
         };
         let mut same_as = None;
-        let from = match (from, same_bytes(cur, &f.sha256, f.bytes)) {
+        let from = match (from, files.same_bytes(&f.sha256, f.bytes)) {
             (PlaceFrom::Staged(_), Some((who, src))) if !plan.retire.contains(&src) => {
                 same_as = Some(who);
                 PlaceFrom::Link(src)
@@ -427,10 +424,16 @@ pub(crate) fn plan_register(
 
 /// Removes `tag` from every version of `model` but `keep` (a tag names one version).
 fn tag_in_model(model: &mut ModelRecord, keep: &str, tag: &str) {
-    for (v, rec) in model.versions.iter_mut() {
-        // Only the records that change are copied (the others stay shared with the
-        // current registry).
-        if v != keep && rec.tags.iter().any(|t| t == tag) {
+    // Only the records that change are copied (the others, and the tree nodes that hold
+    // only them, stay shared with the current registry).
+    let holders: Vec<String> = model
+        .versions
+        .iter()
+        .filter(|(v, rec)| *v != keep && rec.tags.iter().any(|t| t == tag))
+        .map(|(v, _)| v.clone())
+        .collect();
+    for v in holders {
+        if let Some(rec) = model.versions.get_mut(&v) {
             std::sync::Arc::make_mut(rec).tags.retain(|t| t != tag);
         }
     }

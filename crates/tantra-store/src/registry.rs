@@ -29,6 +29,14 @@ pub const SCHEMA: u64 = 1;
 /// Fields a record does not know, kept as they were.
 pub type Extra = serde_json::Map<String, serde_json::Value>;
 
+/// A model's versions by name: a persistent ordered map (a B-tree whose nodes are shared
+/// between copies). Every change of the registry is planned on a copy of the current one and
+/// compared with it for the history; with 10,000 versions a `BTreeMap` made each of those a
+/// walk over every entry (a clone allocated every name again, a comparison visited every
+/// record), while here a copy is one pointer, a change copies the path to one leaf, and
+/// [`imbl::OrdMap::diff`] skips the subtrees two generations share.
+pub type Versions = imbl::OrdMap<String, Arc<VersionRecord>>;
+
 /// The whole registry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Registry {
@@ -59,11 +67,11 @@ impl Default for Registry {
 pub struct ModelRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default: Option<String>,
-    /// Shared records: cloning a registry of 10,000 versions (every plan starts from a copy
-    /// of the current one) copies pointers, and comparing two generations skips the records
-    /// they share.
+    /// Shared records in a shared tree ([`Versions`]): copying a registry of 10,000
+    /// versions (every plan starts from a copy of the current one) copies a pointer, and
+    /// comparing two generations skips what they share.
     #[serde(default)]
-    pub versions: BTreeMap<String, Arc<VersionRecord>>,
+    pub versions: Versions,
     #[serde(flatten)]
     pub extra: Extra,
 }

@@ -253,7 +253,15 @@ impl WeightManager {
             }
         }
         for model in reg.models.values_mut() {
-            model.versions.retain(|_, v| !v.formats.is_empty());
+            let empty: Vec<String> = model
+                .versions
+                .iter()
+                .filter(|(_, v)| v.formats.is_empty())
+                .map(|(k, _)| k.clone())
+                .collect();
+            for k in empty {
+                model.versions.remove(&k);
+            }
             if model
                 .default
                 .as_ref()

@@ -503,13 +503,14 @@ impl WeightManager {
         };
         let lock = self.lock()?;
         let current = self.registry_shared()?;
-        let (plan, mut files) = plan_register(&current, &req)?;
+        let (mut plan, mut files) = plan_register(&current, &req)?;
         let is_default = plan
             .registry
             .models
             .get(model)
             .is_some_and(|m| m.default.as_deref() == Some(version));
         let renames = plan.renames.clone();
+        let duplicates = std::mem::take(&mut plan.duplicates);
         let applied = self.apply(&lock, &current, plan, staged, &[table])?;
         drop(lock);
         // Files placed under an alternate name were moved to their canonical one if they could.
@@ -525,14 +526,6 @@ impl WeightManager {
                 }
             }
         }
-        let duplicates = applied
-            .registry
-            .models
-            .iter()
-            .flat_map(|(m, mr)| mr.versions.iter().map(move |(v, vr)| (m, v, vr)))
-            .filter(|(m, v, vr)| vr.content == table.content && !(*m == model && *v == version))
-            .map(|(m, v, _)| format!("{m}:{v}"))
-            .collect();
         Ok(RegisterReport {
             duplicates,
             model: model.into(),
