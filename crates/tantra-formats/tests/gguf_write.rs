@@ -162,6 +162,7 @@ fn convert_writes_verifies_and_reports_the_error() {
         target: TargetType::Q4_0,
         force: false,
         verify: true,
+        ..Default::default()
     };
     let r = convert_to_gguf(&input, &out, &opts, &NoProgress).unwrap();
     assert!(r.verified);
@@ -190,6 +191,7 @@ fn convert_writes_verifies_and_reports_the_error() {
         target: TargetType::Keep,
         force: false,
         verify: true,
+        ..Default::default()
     };
     convert_to_gguf(&out, &again, &opts, &NoProgress).unwrap();
     let g = GgufFile::open(&again).unwrap();

@@ -20,7 +20,7 @@
 use std::path::Path;
 
 use tantra_formats::gguf::write::{write_gguf_file, Written};
-use tantra_formats::gguf::{GgufFile, GgufOptions, MetaArray, MetaValue};
+use tantra_formats::gguf::{GgufFile, GgufOptions, KeepF32, MetaArray, MetaValue};
 use tantra_formats::{DType, FormatError, MemorySource, Progress, TensorInfo, TensorSource};
 
 use tantra_store::{ConfigManager, WeightManager};
@@ -224,7 +224,13 @@ pub fn export_gguf(
 ) -> Result<(u64, Written), FormatError> {
     let tensors = mamba_tensors(config, src)?;
     let kv = mamba_kv(config, name);
-    write_gguf_file(&tensors, Some(&kv), output, options, progress)
+    // The tensors llama.cpp's own converter keeps F32 stay F32 at every target: its CPU
+    // `ssm_conv` takes an F32 `ssm_conv1d` only.
+    let options = GgufOptions {
+        keep_f32: KeepF32::LlamaCpp,
+        ..options.clone()
+    };
+    write_gguf_file(&tensors, Some(&kv), output, &options, progress)
 }
 
 /// What [`export_gguf_from_store`] wrote.

@@ -37,6 +37,7 @@ fn exported_mamba_runs_like_the_original() {
         target: TargetType::Keep,
         force: false,
         verify: true,
+        ..Default::default()
     };
     export_gguf(&config, &mem, "mamba:test", &out, &opts, &NoProgress).unwrap();
 
@@ -82,6 +83,7 @@ fn q8_0_export_quantizes_the_matrices() {
         target: TargetType::Q8_0,
         force: false,
         verify: true,
+        ..Default::default()
     };
     let (_, w) = export_gguf(&config, &mem, "mamba:test", &out, &opts, &NoProgress).unwrap();
     assert!(
@@ -95,4 +97,57 @@ fn q8_0_export_quantizes_the_matrices() {
     assert_eq!(ty("token_embd.weight"), GgmlType::Q8_0);
     assert_eq!(ty("blk.0.ssm_a"), GgmlType::F32);
     assert!(MambaRuntime::from_path(&out).is_ok());
+}
+
+/// A bf16 export stores what llama.cpp's converter keeps F32 (rank-1 tensors, norms,
+/// `ssm_conv1d`, names not ending in `.weight`) as F32, and the rest as BF16: llama.cpp's CPU
+/// `ssm_conv` aborts on a BF16 `ssm_conv1d`.
+#[test]
+fn bf16_export_keeps_what_llama_cpp_needs_in_f32() {
+    let (config, mem) = sample();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("b.gguf");
+    let opts = GgufOptions {
+        target: TargetType::BF16,
+        verify: true,
+        ..Default::default()
+    };
+    export_gguf(&config, &mem, "mamba:test", &out, &opts, &NoProgress).unwrap();
+    let f = GgufFile::open(&out).unwrap();
+    let ty = |n: &str| f.header().tensors[f.find(n).unwrap()].ty;
+    for n in [
+        "blk.0.ssm_in.weight",
+        "blk.0.ssm_x.weight",
+        "blk.0.ssm_dt.weight",
+        "blk.0.ssm_out.weight",
+        "token_embd.weight",
+    ] {
+        assert_eq!(ty(n), GgmlType::BF16, "{n}");
+    }
+    for n in [
+        "blk.0.ssm_conv1d.weight",
+        "blk.0.ssm_conv1d.bias",
+        "blk.0.ssm_dt.bias",
+        "blk.0.ssm_a",
+        "blk.0.ssm_d",
+        "blk.0.attn_norm.weight",
+        "output_norm.weight",
+    ] {
+        assert_eq!(ty(n), GgmlType::F32, "{n}");
+    }
+    // What it reads back as runs; the F32 tensors are the original values exactly.
+    let back = MambaRuntime::from_path(&out).unwrap();
+    let ids = [72u32, 101, 108, 108, 111];
+    let mut s = back.model().new_state();
+    let logits = back.model().forward(&ids, &mut s, Logits::Last).unwrap();
+    assert!(logits.iter().all(|x| x.is_finite()));
+    let conv = mem
+        .tensors()
+        .iter()
+        .position(|t| t.name == "backbone.layers.0.mixer.conv1d.weight")
+        .unwrap();
+    let stored = f
+        .tensor_bytes(f.find("blk.0.ssm_conv1d.weight").unwrap())
+        .unwrap();
+    assert_eq!(stored.as_ref(), mem.tensor_bytes(conv).unwrap().as_ref());
 }

@@ -163,6 +163,7 @@ fn run_gguf(a: Args) -> anyhow::Result<ExitCode> {
         target: a.gguf_type.unwrap_or_default(),
         force: a.force,
         verify: !a.no_verify,
+        ..Default::default()
     };
     let report = convert_to_gguf(&a.input, &a.output, &opts, &Bar::new())?;
     for w in &report.warnings {

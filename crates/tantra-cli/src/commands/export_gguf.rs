@@ -52,6 +52,7 @@ pub fn run(a: Args, root: &Path) -> anyhow::Result<ExitCode> {
         target: a.gguf_type.unwrap_or_default(),
         force: a.force,
         verify: true,
+        ..Default::default()
     };
     let r = export_gguf_from_store(&wm, version, &a.output, &opts, &Bar::new())?;
     let e = r.written.error;

@@ -31,7 +31,7 @@ pub use file::GgufFile;
 pub use parse::{parse_header, GgufTensor, Header};
 pub use types::GgmlType;
 pub use value::{MetaArray, MetaValue};
-pub use write::{convert_to_gguf, write_gguf, GgufConvertReport, GgufOptions, TargetType};
+pub use write::{convert_to_gguf, write_gguf, GgufConvertReport, GgufOptions, KeepF32, TargetType};
 
 /// The file magic.
 pub const MAGIC: [u8; 4] = *b"GGUF";

@@ -195,8 +195,46 @@ pub fn plan_type(info: &TensorInfo, target: TargetType) -> Result<GgmlType, Gguf
     }
 }
 
+/// Which float tensors are stored F32 whatever the target.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum KeepF32 {
+    /// Only those the target cannot hold: under a quantized target, tensors of rank below 2
+    /// or whose rows are not whole blocks (llama-quantize `--pure`).
+    #[default]
+    Pure,
+    /// Also those llama.cpp's own converter (`convert_hf_to_gguf.py`) always stores F32:
+    /// tensors of rank 1 or less, `*_norm.weight`, `*.ssm_conv1d.weight`, and every tensor
+    /// whose name does not end in `.weight` (`ssm_a`, `ssm_d`, biases). llama.cpp's CPU
+    /// kernels for these (`ssm_conv` among them) take F32 only, so a bf16 or f16 file that
+    /// stores them at 16 bits aborts in llama.cpp.
+    LlamaCpp,
+}
+
+impl KeepF32 {
+    fn keeps(self, info: &TensorInfo) -> bool {
+        match self {
+            KeepF32::Pure => false,
+            KeepF32::LlamaCpp => {
+                info.shape.len() <= 1
+                    || info.name.ends_with("_norm.weight")
+                    || info.name.ends_with(".ssm_conv1d.weight")
+                    || !info.name.ends_with(".weight")
+            }
+        }
+    }
+}
+
 /// Lays out `src` under `target`: types, `ne` and offsets.
 pub fn plan(src: &dyn TensorSource, target: TargetType) -> Result<Vec<Planned>, GgufError> {
+    plan_with(src, target, KeepF32::Pure)
+}
+
+/// [`plan`], with the float tensors `keep` names stored F32.
+pub fn plan_with(
+    src: &dyn TensorSource,
+    target: TargetType,
+    keep: KeepF32,
+) -> Result<Vec<Planned>, GgufError> {
     let mut offset = 0u64;
     let mut out = Vec::with_capacity(src.tensors().len());
     for info in src.tensors() {
@@ -217,7 +255,14 @@ pub fn plan(src: &dyn TensorSource, target: TargetType) -> Result<Vec<Planned>, 
                 rank: info.shape.len(),
             });
         }
-        let ty = plan_type(info, target)?;
+        let ty = match plan_type(info, target)? {
+            GgmlType::F16 | GgmlType::BF16 | GgmlType::Q8_0 | GgmlType::Q4_0
+                if target.ggml().is_some() && keep.keeps(info) =>
+            {
+                GgmlType::F32
+            }
+            ty => ty,
+        };
         let ne: Vec<u64> = info.shape.iter().rev().copied().collect();
         let overflow = || GgufError::ShapeOverflow {
             tensor: info.name.clone(),
@@ -494,6 +539,8 @@ pub struct GgufOptions {
     pub force: bool,
     /// Re-read the output and check every tensor (default in the CLI).
     pub verify: bool,
+    /// Float tensors stored F32 whatever `target` ([`KeepF32::Pure`] unless set).
+    pub keep_f32: KeepF32,
 }
 
 /// What a conversion to GGUF did.
@@ -581,7 +628,7 @@ pub fn write_gguf_file(
     opts: &GgufOptions,
     progress: &dyn Progress,
 ) -> Result<(u64, Written), FormatError> {
-    let planned = plan(src, opts.target).map_err(|e| FormatError {
+    let planned = plan_with(src, opts.target, opts.keep_f32).map_err(|e| FormatError {
         path: None,
         kind: e.into(),
     })?;
