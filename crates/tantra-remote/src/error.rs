@@ -39,15 +39,16 @@ pub enum RemoteError {
     #[error("remote {remote:?}: {detail}")]
     Credentials { remote: String, detail: String },
 
-    /// The object store refused or failed a request.
-    #[error("remote {remote:?}, {op} {key}: {source}; {hint}")]
+    /// The object store refused or failed a request. `error` is displayed, not a source:
+    /// object_store's errors print their own cause in their text (and return it as their
+    /// source too), so walking its chain would print that cause twice; the hint comes last.
+    #[error("remote {remote:?}, {op} {key}: {error}; {hint}")]
     Store {
         remote: String,
         key: String,
         op: &'static str,
         hint: String,
-        #[source]
-        source: Box<object_store::Error>,
+        error: Box<object_store::Error>,
     },
 
     /// A downloaded object is not what its name or the manifest says: it is never used.
@@ -108,7 +109,7 @@ pub enum RemoteError {
     },
 
     /// A local file could not be read or written.
-    #[error("{path}: {source}")]
+    #[error("{path}: I/O error")]
     Io {
         path: PathBuf,
         #[source]
@@ -143,7 +144,7 @@ impl RemoteError {
             key: key.into(),
             op,
             hint,
-            source: Box::new(source),
+            error: Box::new(source),
         }
     }
 }
