@@ -250,7 +250,10 @@ fn missing_or_bad_config_is_reported_with_its_path() {
     assert!(matches!(e, HfError::Config { .. }), "{e}");
     // The config rule is the cause, printed once after the file's own level.
     let path = dir.path().join("config.json");
-    assert_eq!(e.to_string(), format!("{}: not a valid mamba config", path.display()));
+    assert_eq!(
+        e.to_string(),
+        format!("{}: not a valid mamba config", path.display())
+    );
     let full = tantra_formats::chain(&e).to_string();
     assert!(full.contains("hidden_act"), "{full}");
     assert_eq!(full.matches("hidden_act").count(), 1, "{full}");
