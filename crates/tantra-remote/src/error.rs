@@ -42,13 +42,16 @@ pub enum RemoteError {
     /// The object store refused or failed a request. `error` is displayed, not a source:
     /// object_store's errors print their own cause in their text (and return it as their
     /// source too), so walking its chain would print that cause twice; the hint comes last.
-    #[error("remote {remote:?}, {op} {key}: {error}; {hint}")]
+    /// `root` is the innermost cause when that text does not print it (reqwest stops at
+    /// "error sending request"; the operating system's "Connection refused" lies below).
+    #[error("remote {remote:?}, {op} {key}: {error}{}; {hint}", root.as_deref().map(|r| format!(" ({r})")).unwrap_or_default())]
     Store {
         remote: String,
         key: String,
         op: &'static str,
         hint: String,
         error: Box<object_store::Error>,
+        root: Option<String>,
     },
 
     /// A downloaded object is not what its name or the manifest says: it is never used.
@@ -139,14 +142,27 @@ impl RemoteError {
         source: object_store::Error,
     ) -> Self {
         let hint = hint_for(&source);
+        let root = root_cause(&source);
         RemoteError::Store {
             remote: remote.into(),
             key: key.into(),
             op,
             hint,
             error: Box::new(source),
+            root,
         }
     }
+}
+
+/// The innermost cause of `e`, when `e`'s own text does not already say it.
+fn root_cause(e: &object_store::Error) -> Option<String> {
+    let mut last: &dyn std::error::Error = e;
+    while let Some(next) = last.source() {
+        last = next;
+    }
+    let root = last.to_string();
+    (!std::ptr::addr_eq(last, e as &dyn std::error::Error) && !e.to_string().contains(&root))
+        .then_some(root)
 }
 
 /// What the user should do about a store error, from its kind and text.
@@ -179,5 +195,38 @@ fn hint_for(e: &object_store::Error) -> String {
             "the region does not match the server's: set it with `tantra remote add ... --region R`".into()
         }
         _ => "check the remote's URL and endpoint (`tantra remote list`) and try again; an interrupted transfer resumes".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What reqwest does: its text stops short of the operating system's reason.
+    #[derive(Debug, thiserror::Error)]
+    #[error("error sending request")]
+    struct Sending(#[source] std::io::Error);
+
+    #[test]
+    fn the_root_cause_is_added_once_when_the_text_lacks_it() {
+        let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let e = object_store::Error::Generic {
+            store: "S3",
+            source: Box::new(Sending(refused)),
+        };
+        let e = RemoteError::store("r", "GET", "k", e);
+        assert_eq!(
+            tantra_formats::chain(&e).to_string(),
+            "remote \"r\", GET k: Generic S3 error: error sending request (refused); the \
+             endpoint cannot be reached: check `--endpoint` of the remote (`tantra remote \
+             list`) and that the server runs"
+        );
+        // A cause the text already prints is not repeated.
+        let e = object_store::Error::Generic {
+            store: "S3",
+            source: "bucket gone".into(),
+        };
+        let e = RemoteError::store("r", "GET", "k", e);
+        assert_eq!(e.to_string().matches("bucket gone").count(), 1, "{e}");
     }
 }
