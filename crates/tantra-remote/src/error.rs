@@ -42,16 +42,15 @@ pub enum RemoteError {
     /// The object store refused or failed a request. `error` is displayed, not a source:
     /// object_store's errors print their own cause in their text (and return it as their
     /// source too), so walking its chain would print that cause twice; the hint comes last.
-    /// `root` is the innermost cause when that text does not print it (reqwest stops at
+    /// The innermost cause is added when that text does not print it (reqwest stops at
     /// "error sending request"; the operating system's "Connection refused" lies below).
-    #[error("remote {remote:?}, {op} {key}: {error}{}; {hint}", root.as_deref().map(|r| format!(" ({r})")).unwrap_or_default())]
+    #[error("remote {remote:?}, {op} {key}: {error}{}; {hint}", root_note(error))]
     Store {
         remote: String,
         key: String,
         op: &'static str,
         hint: String,
         error: Box<object_store::Error>,
-        root: Option<String>,
     },
 
     /// A downloaded object is not what its name or the manifest says: it is never used.
@@ -142,27 +141,28 @@ impl RemoteError {
         source: object_store::Error,
     ) -> Self {
         let hint = hint_for(&source);
-        let root = root_cause(&source);
         RemoteError::Store {
             remote: remote.into(),
             key: key.into(),
             op,
             hint,
             error: Box::new(source),
-            root,
         }
     }
 }
 
-/// The innermost cause of `e`, when `e`'s own text does not already say it.
-fn root_cause(e: &object_store::Error) -> Option<String> {
+/// ` (CAUSE)`, the innermost cause of `e`, when `e`'s own text does not already say it;
+/// else nothing.
+fn root_note(e: &object_store::Error) -> String {
     let mut last: &dyn std::error::Error = e;
     while let Some(next) = last.source() {
         last = next;
     }
     let root = last.to_string();
-    (!std::ptr::addr_eq(last, e as &dyn std::error::Error) && !e.to_string().contains(&root))
-        .then_some(root)
+    if std::ptr::addr_eq(last, e as &dyn std::error::Error) || e.to_string().contains(&root) {
+        return String::new();
+    }
+    format!(" ({root})")
 }
 
 /// What the user should do about a store error, from its kind and text.
