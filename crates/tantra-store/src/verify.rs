@@ -446,7 +446,12 @@ impl WeightManager {
         let want = self.digests_of(&e.model, version, content).ok()?;
         let src = match tantra_formats::open(&self.abs(&e.rel)) {
             Ok(s) => s,
-            Err(err) => return Some(format!("; it no longer reads: {}", err.kind)),
+            Err(err) => {
+                return Some(format!(
+                    "; it no longer reads: {}",
+                    tantra_formats::chain(&err.kind)
+                ))
+            }
         };
         match crate::content::TensorTable::of(src.as_ref(), self.jobs, &tantra_formats::NoProgress)
         {
@@ -454,7 +459,10 @@ impl WeightManager {
                 Some(d) => format!("; {d}"),
                 None => "; the tensors are intact (only the container bytes differ)".into(),
             }),
-            Err(err) => Some(format!("; it no longer reads: {}", err.kind)),
+            Err(err) => Some(format!(
+                "; it no longer reads: {}",
+                tantra_formats::chain(&err.kind)
+            )),
         }
     }
 }
