@@ -17,7 +17,7 @@ fn main() -> ExitCode {
     match commands::run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", commands::error_line(&e));
             ExitCode::from(2)
         }
     }

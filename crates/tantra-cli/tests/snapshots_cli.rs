@@ -9,7 +9,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{bin, s, write_weights};
+use common::{bin, fixtures, s, write_weights};
 use tantra_formats::{MemorySource, OutputFormat};
 
 /// `tantra --root ROOT ARGS` as a user named `tester` runs it: exit code, stdout and stderr
@@ -353,4 +353,83 @@ fn root_is_one_global_option() {
         out.contains("exit: 2") && out.contains("TANTRA_ROOT is set but empty"),
         "{out}"
     );
+}
+
+/// Copies the `hf_mamba_tiny` safetensors checkpoint to `dir/name` with `config.json`
+/// replaced by `config`.
+fn broken_checkpoint(dir: &Path, name: &str, config: &str) -> std::path::PathBuf {
+    let src = fixtures().join("hf_mamba_tiny/safetensors");
+    let out = dir.join(name);
+    std::fs::create_dir(&out).unwrap();
+    std::fs::copy(src.join("model.safetensors"), out.join("model.safetensors")).unwrap();
+    std::fs::write(out.join("config.json"), config).unwrap();
+    out
+}
+
+/// The last line of a [`run`]'s text (its error line), before the snapshot filters.
+fn error_line(run_text: &str) -> &str {
+    run_text.trim_end().lines().last().unwrap_or_default()
+}
+
+/// Errors with causes print each level once, outermost first, on one line: the command's
+/// context, the library error naming the file, then its cause (issue 11).
+#[test]
+fn causes_print_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let root = d.join("Model");
+
+    // Two levels: the file, and the operating system's reason.
+    let folder = d.join("not_a_file");
+    std::fs::create_dir(&folder).unwrap();
+    let out = run(&root, &["inspect", s(&folder)]);
+    assert_eq!(
+        error_line(&out),
+        format!(
+            "error: {}: I/O error: Is a directory (os error 21)",
+            folder.display()
+        )
+    );
+    snap!(d, "err_cause_io", out);
+
+    // Three levels: what the command was doing, the config file, the broken rule.
+    let relu = r#"{"model_type": "mamba", "vocab_size": 1024, "hidden_size": 64, "state_size": 16, "num_hidden_layers": 2, "hidden_act": "relu"}"#;
+    let m = broken_checkpoint(d, "relu", relu);
+    let out = run(&root, &["run", s(&m), "hi", "--max-new-tokens", "1"]);
+    assert_eq!(
+        error_line(&out),
+        format!(
+            "error: cannot load weights from {}: the config is invalid: hidden_act = \"relu\" is not supported (expected \"silu\")",
+            m.display()
+        )
+    );
+    snap!(d, "err_cause_config_rule", out);
+
+    // Three levels ending in serde's reason: config.json is cut short.
+    let m = broken_checkpoint(d, "truncated_config", "{\"vocab_size\": 8");
+    let out = run(&root, &["run", s(&m), "hi", "--max-new-tokens", "1"]);
+    assert_eq!(
+        error_line(&out),
+        format!(
+            "error: cannot load weights from {}: {}: not valid JSON: EOF while parsing an object at line 1 column 16",
+            m.display(),
+            m.join("config.json").display()
+        )
+    );
+    snap!(d, "err_cause_config_json", out);
+
+    // Two levels: import-hf names the file, serde says why.
+    let m = broken_checkpoint(d, "import_truncated", "{\"vocab_size\": 8");
+    let out = run(
+        &root,
+        &["import-hf", s(&m), "--model", "mamba", "--version", "x"],
+    );
+    assert_eq!(
+        error_line(&out),
+        format!(
+            "error: {}: not valid JSON: EOF while parsing an object at line 1 column 16",
+            m.join("config.json").display()
+        )
+    );
+    snap!(d, "err_cause_json", out);
 }

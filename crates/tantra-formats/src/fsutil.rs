@@ -373,9 +373,8 @@ mod tests {
     fn a_missing_folder_is_named() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("missing").join("x.bin");
-        let err = atomic_write_bytes(&p, b"one", false)
-            .unwrap_err()
-            .to_string();
+        let err = atomic_write_bytes(&p, b"one", false).unwrap_err();
+        let err = crate::chain(&err).to_string();
         assert!(err.contains("x.bin"), "{err}");
         assert!(err.contains("missing does not exist"), "{err}");
         assert!(!err.contains(TEMP_PREFIX), "{err}");

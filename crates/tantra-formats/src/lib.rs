@@ -44,7 +44,7 @@ pub use detect::{detect, detect_bytes, Detected, NotWeights};
 pub use diff::{diff, DiffOptions, DiffReport};
 pub use digest::{all_digests, tensor_digest};
 pub use dtype::DType;
-pub use error::{ErrorKind, FormatError};
+pub use error::{chain, ErrorChain, ErrorKind, FormatError};
 pub use format::{Format, OutputFormat};
 pub use progress::{NoProgress, Progress};
 /// The PyTorch archive writer, under the name it had before `pytorch/` held it.

@@ -75,7 +75,7 @@ impl CreateReport {
 /// An error of [`create_weights`].
 #[derive(Debug, thiserror::Error)]
 pub enum CreateError {
-    #[error("{model}: {source}")]
+    #[error("{model}: invalid config")]
     Config {
         model: &'static str,
         source: ConfigError,

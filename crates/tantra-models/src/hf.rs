@@ -46,17 +46,17 @@ const LM_HEAD: &str = "lm_head.weight";
 /// An error of export or import.
 #[derive(Debug, thiserror::Error)]
 pub enum HfError {
-    #[error("{path}: {source}")]
+    #[error("{path}: I/O error")]
     Io {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{path}: not valid JSON: {source}")]
+    #[error("{path}: not valid JSON")]
     Json {
         path: PathBuf,
         source: serde_json::Error,
     },
-    #[error("{path}: {source}")]
+    #[error("{path}: not a valid mamba config")]
     Config { path: PathBuf, source: ConfigError },
     #[error(transparent)]
     Format(#[from] FormatError),
@@ -88,7 +88,7 @@ pub enum HfError {
     #[error(transparent)]
     Store(#[from] StoreError),
     /// The stored config of the version is not a valid Mamba config.
-    #[error("{model}:{version}: the stored config is not a valid mamba config: {source}")]
+    #[error("{model}:{version}: the stored config is not a valid mamba config")]
     StoredConfig {
         model: String,
         version: String,

@@ -24,14 +24,14 @@ pub enum OpenError {
     Format(#[from] FormatError),
 
     /// An index file could not be read.
-    #[error("{path}: {source}")]
+    #[error("{path}: I/O error")]
     Io {
         path: PathBuf,
         source: std::io::Error,
     },
 
     /// An index is not JSON of the expected form.
-    #[error("{path}: {source}")]
+    #[error("{path}: not valid JSON")]
     Json {
         path: PathBuf,
         source: serde_json::Error,

@@ -248,5 +248,13 @@ fn missing_or_bad_config_is_reported_with_its_path() {
     .unwrap();
     let e = import_hf(dir.path()).unwrap_err();
     assert!(matches!(e, HfError::Config { .. }), "{e}");
-    assert!(e.to_string().contains("hidden_act"), "{e}");
+    // The config rule is the cause, printed once after the file's own level.
+    let path = dir.path().join("config.json");
+    assert_eq!(
+        e.to_string(),
+        format!("{}: not a valid mamba config", path.display())
+    );
+    let full = tantra_formats::chain(&e).to_string();
+    assert!(full.contains("hidden_act"), "{full}");
+    assert_eq!(full.matches("hidden_act").count(), 1, "{full}");
 }

@@ -5,8 +5,10 @@
 //! its format's rules or is no weights at all ([`BadFileError`]), the weights root refusing or
 //! failing ([`StoreError`]), a model configuration that is missing or invalid ([`ConfigError`]),
 //! a remote refusing or failing ([`RemoteError`]).
-//! The message is the error's `Display`, the same text the CLI prints after `error:`. Failed
-//! reads and writes of the operating system stay `TantraError` itself.
+//! The message is the error with its causes, each once ([`tantra_formats::chain`]): the same
+//! text the CLI prints after `error:`, so that `str(e)` says why (`...: I/O error: No such file
+//! or directory`), not only what failed. Failed reads and writes of the operating system stay
+//! `TantraError` itself.
 
 use pyo3::create_exception;
 use pyo3::exceptions::PyException;
@@ -14,7 +16,7 @@ use pyo3::PyErr;
 use tantra_formats::error::ErrorKind;
 use tantra_formats::pickle::PickleError;
 use tantra_formats::pytorch::PytorchError;
-use tantra_formats::FormatError;
+use tantra_formats::{chain, FormatError};
 use tantra_remote::RemoteError as RemoteFailure;
 use tantra_runtime::RuntimeError;
 use tantra_store::StoreError as RootError;
@@ -69,9 +71,14 @@ fn unsafe_pickle(e: &PickleError) -> bool {
     )
 }
 
+/// An exception's message: the error and each of its causes once.
+fn message(e: &dyn std::error::Error) -> String {
+    chain(e).to_string()
+}
+
 /// The exception for an error from reading or writing a weight file.
 pub fn format_err(e: FormatError) -> PyErr {
-    let msg = e.to_string();
+    let msg = message(&e);
     match &e.kind {
         ErrorKind::Pickle(p) if unsafe_pickle(p) => UnsafePickleError::new_err(msg),
         ErrorKind::Pytorch(PytorchError::Pickle { error, .. }) if unsafe_pickle(error) => {
@@ -93,8 +100,8 @@ pub fn store_err(e: RootError) -> PyErr {
         | RootError::ConfigExists { .. }
         | RootError::ConfigInvalid { .. }
         | RootError::NoSchema { .. }
-        | RootError::NoConfig { .. } => ConfigError::new_err(e.to_string()),
-        other => StoreError::new_err(other.to_string()),
+        | RootError::NoConfig { .. } => ConfigError::new_err(message(&e)),
+        other => StoreError::new_err(message(&other)),
     }
 }
 
@@ -103,7 +110,7 @@ pub fn runtime_err(e: RuntimeError) -> PyErr {
     match e {
         RuntimeError::Format(f) => format_err(f),
         RuntimeError::Store(s) => store_err(s),
-        other => TantraError::new_err(other.to_string()),
+        other => TantraError::new_err(message(&other)),
     }
 }
 
@@ -113,6 +120,6 @@ pub fn remote_err(e: RemoteFailure) -> PyErr {
     match e {
         RemoteFailure::Local(s) => store_err(s),
         RemoteFailure::Format(f) => format_err(f),
-        other => RemoteError::new_err(other.to_string()),
+        other => RemoteError::new_err(message(&other)),
     }
 }

@@ -15,9 +15,9 @@ use numpy::ndarray::ArrayView1;
 use numpy::PyArray1;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
-use tantra_formats::{DynSource, Value};
+use tantra_formats::{DynSource, FormatError, Value};
 
-use crate::errors::{format_err, BadFileError, TantraError};
+use crate::errors::{format_err, BadFileError};
 
 /// `(dtype, shape, bytes, is_view)` as [`File::raw`] hands a tensor out.
 type RawTensor<'py> = (&'static str, Vec<u64>, Bound<'py, PyArray1<u8>>, bool);
@@ -57,14 +57,13 @@ impl File {
         let (source, map) = py.detach(|| -> PyResult<_> {
             let any_view = (0..source.tensors().len()).any(|i| source.file_range(i).is_some());
             let map = if any_view {
-                let f = FsFile::open(&path)
-                    .map_err(|e| TantraError::new_err(format!("{}: {e}", path.display())))?;
+                let f = FsFile::open(&path).map_err(|e| format_err(FormatError::new(&path, e)))?;
                 // SAFETY: a private map: writes (through a torch tensor) go to this process's
                 // copies of the pages, never to the file. Like every memory-mapped reader this
                 // assumes nobody truncates the file while it is mapped; tantra's own writers
                 // never change a file in place (they write a new one and rename it).
                 let map = unsafe { memmap2::MmapOptions::new().map_copy(&f) }
-                    .map_err(|e| TantraError::new_err(format!("{}: {e}", path.display())))?;
+                    .map_err(|e| format_err(FormatError::new(&path, e)))?;
                 Some(map)
             } else {
                 None

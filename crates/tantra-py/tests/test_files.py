@@ -186,8 +186,12 @@ def test_refusals_raise_the_right_exception(tmp_path):
     truncated.write_bytes((FIXTURES / "torch/all_dtypes.safetensors").read_bytes()[:200])
     with pytest.raises(tantra.BadFileError, match="cut.safetensors"):
         tantra.safe_open(truncated)
-    with pytest.raises(tantra.TantraError, match="missing.pt"):
+    with pytest.raises(tantra.TantraError, match="missing.pt") as failed:
         tantra.load(tmp_path / "missing.pt")
+    # The message carries the cause after the file, once: the same line the CLI prints.
+    assert str(failed.value) == (
+        f"{tmp_path / 'missing.pt'}: I/O error: No such file or directory (os error 2)"
+    )
     assert issubclass(tantra.UnsafePickleError, tantra.TantraError)
     assert issubclass(tantra.StoreError, tantra.TantraError)
 

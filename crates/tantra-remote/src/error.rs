@@ -39,15 +39,18 @@ pub enum RemoteError {
     #[error("remote {remote:?}: {detail}")]
     Credentials { remote: String, detail: String },
 
-    /// The object store refused or failed a request.
-    #[error("remote {remote:?}, {op} {key}: {source}; {hint}")]
+    /// The object store refused or failed a request. `error` is displayed, not a source:
+    /// object_store's errors print their own cause in their text (and return it as their
+    /// source too), so walking its chain would print that cause twice; the hint comes last.
+    /// The innermost cause is added when that text does not print it (reqwest stops at
+    /// "error sending request"; the operating system's "Connection refused" lies below).
+    #[error("remote {remote:?}, {op} {key}: {error}{}; {hint}", root_note(error))]
     Store {
         remote: String,
         key: String,
         op: &'static str,
         hint: String,
-        #[source]
-        source: Box<object_store::Error>,
+        error: Box<object_store::Error>,
     },
 
     /// A downloaded object is not what its name or the manifest says: it is never used.
@@ -108,7 +111,7 @@ pub enum RemoteError {
     },
 
     /// A local file could not be read or written.
-    #[error("{path}: {source}")]
+    #[error("{path}: I/O error")]
     Io {
         path: PathBuf,
         #[source]
@@ -143,9 +146,23 @@ impl RemoteError {
             key: key.into(),
             op,
             hint,
-            source: Box::new(source),
+            error: Box::new(source),
         }
     }
+}
+
+/// ` (CAUSE)`, the innermost cause of `e`, when `e`'s own text does not already say it;
+/// else nothing.
+fn root_note(e: &object_store::Error) -> String {
+    let mut last: &dyn std::error::Error = e;
+    while let Some(next) = last.source() {
+        last = next;
+    }
+    let root = last.to_string();
+    if std::ptr::addr_eq(last, e as &dyn std::error::Error) || e.to_string().contains(&root) {
+        return String::new();
+    }
+    format!(" ({root})")
 }
 
 /// What the user should do about a store error, from its kind and text.
@@ -178,5 +195,38 @@ fn hint_for(e: &object_store::Error) -> String {
             "the region does not match the server's: set it with `tantra remote add ... --region R`".into()
         }
         _ => "check the remote's URL and endpoint (`tantra remote list`) and try again; an interrupted transfer resumes".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What reqwest does: its text stops short of the operating system's reason.
+    #[derive(Debug, thiserror::Error)]
+    #[error("error sending request")]
+    struct Sending(#[source] std::io::Error);
+
+    #[test]
+    fn the_root_cause_is_added_once_when_the_text_lacks_it() {
+        let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let e = object_store::Error::Generic {
+            store: "S3",
+            source: Box::new(Sending(refused)),
+        };
+        let e = RemoteError::store("r", "GET", "k", e);
+        assert_eq!(
+            tantra_formats::chain(&e).to_string(),
+            "remote \"r\", GET k: Generic S3 error: error sending request (refused); the \
+             endpoint cannot be reached: check `--endpoint` of the remote (`tantra remote \
+             list`) and that the server runs"
+        );
+        // A cause the text already prints is not repeated.
+        let e = object_store::Error::Generic {
+            store: "S3",
+            source: "bucket gone".into(),
+        };
+        let e = RemoteError::store("r", "GET", "k", e);
+        assert_eq!(e.to_string().matches("bucket gone").count(), 1, "{e}");
     }
 }

@@ -13,21 +13,21 @@ pub enum RuntimeError {
     Format(#[from] FormatError),
 
     /// A file around the weights (config, index) could not be read.
-    #[error("{path}: {source}")]
+    #[error("{path}: I/O error")]
     Io {
         path: PathBuf,
         source: std::io::Error,
     },
 
     /// A JSON file (config.json, an index) is not what it should be.
-    #[error("{path}: {source}")]
+    #[error("{path}: not valid JSON")]
     Json {
         path: PathBuf,
         source: serde_json::Error,
     },
 
     /// The config describes no model tantra builds (a zero size, an unknown activation).
-    #[error("config: {0}")]
+    #[error("the config is invalid")]
     Config(#[from] tantra_models::ConfigError),
 
     /// A config size the runtime refuses to allocate for.
@@ -120,8 +120,11 @@ pub enum RuntimeError {
     },
 
     /// The thread pool could not be set up with that many threads.
-    #[error("cannot run on {threads} thread(s): {reason}")]
-    Threads { threads: usize, reason: String },
+    #[error("cannot run on {threads} thread(s)")]
+    Threads {
+        threads: usize,
+        source: rayon::ThreadPoolBuildError,
+    },
 
     /// A registered version has no config and none can be derived.
     #[error("no config for {model} {version}: register the weights with --config NAME, or import configs/{model}/{version}.json")]

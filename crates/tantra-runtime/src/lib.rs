@@ -60,8 +60,5 @@ pub fn set_threads(n: usize) -> Result<()> {
     rayon::ThreadPoolBuilder::new()
         .num_threads(n)
         .build_global()
-        .map_err(|e| RuntimeError::Threads {
-            threads: n,
-            reason: e.to_string(),
-        })
+        .map_err(|source| RuntimeError::Threads { threads: n, source })
 }

@@ -366,7 +366,7 @@ impl WeightManager {
             let status = match self.read_checkpoint_record(&path) {
                 Ok(Some(r)) => self.checkpoint_complete(model, &name, r),
                 Ok(None) => continue,
-                Err(e) => Err(e.to_string()),
+                Err(e) => Err(tantra_formats::chain(&e).to_string()),
             };
             out.push((path, status));
         }

@@ -227,7 +227,10 @@ impl WeightManager {
                 Err(e) => {
                     return Err(StoreError::corrupt(
                         self.manifest_path(),
-                        format!("cannot expire backups without a readable manifest ({e})"),
+                        format!(
+                            "cannot expire backups without a readable manifest ({})",
+                            tantra_formats::chain(e)
+                        ),
                     ))
                 }
             };

@@ -14,7 +14,7 @@ use tantra_formats::FormatError;
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// Reading or writing a file failed.
-    #[error("{}: {source}", path.display())]
+    #[error("{}: I/O error", path.display())]
     Io {
         path: PathBuf,
         #[source]

@@ -110,7 +110,7 @@ impl WeightManager {
                             "registry",
                             crate::weights::REGISTRY_FILE,
                             true,
-                            format!("{e}; rebuilt {how}"),
+                            format!("{}; rebuilt {how}", tantra_formats::chain(&e)),
                         ));
                         if let Some(lock) = &lock {
                             let _ = lock;
@@ -139,7 +139,7 @@ impl WeightManager {
                             "registry",
                             crate::weights::REGISTRY_FILE,
                             false,
-                            format!("{e}; {why}"),
+                            format!("{}; {why}", tantra_formats::chain(&e)),
                         ));
                         return Ok(RepairReport { dry_run, actions });
                     }
@@ -519,7 +519,7 @@ impl WeightManager {
                     "checkpoint-record",
                     record_rel,
                     false,
-                    format!("{rel}: {e}"),
+                    format!("{rel}: {}", tantra_formats::chain(&e)),
                 ))
             }
         };
@@ -533,7 +533,7 @@ impl WeightManager {
                     "checkpoint-record",
                     record_rel,
                     false,
-                    format!("{rel} does not read: {e}"),
+                    format!("{rel} does not read: {}", tantra_formats::chain(&e)),
                 ))
             }
         };

@@ -173,7 +173,7 @@ impl WeightManager {
                 problems.push(plain(
                     ProblemKind::Registry,
                     crate::weights::REGISTRY_FILE.into(),
-                    &format!("{e}"),
+                    &tantra_formats::chain(&e).to_string(),
                 ));
                 Registry::default()
             }
@@ -233,7 +233,7 @@ impl WeightManager {
                         ..plain(
                             ProblemKind::Digests,
                             format!("digests/{}.json", ver.content),
-                            &e.to_string(),
+                            &tantra_formats::chain(&e).to_string(),
                         )
                     });
                 }
@@ -348,7 +348,7 @@ impl WeightManager {
                 problems.push(plain(
                     ProblemKind::Manifest,
                     format!("backups/{}", crate::backup::MANIFEST_FILE),
-                    &e.to_string(),
+                    &tantra_formats::chain(&e).to_string(),
                 ));
             }
             let (_, bad) = crate::history::read_raw(&self.root.join(crate::history::HISTORY_FILE))?;
@@ -408,7 +408,7 @@ impl WeightManager {
                 Err(err) => problems.push(problem(
                     ProblemKind::Missing,
                     e,
-                    format!("unreadable: {err}"),
+                    format!("unreadable: {}", tantra_formats::chain(&err)),
                 )),
             }
         }
@@ -446,7 +446,12 @@ impl WeightManager {
         let want = self.digests_of(&e.model, version, content).ok()?;
         let src = match tantra_formats::open(&self.abs(&e.rel)) {
             Ok(s) => s,
-            Err(err) => return Some(format!("; it no longer reads: {}", err.kind)),
+            Err(err) => {
+                return Some(format!(
+                    "; it no longer reads: {}",
+                    tantra_formats::chain(&err.kind)
+                ))
+            }
         };
         match crate::content::TensorTable::of(src.as_ref(), self.jobs, &tantra_formats::NoProgress)
         {
@@ -454,7 +459,10 @@ impl WeightManager {
                 Some(d) => format!("; {d}"),
                 None => "; the tensors are intact (only the container bytes differ)".into(),
             }),
-            Err(err) => Some(format!("; it no longer reads: {}", err.kind)),
+            Err(err) => Some(format!(
+                "; it no longer reads: {}",
+                tantra_formats::chain(&err.kind)
+            )),
         }
     }
 }

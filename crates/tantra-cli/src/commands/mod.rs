@@ -188,26 +188,17 @@ pub enum Command {
     Pull(pull::Args),
 }
 
-/// Runs the command. An error comes back as one line: the chain of causes, each cause left out
-/// when the message before it already ends with it (library errors that name a file print
-/// their I/O error themselves), so that `main` never prints the same cause twice.
+/// Runs the command. An error comes back with its causes as sources (library errors never
+/// repeat their source in their own text); [`error_line`] renders it.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    dispatch(cli).map_err(|e| anyhow::anyhow!(one_line(&e)))
+    dispatch(cli)
 }
 
-fn one_line(e: &anyhow::Error) -> String {
-    let mut out = String::new();
-    for cause in e.chain() {
-        let text = cause.to_string();
-        if out.ends_with(&text) {
-            continue;
-        }
-        if !out.is_empty() {
-            out.push_str(": ");
-        }
-        out.push_str(&text);
-    }
-    out
+/// The one line `main` prints after `error: `: each level of the chain once, outermost first,
+/// joined by `": "` ([`tantra_formats::chain`], the same text the Python exceptions carry).
+pub fn error_line(e: &anyhow::Error) -> String {
+    let top: &(dyn std::error::Error + 'static) = e.as_ref();
+    tantra_formats::chain(top).to_string()
 }
 
 /// Runs `f` on each tensor index of `src` in order, drawing one `label` bar over the tensors'
@@ -307,7 +298,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
 
 #[cfg(test)]
 mod tests {
-    use super::one_line;
+    use super::error_line;
 
     /// Every command and argument a user can see has help text, and the definitions pass
     /// clap's own consistency checks.
@@ -343,8 +334,17 @@ mod tests {
     fn an_error_prints_each_cause_once() {
         let io = std::io::Error::new(std::io::ErrorKind::NotFound, "No such file");
         let e = anyhow::Error::new(tantra_store::StoreError::io("/x.pt", io));
-        assert_eq!(one_line(&e), "/x.pt: No such file");
+        assert_eq!(error_line(&e), "/x.pt: I/O error: No such file");
         let e = anyhow::anyhow!("bad value").context("a.json: not valid JSON");
-        assert_eq!(one_line(&e), "a.json: not valid JSON: bad value");
+        assert_eq!(error_line(&e), "a.json: not valid JSON: bad value");
+        // Three levels: a store error over a format error over an io::Error; context on top.
+        let io = std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "failed to fill buffer");
+        let format = tantra_formats::FormatError::new("/w/a.safetensors", io);
+        let store = tantra_store::StoreError::from(format);
+        let e = anyhow::Error::new(store).context("register tiny:v1");
+        assert_eq!(
+            error_line(&e),
+            "register tiny:v1: /w/a.safetensors: I/O error: failed to fill buffer"
+        );
     }
 }

@@ -69,7 +69,10 @@ fn container_check(
 ) -> ScanReport {
     if report.is_safe() {
         if let Err(e) = open() {
-            report.verdict = Verdict::Invalid(format!("the file would be refused on load: {e}"));
+            report.verdict = Verdict::Invalid(format!(
+                "the file would be refused on load: {}",
+                crate::error::chain(&e)
+            ));
         }
     }
     report

@@ -112,7 +112,7 @@ fn write_archive(
                 Ok(())
             }
             Err(e) => {
-                let stand_in = io_error(io::Error::other(e.to_string()));
+                let stand_in = io_error(io::Error::other(crate::error::chain(&e).to_string()));
                 failure.get_or_insert(e);
                 Err(stand_in)
             }

@@ -150,7 +150,7 @@ impl WeightManager {
                     path.display()
                 )),
                 Ok(None) => tried.push(format!("{}: missing", path.display())),
-                Err(e) => tried.push(e.to_string()),
+                Err(e) => tried.push(tantra_formats::chain(&e).to_string()),
             }
         }
         Err(StoreError::corrupt(
