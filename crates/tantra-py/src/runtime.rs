@@ -17,7 +17,7 @@ use tantra_formats::OutputFormat;
 use tantra_models::ByteTokenizer;
 use tantra_runtime::{
     GenerateOptions, Generation, Logits, MambaRuntime, Precision, RuntimeError, SamplingConfig,
-    StopReason,
+    StopReason, Threads,
 };
 
 use crate::errors::runtime_err;
@@ -30,10 +30,14 @@ use crate::store::root_path;
 /// the default (or named) version from the weights root (`root`, else `TANTRA_ROOT`, else
 /// `./Model`) after the store's hash check; `MambaRuntime.from_path(path, dtype="f32")` loads a
 /// Hugging Face directory or a single weight file. `dtype` is the precision weight matrices are
-/// kept at: `"f32"`, `"bf16"` or `"q8"`.
+/// kept at: `"f32"`, `"bf16"` or `"q8"`. `threads` is the number of threads this runtime
+/// computes on (a pool of its own; `None`: all cores, like the CLI's `--threads`); results do
+/// not depend on it.
 #[pyclass(frozen, module = "tantra", name = "MambaRuntime")]
 pub struct Runtime {
     rt: Arc<MambaRuntime>,
+    /// The pool every computation of this runtime runs on.
+    threads: Threads,
 }
 
 impl Runtime {
@@ -93,6 +97,11 @@ fn options(
     }
 }
 
+/// The pool a `threads=` argument asks for.
+fn parse_threads(threads: Option<usize>) -> PyResult<Threads> {
+    Threads::new(threads).map_err(|e| PyValueError::new_err(e.to_string()))
+}
+
 /// The precision a `dtype=` argument names.
 pub(crate) fn parse_dtype(dtype: &str) -> PyResult<Precision> {
     dtype
@@ -103,7 +112,8 @@ pub(crate) fn parse_dtype(dtype: &str) -> PyResult<Precision> {
 #[pymethods]
 impl Runtime {
     #[new]
-    #[pyo3(signature = (model_type="mamba", version=None, root=None, format=None, dtype="f32"))]
+    #[pyo3(signature = (model_type="mamba", version=None, root=None, format=None, dtype="f32", threads=None))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
         model_type: &str,
@@ -111,33 +121,57 @@ impl Runtime {
         root: Option<PathBuf>,
         format: Option<&str>,
         dtype: &str,
+        threads: Option<usize>,
     ) -> PyResult<Self> {
         let precision = parse_dtype(dtype)?;
+        let threads = parse_threads(threads)?;
         let format: Option<OutputFormat> = format
             .map(|f| f.parse().map_err(PyValueError::new_err))
             .transpose()?;
         let root = root_path(root);
         let rt = py
-            .detach(|| MambaRuntime::with_format_as(&root, model_type, version, format, precision))
+            .detach(|| {
+                threads.install(|| {
+                    MambaRuntime::with_format_as(&root, model_type, version, format, precision)
+                })
+            })
             .map_err(runtime_err)?;
-        Ok(Runtime { rt: Arc::new(rt) })
+        Ok(Runtime {
+            rt: Arc::new(rt),
+            threads,
+        })
     }
 
     /// Loads a Hugging Face Mamba directory or a single weight file.
     #[staticmethod]
-    #[pyo3(signature = (path, dtype="f32"))]
-    fn from_path(py: Python<'_>, path: PathBuf, dtype: &str) -> PyResult<Self> {
+    #[pyo3(signature = (path, dtype="f32", threads=None))]
+    fn from_path(
+        py: Python<'_>,
+        path: PathBuf,
+        dtype: &str,
+        threads: Option<usize>,
+    ) -> PyResult<Self> {
         let precision = parse_dtype(dtype)?;
+        let threads = parse_threads(threads)?;
         let rt = py
-            .detach(|| MambaRuntime::from_path_as(&path, precision))
+            .detach(|| threads.install(|| MambaRuntime::from_path_as(&path, precision)))
             .map_err(runtime_err)?;
-        Ok(Runtime { rt: Arc::new(rt) })
+        Ok(Runtime {
+            rt: Arc::new(rt),
+            threads,
+        })
     }
 
     /// The precision of the weight matrices: `"f32"`, `"bf16"` or `"q8"`.
     #[getter]
     fn dtype(&self) -> &'static str {
         self.rt.model().precision().name()
+    }
+
+    /// The number of threads this runtime computes on.
+    #[getter]
+    fn threads(&self) -> usize {
+        self.threads.count()
     }
 
     /// Vocabulary size.
@@ -164,8 +198,10 @@ impl Runtime {
         let v = rt.model().vocab_size();
         let out = py
             .detach(|| {
-                let mut state = rt.model().new_state();
-                rt.model().forward(&ids, &mut state, Logits::All)
+                self.threads.install(|| {
+                    let mut state = rt.model().new_state();
+                    rt.model().forward(&ids, &mut state, Logits::All)
+                })
             })
             .map_err(runtime_err)?;
         PyArray1::from_vec(py, out).reshape([ids.len(), v])
@@ -193,7 +229,10 @@ impl Runtime {
         let opts = options(max_new_tokens, temperature, top_k, top_p, seed, eos);
         let rt = &self.rt;
         let g: Generation = py
-            .detach(|| rt.generate(&ids, &opts, &mut |_| {}))
+            .detach(|| {
+                self.threads
+                    .install(|| rt.generate(&ids, &opts, &mut |_| {}))
+            })
             .map_err(runtime_err)?;
         let d = PyDict::new(py);
         d.set_item("text", self.text(&g.generated))?;
@@ -228,11 +267,14 @@ impl Runtime {
         let eos = eos_token_id.or(self.rt.config().eos_token_id);
         let opts = options(max_new_tokens, temperature, top_k, top_p, seed, eos);
         let rt = Arc::clone(&self.rt);
+        let threads = self.threads.clone();
         let (tx, rx) = channel::<Result<u32, RuntimeError>>();
         std::thread::spawn(move || {
             let sink = tx.clone();
-            let r = rt.generate(&ids, &opts, &mut |id| {
-                let _ = sink.send(Ok(id));
+            let r = threads.install(|| {
+                rt.generate(&ids, &opts, &mut |id| {
+                    let _ = sink.send(Ok(id));
+                })
             });
             if let Err(e) = r {
                 let _ = tx.send(Err(e));

@@ -80,3 +80,32 @@ def test_dtypes_stay_close_to_transformers(dtype, bound):
         assert err > 0  # the precision is really applied
     with pytest.raises(ValueError, match="unknown dtype"):
         tantra.MambaRuntime.from_path(FIXTURES / "hf_mamba_tiny/safetensors", dtype="f16")
+
+
+@pytest.mark.parametrize("dtype", ["f32", "bf16", "q8"])
+def test_thread_count_does_not_change_results(dtype):
+    path = FIXTURES / "hf_mamba_tiny/safetensors"
+    one = tantra.MambaRuntime.from_path(path, dtype=dtype, threads=1)
+    two = tantra.MambaRuntime.from_path(path, dtype=dtype, threads=2)
+    assert (one.threads, two.threads) == (1, 2)
+    assert tantra.MambaRuntime.from_path(path).threads >= 1  # all cores
+    ids = REF["input_ids"]
+    a, b = one.logits(ids), two.logits(ids)
+    assert a.shape == (len(ids), one.vocab_size)
+    assert np.array_equal(a, b)  # bit for bit, not close
+    g1 = one.generate(ids, max_new_tokens=12)
+    g2 = two.generate(ids, max_new_tokens=12)
+    assert g1["ids"] == g2["ids"] and len(g1["ids"]) >= 1
+    assert [i for i, _ in two.stream(ids, max_new_tokens=12)] == g1["ids"]
+    with pytest.raises(ValueError, match="at least 1"):
+        tantra.MambaRuntime.from_path(path, threads=0)
+
+
+def test_threads_from_the_weights_root(tmp_path):
+    root = tmp_path / "Model"
+    wm = tantra.WeightManager(root)
+    wm.register(FIXTURES / "hf_mamba_tiny/safetensors/model.safetensors", "mamba", "tiny", default=True)
+    rt = tantra.MambaRuntime("mamba", root=root, threads=1)
+    assert rt.threads == 1
+    want = tantra.MambaRuntime.from_path(FIXTURES / "hf_mamba_tiny/safetensors", threads=2)
+    assert np.array_equal(rt.logits(REF["input_ids"]), want.logits(REF["input_ids"]))

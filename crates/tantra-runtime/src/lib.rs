@@ -35,6 +35,7 @@ mod ocr;
 mod precision;
 mod sampling;
 mod text;
+mod threads;
 mod weights;
 
 pub use error::{Result, RuntimeError};
@@ -49,6 +50,7 @@ pub use precision::{Precision, UnknownPrecision};
 pub use sampling::{argmax, Sampler, SamplingConfig};
 pub use tantra_models::OpenWeights;
 pub use text::{infer_mamba_config, MambaRuntime};
+pub use threads::Threads;
 pub use weights::Weights;
 
 /// Sets the number of threads the runtimes compute on (rayon's global pool). Call it before

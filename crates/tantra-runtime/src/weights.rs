@@ -14,7 +14,7 @@ use std::collections::{BTreeSet, HashMap};
 use tantra_formats::{DType, TensorInfo, TensorSource};
 
 use super::error::{Result, RuntimeError};
-use super::kernels::Matrix;
+use super::kernels::{Matrix, MatrixBuilder};
 use super::precision::Precision;
 
 /// One or more tensor sources seen as one set of named tensors.
@@ -22,8 +22,6 @@ pub struct Weights<'a> {
     sources: Vec<&'a dyn TensorSource>,
     by_name: HashMap<String, (usize, usize)>,
     used: RefCell<BTreeSet<String>>,
-    /// Reused by [`Weights::get_matrix`].
-    scratch: RefCell<Vec<f32>>,
     /// The precision matrices are kept at.
     precision: Precision,
 }
@@ -53,7 +51,6 @@ impl<'a> Weights<'a> {
             sources,
             by_name,
             used: RefCell::new(BTreeSet::new()),
-            scratch: RefCell::new(Vec::new()),
             precision: Precision::F32,
         })
     }
@@ -113,26 +110,85 @@ impl<'a> Weights<'a> {
         Ok(values)
     }
 
-    /// A `[rows, cols]` matrix at the weights' precision, laid out for the matrix kernels. A
-    /// bf16 tensor read at bf16 keeps its bits; anything else passes as f32 through one scratch
-    /// buffer reused for every matrix (so loading leaves no holes of freed temporaries in the
-    /// heap) and is rounded or quantized from there.
+    /// A `[rows, cols]` matrix at the weights' precision, laid out for the matrix kernels. The
+    /// tensor streams from its source a bounded range of rows at a time (about
+    /// [`MATRIX_RANGE_BYTES`] of the file) and is converted row by row as it comes: loading
+    /// holds no f32 or row-major copy of the tensor and, for a memory-mapped file, no more than
+    /// one range of its pages, so the peak resident set stays close to the weights at their
+    /// precision. A BF16 tensor read at bf16 keeps its bits.
     ///
     /// # Errors
     /// As [`Weights::get`].
     pub(crate) fn get_matrix(&self, name: &str, rows: usize, cols: usize) -> Result<Matrix> {
-        if self.precision == Precision::Bf16 && self.dtype(name) == Some(DType::BF16) {
-            let bits = self.read_bf16_bits(name, rows, cols)?;
-            return Ok(Matrix::from_bf16_bits(&bits, rows, cols));
+        let (src, i) = self.locate(name)?;
+        let info = &src.tensors()[i];
+        let shape_error = || RuntimeError::Shape {
+            name: name.to_string(),
+            expected: vec![rows, cols],
+            found: info.shape.clone(),
+        };
+        if info.shape != [rows as u64, cols as u64] {
+            return Err(shape_error());
         }
-        let mut scratch = self.scratch.borrow_mut();
-        self.read_checked(name, &[&[rows, cols]], &mut scratch)?;
-        Ok(Matrix::from_f32(&scratch, rows, cols, self.precision))
-    }
-
-    fn dtype(&self, name: &str) -> Option<DType> {
-        let &(s, i) = self.by_name.get(name)?;
-        Some(self.sources[s].tensors()[i].dtype)
+        let size = element_size(info.dtype).ok_or_else(|| RuntimeError::DType {
+            name: name.to_string(),
+            dtype: info.dtype,
+        })?;
+        let mut builder = MatrixBuilder::new(rows, cols, self.precision);
+        let mut non_finite: Option<usize> = None;
+        let mut seen = 0usize;
+        let mut f32s: Vec<f32> = Vec::new();
+        let mut bits: Vec<u16> = Vec::new();
+        let dtype = info.dtype;
+        let keep_bf16 = dtype == DType::BF16;
+        let row_bytes = (cols * size).max(1) as u64;
+        let range_rows = (MATRIX_RANGE_BYTES as u64 / row_bytes).max(1);
+        stream_elements(
+            src,
+            i,
+            size,
+            range_rows * row_bytes,
+            &mut |bytes: &[u8]| {
+                if keep_bf16 {
+                    bits.clear();
+                    bits.extend(
+                        bytes
+                            .chunks_exact(2)
+                            .map(|c| u16::from_le_bytes([c[0], c[1]])),
+                    );
+                    if non_finite.is_none() {
+                        // All exponent bits set: infinity or NaN.
+                        non_finite = bits
+                            .iter()
+                            .position(|b| b & 0x7F80 == 0x7F80)
+                            .map(|p| seen + p);
+                    }
+                    seen += bits.len();
+                    builder.push_bf16_bits(&bits);
+                } else {
+                    f32s.clear();
+                    convert(dtype, bytes, &mut f32s);
+                    if non_finite.is_none() {
+                        non_finite = f32s.iter().position(|v| !v.is_finite()).map(|p| seen + p);
+                    }
+                    seen += f32s.len();
+                    builder.push_f32(&f32s);
+                }
+            },
+        )
+        .map_err(|e| match e {
+            StreamError::Source(e) => RuntimeError::from(e),
+            StreamError::Partial => shape_error(),
+        })?;
+        if let Some(index) = non_finite {
+            return Err(RuntimeError::NonFinite {
+                name: name.to_string(),
+                index,
+            });
+        }
+        let matrix = builder.finish().ok_or_else(shape_error)?;
+        self.used.borrow_mut().insert(name.to_string());
+        Ok(matrix)
     }
 
     /// The file holding tensor `name` and its index there.
@@ -144,49 +200,6 @@ impl<'a> Weights<'a> {
                 name: name.to_string(),
             })?;
         Ok((self.sources[s], i))
-    }
-
-    /// The bits of a BF16 tensor, checked for shape and finiteness like [`Weights::get`].
-    fn read_bf16_bits(&self, name: &str, rows: usize, cols: usize) -> Result<Vec<u16>> {
-        let (src, i) = self.locate(name)?;
-        let info = &src.tensors()[i];
-        if info.shape != [rows as u64, cols as u64] {
-            return Err(RuntimeError::Shape {
-                name: name.to_string(),
-                expected: vec![rows, cols],
-                found: info.shape.clone(),
-            });
-        }
-        let mut bits: Vec<u16> = Vec::with_capacity(rows * cols);
-        let mut carry: Option<u8> = None;
-        src.stream_tensor(i, &mut |chunk: &[u8]| {
-            let mut chunk = chunk;
-            if let (Some(lo), Some(&hi)) = (carry, chunk.first()) {
-                bits.push(u16::from_le_bytes([lo, hi]));
-                carry = None;
-                chunk = &chunk[1..];
-            }
-            let pairs = chunk.chunks_exact(2);
-            carry = pairs.remainder().first().copied();
-            bits.extend(pairs.map(|c| u16::from_le_bytes([c[0], c[1]])));
-            Ok(())
-        })?;
-        if bits.len() != rows * cols || carry.is_some() {
-            return Err(RuntimeError::Shape {
-                name: name.to_string(),
-                expected: vec![rows, cols],
-                found: info.shape.clone(),
-            });
-        }
-        // All exponent bits set: infinity or NaN.
-        if let Some(index) = bits.iter().position(|b| b & 0x7F80 == 0x7F80) {
-            return Err(RuntimeError::NonFinite {
-                name: name.to_string(),
-                index,
-            });
-        }
-        self.used.borrow_mut().insert(name.to_string());
-        Ok(bits)
     }
 
     /// Reads tensor `name` into `values` (cleared first) after checking its shape against
@@ -247,6 +260,81 @@ impl<'a> Weights<'a> {
     }
 }
 
+/// Source bytes of one matrix [`Weights::get_matrix`] maps at a time: small beside the weights
+/// (the file's pages are released after each range), large enough that the system calls that
+/// populate and release them cost nothing measurable.
+pub(crate) const MATRIX_RANGE_BYTES: usize = 256 << 10;
+
+/// Bytes per element of the types the runtime reads, `None` for the others.
+fn element_size(dtype: DType) -> Option<usize> {
+    match dtype {
+        DType::F32 => Some(4),
+        DType::F16 | DType::BF16 => Some(2),
+        DType::F64 => Some(8),
+        _ => None,
+    }
+}
+
+/// Why [`stream_elements`] stopped.
+enum StreamError {
+    Source(tantra_formats::FormatError),
+    /// The bytes ended inside an element.
+    Partial,
+}
+
+/// Feeds the bytes of tensor `index` to `sink` as whole elements of `size` bytes (an element
+/// split across two chunks is joined). A tensor stored as one run of a file is read in ranges
+/// of `range` bytes, so a memory-mapped source holds the pages of one range at a time; other
+/// sources stream the tensor their own way.
+fn stream_elements(
+    src: &dyn TensorSource,
+    index: usize,
+    size: usize,
+    range: u64,
+    sink: &mut dyn FnMut(&[u8]),
+) -> std::result::Result<(), StreamError> {
+    // Bytes of an element split across two chunks.
+    let mut carry: Vec<u8> = Vec::with_capacity(8);
+    let mut feed = |chunk: &[u8]| {
+        let mut chunk = chunk;
+        if !carry.is_empty() {
+            let take = (size - carry.len()).min(chunk.len());
+            carry.extend_from_slice(&chunk[..take]);
+            chunk = &chunk[take..];
+            if carry.len() == size {
+                sink(&carry);
+                carry.clear();
+            }
+        }
+        let whole = chunk.len() / size * size;
+        if whole > 0 {
+            sink(&chunk[..whole]);
+        }
+        carry.extend_from_slice(&chunk[whole..]);
+        Ok(())
+    };
+    match src.file_range(index) {
+        Some(r) if r.end - r.start > range => {
+            let total = r.end - r.start;
+            let mut pos = 0u64;
+            while pos < total {
+                let end = pos.saturating_add(range).min(total);
+                src.stream_tensor_range(index, pos..end, &mut feed)
+                    .map_err(StreamError::Source)?;
+                pos = end;
+            }
+        }
+        _ => src
+            .stream_tensor(index, &mut feed)
+            .map_err(StreamError::Source)?,
+    }
+    if carry.is_empty() {
+        Ok(())
+    } else {
+        Err(StreamError::Partial)
+    }
+}
+
 /// Tensor `index` of `src` as f32, converted chunk by chunk as the source streams it: a
 /// memory-mapped file releases the pages it has handed out, so loading holds the f32 copy and
 /// not also the whole file in memory.
@@ -257,48 +345,31 @@ fn read_f32(
     info: &TensorInfo,
     values: &mut Vec<f32>,
 ) -> Result<()> {
-    let size = match info.dtype {
-        DType::F32 => 4,
-        DType::F16 | DType::BF16 => 2,
-        DType::F64 => 8,
-        other => {
-            return Err(RuntimeError::DType {
-                name: name.to_string(),
-                dtype: other,
-            })
-        }
-    };
+    let size = element_size(info.dtype).ok_or_else(|| RuntimeError::DType {
+        name: name.to_string(),
+        dtype: info.dtype,
+    })?;
     let numel = info
         .numel()
         .and_then(|n| usize::try_from(n).ok())
         .unwrap_or(0);
     values.clear();
     values.reserve(numel);
-    // Bytes of an element split across two chunks.
-    let mut carry: Vec<u8> = Vec::with_capacity(8);
     let dtype = info.dtype;
-    src.stream_tensor(index, &mut |chunk: &[u8]| {
-        let mut chunk = chunk;
-        if !carry.is_empty() {
-            let take = (size - carry.len()).min(chunk.len());
-            carry.extend_from_slice(&chunk[..take]);
-            chunk = &chunk[take..];
-            if carry.len() == size {
-                convert(dtype, &carry, values);
-                carry.clear();
-            }
-        }
-        let whole = chunk.len() / size * size;
-        convert(dtype, &chunk[..whole], values);
-        carry.extend_from_slice(&chunk[whole..]);
-        Ok(())
+    let shape_error = |len: usize| RuntimeError::Shape {
+        name: name.to_string(),
+        expected: vec![len],
+        found: info.shape.clone(),
+    };
+    stream_elements(src, index, size, u64::MAX, &mut |bytes| {
+        convert(dtype, bytes, values)
+    })
+    .map_err(|e| match e {
+        StreamError::Source(e) => RuntimeError::from(e),
+        StreamError::Partial => shape_error(values.len()),
     })?;
-    if values.len() != numel || !carry.is_empty() {
-        return Err(RuntimeError::Shape {
-            name: name.to_string(),
-            expected: vec![values.len()],
-            found: info.shape.clone(),
-        });
+    if values.len() != numel {
+        return Err(shape_error(values.len()));
     }
     Ok(())
 }
@@ -432,5 +503,53 @@ mod tests {
         ));
         let dup = Weights::from_sources(vec![&m, &m]);
         assert!(matches!(dup, Err(RuntimeError::DuplicateTensor { .. })));
+    }
+
+    #[test]
+    fn matrices_stream_into_every_precision() {
+        let (rows, cols) = (5, 37);
+        let v: Vec<f32> = (0..rows * cols).map(|i| (i as f32 * 0.37).sin()).collect();
+        let bits: Vec<u16> = v
+            .iter()
+            .map(|x| half::bf16::from_f32(*x).to_bits())
+            .collect();
+        let mut m = MemorySource::new();
+        m.push_f32("w", vec![rows as u64, cols as u64], &v).unwrap();
+        let b: Vec<u8> = bits.iter().flat_map(|x| x.to_le_bytes()).collect();
+        m.push(
+            TensorInfo::new("b", DType::BF16, vec![rows as u64, cols as u64]),
+            b,
+        )
+        .unwrap();
+        let mut bad = v.clone();
+        bad[40] = f32::INFINITY;
+        m.push_f32("bad", vec![rows as u64, cols as u64], &bad)
+            .unwrap();
+        let c = Chunky(m);
+        for p in Precision::ALL {
+            let w = Weights::new(&c).unwrap().with_precision(p);
+            assert_eq!(
+                w.get_matrix("w", rows, cols).unwrap(),
+                Matrix::from_f32(&v, rows, cols, p)
+            );
+            let want = if p == Precision::Bf16 {
+                Matrix::from_bf16_bits(&bits, rows, cols)
+            } else {
+                let widened: Vec<f32> = bits
+                    .iter()
+                    .map(|x| half::bf16::from_bits(*x).to_f32())
+                    .collect();
+                Matrix::from_f32(&widened, rows, cols, p)
+            };
+            assert_eq!(w.get_matrix("b", rows, cols).unwrap(), want);
+            assert!(matches!(
+                w.get_matrix("bad", rows, cols),
+                Err(RuntimeError::NonFinite { index: 40, .. })
+            ));
+            assert!(matches!(
+                w.get_matrix("w", cols, rows),
+                Err(RuntimeError::Shape { .. })
+            ));
+        }
     }
 }

@@ -124,12 +124,17 @@ class MambaRuntime:
     """A Mamba language model ready to run, from the weights root or a path."""
     def __init__(self, model_type: str = "mamba", version: Optional[str] = None,
                  root: Optional[_Path] = None, format: Optional[str] = None,
-                 dtype: str = "f32") -> None:
-        """``dtype``: the precision weight matrices are kept at, ``"f32"``, ``"bf16"`` or ``"q8"``."""
+                 dtype: str = "f32", threads: Optional[int] = None) -> None:
+        """``dtype``: the precision weight matrices are kept at, ``"f32"``, ``"bf16"`` or ``"q8"``.
+        ``threads``: the threads this runtime computes on (its own pool; ``None``: all cores);
+        results are the same bits whatever the count."""
     @staticmethod
-    def from_path(path: _Path, dtype: str = "f32") -> "MambaRuntime": ...
+    def from_path(path: _Path, dtype: str = "f32",
+                  threads: Optional[int] = None) -> "MambaRuntime": ...
     @property
     def dtype(self) -> str: ...
+    @property
+    def threads(self) -> int: ...
     @property
     def vocab_size(self) -> int: ...
     @property

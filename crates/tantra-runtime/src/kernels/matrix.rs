@@ -2,8 +2,8 @@
 
 use crate::precision::Precision;
 
-use super::packed::{Bf16, Packed};
-use super::q8::Q8Matrix;
+use super::packed::{Bf16, Packed, PackedBuilder};
+use super::q8::{Q8Builder, Q8Matrix};
 
 /// A `[rows, cols]` weight matrix (torch's `[out, in]`) stored at f32, bf16 or 8 bits. Every
 /// product gives, for one row and one input vector, the same bits whatever the batch size,
@@ -39,6 +39,7 @@ impl Matrix {
     }
 
     /// A row-major matrix of bfloat16 bits, kept as they are.
+    #[cfg(test)]
     pub(crate) fn from_bf16_bits(bits: &[u16], rows: usize, cols: usize) -> Self {
         let b: Vec<Bf16> = bits.iter().map(|&v| Bf16(v)).collect();
         Matrix::Bf16(Packed::from_row_major(&b, rows, cols))
@@ -81,6 +82,119 @@ impl Matrix {
     }
 }
 
+/// Builds a [`Matrix`] at a precision from row-major values that arrive in pieces of any
+/// length (as a file streams them), holding one row (four for the packed layouts) besides the
+/// result: the loader's way to convert a tensor without a full f32 or row-major copy of it.
+/// The result is bit-identical to [`Matrix::from_f32`] (or [`Matrix::from_bf16_bits`]) of all
+/// the values.
+#[derive(Debug)]
+pub(crate) struct MatrixBuilder {
+    kind: Kind,
+    rows: usize,
+    cols: usize,
+    /// Values pushed so far (also those past the end, which make [`Self::finish`] fail).
+    values: usize,
+}
+
+#[derive(Debug)]
+enum Kind {
+    F32(PackedBuilder<f32>, Vec<f32>),
+    Bf16(PackedBuilder<Bf16>, Vec<Bf16>),
+    Q8(Q8Builder, Vec<f32>),
+}
+
+/// Appends `values` to the partial `row`, handing each completed row to `emit`.
+fn feed<T: Copy>(row: &mut Vec<T>, cols: usize, values: &[T], mut emit: impl FnMut(&[T])) {
+    let mut values = values;
+    while !values.is_empty() {
+        let take = (cols - row.len()).min(values.len());
+        row.extend_from_slice(&values[..take]);
+        values = &values[take..];
+        if row.len() == cols {
+            emit(row);
+            row.clear();
+        }
+    }
+}
+
+impl MatrixBuilder {
+    pub(crate) fn new(rows: usize, cols: usize, precision: Precision) -> Self {
+        let kind = match precision {
+            Precision::F32 => Kind::F32(PackedBuilder::new(rows, cols), Vec::with_capacity(cols)),
+            Precision::Bf16 => Kind::Bf16(PackedBuilder::new(rows, cols), Vec::with_capacity(cols)),
+            Precision::Q8 => Kind::Q8(Q8Builder::new(rows, cols), Vec::with_capacity(cols)),
+        };
+        MatrixBuilder {
+            kind,
+            rows,
+            cols,
+            values: 0,
+        }
+    }
+
+    /// Appends the next row-major values, rounded or quantized as the precision asks.
+    pub(crate) fn push_f32(&mut self, values: &[f32]) {
+        let cols = self.cols;
+        self.values = self.values.saturating_add(values.len());
+        if cols == 0 {
+            return;
+        }
+        match &mut self.kind {
+            Kind::F32(b, row) => feed(row, cols, values, |r| b.push_row(r)),
+            Kind::Q8(b, row) => feed(row, cols, values, |r| b.push_row(r)),
+            Kind::Bf16(b, row) => {
+                for chunk in values.chunks(256) {
+                    let mut conv = [Bf16(0); 256];
+                    for (c, &v) in conv.iter_mut().zip(chunk) {
+                        *c = Bf16::from_f32(v);
+                    }
+                    feed(row, cols, &conv[..chunk.len()], |r| b.push_row(r));
+                }
+            }
+        }
+    }
+
+    /// Appends the next row-major values given as bfloat16 bits: kept as they are at bf16,
+    /// widened (exactly) to f32 otherwise.
+    pub(crate) fn push_bf16_bits(&mut self, bits: &[u16]) {
+        let cols = self.cols;
+        if cols == 0 {
+            self.values = self.values.saturating_add(bits.len());
+            return;
+        }
+        if let Kind::Bf16(b, row) = &mut self.kind {
+            self.values = self.values.saturating_add(bits.len());
+            for chunk in bits.chunks(256) {
+                let mut conv = [Bf16(0); 256];
+                for (c, &v) in conv.iter_mut().zip(chunk) {
+                    *c = Bf16(v);
+                }
+                feed(row, cols, &conv[..chunk.len()], |r| b.push_row(r));
+            }
+            return;
+        }
+        for chunk in bits.chunks(256) {
+            let mut conv = [0.0f32; 256];
+            for (c, &v) in conv.iter_mut().zip(chunk) {
+                *c = f32::from_bits(u32::from(v) << 16);
+            }
+            self.push_f32(&conv[..chunk.len()]);
+        }
+    }
+
+    /// The matrix; `None` unless exactly `rows * cols` values were pushed.
+    pub(crate) fn finish(self) -> Option<Matrix> {
+        if self.values != self.rows * self.cols {
+            return None;
+        }
+        match self.kind {
+            Kind::F32(b, row) => row.is_empty().then(|| b.finish().map(Matrix::F32))?,
+            Kind::Bf16(b, row) => row.is_empty().then(|| b.finish().map(Matrix::Bf16))?,
+            Kind::Q8(b, row) => row.is_empty().then(|| b.finish().map(Matrix::Q8))?,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,5 +232,56 @@ mod tests {
             Matrix::from_bf16_bits(&bits, rows, cols),
             Matrix::from_f32(&w, rows, cols, Precision::Bf16)
         );
+    }
+
+    #[test]
+    fn building_from_pieces_equals_building_from_the_whole() {
+        // Rows not a multiple of 4, columns not a multiple of 16 or 32.
+        for (rows, cols) in [(37, 70), (8, 32), (3, 5), (1, 1)] {
+            let w: Vec<f32> = (0..rows * cols)
+                .map(|i| ((i * 37 % 101) as f32 - 50.0) / 60.0)
+                .collect();
+            for p in Precision::ALL {
+                for piece in [1, 7, 64, 10_000] {
+                    let mut b = MatrixBuilder::new(rows, cols, p);
+                    for c in w.chunks(piece) {
+                        b.push_f32(c);
+                    }
+                    assert_eq!(
+                        b.finish(),
+                        Some(Matrix::from_f32(&w, rows, cols, p)),
+                        "{p} {rows}x{cols} in pieces of {piece}"
+                    );
+                }
+                // One value short, one too many.
+                let mut b = MatrixBuilder::new(rows, cols, p);
+                b.push_f32(&w[1..]);
+                assert_eq!(b.finish(), None);
+                let mut b = MatrixBuilder::new(rows, cols, p);
+                b.push_f32(&w);
+                b.push_f32(&w[..cols]);
+                assert_eq!(b.finish(), None);
+            }
+            let bits: Vec<u16> = w
+                .iter()
+                .map(|&v| half::bf16::from_f32(v).to_bits())
+                .collect();
+            let widened: Vec<f32> = bits
+                .iter()
+                .map(|&b| half::bf16::from_bits(b).to_f32())
+                .collect();
+            for p in Precision::ALL {
+                let mut b = MatrixBuilder::new(rows, cols, p);
+                for c in bits.chunks(5) {
+                    b.push_bf16_bits(c);
+                }
+                let want = if p == Precision::Bf16 {
+                    Matrix::from_bf16_bits(&bits, rows, cols)
+                } else {
+                    Matrix::from_f32(&widened, rows, cols, p)
+                };
+                assert_eq!(b.finish(), Some(want), "bf16 bits at {p}");
+            }
+        }
     }
 }

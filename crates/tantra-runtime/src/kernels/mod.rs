@@ -15,7 +15,7 @@ mod matrix;
 mod packed;
 mod q8;
 
-pub(crate) use matrix::Matrix;
+pub(crate) use matrix::{Matrix, MatrixBuilder};
 pub(crate) use packed::dot;
 
 /// Below this many multiply-adds a product runs on the calling thread: handing work to the

@@ -310,6 +310,71 @@ pub(crate) struct Packed<W: Elem> {
     cols: usize,
 }
 
+/// Appends four row-major rows (`group.len() == 4 * cols`) in the packed order.
+fn pack_group<W: Elem>(group: &[W], cols: usize, data: &mut Vec<W>) {
+    let full = cols / LANES * LANES;
+    for j in (0..full).step_by(LANES) {
+        for row in group.chunks_exact(cols) {
+            data.extend_from_slice(&row[j..j + LANES]);
+        }
+    }
+    for row in group.chunks_exact(cols) {
+        data.extend_from_slice(&row[full..]);
+    }
+}
+
+/// Builds a [`Packed`] matrix row by row, holding at most four rows besides the result: how
+/// the loader packs a tensor while it streams from the file, without a row-major copy of it.
+#[derive(Debug)]
+pub(crate) struct PackedBuilder<W: Elem> {
+    data: Vec<W>,
+    /// Rows of the group being filled, row-major.
+    pending: Vec<W>,
+    rows: usize,
+    cols: usize,
+    pushed: usize,
+}
+
+impl<W: Elem> PackedBuilder<W> {
+    pub(crate) fn new(rows: usize, cols: usize) -> Self {
+        PackedBuilder {
+            data: Vec::with_capacity(rows * cols),
+            pending: Vec::with_capacity(4 * cols),
+            rows,
+            cols,
+            pushed: 0,
+        }
+    }
+
+    /// Appends the next row (`row.len() == cols`); rows past `rows` are ignored.
+    pub(crate) fn push_row(&mut self, row: &[W]) {
+        if self.pushed == self.rows || row.len() != self.cols {
+            return;
+        }
+        self.pushed += 1;
+        self.pending.extend_from_slice(row);
+        // Rows past the last whole group stay row-major, as `from_row_major` leaves them.
+        if self.pending.len() == 4 * self.cols {
+            pack_group(&self.pending, self.cols, &mut self.data);
+            self.pending.clear();
+        }
+    }
+
+    /// The matrix, bit-identical to [`Packed::from_row_major`] of the rows pushed; `None`
+    /// unless exactly `rows` rows were pushed.
+    pub(crate) fn finish(mut self) -> Option<Packed<W>> {
+        if self.pushed != self.rows {
+            return None;
+        }
+        self.data.extend_from_slice(&self.pending);
+        Some(Packed {
+            data: self.data,
+            rows: self.rows,
+            cols: self.cols,
+        })
+    }
+}
+
 impl<W: Elem> Packed<W> {
     /// Packs a row-major matrix. `w.len()` must be `rows * cols` (the callers read it with
     /// that shape); a shorter `w` is padded with zeros rather than read out of bounds.
@@ -322,18 +387,10 @@ impl<W: Elem> Packed<W> {
             padded = [w, &vec![W::ZERO; n - w.len()]].concat();
             &padded[..]
         };
-        let full = cols / LANES * LANES;
         let groups = rows / 4;
         let mut data = Vec::with_capacity(n);
         for group in w[..groups * 4 * cols].chunks_exact(4 * cols) {
-            for j in (0..full).step_by(LANES) {
-                for row in group.chunks_exact(cols) {
-                    data.extend_from_slice(&row[j..j + LANES]);
-                }
-            }
-            for row in group.chunks_exact(cols) {
-                data.extend_from_slice(&row[full..]);
-            }
+            pack_group(group, cols, &mut data);
         }
         data.extend_from_slice(&w[groups * 4 * cols..]);
         Packed { data, rows, cols }

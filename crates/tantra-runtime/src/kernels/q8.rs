@@ -174,6 +174,51 @@ impl Q8Input {
     }
 }
 
+/// Builds a [`Q8Matrix`] row by row (each row quantized as it comes), for loading a tensor
+/// while it streams from the file without an f32 copy of it.
+#[derive(Debug)]
+pub(crate) struct Q8Builder {
+    m: Q8Matrix,
+    q1: Vec<i8>,
+    d1: Vec<f32>,
+    pushed: usize,
+}
+
+impl Q8Builder {
+    pub(crate) fn new(rows: usize, cols: usize) -> Self {
+        let blocks = cols.div_ceil(QK);
+        Q8Builder {
+            m: Q8Matrix {
+                qs: Vec::with_capacity(rows * blocks * QK),
+                d: Vec::with_capacity(rows * blocks),
+                rows,
+                cols,
+                blocks,
+            },
+            q1: Vec::new(),
+            d1: Vec::new(),
+            pushed: 0,
+        }
+    }
+
+    /// Quantizes and appends the next row (`row.len() == cols`); rows past `rows` are ignored.
+    pub(crate) fn push_row(&mut self, row: &[f32]) {
+        if self.pushed == self.m.rows || row.len() != self.m.cols {
+            return;
+        }
+        self.pushed += 1;
+        quantize(row, &mut self.q1, &mut self.d1);
+        self.m.qs.extend_from_slice(&self.q1);
+        self.m.d.extend_from_slice(&self.d1);
+    }
+
+    /// The matrix, equal to [`Q8Matrix::from_row_major`] of the rows pushed; `None` unless
+    /// exactly `rows` rows were pushed.
+    pub(crate) fn finish(self) -> Option<Q8Matrix> {
+        (self.pushed == self.m.rows).then_some(self.m)
+    }
+}
+
 impl Q8Matrix {
     /// Quantizes a row-major matrix (`w.len() == rows * cols`; missing values count as 0).
     pub(crate) fn from_row_major(w: &[f32], rows: usize, cols: usize) -> Self {
