@@ -99,7 +99,7 @@ fn options(
 
 /// The pool a `threads=` argument asks for.
 fn parse_threads(threads: Option<usize>) -> PyResult<Threads> {
-    Threads::new(threads).map_err(|e| PyValueError::new_err(e.to_string()))
+    Threads::new(threads).map_err(|e| PyValueError::new_err(tantra_formats::chain(&e).to_string()))
 }
 
 /// The precision a `dtype=` argument names.

@@ -119,6 +119,10 @@ pub enum RuntimeError {
         found: &'static str,
     },
 
+    /// A thread count of zero.
+    #[error("the thread count must be at least 1")]
+    ZeroThreads,
+
     /// The thread pool could not be set up with that many threads.
     #[error("cannot run on {threads} thread(s)")]
     Threads {

@@ -22,25 +22,20 @@ impl Threads {
     /// `Some(n)`: a pool of its own with `n` threads; `None`: the global pool.
     ///
     /// # Errors
-    /// [`RuntimeError::Threads`] for `n == 0` or a pool the system cannot start.
+    /// [`RuntimeError::ZeroThreads`] for `n == 0`, [`RuntimeError::Threads`] for a pool the
+    /// system cannot start.
     pub fn new(n: Option<usize>) -> Result<Self> {
         let Some(n) = n else {
             return Ok(Threads::default());
         };
         if n == 0 {
-            return Err(RuntimeError::Threads {
-                threads: 0,
-                reason: "the thread count must be at least 1".into(),
-            });
+            return Err(RuntimeError::ZeroThreads);
         }
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(n)
             .thread_name(|i| format!("tantra-runtime-{i}"))
             .build()
-            .map_err(|e| RuntimeError::Threads {
-                threads: n,
-                reason: e.to_string(),
-            })?;
+            .map_err(|source| RuntimeError::Threads { threads: n, source })?;
         Ok(Threads {
             pool: Some(Arc::new(pool)),
         })
@@ -82,7 +77,7 @@ mod tests {
         );
         assert!(matches!(
             Threads::new(Some(0)),
-            Err(RuntimeError::Threads { threads: 0, .. })
+            Err(RuntimeError::ZeroThreads)
         ));
     }
 }
