@@ -50,7 +50,8 @@ fuzz_target!(|data: &[u8]| {
         GgufFile::from_bytes(data.to_vec())
     })
     .expect("accepted once, accepted again");
-    assert_eq!(src.header(), &header);
+    // By their debug form: a NaN in the metadata is not equal to itself (a run found one).
+    assert_eq!(format!("{:?}", src.header()), format!("{header:?}"));
     let mut decodable = true;
     for (i, t) in src.tensors().iter().enumerate() {
         let Ok(b) = src.tensor_bytes(i) else {
