@@ -1,7 +1,9 @@
 //! Fuzzes the safe pickle reader, its scanner, and the legacy PyTorch reader built on them.
 //!
 //! What must hold:
-//! - no input panics, hangs, overflows the stack or allocates out of proportion to its size;
+//! - no input panics, hangs or overflows the stack; scanning and parsing never hold more than
+//!   32 bytes per input byte plus 128 KiB at once, flattening more than that plus 32 MiB
+//!   (counted by the allocator in `common/alloc.rs`);
 //! - the scanner and the machine agree: a pickle the machine accepts scans safe (every global
 //!   allowlisted, no refused opcode), and one the scanner calls unsafe is refused;
 //! - a flattened tree has unique names and only tensors whose views fit their storages;
@@ -16,12 +18,20 @@ use tantra_formats::pickle::{
 
 mod common;
 
-fn check_flat(p: &Pickle) {
+#[path = "common/alloc.rs"]
+mod alloc;
+
+#[global_allocator]
+static ALLOC: alloc::Counting = alloc::Counting;
+
+fn check_flat(p: &Pickle, p_len: usize) {
     let limits = Limits {
         max_visits: 1 << 16,
         ..Limits::default()
     };
-    let Ok(flat) = p.flatten(&limits) else {
+    let Ok(flat) = alloc::within("flatten", p_len, alloc::FLATTEN_FIXED, || {
+        p.flatten(&limits)
+    }) else {
         return;
     };
     let mut names = std::collections::HashSet::new();
@@ -46,13 +56,15 @@ fn check_flat(p: &Pickle) {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let report = scan(data);
+    let report = alloc::within_budget("scan", data.len(), || scan(data));
     for opts in [
         PersistentIds::Zip,
         PersistentIds::Legacy,
         PersistentIds::Forbidden,
     ] {
-        if let Ok(p) = Pickle::parse(data, &ParseOptions::new(opts)) {
+        if let Ok(p) = alloc::within_budget("Pickle::parse", data.len(), || {
+            Pickle::parse(data, &ParseOptions::new(opts))
+        }) {
             {
                 assert_eq!(
                     report.verdict,
@@ -67,7 +79,7 @@ fuzz_target!(|data: &[u8]| {
                         "{g} accepted but not allowlisted"
                     );
                 }
-                check_flat(&p);
+                check_flat(&p, data.len());
             }
         }
     }

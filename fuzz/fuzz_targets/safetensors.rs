@@ -3,7 +3,8 @@
 //!
 //! `parse_header` is the code `SafetensorsFile::open` runs on a mapped file, so this covers the
 //! reader's every rule without touching the file system. What must hold:
-//! - no input panics, hangs or allocates out of proportion to its size;
+//! - no input panics or hangs, and reading or writing it never holds more than 32 bytes per
+//!   input byte plus 128 KiB at once (counted by the allocator in `common/alloc.rs`);
 //! - an accepted header's ranges tile the data buffer exactly and match dtype and shape;
 //! - an accepted file writes, the output reads back with the same tensors, bytes, metadata
 //!   (plus `format`) and values, and writing that again gives the same bytes.
@@ -15,6 +16,12 @@ use std::collections::BTreeMap;
 use libfuzzer_sys::fuzz_target;
 use tantra_formats::safetensors::{parse_header, write_safetensors, SafetensorsFile};
 use tantra_formats::{NoProgress, TensorSource, Value};
+
+#[path = "common/alloc.rs"]
+mod alloc;
+
+#[global_allocator]
+static ALLOC: alloc::Counting = alloc::Counting;
 
 fn same_value(a: &Value, b: &Value) -> bool {
     match (a, b) {
@@ -40,7 +47,7 @@ fn write(src: &dyn TensorSource) -> Vec<u8> {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(header) = parse_header(data) else {
+    let Ok(header) = alloc::within_budget("parse_header", data.len(), || parse_header(data)) else {
         return;
     };
 
@@ -54,9 +61,12 @@ fuzz_target!(|data: &[u8]| {
     }
     assert_eq!(end, data.len() as u64, "nothing after the last tensor");
 
-    let src = SafetensorsFile::from_bytes(data.to_vec()).expect("accepted once, accepted again");
+    let src = alloc::within_budget("SafetensorsFile::from_bytes", data.len(), || {
+        SafetensorsFile::from_bytes(data.to_vec())
+    })
+    .expect("accepted once, accepted again");
     assert_eq!(src.header(), &header);
-    let out = write(&src);
+    let out = alloc::within_budget("write_safetensors", data.len(), || write(&src));
     let back = SafetensorsFile::from_bytes(out.clone()).expect("our output reads back");
 
     let by_name: BTreeMap<&str, usize> = back

@@ -1,7 +1,8 @@
 //! Fuzzes the zip container reader and the PyTorch archive reader built on it.
 //!
 //! What must hold:
-//! - no input panics, hangs or allocates out of proportion to its size;
+//! - no input panics or hangs, and reading it never holds more than 32 bytes per input byte
+//!   plus 128 KiB at once (counted by the allocator in `common/alloc.rs`);
 //! - an accepted archive's entries lie inside the file, do not overlap, live
 //!   under one prefix with clean relative names, and are found again by name;
 //! - an archive that opens as a PyTorch file serves every tensor at its declared size, and
@@ -14,8 +15,16 @@ use tantra_formats::zip::ZipArchive;
 
 mod common;
 
+#[path = "common/alloc.rs"]
+mod alloc;
+
+#[global_allocator]
+static ALLOC: alloc::Counting = alloc::Counting;
+
 fuzz_target!(|data: &[u8]| {
-    if let Ok(zip) = ZipArchive::parse(data) {
+    if let Ok(zip) =
+        alloc::within_budget("ZipArchive::parse", data.len(), || ZipArchive::parse(data))
+    {
         let prefix = format!("{}/", zip.prefix());
         let mut ranges: Vec<(u64, u64)> = Vec::new();
         for e in zip.entries() {

@@ -5,12 +5,18 @@
 pub fn render(header: &[&str], rows: &[Vec<String>]) -> String {
     let mut out = Vec::new();
     // Writing to a Vec<u8> cannot fail.
-    let _ = write_rows(&mut out, header, rows.len(), |i| rows[i].clone());
+    let _ = write_rows(&mut out, header, rows.len(), |i, cells| {
+        for (cell, text) in cells.iter_mut().zip(&rows[i]) {
+            cell.push_str(text);
+        }
+    });
     String::from_utf8(out).unwrap_or_default()
 }
 
 /// [`render`] for `count` rows made one at a time by `row` (twice: once to measure, once to
-/// write), so that a table of a million tensors is never held in memory.
+/// write), so that a table of a million tensors is never held in memory. `row` fills one
+/// empty cell per header column; the cells and the line are buffers kept from row to row (a
+/// million rows made with a `String` per cell spent most of `inspect`'s time in the allocator).
 ///
 /// # Errors
 /// The writer's.
@@ -18,7 +24,7 @@ pub fn write_rows(
     out: &mut dyn std::io::Write,
     header: &[&str],
     count: usize,
-    row: impl Fn(usize) -> Vec<String>,
+    row: impl Fn(usize, &mut [String]),
 ) -> std::io::Result<()> {
     let numeric_cell = |c: &str| {
         let c = [" KB", " MB", " GB", " TB", " B", " s"]
@@ -29,10 +35,18 @@ pub fn write_rows(
             && c.chars()
                 .all(|ch| ch.is_ascii_digit() || ".,-+e%".contains(ch))
     };
+    let mut cells = vec![String::new(); header.len()];
+    let fill = |r: usize, cells: &mut [String]| {
+        for c in cells.iter_mut() {
+            c.clear();
+        }
+        row(r, cells);
+    };
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     let mut numeric = vec![count > 0; header.len()];
     for r in 0..count {
-        for (i, cell) in row(r).iter().enumerate() {
+        fill(r, &mut cells);
+        for (i, cell) in cells.iter().enumerate() {
             if let Some(w) = widths.get_mut(i) {
                 *w = (*w).max(cell.chars().count());
             }
@@ -41,25 +55,32 @@ pub fn write_rows(
             }
         }
     }
-    let mut line = |cells: Vec<&str>| -> std::io::Result<()> {
-        let parts: Vec<String> = cells
-            .iter()
-            .enumerate()
-            .map(|(i, c)| {
-                let w = widths.get(i).copied().unwrap_or(0);
-                if numeric.get(i).copied().unwrap_or(false) {
-                    format!("{c:>w$}")
-                } else {
-                    format!("{c:<w$}")
-                }
-            })
-            .collect();
-        writeln!(out, "{}", parts.join("  ").trim_end())
+    let mut buf = String::new();
+    let mut line = |cells: &mut dyn Iterator<Item = &str>| -> std::io::Result<()> {
+        buf.clear();
+        for (i, c) in cells.enumerate() {
+            if i > 0 {
+                buf.push_str("  ");
+            }
+            let pad = widths
+                .get(i)
+                .copied()
+                .unwrap_or(0)
+                .saturating_sub(c.chars().count());
+            if numeric.get(i).copied().unwrap_or(false) {
+                buf.extend(std::iter::repeat_n(' ', pad));
+                buf.push_str(c);
+            } else {
+                buf.push_str(c);
+                buf.extend(std::iter::repeat_n(' ', pad));
+            }
+        }
+        writeln!(out, "{}", buf.trim_end())
     };
-    line(header.to_vec())?;
+    line(&mut header.iter().copied())?;
     for r in 0..count {
-        let cells = row(r);
-        line(cells.iter().map(String::as_str).collect())?;
+        fill(r, &mut cells);
+        line(&mut cells.iter().map(String::as_str))?;
     }
     Ok(())
 }
@@ -82,15 +103,30 @@ pub fn human_bytes(n: u64) -> String {
 
 /// `1234567` -> `1,234,567`.
 pub fn group_digits(n: u64) -> String {
-    let s = n.to_string();
     let mut out = String::new();
-    for (i, ch) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
+    push_grouped(&mut out, n);
+    out
+}
+
+/// [`group_digits`], appended to `out`.
+pub fn push_grouped(out: &mut String, n: u64) {
+    let mut digits = [0u8; 20];
+    let mut len = 0;
+    let mut m = n;
+    loop {
+        digits[len] = b'0' + (m % 10) as u8;
+        len += 1;
+        m /= 10;
+        if m == 0 {
+            break;
+        }
+    }
+    for i in (0..len).rev() {
+        out.push(char::from(digits[i]));
+        if i > 0 && i % 3 == 0 {
             out.push(',');
         }
-        out.push(ch);
     }
-    out
 }
 
 #[cfg(test)]
@@ -101,6 +137,10 @@ mod tests {
     fn formats_numbers() {
         assert_eq!(group_digits(1234567), "1,234,567");
         assert_eq!(group_digits(12), "12");
+        assert_eq!(group_digits(0), "0");
+        assert_eq!(group_digits(999), "999");
+        assert_eq!(group_digits(1000), "1,000");
+        assert_eq!(group_digits(u64::MAX), "18,446,744,073,709,551,615");
         assert_eq!(human_bytes(999), "999 B");
         assert_eq!(human_bytes(2_600_000), "2.60 MB");
     }

@@ -190,7 +190,7 @@ fn write_verified(
             // The file is complete and flushed: no byte is still to come.
             finished.store(true, Ordering::Release);
             let vouched = beside.and_then(|h| h.join().ok());
-            verify_output(src, written, output, progress, vouched.as_deref())
+            verify_output(src, written, output, progress, vouched.as_ref())
         };
         let result = atomic_write_checked(output, force, write, check);
         finished.store(true, Ordering::Release);
@@ -222,6 +222,9 @@ enum Note {
     /// Tensor `.0` of the input went to bytes `.1` of the output.
     Tensor(usize, Range<u64>),
 }
+
+/// The output ranges `verify_beside` compared with the input, by input tensor.
+type Vouched = BTreeMap<usize, Range<u64>>;
 
 /// Tensors smaller than this are left to the check after the writing, which reads them out of
 /// one map of the finished file: reading one back while the file grows costs a map of its own,
@@ -286,8 +289,10 @@ fn verify_beside(
     input: &(dyn TensorSource + Sync),
     heard: mpsc::Receiver<Note>,
     finished: &AtomicBool,
-) -> Vec<Option<Range<u64>>> {
-    let mut vouched = vec![None; input.tensors().len()];
+) -> Vouched {
+    // Only tensors of at least `BESIDE_MIN` bytes are reported: a map, not a slot per tensor
+    // (24 bytes each on a file of a million small tensors).
+    let mut vouched = Vouched::new();
     let mut out: Option<File> = None;
     for note in heard {
         match note {
@@ -304,10 +309,8 @@ fn verify_beside(
                     &mut |sink| stream_file_range(f, r.clone(), sink),
                     &NoProgress,
                 );
-                if same.is_ok() {
-                    if let Some(slot) = vouched.get_mut(i) {
-                        *slot = Some(r);
-                    }
+                if same.is_ok() && i < input.tensors().len() {
+                    vouched.insert(i, r);
                 }
             }
         }
@@ -367,17 +370,23 @@ fn verify_output(
     written: &Path,
     output: &Path,
     progress: &dyn Progress,
-    vouched: Option<&[Option<Range<u64>>]>,
+    vouched: Option<&Vouched>,
 ) -> Result<(), FormatError> {
     let fail = |msg: String| FormatError::new(output, ErrorKind::Verify(msg));
     let out = open(written).map_err(|e| FormatError {
         path: Some(output.to_path_buf()),
         kind: e.kind,
     })?;
-    let mut by_name: BTreeMap<&str, usize> = BTreeMap::new();
-    for (i, t) in out.tensors().iter().enumerate() {
-        by_name.insert(t.name.as_str(), i);
-    }
+    // The output's tensors by name: indices sorted by name (8 bytes a tensor; a map of names
+    // took 65 on a file of many small tensors, held beside both tables).
+    let mut by_name: Vec<usize> = (0..out.tensors().len()).collect();
+    by_name.sort_unstable_by(|&a, &b| out.tensors()[a].name.cmp(&out.tensors()[b].name));
+    let find = |name: &str| {
+        by_name
+            .binary_search_by(|&j| out.tensors()[j].name.as_str().cmp(name))
+            .ok()
+            .and_then(|k| by_name.get(k).copied())
+    };
     if out.tensors().len() != input.tensors().len() {
         return Err(fail(format!(
             "the output holds {} tensors, the input {}",
@@ -388,7 +397,7 @@ fn verify_output(
     // Names, dtypes and shapes first (cheap), then the bytes of every tensor.
     let mut pairs = Vec::with_capacity(input.tensors().len());
     for (i, t) in input.tensors().iter().enumerate() {
-        let Some(&j) = by_name.get(t.name.as_str()) else {
+        let Some(j) = find(t.name.as_str()) else {
             return Err(fail(format!(
                 "tensor {:?} is missing from the output",
                 t.name
@@ -402,14 +411,15 @@ fn verify_output(
             )));
         }
         // Compared already, at the very bytes the finished file gives this tensor.
-        let seen = vouched.and_then(|v| v.get(i)).cloned().flatten();
+        let seen = vouched.and_then(|v| v.get(&i)).cloned();
         if seen.is_none() || seen != out.file_range(j) {
             pairs.push((i, j));
         }
     }
     let total = pairs.iter().map(|&(i, _)| size_of(input, i)).sum();
     progress.begin("verifying", total);
-    let compared = compare_tensors(input, out.as_ref(), &pairs, VERIFY_THREADS, progress);
+    drop(by_name);
+    let compared = compare_tensors(input, out.as_ref(), pairs, VERIFY_THREADS, progress);
     progress.end();
     compared.map_err(|e| match e {
         Compared::Differ { tensor, at } => fail(format!(
@@ -482,17 +492,18 @@ impl From<FormatError> for Compared {
 fn compare_tensors(
     a: &(dyn TensorSource + Sync),
     b: &(dyn TensorSource + Sync),
-    pairs: &[(usize, usize)],
+    pairs: Vec<(usize, usize)>,
     threads: usize,
     progress: &dyn Progress,
 ) -> Result<(), Compared> {
+    // Sorted in place: a copy would cost 16 bytes a tensor more on a file of many small ones.
+    let mut order = pairs;
     let size = |i: usize| {
         a.tensors()
             .get(i)
             .and_then(TensorInfo::byte_len)
             .unwrap_or(0)
     };
-    let mut order: Vec<(usize, usize)> = pairs.to_vec();
     order.sort_by_key(|&(i, _)| std::cmp::Reverse(size(i)));
     let threads = threads
         .min(std::thread::available_parallelism().map_or(1, |n| n.get()))
@@ -700,10 +711,10 @@ mod tests {
         let m = tensors();
         let owned = Materializing(tensors());
         for threads in [1, 2, 4, 64] {
-            compare_tensors(&m, &m, &all_pairs(&m), threads, &NoProgress).unwrap();
-            compare_tensors(&owned, &m, &all_pairs(&m), threads, &NoProgress).unwrap();
+            compare_tensors(&m, &m, all_pairs(&m), threads, &NoProgress).unwrap();
+            compare_tensors(&owned, &m, all_pairs(&m), threads, &NoProgress).unwrap();
         }
-        compare_tensors(&m, &m, &[], 4, &NoProgress).unwrap();
+        compare_tensors(&m, &m, Vec::new(), 4, &NoProgress).unwrap();
         // Progress counts every compared byte once, whichever thread compared it.
         struct Count(AtomicUsize);
         impl Progress for Count {
@@ -712,7 +723,7 @@ mod tests {
             }
         }
         let count = Count(AtomicUsize::new(0));
-        compare_tensors(&m, &m, &all_pairs(&m), 4, &count).unwrap();
+        compare_tensors(&m, &m, all_pairs(&m), 4, &count).unwrap();
         let total: u64 = (0..m.tensors().len()).map(|i| size_of(&m, i)).sum();
         assert_eq!(count.0.load(Ordering::Relaxed) as u64, total);
         assert_eq!(total, 1 + 4096 + (3 << 20) + (1 << 20) + 5);
@@ -732,7 +743,7 @@ mod tests {
         }
         for a in [&m as &(dyn TensorSource + Sync), &Materializing(tensors())] {
             for threads in [1, 4] {
-                match compare_tensors(a, &changed, &all_pairs(&m), threads, &NoProgress) {
+                match compare_tensors(a, &changed, all_pairs(&m), threads, &NoProgress) {
                     Err(Compared::Differ {
                         tensor: 3,
                         at: 1_234_567,
@@ -757,7 +768,7 @@ mod tests {
             (0..4).collect(),
         )
         .unwrap();
-        match compare_tensors(&m, &m, &[(0, 1)], 1, &NoProgress) {
+        match compare_tensors(&m, &m, vec![(0, 1)], 1, &NoProgress) {
             Err(Compared::Length {
                 tensor: 0,
                 input: 10,
@@ -765,7 +776,7 @@ mod tests {
             }) => {}
             other => panic!("{other:?}"),
         }
-        match compare_tensors(&m, &m, &[(1, 0)], 1, &NoProgress) {
+        match compare_tensors(&m, &m, vec![(1, 0)], 1, &NoProgress) {
             Err(Compared::Length {
                 tensor: 1,
                 input: 4,
@@ -775,7 +786,7 @@ mod tests {
         }
         // A tensor that does not exist is a read error, not a difference.
         assert!(matches!(
-            compare_tensors(&m, &m, &[(0, 99)], 1, &NoProgress),
+            compare_tensors(&m, &m, vec![(0, 99)], 1, &NoProgress),
             Err(Compared::Failed(_))
         ));
     }
@@ -857,8 +868,8 @@ mod tests {
         let vouched = verify_beside(&m, heard, &finished);
         for (i, r) in &ranges {
             match i {
-                3 | 4 => assert_eq!(vouched[*i], None, "t{i}"),
-                _ => assert_eq!(vouched[*i], Some(r.clone()), "t{i}"),
+                3 | 4 => assert_eq!(vouched.get(i), None, "t{i}"),
+                _ => assert_eq!(vouched.get(i), Some(r), "t{i}"),
             }
         }
     }
@@ -877,12 +888,12 @@ mod tests {
         }
         let (file, ranges) = tracked_write(&changed, OutputFormat::Safetensors);
         let path = file.path();
-        let mut vouched: Vec<Option<Range<u64>>> = vec![None; m.tensors().len()];
+        let mut vouched = Vouched::new();
         for (i, r) in ranges {
             // Tensor 3 vouched for at a place the file does not give it.
-            vouched[i] = Some(if i == 3 { r.start + 8..r.end + 8 } else { r });
+            vouched.insert(i, if i == 3 { r.start + 8..r.end + 8 } else { r });
         }
-        for v in [None, Some(vouched.as_slice())] {
+        for v in [None, Some(&vouched)] {
             let err = verify_output(&m, path, path, &NoProgress, v).unwrap_err();
             assert!(
                 err.to_string()
@@ -891,11 +902,10 @@ mod tests {
             );
         }
         // The same file against its own tensors passes, vouched for or not.
-        let all: Vec<_> = tracked_write(&changed, OutputFormat::Safetensors).1;
-        let mut fine = vec![None; m.tensors().len()];
-        for (i, r) in all {
-            fine[i] = Some(r);
-        }
+        let fine: Vouched = tracked_write(&changed, OutputFormat::Safetensors)
+            .1
+            .into_iter()
+            .collect();
         verify_output(&changed, path, path, &NoProgress, None).unwrap();
         verify_output(&changed, path, path, &NoProgress, Some(&fine)).unwrap();
     }

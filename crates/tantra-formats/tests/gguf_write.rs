@@ -6,7 +6,8 @@
 use tantra_formats::gguf::quant::quantize;
 use tantra_formats::gguf::write::{metadata_for, plan, write_gguf};
 use tantra_formats::gguf::{
-    convert_to_gguf, GgmlType, GgufError, GgufFile, GgufOptions, MetaValue, TargetType,
+    convert_to_gguf, parse_header, GgmlType, GgufError, GgufFile, GgufOptions, MetaArray,
+    MetaValue, TargetType,
 };
 use tantra_formats::{DType, ErrorKind, MemorySource, NoProgress, TensorInfo, TensorSource, Value};
 
@@ -197,4 +198,48 @@ fn convert_writes_verifies_and_reports_the_error() {
     let g = GgufFile::open(&again).unwrap();
     assert_eq!(g.header().tensors[0].ty, GgmlType::F32);
     assert_eq!(g.tensor_bytes(0).unwrap(), f.tensor_bytes(0).unwrap());
+}
+
+/// The input a 10-minute fuzz run of `fuzz/fuzz_targets/gguf.rs` stopped on (the harness
+/// compared two reads with `==`, which a NaN never passes): a file with no tensors whose
+/// metadata holds an F32 array of three NaNs with a payload (`0xffffffff`). It reads the same
+/// twice and writes, as the fuzz target goes on to check, with the NaNs' bits kept.
+#[test]
+fn nan_metadata_reads_and_writes_with_its_bits() {
+    #[rustfmt::skip]
+    const FOUND: [u8; 156] = [
+    0x47, 0x47, 0x55, 0x46, 0x03, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+    0x02, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x14, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+    0x67, 0x65, 0x6e, 0x65, 0x72, 0x61, 0x6c, 0x2e, 0x61, 0x72, 0x63, 0x68, 0x69, 0x74, 0x65, 0x63,
+    0x74, 0x75, 0x72, 0x65, 0x08, 0x00, 0x00, 0x00, 0x0b, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+    0x74, 0x72, 0x74, 0x61, 0x65, 0x2c, 0x61, 0x74, 0x6e, 0x73, 0x74, 0x0e, 0x00, 0x00, 0x00, 0x00,
+    0x00, 0x00, 0x00, 0x74, 0x61, 0x6e, 0x74, 0x72, 0x61, 0x2e, 0x66, 0x69, 0x78, 0x74, 0x01, 0x00,
+    0x00, 0x09, 0x00, 0x00, 0x00, 0x06, 0x00, 0x00, 0x00, 0x04, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+    0x00, 0x64, 0x65, 0x3f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+    0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x2e, 0x71, 0x32, 0x3d, 0x64, 0x65, 0x71,
+    0x2e, 0x71, 0x33, 0x5f, 0x30, 0x65, 0x63, 0x65, 0xe7, 0xe7, 0xee, 0xe7,
+    ];
+    let a = parse_header(&FOUND).unwrap();
+    let b = GgufFile::from_bytes(FOUND.to_vec()).unwrap();
+    assert_ne!(&a, b.header(), "NaN != NaN");
+    assert_eq!(format!("{a:?}"), format!("{:?}", b.header()));
+    let key = "tantra.fixt\u{1}\0\0";
+    let bits =
+        |h: &tantra_formats::gguf::Header| match &h.kv.iter().find(|(k, _)| k == key).unwrap().1 {
+            MetaValue::Array(MetaArray::F32(v)) => {
+                v.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
+            }
+            other => panic!("{other:?}"),
+        };
+    assert_eq!(
+        bits(&a),
+        [0xff3f_6564, 0xffff_ffff, 0xffff_ffff, 0xffff_ffff]
+    );
+    let planned = plan(&b, TargetType::Keep).unwrap();
+    let kv = metadata_for(&b, Some(&b.header().kv), TargetType::Keep, &planned);
+    let mut out = Vec::new();
+    write_gguf(&mut out, &b, kv, planned, &NoProgress).unwrap();
+    let back = GgufFile::from_bytes(out).unwrap();
+    assert_eq!(bits(back.header()), bits(&a));
+    assert!(back.tensors().is_empty());
 }

@@ -1,5 +1,6 @@
 //! What every fuzz target that can reach the PyTorch reader checks (the pickle target through
 //! legacy files, the zip target through archives), written once so the two cannot drift apart.
+//! Both targets also include `alloc.rs` (the counting allocator) at their root.
 
 use tantra_formats::detect::{detect_bytes, Detected, DETECT_PREFIX};
 use tantra_formats::pytorch::{scan_bytes, PytorchFile};
@@ -10,8 +11,14 @@ use tantra_formats::{Format, TensorSource};
 /// file, checks that every tensor is served at its declared size and that streaming it gives
 /// the same bytes as `tensor_bytes`.
 pub fn check_pytorch_file(data: &[u8]) {
-    let report = scan_bytes(data);
-    let opened = PytorchFile::from_bytes(data.to_vec());
+    let report = crate::alloc::within_budget("scan_bytes", data.len(), || scan_bytes(data));
+    // Opening flattens the pickle: its budget has flattening's larger constant.
+    let opened = crate::alloc::within(
+        "PytorchFile::from_bytes",
+        data.len(),
+        crate::alloc::FLATTEN_FIXED,
+        || PytorchFile::from_bytes(data.to_vec()),
+    );
     // `scan` goes through the same container parse as `open`: a PyTorch file that does not
     // open is never `safe`.
     let head = &data[..data.len().min(DETECT_PREFIX)];

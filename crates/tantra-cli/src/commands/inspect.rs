@@ -13,7 +13,7 @@ use tantra_formats::{detect::extension_mismatch, open, Format};
 
 use super::with_bar;
 use crate::progress::Bar;
-use crate::table::{group_digits, human_bytes, write_rows};
+use crate::table::{group_digits, human_bytes, push_grouped, write_rows};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -115,26 +115,32 @@ pub fn run(mut a: Args, root: &std::path::Path) -> anyhow::Result<ExitCode> {
         header.push("sha256");
     }
     let tensors = src.tensors();
-    let row = |i: usize| -> Vec<String> {
-        let Some(t) = tensors.get(i) else {
-            return Vec::new();
+    let row = |i: usize, cells: &mut [String]| {
+        use std::fmt::Write as _;
+        let (Some(t), [name, dtype, shape, elements, rest @ ..]) = (tensors.get(i), cells) else {
+            return;
         };
-        let shape: Vec<String> = t.shape.iter().map(u64::to_string).collect();
-        let mut row = vec![
-            t.name.clone(),
-            t.dtype.to_string(),
-            format!("[{}]", shape.join(", ")),
-            t.numel()
-                .map(group_digits)
-                .unwrap_or_else(|| "overflow".into()),
-        ];
-        if let Some(ty) = gguf_types.get(i) {
-            row.push(ty.to_string());
+        name.push_str(&t.name);
+        let _ = write!(dtype, "{}", t.dtype);
+        shape.push('[');
+        for (j, d) in t.shape.iter().enumerate() {
+            if j > 0 {
+                shape.push_str(", ");
+            }
+            let _ = write!(shape, "{d}");
         }
-        if let Some(d) = digests.get(i) {
-            row.push(hex(d));
+        shape.push(']');
+        match t.numel() {
+            Some(n) => push_grouped(elements, n),
+            None => elements.push_str("overflow"),
         }
-        row
+        let mut rest = rest.iter_mut();
+        if let (Some(ty), Some(cell)) = (gguf_types.get(i), rest.next()) {
+            let _ = write!(cell, "{ty}");
+        }
+        if let (Some(d), Some(cell)) = (digests.get(i), rest.next()) {
+            cell.push_str(&hex(d));
+        }
     };
     // Rows are made as they are written: a million tensors never sit in memory as text.
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());

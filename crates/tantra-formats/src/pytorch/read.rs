@@ -5,6 +5,7 @@
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
+use std::hash::BuildHasher;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
@@ -334,7 +335,6 @@ pub(super) fn lay_out(path: Option<&Path>, parsed: &Parsed) -> Result<Layout, Fo
         .saturating_add(VIEW_BYTES_EXTRA);
     let mut view_bytes = 0u64;
     let mut amplified = 0u64;
-    let mut first_of: HashMap<Plan, usize> = HashMap::new();
     let flat = parsed
         .pickle
         .flatten(&Limits::default())
@@ -385,10 +385,6 @@ pub(super) fn lay_out(path: Option<&Path>, parsed: &Parsed) -> Result<Layout, Fo
                         },
                     ));
                 }
-                // The same view of the same storage under another name: the same bytes.
-                let index = out.plans.len();
-                let first = *first_of.entry(plan.clone()).or_insert(index);
-                out.same_as.push((first != index).then_some(first));
                 let shape = match dtype {
                     // torch's float4_e2m1fn_x2 holds two values per element (byte).
                     DType::F4 => match t.shape.split_last() {
@@ -426,7 +422,6 @@ pub(super) fn lay_out(path: Option<&Path>, parsed: &Parsed) -> Result<Layout, Fo
                         swap_unit: 0,
                     });
                     out.owned.push(bytes);
-                    out.same_as.push(None);
                     out.infos.push(TensorInfo::new(name, dtype, shape));
                 }
                 None => {
@@ -437,7 +432,39 @@ pub(super) fn lay_out(path: Option<&Path>, parsed: &Parsed) -> Result<Layout, Fo
             },
         }
     }
+    out.same_as = same_plans(&out.plans);
     Ok(out)
+}
+
+/// For each plan, the first earlier one equal to it: the same view of the same storage under
+/// another name, whose bytes are the same (hashed once by `inspect --hash`). Worked out from
+/// the plans' hashes sorted, 16 bytes a tensor for a moment, where a map of the plans held a
+/// copy of each (about 180 bytes a tensor on a state dict of many small tensors). The hasher's
+/// keys are random, so that a file cannot make many different plans share a hash.
+fn same_plans(plans: &[Plan]) -> Vec<Option<usize>> {
+    let state = std::collections::hash_map::RandomState::new();
+    let mut keyed: Vec<(u64, usize)> = plans
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (state.hash_one(p), i))
+        .collect();
+    keyed.sort_unstable();
+    let mut same_as = vec![None; plans.len()];
+    for run in keyed.chunk_by(|a, b| a.0 == b.0) {
+        // In index order: each plan's first equal plan is the earliest of the run equal to it.
+        let mut firsts: Vec<usize> = Vec::new();
+        for &(_, i) in run {
+            match firsts.iter().find(|&&f| plans.get(f) == plans.get(i)) {
+                Some(&f) => {
+                    if let Some(slot) = same_as.get_mut(i) {
+                        *slot = Some(f);
+                    }
+                }
+                None => firsts.push(i),
+            }
+        }
+    }
+    same_as
 }
 
 pub(super) fn row_major_strides(shape: &[u64]) -> Vec<u64> {
