@@ -3,23 +3,16 @@
 //! Why not hand each product to the thread pool: a decoding step is about ninety small
 //! products and scans (five per layer), each too short to hide the cost of handing work to
 //! the pool and joining it, which measured 20-30 microseconds per hand-off on this 2-core
-//! machine, a fifth of a token's time. Instead the step is handed out once: the calling thread
-//! runs it, and helpers spawned on the pool join it, going through it together phase by
-//! phase: four phases per layer
-//! (`in_proj` and the convolution, `x_proj`, `dt_proj` and the scan, `out_proj`), each cut
-//! into pieces (ranges of inner channels or of output rows) that the threads claim from a
-//! shared counter. A thread that finishes a phase's last piece waits, spinning, until every
-//! piece is done, then reads them all back and goes on.
-//!
-//! Why pieces claimed at run time rather than a fixed share per thread: on a shared machine
-//! another process can take a core from one of the threads for a whole time slice. With fixed
-//! shares every phase then waits for that thread (decode fell from 103 to 39-55 tokens/s on a
-//! busy 2-core machine); with claimed pieces the running threads take the rest of its phase
-//! and wait at most for the one piece it holds. For the same reason the step never waits for
-//! a helper to start (as `rayon::broadcast` would, for every thread of the pool, on every
-//! token): a helper that starts late finds the step done and returns. Every value is computed with exactly the arithmetic of the one-thread path
-//! (the same row kernel, the same per-channel convolution and scan, whichever thread runs a
-//! piece), so the result is bit-identical to it, and so to a prefill.
+//! machine, a fifth of a token's time. Instead the pool's threads get the whole step once
+//! (`rayon::broadcast`) and each runs it on its own share (SPMD): thread `t` owns a range of
+//! the inner channels (its rows of `in_proj` and `dt_proj`, its convolution and SSM states)
+//! and a range of the rows of `x_proj` and `out_proj`. Where a thread needs what the others
+//! computed (the convolution output before `x_proj`, `x_proj`'s output, the scan output before
+//! `out_proj`, `out_proj`'s output), the threads publish their parts and meet at a spinning
+//! barrier: four meetings per layer, each a microsecond or so while the threads are running.
+//! Every value is computed with exactly the arithmetic of the one-thread path (the same row
+//! kernel, the same per-channel convolution and scan), so the result is bit-identical to it,
+//! and so to a prefill.
 
 use std::hint::spin_loop;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -40,11 +33,6 @@ pub(super) fn threads_for(blocks: &MambaBlocks) -> usize {
     threads
 }
 
-/// Pieces per thread in each phase: enough that the running threads can take over most of a
-/// phase from a thread that lost its core, few enough that a piece stays a few microseconds
-/// of work.
-const PIECES_PER_THREAD: usize = 4;
-
 /// `n` items cut into `parts` contiguous ranges whose starts are multiples of 4 (whole groups
 /// of the packed matrices); the last ranges may be empty.
 fn split(n: usize, parts: usize) -> Vec<(usize, usize)> {
@@ -54,83 +42,117 @@ fn split(n: usize, parts: usize) -> Vec<(usize, usize)> {
         .collect()
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A poisoned lock means another thread panicked; `abort` already ends the step.
-    m.lock().unwrap_or_else(PoisonError::into_inner)
+/// A barrier that spins (then yields) instead of sleeping, and that lets everyone out if a
+/// thread panicked, so that the others do not wait forever.
+struct SpinBarrier {
+    n: usize,
+    count: AtomicUsize,
+    generation: AtomicUsize,
+    abort: AtomicBool,
 }
 
-/// One phase of a step: pieces handed out by a counter, each piece's output, and how many
-/// are done.
-struct Phase {
-    next: AtomicUsize,
-    done: AtomicUsize,
-    slots: Vec<Mutex<Vec<f32>>>,
-}
-
-impl Phase {
-    fn new(pieces: usize) -> Phase {
-        Phase {
-            next: AtomicUsize::new(0),
-            done: AtomicUsize::new(0),
-            slots: (0..pieces).map(|_| Mutex::new(Vec::new())).collect(),
+impl SpinBarrier {
+    fn new(n: usize) -> Self {
+        SpinBarrier {
+            n,
+            count: AtomicUsize::new(0),
+            generation: AtomicUsize::new(0),
+            abort: AtomicBool::new(false),
         }
     }
 
-    /// The next unclaimed piece, if any is left.
-    fn claim(&self) -> Option<usize> {
-        let i = self.next.fetch_add(1, Ordering::AcqRel);
-        (i < self.slots.len()).then_some(i)
-    }
-
-    /// Stores piece `i`'s output and counts it done.
-    fn finish(&self, i: usize, out: &[f32]) {
-        if let Some(slot) = self.slots.get(i) {
-            let mut slot = lock(slot);
-            slot.clear();
-            slot.extend_from_slice(out);
+    /// Waits for all `n` threads; false when the step was aborted.
+    fn wait(&self) -> bool {
+        let gen = self.generation.load(Ordering::Acquire);
+        if self.count.fetch_add(1, Ordering::AcqRel) + 1 == self.n {
+            self.count.store(0, Ordering::Relaxed);
+            self.generation.fetch_add(1, Ordering::AcqRel);
+            return !self.abort.load(Ordering::Acquire);
         }
-        self.done.fetch_add(1, Ordering::AcqRel);
-    }
-
-    /// Waits until every piece is done, then hands each piece's output to `take`. False when
-    /// the step was aborted (another thread panicked).
-    fn gather(&self, abort: &AtomicBool, mut take: impl FnMut(usize, &[f32])) -> bool {
         let mut spins = 0u32;
-        while self.done.load(Ordering::Acquire) < self.slots.len() {
-            if abort.load(Ordering::Acquire) {
+        while self.generation.load(Ordering::Acquire) == gen {
+            if self.abort.load(Ordering::Acquire) {
                 return false;
             }
             if spins < 2_000 {
                 spins += 1;
                 spin_loop();
             } else {
-                // The piece's thread lost its core: give ours back rather than burn the slice.
+                // Another process has the core: give it back rather than burn the slice.
                 std::thread::yield_now();
             }
         }
-        for (i, slot) in self.slots.iter().enumerate() {
-            take(i, &lock(slot));
-        }
-        !abort.load(Ordering::Acquire)
+        !self.abort.load(Ordering::Acquire)
     }
 }
 
-/// Sets the step's abort flag if the thread that owns it unwinds, so that the others stop
-/// waiting for its pieces.
-struct AbortOnPanic<'a>(&'a AtomicBool);
+/// Sets the barrier's abort flag if the thread that owns it unwinds.
+struct AbortOnPanic<'a>(&'a SpinBarrier);
 
 impl Drop for AbortOnPanic<'_> {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            self.0.store(true, Ordering::Release);
+            self.0.abort.store(true, Ordering::Release);
         }
     }
 }
 
-/// One piece of channels of one layer's convolution and SSM states.
-type StatePiece<'a> = Mutex<(&'a mut [f32], &'a mut [f32])>;
+/// Where threads publish their parts: one slot per thread, two sets used alternately, so that
+/// a thread can publish its next part while a slower one still reads the last (the barrier in
+/// between guarantees everyone has finished reading a set before it is written again).
+struct Exchange {
+    sets: [Vec<Mutex<Vec<f32>>>; 2],
+    barrier: SpinBarrier,
+}
 
-/// The pieces of each phase.
+fn lock(m: &Mutex<Vec<f32>>) -> MutexGuard<'_, Vec<f32>> {
+    // A poisoned slot means another thread panicked; the barrier already aborts the step.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Exchange {
+    fn new(threads: usize) -> Self {
+        let set = || (0..threads).map(|_| Mutex::new(Vec::new())).collect();
+        Exchange {
+            sets: [set(), set()],
+            barrier: SpinBarrier::new(threads),
+        }
+    }
+
+    /// Publishes thread `t`'s `part`, waits for everyone, and assembles the whole into `full`
+    /// (part `i` at `ranges[i]`). False when the step was aborted.
+    fn share(
+        &self,
+        phase: &mut usize,
+        t: usize,
+        part: &[f32],
+        full: &mut [f32],
+        ranges: &[(usize, usize)],
+    ) -> bool {
+        let set = &self.sets[*phase % 2];
+        *phase += 1;
+        {
+            let mut slot = lock(&set[t]);
+            slot.clear();
+            slot.extend_from_slice(part);
+        }
+        if !self.barrier.wait() {
+            return false;
+        }
+        for (slot, &(a, b)) in set.iter().zip(ranges) {
+            let slot = lock(slot);
+            if let (Some(dst), Some(src)) = (full.get_mut(a..b), slot.get(..b - a)) {
+                dst.copy_from_slice(src);
+            }
+        }
+        true
+    }
+}
+
+/// One thread's slices of every layer's convolution and SSM states.
+type StateParts<'a> = (Vec<&'a mut [f32]>, Vec<&'a mut [f32]>);
+
+/// The ranges each thread owns.
 struct Plan {
     channels: Vec<(usize, usize)>,
     x_rows: Vec<(usize, usize)>,
@@ -142,184 +164,114 @@ struct Plan {
 pub(super) fn step(blocks: &MambaBlocks, h: &mut [f32], state: &mut MambaState, threads: usize) {
     let dims = blocks.dims();
     let (e, n, k) = (dims.inner, dims.state, dims.kernel);
-    let pieces = threads.max(1) * PIECES_PER_THREAD;
     let plan = Plan {
-        channels: split(e, pieces),
-        x_rows: split(dims.dt_rank + 2 * n, pieces),
-        out_rows: split(dims.hidden, pieces),
+        channels: split(e, threads),
+        x_rows: split(dims.dt_rank + 2 * n, threads),
+        out_rows: split(dims.hidden, threads),
     };
-    // Every layer's states, cut at the channel pieces.
-    let mut states: Vec<Vec<StatePiece<'_>>> = Vec::with_capacity(state.conv.len());
+    // Each thread's slices of every layer's states.
+    let mut conv_parts: Vec<Vec<&mut [f32]>> = (0..threads).map(|_| Vec::new()).collect();
+    let mut ssm_parts: Vec<Vec<&mut [f32]>> = (0..threads).map(|_| Vec::new()).collect();
     for (conv, ssm) in state.conv.iter_mut().zip(state.ssm.iter_mut()) {
         let mut conv_rest: &mut [f32] = conv;
         let mut ssm_rest: &mut [f32] = ssm;
-        let mut layer = Vec::with_capacity(plan.channels.len());
-        for &(c0, c1) in &plan.channels {
+        for (t, &(c0, c1)) in plan.channels.iter().enumerate() {
             let (a, b) = std::mem::take(&mut conv_rest).split_at_mut((c1 - c0) * k);
+            conv_parts[t].push(a);
             conv_rest = b;
-            let (s, rest) = std::mem::take(&mut ssm_rest).split_at_mut((c1 - c0) * n);
-            ssm_rest = rest;
-            layer.push(Mutex::new((a, s)));
+            let (a, b) = std::mem::take(&mut ssm_rest).split_at_mut((c1 - c0) * n);
+            ssm_parts[t].push(a);
+            ssm_rest = b;
         }
-        states.push(layer);
     }
-    let phases: Vec<[Phase; 4]> = (0..blocks.layers().len())
-        .map(|_| {
-            [
-                Phase::new(plan.channels.len()),
-                Phase::new(plan.x_rows.len()),
-                Phase::new(plan.channels.len()),
-                Phase::new(plan.out_rows.len()),
-            ]
-        })
-        .collect();
-    let abort = AtomicBool::new(false);
-    let finished = AtomicBool::new(false);
+    let exchange = Exchange::new(threads);
     let start: &[f32] = h;
-    let (states, phases, plan) = (&states, &phases, &plan);
-    // This thread runs the whole step; `threads - 1` helpers join in if they get a core. The
-    // step does not wait for a helper to start: one that starts after this thread finished
-    // (or that nobody took, which this thread then runs itself while leaving the scope) sees
-    // `finished` and returns at once.
-    let out = rayon::scope(|s| {
-        for _ in 1..threads {
-            let (abort, finished) = (&abort, &finished);
-            s.spawn(move |_| {
-                let _ = run(blocks, start, states, phases, plan, abort, Some(finished));
-            });
-        }
-        let out = run(blocks, start, states, phases, plan, &abort, None);
-        finished.store(true, Ordering::Release);
-        out
+    // Each thread takes its own slices out of its slot.
+    let parts: Vec<Mutex<Option<StateParts<'_>>>> = conv_parts
+        .into_iter()
+        .zip(ssm_parts)
+        .map(|p| Mutex::new(Some(p)))
+        .collect();
+    // The pool's threads, already running: no thread is created per step.
+    let results = rayon::broadcast(|ctx| {
+        let t = ctx.index();
+        let mine = parts
+            .get(t)
+            .and_then(|m| m.lock().unwrap_or_else(PoisonError::into_inner).take());
+        mine.map(|(conv, ssm)| run(blocks, t, start, conv, ssm, &plan, &exchange))
     });
-    if let Some(out) = out {
+    if let Some(Some(out)) = results.into_iter().next() {
         h.copy_from_slice(&out);
     }
     state.position += 1;
 }
 
-/// One thread's walk through a step: claims pieces of each phase while some are left, waits
-/// for the phase to be done, reads it back. Returns the new residual stream, `None` when the
-/// step was aborted. A helper (`finished` given) stops at the first layer it reaches after the
-/// step's own thread finished.
+/// Thread `t`'s share of one step; returns the new residual stream (the same in every thread).
 fn run(
     blocks: &MambaBlocks,
+    t: usize,
     start: &[f32],
-    states: &[Vec<StatePiece<'_>>],
-    phases: &[[Phase; 4]],
+    mut conv: Vec<&mut [f32]>,
+    mut ssm: Vec<&mut [f32]>,
     plan: &Plan,
-    abort: &AtomicBool,
-    finished: Option<&AtomicBool>,
-) -> Option<Vec<f32>> {
-    let _guard = AbortOnPanic(abort);
+    ex: &Exchange,
+) -> Vec<f32> {
+    let _guard = AbortOnPanic(&ex.barrier);
     let dims = blocks.dims();
-    let (d, e, n, r, k) = (
-        dims.hidden,
-        dims.inner,
-        dims.state,
-        dims.dt_rank,
-        dims.kernel,
-    );
+    let (d, e, n, r) = (dims.hidden, dims.inner, dims.state, dims.dt_rank);
+    let (c0, c1) = plan.channels[t];
+    let (x0, x1) = plan.x_rows[t];
+    let (o0, o1) = plan.out_rows[t];
+    let mine = c1 - c0;
     let mut h = start.to_vec();
     let mut normed = vec![0.0; d];
+    let mut x_part = vec![0.0; mine];
+    let mut z_part = vec![0.0; mine];
+    let mut u_part = vec![0.0; mine];
     let mut u = vec![0.0; e];
-    let mut z = vec![0.0; e];
+    let mut xdbl_part = vec![0.0; x1 - x0];
     let mut x_dbl = vec![0.0; r + 2 * n];
+    let mut dt_part = vec![0.0; mine];
+    let mut y_part = vec![0.0; mine];
     let mut y = vec![0.0; e];
+    let mut out_part = vec![0.0; o1 - o0];
     let mut out = vec![0.0; d];
-    let (mut piece, mut dt) = (Vec::new(), Vec::new());
-    for ((layer, phase), state) in blocks.layers().iter().zip(phases).zip(states) {
-        if finished.is_some_and(|f| f.load(Ordering::Acquire)) {
-            return None;
-        }
+    let mut phase = 0;
+    for (i, layer) in blocks.layers().iter().enumerate() {
         rms_norm(&h, &layer.norm, blocks.eps(), &mut normed);
-        // in_proj (x and z) and the convolution: a piece's output is u, then z.
-        while let Some(j) = phase[0].claim() {
-            let (c0, c1) = plan.channels[j];
-            let m = c1 - c0;
-            piece.clear();
-            piece.resize(2 * m, 0.0);
-            let (xs, zs) = piece.split_at_mut(m);
-            layer.in_proj.forward_rows(c0, c1, &normed, xs);
-            layer.in_proj.forward_rows(e + c0, e + c1, &normed, zs);
-            let mut st = lock(&state[j]);
-            for (q, window) in st.0.chunks_exact_mut(k).enumerate() {
-                xs[q] = layer.conv_step(c0 + q, window, xs[q]);
-            }
-            drop(st);
-            phase[0].finish(j, &piece);
+        layer.in_proj.forward_rows(c0, c1, &normed, &mut x_part);
+        layer
+            .in_proj
+            .forward_rows(e + c0, e + c1, &normed, &mut z_part);
+        for (j, window) in conv[i].chunks_exact_mut(dims.kernel).enumerate() {
+            u_part[j] = layer.conv_step(c0 + j, window, x_part[j]);
         }
-        let whole = phase[0].gather(abort, |j, p| {
-            let (c0, c1) = plan.channels[j];
-            let m = c1 - c0;
-            if let (Some(du), Some(dz), Some(su), Some(sz)) = (
-                u.get_mut(c0..c1),
-                z.get_mut(c0..c1),
-                p.get(..m),
-                p.get(m..2 * m),
-            ) {
-                du.copy_from_slice(su);
-                dz.copy_from_slice(sz);
-            }
-        });
-        if !whole {
-            return None;
+        if !ex.share(&mut phase, t, &u_part, &mut u, &plan.channels) {
+            break;
         }
-        // x_proj.
-        while let Some(j) = phase[1].claim() {
-            let (a, b) = plan.x_rows[j];
-            piece.clear();
-            piece.resize(b - a, 0.0);
-            layer.x_proj.forward_rows(a, b, &u, &mut piece);
-            phase[1].finish(j, &piece);
+        layer.x_proj.forward_rows(x0, x1, &u, &mut xdbl_part);
+        if !ex.share(&mut phase, t, &xdbl_part, &mut x_dbl, &plan.x_rows) {
+            break;
         }
-        if !phase[1].gather(abort, |j, p| copy_piece(&mut x_dbl, plan.x_rows[j], p)) {
-            return None;
+        layer
+            .dt_proj
+            .forward_rows(c0, c1, &x_dbl[..r], &mut dt_part);
+        let (b, c) = x_dbl[r..].split_at(n);
+        for (j, s) in ssm[i].chunks_exact_mut(n).enumerate() {
+            y_part[j] = layer.scan_step(c0 + j, s, dt_part[j], u_part[j], b, c, z_part[j]);
         }
-        // dt_proj and the scan.
-        let (bv, cv) = x_dbl[r..].split_at(n);
-        while let Some(j) = phase[2].claim() {
-            let (c0, c1) = plan.channels[j];
-            let m = c1 - c0;
-            dt.clear();
-            dt.resize(m, 0.0);
-            layer.dt_proj.forward_rows(c0, c1, &x_dbl[..r], &mut dt);
-            piece.clear();
-            piece.resize(m, 0.0);
-            let mut st = lock(&state[j]);
-            for (q, s) in st.1.chunks_exact_mut(n).enumerate() {
-                let c = c0 + q;
-                piece[q] = layer.scan_step(c, s, dt[q], u[c], bv, cv, z[c]);
-            }
-            drop(st);
-            phase[2].finish(j, &piece);
+        if !ex.share(&mut phase, t, &y_part, &mut y, &plan.channels) {
+            break;
         }
-        if !phase[2].gather(abort, |j, p| copy_piece(&mut y, plan.channels[j], p)) {
-            return None;
-        }
-        // out_proj.
-        while let Some(j) = phase[3].claim() {
-            let (a, b) = plan.out_rows[j];
-            piece.clear();
-            piece.resize(b - a, 0.0);
-            layer.out_proj.forward_rows(a, b, &y, &mut piece);
-            phase[3].finish(j, &piece);
-        }
-        if !phase[3].gather(abort, |j, p| copy_piece(&mut out, plan.out_rows[j], p)) {
-            return None;
+        layer.out_proj.forward_rows(o0, o1, &y, &mut out_part);
+        if !ex.share(&mut phase, t, &out_part, &mut out, &plan.out_rows) {
+            break;
         }
         for (hv, o) in h.iter_mut().zip(&out) {
             *hv += o;
         }
     }
-    Some(h)
-}
-
-/// Puts a piece's output `p` at `range` of `full`.
-fn copy_piece(full: &mut [f32], (a, b): (usize, usize), p: &[f32]) {
-    if let (Some(dst), Some(src)) = (full.get_mut(a..b), p.get(..b - a)) {
-        dst.copy_from_slice(src);
-    }
+    h
 }
 
 #[cfg(test)]
@@ -340,51 +292,22 @@ mod tests {
         }
     }
 
-    /// Three threads, one of which starts late: every piece is claimed once, and every
-    /// thread reads back every piece's output.
     #[test]
-    fn phases_hand_out_each_piece_once_and_everyone_sees_all() {
-        let phases: Vec<Phase> = (0..50).map(|_| Phase::new(7)).collect();
-        let abort = AtomicBool::new(false);
-        let claimed = AtomicUsize::new(0);
+    fn barrier_releases_everyone_many_times() {
+        let b = SpinBarrier::new(3);
+        let count = AtomicUsize::new(0);
         std::thread::scope(|s| {
-            for t in 0..3 {
-                let (phases, abort, claimed) = (&phases, &abort, &claimed);
-                s.spawn(move || {
-                    if t == 2 {
-                        std::thread::sleep(std::time::Duration::from_millis(20));
-                    }
-                    for (round, p) in phases.iter().enumerate() {
-                        while let Some(j) = p.claim() {
-                            claimed.fetch_add(1, Ordering::SeqCst);
-                            p.finish(j, &[(round * 10 + j) as f32]);
-                        }
-                        let mut seen = Vec::new();
-                        assert!(p.gather(abort, |j, v| seen.push((j, v[0]))));
-                        let want: Vec<(usize, f32)> =
-                            (0..7).map(|j| (j, (round * 10 + j) as f32)).collect();
-                        assert_eq!(seen, want);
+            for _ in 0..3 {
+                s.spawn(|| {
+                    for round in 0..200 {
+                        count.fetch_add(1, Ordering::SeqCst);
+                        assert!(b.wait());
+                        assert!(count.load(Ordering::SeqCst) >= 3 * (round + 1));
+                        assert!(b.wait());
                     }
                 });
             }
         });
-        assert_eq!(claimed.load(Ordering::SeqCst), 50 * 7);
-    }
-
-    /// A thread that panics ends the others' waits instead of leaving them spinning.
-    #[test]
-    fn an_aborted_phase_releases_the_waiters() {
-        let p = Phase::new(2);
-        let abort = AtomicBool::new(false);
-        std::thread::scope(|s| {
-            let waiter = s.spawn(|| p.gather(&abort, |_, _| {}));
-            let claimer = s.spawn(|| {
-                let _guard = AbortOnPanic(&abort);
-                let _ = p.claim();
-                panic!("a piece failed");
-            });
-            assert!(claimer.join().is_err());
-            assert!(!waiter.join().unwrap_or(true));
-        });
+        assert_eq!(count.load(Ordering::SeqCst), 600);
     }
 }
