@@ -20,6 +20,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use super::kernels::rms_norm;
 use super::mamba::{MambaBlocks, MambaState};
+use super::scan::{self, Rows};
 
 /// Threads for a step of `blocks`: rayon's (which follows `RAYON_NUM_THREADS`), at most 8,
 /// when the layers are big enough to be worth splitting; 0 or 1 means "run it the usual way".
@@ -243,9 +244,15 @@ fn run(
         layer
             .in_proj
             .forward_rows(e + c0, e + c1, &normed, &mut z_part);
-        for (j, window) in conv[i].chunks_exact_mut(dims.kernel).enumerate() {
-            u_part[j] = layer.conv_step(c0 + j, window, x_part[j]);
-        }
+        scan::conv(
+            layer,
+            c0,
+            conv[i],
+            1,
+            Rows::new(&x_part, mine),
+            &mut u_part,
+            mine,
+        );
         if !ex.share(&mut phase, t, &u_part, &mut u, &plan.channels) {
             break;
         }
@@ -256,10 +263,18 @@ fn run(
         layer
             .dt_proj
             .forward_rows(c0, c1, &x_dbl[..r], &mut dt_part);
-        let (b, c) = x_dbl[r..].split_at(n);
-        for (j, s) in ssm[i].chunks_exact_mut(n).enumerate() {
-            y_part[j] = layer.scan_step(c0 + j, s, dt_part[j], u_part[j], b, c, z_part[j]);
-        }
+        scan::scan(
+            layer,
+            c0,
+            ssm[i],
+            1,
+            Rows::new(&dt_part, mine),
+            Rows::new(&u_part, mine),
+            Rows::new(&z_part, mine),
+            Rows::new(&x_dbl[r..], 2 * n),
+            &mut y_part,
+            mine,
+        );
         if !ex.share(&mut phase, t, &y_part, &mut y, &plan.channels) {
             break;
         }

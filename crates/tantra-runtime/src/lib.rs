@@ -34,6 +34,7 @@ mod multimodal;
 mod ocr;
 mod precision;
 mod sampling;
+mod scan;
 mod text;
 mod threads;
 mod weights;

@@ -16,8 +16,9 @@ use tantra_models::mamba::{MambaBlockConfig, MambaConfig};
 
 use super::decode;
 use super::error::{Result, RuntimeError};
-use super::kernels::{exp_fast, rms_norm, silu, softplus, Matrix};
+use super::kernels::{rms_norm, scatter_bands, Matrix};
 use super::layers::Linear;
+use super::scan::{self, Rows};
 use super::weights::Weights;
 
 /// Names of the embedding table: transformers writes `embeddings`, mamba_ssm `embedding`.
@@ -70,50 +71,6 @@ pub(super) struct Layer {
 }
 
 impl Layer {
-    /// One time step of channel `ch`'s causal convolution: shifts `x` into the channel's
-    /// window (`[K]`, newest last) and returns `silu(bias + sum_k w[k] * window[k])`.
-    #[inline(always)]
-    pub(super) fn conv_step(&self, ch: usize, window: &mut [f32], x: f32) -> f32 {
-        let k = window.len();
-        window.copy_within(1.., 0);
-        window[k - 1] = x;
-        let w = &self.conv_weight[ch * k..(ch + 1) * k];
-        let mut acc = self.conv_bias[ch];
-        for (wk, xk) in w.iter().zip(window.iter()) {
-            acc += wk * xk;
-        }
-        silu(acc)
-    }
-
-    /// One time step of channel `ch`'s selective scan over its state `s` (`[N]`): returns the
-    /// gated output `(sum_n s[n] C[n] + D u) * silu(z)`.
-    #[inline(always)]
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn scan_step(
-        &self,
-        ch: usize,
-        s: &mut [f32],
-        dt_raw: f32,
-        x: f32,
-        b: &[f32],
-        c: &[f32],
-        z: f32,
-    ) -> f32 {
-        let n = s.len();
-        let a = &self.a[ch * n..(ch + 1) * n];
-        let dt = softplus(dt_raw);
-        // Two loops: the state update vectorizes (exp_fast is branch-free), the sum stays in
-        // order.
-        for ((sj, aj), bj) in s.iter_mut().zip(a).zip(b) {
-            *sj = exp_fast(dt * aj) * *sj + (dt * bj) * x;
-        }
-        let mut acc = 0.0f32;
-        for (sj, cj) in s.iter().zip(c) {
-            acc += sj * cj;
-        }
-        (acc + x * self.d[ch]) * silu(z)
-    }
-
     fn bytes(&self) -> usize {
         (self.norm.len()
             + self.conv_weight.len()
@@ -343,7 +300,6 @@ impl MambaBlocks {
             hidden: d,
             inner: e,
             state: n,
-            kernel: k,
             dt_rank: r,
             ..
         } = self.dims;
@@ -356,12 +312,7 @@ impl MambaBlocks {
 
         // Causal depthwise convolution over time, continuing from the stored window.
         let mut u = vec![0.0; len * e];
-        for ch in 0..e {
-            let window = &mut conv_state[ch * k..(ch + 1) * k];
-            for t in 0..len {
-                u[t * e + ch] = layer.conv_step(ch, window, xz[t * 2 * e + ch]);
-            }
-        }
+        scan::conv(layer, 0, conv_state, len, Rows::new(&xz, 2 * e), &mut u, e);
 
         let x_dbl = layer.x_proj.apply(&u);
         let stride = r + 2 * n;
@@ -369,49 +320,41 @@ impl MambaBlocks {
             .chunks_exact(stride)
             .flat_map(|row| row[..r].iter().copied())
             .collect();
-        // The time steps before softplus; softplus is applied in the scan, in parallel.
+        // The time steps before softplus; softplus is applied in the scan.
         let dt_raw = layer.dt_proj.apply(&dt_in);
 
-        // Selective scan, channel by channel (channels are independent), into y^T [E, L].
-        let mut y_t = vec![0.0; e * len];
-        let scan = |ch0: usize, ssm: &mut [f32], y_out: &mut [f32]| {
-            for (c, (s, ys)) in ssm
-                .chunks_exact_mut(n)
-                .zip(y_out.chunks_exact_mut(len))
-                .enumerate()
-            {
-                let ch = ch0 + c;
-                for (t, yv) in ys.iter_mut().enumerate() {
-                    let row = &x_dbl[t * stride..(t + 1) * stride];
-                    let (bm, cm) = row[r..].split_at(n);
-                    *yv = layer.scan_step(
-                        ch,
-                        s,
-                        dt_raw[t * e + ch],
-                        u[t * e + ch],
-                        bm,
-                        cm,
-                        xz[t * 2 * e + e + ch],
-                    );
-                }
-            }
+        // Selective scan in bands of channels (channels are independent), each band writing
+        // its outputs `[t][channel in band]` into its own part of a scratch.
+        let mut y = vec![0.0; len * e];
+        let band = |c0: usize, ssm: &mut [f32], out: &mut [f32]| {
+            let m = ssm.len() / n.max(1);
+            scan::scan(
+                layer,
+                c0,
+                ssm,
+                len,
+                Rows::new(&dt_raw[c0..], e),
+                Rows::new(&u[c0..], e),
+                Rows::new(&xz[e + c0..], 2 * e),
+                Rows::new(&x_dbl[r..], stride),
+                out,
+                m,
+            );
         };
         const SCAN_PARALLEL_MIN: usize = 1 << 14;
-        if e * n * len >= SCAN_PARALLEL_MIN && rayon::current_num_threads() > 1 {
-            let per = e.div_ceil(rayon::current_num_threads() * 4).max(1);
+        let threads = rayon::current_num_threads();
+        if e * n * len >= SCAN_PARALLEL_MIN && threads > 1 {
+            // Whole blocks of eight channels per band, a few bands per thread.
+            let per = e.div_ceil(threads * 4).next_multiple_of(8).max(8);
+            let mut scratch = vec![0.0; len * e];
             ssm_state
                 .par_chunks_mut(per * n)
-                .zip(y_t.par_chunks_mut(per * len))
+                .zip(scratch.par_chunks_mut(per * len))
                 .enumerate()
-                .for_each(|(i, (s, y))| scan(i * per, s, y));
+                .for_each(|(i, (s, out))| band(i * per, s, out));
+            scatter_bands(&scratch, per, len, e, &mut y);
         } else {
-            scan(0, ssm_state, &mut y_t);
-        }
-        let mut y = vec![0.0; len * e];
-        for ch in 0..e {
-            for t in 0..len {
-                y[t * e + ch] = y_t[ch * len + t];
-            }
+            band(0, ssm_state, &mut y);
         }
 
         let out = layer.out_proj.apply(&y);
