@@ -11,6 +11,8 @@
 //! layouts) that only the layers built on them ([`crate::Linear`], the models) keep. The one
 //! public item is [`kernel_name`].
 
+#[cfg(target_arch = "x86_64")]
+mod gemm;
 mod matrix;
 mod packed;
 mod q8;

@@ -21,16 +21,19 @@ use super::{has_fma, PARALLEL_MIN_WORK};
 /// Accumulator lanes: 16 f32 (two AVX2 registers) per row. The row kernel runs four rows at
 /// once, so eight independent chains hide the latency of the multiply-adds and each load of
 /// `x` serves four rows.
-const LANES: usize = 16;
+pub(super) const LANES: usize = 16;
 
 /// An element type of stored weights: read as f32 in the kernels.
 pub(crate) trait Elem: Copy + Send + Sync + std::fmt::Debug + PartialEq + 'static {
     const ZERO: Self;
+    /// True for [`Bf16`] (two bytes, the high half of an f32), false for f32.
+    const BF16: bool;
     fn f(self) -> f32;
 }
 
 impl Elem for f32 {
     const ZERO: Self = 0.0;
+    const BF16: bool = false;
     #[inline(always)]
     fn f(self) -> f32 {
         self
@@ -51,6 +54,7 @@ impl Bf16 {
 
 impl Elem for Bf16 {
     const ZERO: Self = Bf16(0);
+    const BF16: bool = true;
     #[inline(always)]
     fn f(self) -> f32 {
         f32::from_bits(u32::from(self.0) << 16)
@@ -71,7 +75,7 @@ fn madd<const FMA: bool>(w: f32, x: f32, acc: f32) -> f32 {
 /// 16 -> 8 -> 4 -> 2 -> 1. Every dot product in this module ends here, which is what makes a
 /// row's value independent of how rows are grouped.
 #[inline(always)]
-fn finish<W: Elem, const FMA: bool>(mut acc: [f32; LANES], w_tail: &[W], x_tail: &[f32]) -> f32 {
+pub(super) fn finish<W: Elem, const FMA: bool>(mut acc: [f32; LANES], w_tail: &[W], x_tail: &[f32]) -> f32 {
     for (i, (w, x)) in w_tail.iter().zip(x_tail).enumerate() {
         acc[i] = madd::<FMA>(w.f(), *x, acc[i]);
     }
@@ -228,20 +232,6 @@ mod x86 {
     ) -> f32 {
         super::row_dot_body::<W, true>(data, rows, cols, r, x)
     }
-
-    /// # Safety
-    /// The CPU must support AVX2 and FMA.
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn tile<W: Elem>(
-        w: &[W],
-        cols: usize,
-        xs: &[f32],
-        out_stride: usize,
-        out: &mut [f32],
-        row0: usize,
-    ) {
-        super::tile_body::<W, true>(w, cols, xs, out_stride, out, row0)
-    }
 }
 
 /// Dot product over the common length of `a` and `b`.
@@ -254,7 +244,7 @@ pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
     dot_body::<f32, false>(a, b)
 }
 
-fn rows<W: Elem>(w: &[W], cols: usize, x: &[f32], out: &mut [f32]) {
+pub(super) fn rows<W: Elem>(w: &[W], cols: usize, x: &[f32], out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if has_fma() {
         // SAFETY: the CPU supports AVX2 and FMA (checked just above).
@@ -283,7 +273,7 @@ fn tile<W: Elem>(
     #[cfg(target_arch = "x86_64")]
     if has_fma() {
         // SAFETY: the CPU supports AVX2 and FMA (checked just above).
-        return unsafe { x86::tile(w, cols, xs, out_stride, out, row0) };
+        return unsafe { super::gemm::tile(w, cols, xs, out_stride, out, row0) };
     }
     tile_body::<W, false>(w, cols, xs, out_stride, out, row0)
 }
@@ -606,18 +596,39 @@ mod tests {
         }
     }
 
-    #[test]
-    fn matmul_is_bitwise_matvec_per_vector() {
-        for (rows, cols, n) in [(3, 5, 2), (700, 257, 5), (64, 64, 9), (2051, 40, 3)] {
-            let p = Packed::<f32>::from_row_major(&data(rows * cols, 3), rows, cols);
+    fn matmul_matches_matvec<W: Elem>(to: impl Fn(f32) -> W) {
+        // Tails of every length class, leftover rows, 1-3 inputs per micro-kernel call, and
+        // (130 x 257) more inputs than one block of the matrix-matrix kernel holds.
+        for (rows, cols, n) in [
+            (3, 5, 2),
+            (700, 257, 5),
+            (64, 64, 9),
+            (2051, 40, 3),
+            (14, 16, 4),
+            (45, 257, 130),
+            (8, 1408, 7),
+        ] {
+            let w: Vec<W> = data(rows * cols, 3).into_iter().map(&to).collect();
+            let p = Packed::<W>::from_row_major(&w, rows, cols);
             let xs = data(cols * n, 4);
             let mut ys = vec![0.0; rows * n];
             p.matmul(&xs, &mut ys);
             for t in 0..n {
                 let mut y = vec![0.0; rows];
                 p.matvec(&xs[t * cols..(t + 1) * cols], &mut y);
-                assert_eq!(&ys[t * rows..(t + 1) * rows], &y[..]);
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(
+                    bits(&ys[t * rows..(t + 1) * rows]),
+                    bits(&y),
+                    "{rows}x{cols}, {n} inputs, input {t}"
+                );
             }
         }
+    }
+
+    #[test]
+    fn matmul_is_bitwise_matvec_per_vector() {
+        matmul_matches_matvec::<f32>(|v| v);
+        matmul_matches_matvec::<Bf16>(Bf16::from_f32);
     }
 }
