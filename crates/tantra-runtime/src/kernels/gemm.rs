@@ -91,7 +91,12 @@ pub(super) unsafe fn tile<W: Elem>(
             let rest = &w[groups * 4 * cols..];
             for t in t0..t1 {
                 let o = t * out_stride + row0 + groups * 4;
-                rows(rest, cols, &xs[t * cols..(t + 1) * cols], &mut out[o..o + rows_n - groups * 4]);
+                rows(
+                    rest,
+                    cols,
+                    &xs[t * cols..(t + 1) * cols],
+                    &mut out[o..o + rows_n - groups * 4],
+                );
             }
         }
     }

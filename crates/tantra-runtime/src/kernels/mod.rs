@@ -16,6 +16,8 @@ mod gemm;
 mod matrix;
 mod packed;
 mod q8;
+#[cfg(target_arch = "x86_64")]
+mod q8gemm;
 
 pub(crate) use matrix::{Matrix, MatrixBuilder};
 pub(crate) use packed::dot;

@@ -75,7 +75,11 @@ fn madd<const FMA: bool>(w: f32, x: f32, acc: f32) -> f32 {
 /// 16 -> 8 -> 4 -> 2 -> 1. Every dot product in this module ends here, which is what makes a
 /// row's value independent of how rows are grouped.
 #[inline(always)]
-pub(super) fn finish<W: Elem, const FMA: bool>(mut acc: [f32; LANES], w_tail: &[W], x_tail: &[f32]) -> f32 {
+pub(super) fn finish<W: Elem, const FMA: bool>(
+    mut acc: [f32; LANES],
+    w_tail: &[W],
+    x_tail: &[f32],
+) -> f32 {
     for (i, (w, x)) in w_tail.iter().zip(x_tail).enumerate() {
         acc[i] = madd::<FMA>(w.f(), *x, acc[i]);
     }

@@ -29,25 +29,64 @@ pub(crate) fn quantize(x: &[f32], qs: &mut Vec<i8>, d: &mut Vec<f32>) {
     let blocks = x.len().div_ceil(QK);
     qs.clear();
     d.clear();
-    qs.reserve(blocks * QK);
-    d.reserve(blocks);
-    for chunk in x.chunks(QK) {
-        let amax = chunk.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    qs.resize(blocks * QK, 0);
+    d.resize(blocks, 0.0);
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        // SAFETY: the CPU supports AVX2 and FMA (checked just above).
+        return unsafe { x86::quantize(x, qs, d) };
+    }
+    quantize_body(x, qs, d)
+}
+
+/// [`quantize`] into zeroed `qs` (`blocks * 32`) and `d` (`blocks`). The largest magnitude of
+/// a block is taken over eight partial maxima (the same value as one running maximum: a
+/// maximum is exact), which lets the loop vectorize.
+#[inline(always)]
+fn quantize_body(x: &[f32], qs: &mut [i8], d: &mut [f32]) {
+    for ((chunk, q), dv) in x.chunks(QK).zip(qs.chunks_exact_mut(QK)).zip(d.iter_mut()) {
+        let mut m = [0.0f32; 8];
+        let full = chunk.len() / 8 * 8;
+        for c in chunk[..full].chunks_exact(8) {
+            for (mi, v) in m.iter_mut().zip(c) {
+                *mi = mi.max(v.abs());
+            }
+        }
+        for (mi, v) in m.iter_mut().zip(&chunk[full..]) {
+            *mi = mi.max(v.abs());
+        }
+        let amax = m.iter().fold(0.0f32, |a, &b| a.max(b));
         let scale = amax / QMAX;
         let inv = if scale > 0.0 { 1.0 / scale } else { 0.0 };
-        qs.extend(
-            chunk
-                .iter()
-                .map(|v| (v * inv).round().clamp(-QMAX, QMAX) as i8),
-        );
-        qs.extend(std::iter::repeat_n(0i8, QK - chunk.len()));
-        d.push(scale);
+        for (o, v) in q.iter_mut().zip(chunk) {
+            *o = round_away(v * inv).clamp(-QMAX, QMAX) as i8;
+        }
+        *dv = scale;
     }
+}
+
+/// `x.round()` (halves away from zero) for `|x| < 2^31`, without the libm call that `round`
+/// is on baseline x86-64: the integer part by truncation, then one step where the exact
+/// fraction reaches a half. Beyond 2^31 (and for infinities) it returns a value beyond 2^31 of
+/// the same sign, and 0 for NaN, which the clamp to +-127 and the cast to i8 map exactly as
+/// they map `round`'s result.
+#[inline(always)]
+fn round_away(x: f32) -> f32 {
+    let t = (x as i32) as f32;
+    let frac = x - t;
+    let step = if frac >= 0.5 {
+        1.0
+    } else if frac <= -0.5 {
+        -1.0
+    } else {
+        0.0
+    };
+    t + step
 }
 
 /// Pairwise sum 8 -> 4 -> 2 -> 1, the order both paths use.
 #[inline(always)]
-fn reduce8(mut acc: [f32; 8]) -> f32 {
+pub(super) fn reduce8(mut acc: [f32; 8]) -> f32 {
     for width in [4, 2, 1] {
         for i in 0..width {
             acc[i] += acc[i + width];
@@ -77,6 +116,13 @@ mod x86 {
     use std::arch::x86_64::*;
 
     use super::QK;
+
+    /// # Safety
+    /// The CPU must support AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn quantize(x: &[f32], qs: &mut [i8], d: &mut [f32]) {
+        super::quantize_body(x, qs, d)
+    }
 
     /// # Safety
     /// The CPU must support AVX2 and FMA; `wq`, `xq` hold `wd.len() * 32` and `xd.len() * 32`
@@ -341,6 +387,24 @@ impl Q8Matrix {
             .for_each(|(b, out)| {
                 let r0 = b * per;
                 let band_rows = out.len() / n;
+                #[cfg(target_arch = "x86_64")]
+                if has_avx2() {
+                    let (r1, bl) = (r0 + band_rows, self.blocks);
+                    // SAFETY: the CPU supports AVX2 and FMA (checked just above); `out` is
+                    // `[n][band_rows]`, as `band` writes it.
+                    unsafe {
+                        super::q8gemm::band(
+                            &self.qs[r0 * bl * QK..r1 * bl * QK],
+                            &self.d[r0 * bl..r1 * bl],
+                            &xin.qs,
+                            &xin.d,
+                            bl,
+                            out,
+                            band_rows,
+                        )
+                    };
+                    return;
+                }
                 for t in 0..n {
                     self.rows_into(r0, &xin, t, &mut out[t * band_rows..(t + 1) * band_rows]);
                 }
@@ -353,6 +417,32 @@ impl Q8Matrix {
 mod tests {
     use super::super::test_data as data;
     use super::*;
+
+    #[test]
+    fn round_away_is_round() {
+        let mut xs: Vec<f32> = (-3000..=3000).map(|i| i as f32 * 0.0625).collect();
+        for k in 0..=130 {
+            let h = k as f32 + 0.5;
+            for v in [
+                h,
+                -h,
+                f32::from_bits(h.to_bits() - 1),
+                f32::from_bits(h.to_bits() + 1),
+            ] {
+                xs.extend([v, -v]);
+            }
+        }
+        xs.extend([0.0, -0.0, 1e-30, 126.99999, 127.00001, 3e9, -3e9]);
+        xs.extend([f32::INFINITY, f32::NEG_INFINITY, f32::NAN]);
+        for x in xs {
+            let want = x.round().clamp(-QMAX, QMAX) as i8;
+            let got = round_away(x).clamp(-QMAX, QMAX) as i8;
+            assert_eq!(got, want, "{x}");
+            if x.abs() < 1e9 {
+                assert_eq!(round_away(x), x.round(), "{x}");
+            }
+        }
+    }
 
     #[test]
     fn quantize_round_trips_within_half_a_step() {
@@ -377,6 +467,18 @@ mod tests {
                 .max_by(|a, b| a.1.abs().total_cmp(&b.1.abs()))
                 .unwrap();
             assert_eq!(q[b * QK + i].unsigned_abs(), 127);
+        }
+        // The dispatched path (AVX2 here) and the portable body agree bit for bit.
+        for len in [1, 31, 32, 33, 100, 1408] {
+            let x: Vec<f32> = data(len, len as u32).iter().map(|v| v * 37.0).collect();
+            quantize(&x, &mut q, &mut d);
+            let (mut q2, mut d2) = (vec![0i8; q.len()], vec![0.0f32; d.len()]);
+            quantize_body(&x, &mut q2, &mut d2);
+            assert_eq!(q, q2, "{len}");
+            assert_eq!(
+                d.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                d2.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+            );
         }
         quantize(&[0.0; 5], &mut q, &mut d);
         assert_eq!(d, vec![0.0]);
