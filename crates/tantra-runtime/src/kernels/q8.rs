@@ -322,6 +322,27 @@ impl Q8Matrix {
     /// Rows `r0..r1` of `W x` for an input already quantized, into `out[..r1 - r0]`.
     fn rows_into(&self, r0: usize, x: &Q8Input, t: usize, out: &mut [f32]) {
         let (xq, xd) = x.vector(t);
+        #[cfg(target_arch = "x86_64")]
+        if has_avx2() {
+            let (r1, bl) = ((r0 + out.len()).min(self.rows), self.blocks);
+            if r0 >= r1 {
+                return;
+            }
+            // SAFETY: the CPU supports AVX2 and FMA (checked just above); one input, so
+            // `band` writes `out[..r1 - r0]`. Four rows share each load of the input.
+            unsafe {
+                super::q8gemm::band(
+                    &self.qs[r0 * bl * QK..r1 * bl * QK],
+                    &self.d[r0 * bl..r1 * bl],
+                    xq,
+                    xd,
+                    bl,
+                    out,
+                    0,
+                )
+            };
+            return;
+        }
         for (i, o) in out.iter_mut().enumerate() {
             *o = self.row_dot(r0 + i, xq, xd);
         }
@@ -535,6 +556,19 @@ mod tests {
                     (yv - exact).abs() < bound,
                     "{rows}x{cols} row {r}: {yv} vs {exact}"
                 );
+            }
+            // Every row equals the portable dot product, bit for bit, whichever kernel ran.
+            let (mut xq, mut xd) = (Vec::new(), Vec::new());
+            quantize(&x, &mut xq, &mut xd);
+            let b = m.blocks;
+            for (r, yv) in y.iter().enumerate() {
+                let want = dot_scalar(
+                    &m.qs[r * b * QK..(r + 1) * b * QK],
+                    &m.d[r * b..(r + 1) * b],
+                    &xq,
+                    &xd,
+                );
+                assert_eq!(yv.to_bits(), want.to_bits(), "{rows}x{cols} row {r}");
             }
             let mut part = vec![0.0; rows];
             m.matvec_rows(rows / 3, rows, &x, &mut part);
