@@ -150,8 +150,8 @@ impl Exchange {
     }
 }
 
-/// One thread's slices of every layer's convolution and SSM states.
-type StateParts<'a> = (Vec<&'a mut [f32]>, Vec<&'a mut [f32]>);
+/// One thread's state: per layer, its column band of each convolution and SSM state row.
+type StateParts<'a> = (Vec<Vec<&'a mut [f32]>>, Vec<Vec<&'a mut [f32]>>);
 
 /// The ranges each thread owns.
 struct Plan {
@@ -164,25 +164,21 @@ struct Plan {
 /// The caller checked `h`'s length and the state's shapes.
 pub(super) fn step(blocks: &MambaBlocks, h: &mut [f32], state: &mut MambaState, threads: usize) {
     let dims = blocks.dims();
-    let (e, n, k) = (dims.inner, dims.state, dims.kernel);
+    let (e, n) = (dims.inner, dims.state);
     let plan = Plan {
         channels: split(e, threads),
         x_rows: split(dims.dt_rank + 2 * n, threads),
         out_rows: split(dims.hidden, threads),
     };
-    // Each thread's slices of every layer's states.
-    let mut conv_parts: Vec<Vec<&mut [f32]>> = (0..threads).map(|_| Vec::new()).collect();
-    let mut ssm_parts: Vec<Vec<&mut [f32]>> = (0..threads).map(|_| Vec::new()).collect();
+    // Each thread's column bands of every layer's state rows.
+    let mut conv_parts: Vec<Vec<Vec<&mut [f32]>>> = (0..threads).map(|_| Vec::new()).collect();
+    let mut ssm_parts: Vec<Vec<Vec<&mut [f32]>>> = (0..threads).map(|_| Vec::new()).collect();
     for (conv, ssm) in state.conv.iter_mut().zip(state.ssm.iter_mut()) {
-        let mut conv_rest: &mut [f32] = conv;
-        let mut ssm_rest: &mut [f32] = ssm;
-        for (t, &(c0, c1)) in plan.channels.iter().enumerate() {
-            let (a, b) = std::mem::take(&mut conv_rest).split_at_mut((c1 - c0) * k);
-            conv_parts[t].push(a);
-            conv_rest = b;
-            let (a, b) = std::mem::take(&mut ssm_rest).split_at_mut((c1 - c0) * n);
-            ssm_parts[t].push(a);
-            ssm_rest = b;
+        let convs = scan::split_columns(scan::rows_of(conv, e), &plan.channels);
+        let ssms = scan::split_columns(scan::rows_of(ssm, e), &plan.channels);
+        for ((t, c), s) in convs.into_iter().enumerate().zip(ssms) {
+            conv_parts[t].push(c);
+            ssm_parts[t].push(s);
         }
     }
     let exchange = Exchange::new(threads);
@@ -212,8 +208,8 @@ fn run(
     blocks: &MambaBlocks,
     t: usize,
     start: &[f32],
-    mut conv: Vec<&mut [f32]>,
-    mut ssm: Vec<&mut [f32]>,
+    mut conv: Vec<Vec<&mut [f32]>>,
+    mut ssm: Vec<Vec<&mut [f32]>>,
     plan: &Plan,
     ex: &Exchange,
 ) -> Vec<f32> {
@@ -247,7 +243,7 @@ fn run(
         scan::conv(
             layer,
             c0,
-            conv[i],
+            &mut conv[i],
             1,
             Rows::new(&x_part, mine),
             &mut u_part,
@@ -266,7 +262,7 @@ fn run(
         scan::scan(
             layer,
             c0,
-            ssm[i],
+            &mut ssm[i],
             1,
             Rows::new(&dt_part, mine),
             Rows::new(&u_part, mine),

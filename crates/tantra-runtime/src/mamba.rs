@@ -53,18 +53,29 @@ impl BlockDims {
     }
 }
 
+/// `[rows, cols]` row-major to `[cols, rows]`.
+fn transpose(v: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut t = vec![0.0; v.len()];
+    for (r, row) in v.chunks_exact(cols.max(1)).take(rows).enumerate() {
+        for (c, x) in row.iter().enumerate() {
+            t[c * rows + r] = *x;
+        }
+    }
+    t
+}
+
 /// One Mamba block: RMSNorm and the selective-scan mixer.
 #[derive(Debug, Clone)]
 pub(super) struct Layer {
     pub(super) norm: Vec<f32>,
     pub(super) in_proj: Linear,
-    /// `[E, K]`, newest input at `K-1`.
+    /// `[K, E]` (tap-major, see `scan.rs`), the tap of the newest input last.
     pub(super) conv_weight: Vec<f32>,
     /// `[E]`, zeros without `use_conv_bias`.
     pub(super) conv_bias: Vec<f32>,
     pub(super) x_proj: Linear,
     pub(super) dt_proj: Linear,
-    /// `A = -exp(A_log)`, `[E, N]`.
+    /// `A = -exp(A_log)`, `[N, E]` (state-major, see `scan.rs`).
     pub(super) a: Vec<f32>,
     pub(super) d: Vec<f32>,
     pub(super) out_proj: Linear,
@@ -88,21 +99,23 @@ impl Layer {
 /// Per-layer recurrent state of one sequence.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MambaState {
-    /// Per layer `[E, K]`: the last K pre-convolution inputs of each channel, newest at K-1.
+    /// Per layer `[K, E]`: the last K pre-convolution inputs of each channel, oldest first.
     pub(super) conv: Vec<Vec<f32>>,
-    /// Per layer `[E, N]`.
+    /// Per layer `[N, E]`.
     pub(super) ssm: Vec<Vec<f32>>,
     /// Positions consumed so far.
     pub(super) position: usize,
 }
 
 impl MambaState {
-    /// The convolution state of `layer`, `[E, K]` row-major.
+    /// The convolution state of `layer`, `[K, E]` row-major (transformers' `conv_states`
+    /// is its transpose).
     pub fn conv(&self, layer: usize) -> Option<&[f32]> {
         self.conv.get(layer).map(Vec::as_slice)
     }
 
-    /// The SSM state of `layer`, `[E, N]` row-major.
+    /// The SSM state of `layer`, `[N, E]` row-major (transformers' `ssm_states` is its
+    /// transpose).
     pub fn ssm(&self, layer: usize) -> Option<&[f32]> {
         self.ssm.get(layer).map(Vec::as_slice)
     }
@@ -177,8 +190,11 @@ impl MambaBlocks {
         for i in 0..nl {
             let p = format!("{prefix}{i}");
             let m = format!("{p}.mixer");
-            let conv_weight =
-                weights.get_any(&format!("{m}.conv1d.weight"), &[&[e, 1, k], &[e, k]])?;
+            let conv_weight = transpose(
+                &weights.get_any(&format!("{m}.conv1d.weight"), &[&[e, 1, k], &[e, k]])?,
+                e,
+                k,
+            );
             let conv_bias = if config.use_conv_bias {
                 weights.get(&format!("{m}.conv1d.bias"), &[e])?
             } else {
@@ -192,7 +208,7 @@ impl MambaBlocks {
                 conv_bias,
                 x_proj: Linear::load(weights, &format!("{m}.x_proj"), r + 2 * n, e, false)?,
                 dt_proj: Linear::load(weights, &format!("{m}.dt_proj"), e, r, true)?,
-                a: a_log.iter().map(|x| -x.exp()).collect(),
+                a: transpose(&a_log, e, n).iter().map(|x| -x.exp()).collect(),
                 d: weights.get(&format!("{m}.D"), &[e])?,
                 out_proj: Linear::load(weights, &format!("{m}.out_proj"), d, e, config.use_bias)?,
             });
@@ -312,7 +328,15 @@ impl MambaBlocks {
 
         // Causal depthwise convolution over time, continuing from the stored window.
         let mut u = vec![0.0; len * e];
-        scan::conv(layer, 0, conv_state, len, Rows::new(&xz, 2 * e), &mut u, e);
+        scan::conv(
+            layer,
+            0,
+            &mut scan::rows_of(conv_state, e),
+            len,
+            Rows::new(&xz, 2 * e),
+            &mut u,
+            e,
+        );
 
         let x_dbl = layer.x_proj.apply(&u);
         let stride = r + 2 * n;
@@ -326,8 +350,8 @@ impl MambaBlocks {
         // Selective scan in bands of channels (channels are independent), each band writing
         // its outputs `[t][channel in band]` into its own part of a scratch.
         let mut y = vec![0.0; len * e];
-        let band = |c0: usize, ssm: &mut [f32], out: &mut [f32]| {
-            let m = ssm.len() / n.max(1);
+        let band = |c0: usize, ssm: &mut Vec<&mut [f32]>, out: &mut [f32]| {
+            let m = ssm.first().map_or(0, |s| s.len());
             scan::scan(
                 layer,
                 c0,
@@ -343,18 +367,25 @@ impl MambaBlocks {
         };
         const SCAN_PARALLEL_MIN: usize = 1 << 14;
         let threads = rayon::current_num_threads();
+        let rows = scan::rows_of(ssm_state, e);
         if e * n * len >= SCAN_PARALLEL_MIN && threads > 1 {
-            // Whole blocks of eight channels per band, a few bands per thread.
+            // Bands of channels (whole blocks of eight), a few per thread, each a column band
+            // of the state rows, writing `[t][channel in band]` into its part of a scratch.
             let per = e.div_ceil(threads * 4).next_multiple_of(8).max(8);
+            let ranges: Vec<(usize, usize)> = (0..e)
+                .step_by(per)
+                .map(|c0| (c0, (c0 + per).min(e)))
+                .collect();
+            let mut parts = scan::split_columns(rows, &ranges);
             let mut scratch = vec![0.0; len * e];
-            ssm_state
-                .par_chunks_mut(per * n)
+            parts
+                .par_iter_mut()
                 .zip(scratch.par_chunks_mut(per * len))
                 .enumerate()
                 .for_each(|(i, (s, out))| band(i * per, s, out));
             scatter_bands(&scratch, per, len, e, &mut y);
         } else {
-            band(0, ssm_state, &mut y);
+            band(0, &mut { rows }, &mut y);
         }
 
         let out = layer.out_proj.apply(&y);

@@ -1,19 +1,20 @@
 //! The two recurrences of a Mamba block, the causal depthwise convolution and the selective
 //! scan, over a range of channels and any number of positions.
 //!
-//! Why a long call runs across channels: both recurrences are sequential in time and
-//! independent per channel. Going channel by channel (the loop over the N = 16 state values of
+//! Why everything runs across channels: both recurrences are sequential in time and
+//! independent per channel. Going channel by channel (a loop over the N = 16 state values of
 //! one channel) leaves a horizontal sum, a `softplus` and a `silu` per channel and position,
-//! and a reload of `B` and `C`. Over many positions the state is moved into state-major order
-//! (`[N][channels]`) for the call, and every loop runs across the channels: `B[n]` and `C[n]`
-//! are one broadcast for all of them, the sum over the state is a vertical add, and `softplus`
-//! and `silu` (branch-free) vectorize. A call of a few positions (a decoding step) goes
-//! channel by channel, without moving the state.
+//! and a reload of `B` and `C`, which made the scan a quarter of a decoding step. So the
+//! states, `A` and the convolution weights are stored state-major (`[N][E]`, `[K][E]`): every
+//! loop below runs along a row of channels, `B[n]` and `C[n]` are one broadcast for all of
+//! them, the sum over the state is a vertical add, and `softplus` and `silu` (branch-free)
+//! vectorize. A range of channels is a column band of those rows, which is how threads and
+//! bands split the work without copying state.
 //!
-//! Both paths do, per channel, the same operations in the same order (`s = exp(dt A) s +
-//! (dt B) x`, `y += s C` over `n` in order, `(y + D x) silu(z)`), and Rust never fuses a
-//! multiply and an add on its own, so a channel's value does not depend on the path, the
-//! thread or the batch: a prefill and token-by-token decoding leave bit-identical states
+//! Per channel the operations and their order are fixed (`s = exp(dt A) s + (dt B) x`,
+//! `y += s C` over `n` in order, `(y + D x) silu(z)`), and Rust never fuses a multiply and an
+//! add on its own, so a channel's value does not depend on the band, the thread or the number
+//! of positions per call: a prefill and token-by-token decoding leave bit-identical states
 //! (tested below and in `tests/precisions.rs`). The bodies are compiled twice, for baseline
 //! x86-64 and for AVX2 (picked at run time), with the same results.
 
@@ -34,13 +35,13 @@ impl<'a> Rows<'a> {
     }
 }
 
-/// The convolution of channels `c0..c0 + m` over `len` positions: `windows` holds their
-/// last `K` inputs (`[m, K]`, newest last) and is advanced; `x` gives the new inputs and
+/// The convolution of channels `c0..c0 + m` over `len` positions: `windows` holds their last
+/// `K` inputs (`K` rows of `m`, oldest first) and is advanced; `x` gives the new inputs and
 /// `out[t * out_stride + j] = silu(bias + sum_k w[k] window[k])` for channel `c0 + j`.
 pub(super) fn conv(
     layer: &Layer,
     c0: usize,
-    windows: &mut [f32],
+    windows: &mut [&mut [f32]],
     len: usize,
     x: Rows<'_>,
     out: &mut [f32],
@@ -55,14 +56,14 @@ pub(super) fn conv(
 }
 
 /// The selective scan of channels `c0..c0 + m` over `len` positions, continuing from `ssm`
-/// (`[m, N]`, updated). Inputs per position `t` and channel `j`: the time step before
+/// (`N` rows of `m`, updated). Inputs per position `t` and channel `j`: the time step before
 /// softplus `dt`, the convolution output `u`, the gate `z`; `bc` row `t` holds `B` (`N`
 /// values) then `C` (`N`). Writes `out[t * out_stride + j] = (sum_n s[n] C[n] + D u) silu(z)`.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn scan(
     layer: &Layer,
     c0: usize,
-    ssm: &mut [f32],
+    ssm: &mut [&mut [f32]],
     len: usize,
     dt: Rows<'_>,
     u: Rows<'_>,
@@ -79,77 +80,49 @@ pub(super) fn scan(
     scan_body(layer, c0, ssm, len, dt, u, z, bc, out, out_stride)
 }
 
-/// Positions from which a call takes the channel-parallel path; shorter calls (a decoding
-/// step) go channel by channel, without moving the state. Both give the same bits.
-const ACROSS_MIN: usize = 4;
-
 #[inline(always)]
 fn conv_body(
     layer: &Layer,
     c0: usize,
-    windows: &mut [f32],
+    windows: &mut [&mut [f32]],
     len: usize,
     x: Rows<'_>,
     out: &mut [f32],
     out_stride: usize,
 ) {
-    let k = layer.conv_weight.len() / layer.conv_bias.len().max(1);
-    if k == 0 || len == 0 {
+    let e = layer.conv_bias.len();
+    let k = windows.len();
+    let m = windows.first().map_or(0, |w| w.len());
+    if k == 0 || len == 0 || m == 0 {
         return;
     }
-    let m = windows.len() / k;
-    if len < ACROSS_MIN {
-        for (j, window) in windows.chunks_exact_mut(k).enumerate() {
-            let ch = c0 + j;
-            let w = &layer.conv_weight[ch * k..(ch + 1) * k];
-            for t in 0..len {
-                window.copy_within(1.., 0);
-                window[k - 1] = x.data[t * x.stride + j];
-                let mut acc = layer.conv_bias[ch];
-                for (wk, xk) in w.iter().zip(window.iter()) {
-                    acc += wk * xk;
-                }
-                out[t * out_stride + j] = silu(acc);
-            }
-        }
-        return;
-    }
-    // `ext[p]` (`[m]` per position) is the input the window holds at offset `i` of step `t`
-    // for `p = t + i`: the stored window's last K-1 inputs, then the new ones.
+    // `ext` row `p` (`m` values) is the input the window holds at tap `i` of step `t` for
+    // `p = t + i`: the stored window's last K-1 inputs, then the new ones.
     let mut ext = vec![0.0f32; (k - 1 + len) * m];
-    for (j, window) in windows.chunks_exact(k).enumerate() {
-        for i in 1..k {
-            ext[(i - 1) * m + j] = window[i];
-        }
+    for (dst, src) in ext.chunks_exact_mut(m).zip(windows.iter().skip(1)) {
+        dst.copy_from_slice(src);
     }
     for t in 0..len {
         let row = &x.data[t * x.stride..t * x.stride + m];
         ext[(k - 1 + t) * m..(k + t) * m].copy_from_slice(row);
-    }
-    let mut wt = vec![0.0f32; k * m];
-    for j in 0..m {
-        for i in 0..k {
-            wt[i * m + j] = layer.conv_weight[(c0 + j) * k + i];
-        }
     }
     let bias = &layer.conv_bias[c0..c0 + m];
     let mut acc = vec![0.0f32; m];
     for t in 0..len {
         acc.copy_from_slice(bias);
         for i in 0..k {
-            let (w, e) = (&wt[i * m..(i + 1) * m], &ext[(t + i) * m..(t + i + 1) * m]);
-            for ((a, wv), ev) in acc.iter_mut().zip(w).zip(e) {
-                *a += wv * ev;
+            let w = &layer.conv_weight[i * e + c0..i * e + c0 + m];
+            let xi = &ext[(t + i) * m..(t + i + 1) * m];
+            for ((a, wv), xv) in acc.iter_mut().zip(w).zip(xi) {
+                *a += wv * xv;
             }
         }
         for (o, a) in out[t * out_stride..t * out_stride + m].iter_mut().zip(&acc) {
             *o = silu(*a);
         }
     }
-    for (j, window) in windows.chunks_exact_mut(k).enumerate() {
-        for (i, v) in window.iter_mut().enumerate() {
-            *v = ext[(len - 1 + i) * m + j];
-        }
+    for (i, window) in windows.iter_mut().enumerate() {
+        window.copy_from_slice(&ext[(len - 1 + i) * m..(len + i) * m]);
     }
 }
 
@@ -158,7 +131,7 @@ fn conv_body(
 fn scan_body(
     layer: &Layer,
     c0: usize,
-    ssm: &mut [f32],
+    ssm: &mut [&mut [f32]],
     len: usize,
     dt: Rows<'_>,
     u: Rows<'_>,
@@ -167,42 +140,11 @@ fn scan_body(
     out: &mut [f32],
     out_stride: usize,
 ) {
-    let n = layer.a.len() / layer.d.len().max(1);
-    if n == 0 || len == 0 {
+    let e = layer.d.len();
+    let n = ssm.len();
+    let m = ssm.first().map_or(0, |s| s.len());
+    if n == 0 || len == 0 || m == 0 {
         return;
-    }
-    let m = ssm.len() / n;
-    if len < ACROSS_MIN {
-        for (j, s) in ssm.chunks_exact_mut(n).enumerate() {
-            let ch = c0 + j;
-            let a = &layer.a[ch * n..(ch + 1) * n];
-            for t in 0..len {
-                let row = &bc.data[t * bc.stride..t * bc.stride + 2 * n];
-                let (b, c) = row.split_at(n);
-                let dt = softplus(dt.data[t * dt.stride + j]);
-                let x = u.data[t * u.stride + j];
-                // Two loops: the update vectorizes, the sum stays in order.
-                for ((sv, av), bv) in s.iter_mut().zip(a).zip(b) {
-                    *sv = exp_fast(dt * av) * *sv + (dt * bv) * x;
-                }
-                let mut acc = 0.0f32;
-                for (sv, cv) in s.iter().zip(c) {
-                    acc += sv * cv;
-                }
-                let zv = z.data[t * z.stride + j];
-                out[t * out_stride + j] = (acc + x * layer.d[ch]) * silu(zv);
-            }
-        }
-        return;
-    }
-    // State and A moved to `[N][m]`, so that each loop below runs across channels.
-    let mut st = vec![0.0f32; n * m];
-    let mut at = vec![0.0f32; n * m];
-    for j in 0..m {
-        for i in 0..n {
-            st[i * m + j] = ssm[j * n + i];
-            at[i * m + j] = layer.a[(c0 + j) * n + i];
-        }
     }
     let d = &layer.d[c0..c0 + m];
     let mut dtv = vec![0.0f32; m];
@@ -218,8 +160,8 @@ fn scan_body(
         let row = &bc.data[t * bc.stride..t * bc.stride + 2 * n];
         let (bs, cs) = row.split_at(n);
         acc.fill(0.0);
-        for (i, (&bi, &ci)) in bs.iter().zip(cs).enumerate() {
-            let (s, a) = (&mut st[i * m..(i + 1) * m], &at[i * m..(i + 1) * m]);
+        for (i, ((s, &bi), &ci)) in ssm.iter_mut().zip(bs).zip(cs).enumerate() {
+            let a = &layer.a[i * e + c0..i * e + c0 + m];
             for ((((sv, av), dv), xv), accv) in
                 s.iter_mut().zip(a).zip(&dtv).zip(xr).zip(acc.iter_mut())
             {
@@ -233,11 +175,30 @@ fn scan_body(
             *o = (a + xv * dv) * silu(*zv);
         }
     }
-    for j in 0..m {
-        for i in 0..n {
-            ssm[j * n + i] = st[i * m + j];
+}
+
+/// Splits state rows (`[rows][width]`, one slice) into `width`-long row slices.
+pub(super) fn rows_of(state: &mut [f32], width: usize) -> Vec<&mut [f32]> {
+    state.chunks_exact_mut(width.max(1)).collect()
+}
+
+/// Cuts each row of `rows` at the channel ranges `ranges` (contiguous, from 0): part `p` gets
+/// columns `ranges[p]` of every row, so that each part can be computed on its own.
+pub(super) fn split_columns<'a>(
+    rows: Vec<&'a mut [f32]>,
+    ranges: &[(usize, usize)],
+) -> Vec<Vec<&'a mut [f32]>> {
+    let mut parts: Vec<Vec<&'a mut [f32]>> = ranges.iter().map(|_| Vec::new()).collect();
+    for row in rows {
+        let mut rest = row;
+        for (part, &(c0, c1)) in parts.iter_mut().zip(ranges) {
+            let width = (c1 - c0).min(rest.len());
+            let (a, b) = std::mem::take(&mut rest).split_at_mut(width);
+            part.push(a);
+            rest = b;
         }
     }
+    parts
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -250,7 +211,7 @@ mod x86 {
     pub(super) unsafe fn conv(
         layer: &Layer,
         c0: usize,
-        windows: &mut [f32],
+        windows: &mut [&mut [f32]],
         len: usize,
         x: Rows<'_>,
         out: &mut [f32],
@@ -266,7 +227,7 @@ mod x86 {
     pub(super) unsafe fn scan(
         layer: &Layer,
         c0: usize,
-        ssm: &mut [f32],
+        ssm: &mut [&mut [f32]],
         len: usize,
         dt: Rows<'_>,
         u: Rows<'_>,
@@ -302,8 +263,18 @@ mod tests {
         }
     }
 
-    /// Runs `len` positions in calls of `piece` positions each, returning outputs and states.
-    fn run(l: &Layer, e: usize, n: usize, k: usize, len: usize, piece: usize) -> Vec<Vec<f32>> {
+    /// Runs `len` positions in calls of `piece` positions each, the channels cut at
+    /// `ranges`, returning outputs and states.
+    #[allow(clippy::too_many_arguments)]
+    fn run(
+        l: &Layer,
+        e: usize,
+        n: usize,
+        k: usize,
+        len: usize,
+        piece: usize,
+        ranges: &[(usize, usize)],
+    ) -> Vec<Vec<f32>> {
         let xs: Vec<f32> = data(len * e, 6).iter().map(|v| v * 4.0).collect();
         let dts: Vec<f32> = data(len * e, 7).iter().map(|v| v * 8.0 - 2.0).collect();
         let zs = data(len * e, 8);
@@ -315,38 +286,70 @@ mod tests {
             let p = piece.min(len - t0);
             let at = |v: &[f32], w: usize| v[t0 * w..].to_vec();
             let (xr, dr, zr, br) = (at(&xs, e), at(&dts, e), at(&zs, e), at(&bcs, 2 * n));
-            conv(l, 0, &mut win, p, Rows::new(&xr, e), &mut u[t0 * e..], e);
+            let wins = split_columns(rows_of(&mut win, e), ranges);
+            for (mut w, &(c0, c1)) in wins.into_iter().zip(ranges) {
+                let mut part = vec![0.0; p * (c1 - c0)];
+                conv(
+                    l,
+                    c0,
+                    &mut w,
+                    p,
+                    Rows::new(&xr[c0..], e),
+                    &mut part,
+                    c1 - c0,
+                );
+                for t in 0..p {
+                    u[(t0 + t) * e + c0..(t0 + t) * e + c1]
+                        .copy_from_slice(&part[t * (c1 - c0)..(t + 1) * (c1 - c0)]);
+                }
+            }
             let ur = at(&u, e);
-            scan(
-                l,
-                0,
-                &mut ssm,
-                p,
-                Rows::new(&dr, e),
-                Rows::new(&ur, e),
-                Rows::new(&zr, e),
-                Rows::new(&br, 2 * n),
-                &mut y[t0 * e..],
-                e,
-            );
+            let states = split_columns(rows_of(&mut ssm, e), ranges);
+            for (mut s, &(c0, c1)) in states.into_iter().zip(ranges) {
+                let mut part = vec![0.0; p * (c1 - c0)];
+                scan(
+                    l,
+                    c0,
+                    &mut s,
+                    p,
+                    Rows::new(&dr[c0..], e),
+                    Rows::new(&ur[c0..], e),
+                    Rows::new(&zr[c0..], e),
+                    Rows::new(&br, 2 * n),
+                    &mut part,
+                    c1 - c0,
+                );
+                for t in 0..p {
+                    y[(t0 + t) * e + c0..(t0 + t) * e + c1]
+                        .copy_from_slice(&part[t * (c1 - c0)..(t + 1) * (c1 - c0)]);
+                }
+            }
             t0 += p;
         }
         vec![u, y, win, ssm]
     }
 
     #[test]
-    fn long_calls_equal_step_by_step_bit_for_bit() {
+    fn any_split_of_positions_and_channels_gives_the_same_bits() {
         for (e, n, k) in [(13, 16, 4), (64, 16, 4), (8, 3, 1), (5, 1, 2)] {
             let l = layer(e, n, k);
-            let steps = run(&l, e, n, k, 23, 1);
-            for piece in [4, 7, 23] {
-                let long = run(&l, e, n, k, 23, piece);
-                for (a, b) in long.iter().zip(&steps) {
-                    let (a, b): (Vec<u32>, Vec<u32>) = (
-                        a.iter().map(|v| v.to_bits()).collect(),
-                        b.iter().map(|v| v.to_bits()).collect(),
+            let whole = [(0, e)];
+            let steps = run(&l, e, n, k, 23, 1, &whole);
+            let cut = [(0, e / 3), (e / 3, e / 2), (e / 2, e)];
+            for (piece, ranges) in [
+                (4, &whole[..]),
+                (23, &whole[..]),
+                (7, &cut[..]),
+                (1, &cut[..]),
+            ] {
+                let other = run(&l, e, n, k, 23, piece, ranges);
+                for (a, b) in other.iter().zip(&steps) {
+                    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(
+                        bits(a),
+                        bits(b),
+                        "e {e} n {n} k {k} piece {piece} {ranges:?}"
                     );
-                    assert_eq!(a, b, "e {e} n {n} k {k} piece {piece}");
                 }
             }
             assert!(steps[1].iter().all(|v| v.is_finite()) && steps[1].iter().any(|v| *v != 0.0));

@@ -322,27 +322,6 @@ impl Q8Matrix {
     /// Rows `r0..r1` of `W x` for an input already quantized, into `out[..r1 - r0]`.
     fn rows_into(&self, r0: usize, x: &Q8Input, t: usize, out: &mut [f32]) {
         let (xq, xd) = x.vector(t);
-        #[cfg(target_arch = "x86_64")]
-        if has_avx2() {
-            let (r1, bl) = ((r0 + out.len()).min(self.rows), self.blocks);
-            if r0 >= r1 {
-                return;
-            }
-            // SAFETY: the CPU supports AVX2 and FMA (checked just above); one input, so
-            // `band` writes `out[..r1 - r0]`. Four rows share each load of the input.
-            unsafe {
-                super::q8gemm::band(
-                    &self.qs[r0 * bl * QK..r1 * bl * QK],
-                    &self.d[r0 * bl..r1 * bl],
-                    xq,
-                    xd,
-                    bl,
-                    out,
-                    0,
-                )
-            };
-            return;
-        }
         for (i, o) in out.iter_mut().enumerate() {
             *o = self.row_dot(r0 + i, xq, xd);
         }
