@@ -394,3 +394,38 @@ fn every_model_runs_at_every_dtype() {
         "unknown dtype",
     );
 }
+
+/// `--ignore-eos` keeps generating past the end-of-text token: here the tiny model's config
+/// names as end of text the token its greedy continuation repeats.
+#[test]
+fn ignore_eos_generates_every_token_asked_for() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("tiny");
+    std::fs::create_dir(&dir).unwrap();
+    let src = fixtures().join("hf_mamba_tiny").join("safetensors");
+    std::fs::copy(src.join("model.safetensors"), dir.join("model.safetensors")).unwrap();
+    let mut config: J =
+        serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).unwrap()).unwrap();
+    config["eos_token_id"] = J::from(44);
+    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "run",
+            "mamba",
+            "--weights",
+            dir.to_str().unwrap(),
+            "--input-ids",
+            "1,5,9,12,3,44",
+            "--max-new-tokens",
+            "8",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        ids(&ok_json(&tantra(root.path(), &args))["output_ids"])
+    };
+    let stopped = run(&[]);
+    let all = run(&["--ignore-eos"]);
+    assert_eq!(stopped, vec![1, 5, 9, 12, 3, 44, 44]);
+    assert_eq!(all.len(), 6 + 8);
+    assert!(all[6..].iter().all(|&t| t == 44), "{all:?}");
+}

@@ -72,6 +72,9 @@ pub struct Args {
     /// Print one JSON object at the end instead of streaming text.
     #[arg(long)]
     pub json: bool,
+    /// Keep generating after the end-of-text token, up to --max-new-tokens (benchmarks).
+    #[arg(long)]
+    pub ignore_eos: bool,
     /// The precision weight matrices are kept at: f32, bf16 (half the bytes, computed in
     /// f32) or q8 (blocks of 32 int8 values with one scale each). Converted on load from any
     /// file; a bf16 file run at bf16 is kept as it is.
@@ -268,7 +271,7 @@ fn generate(a: &Args, model: &MambaModel, run: &mut GenerateFn<'_>) -> anyhow::R
             top_p: a.top_p,
             seed: a.seed,
         },
-        eos_token_id: model.config().eos_token_id,
+        eos_token_id: model.config().eos_token_id.filter(|_| !a.ignore_eos),
         prompt_logits: a.dump_logits,
     };
     let stream = !a.json;
