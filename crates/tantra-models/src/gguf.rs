@@ -27,39 +27,70 @@ use tantra_store::{ConfigManager, WeightManager};
 
 use crate::arch::Architecture;
 use crate::hf::HfError;
-use crate::mamba::MambaConfig;
+use crate::mamba::{names, MambaConfig};
+use crate::names::Scope;
 use crate::schema::schemas;
 use crate::tokenizer::ByteTokenizer;
 
-/// llama.cpp's name of a tantra Mamba tensor, `None` for the head when it is tied.
-pub fn llama_cpp_name(name: &str) -> Option<String> {
-    match name {
-        "backbone.embeddings.weight" => return Some("token_embd.weight".into()),
-        "backbone.norm_f.weight" => return Some("output_norm.weight".into()),
-        "lm_head.weight" => return Some("output.weight".into()),
-        _ => {}
-    }
-    let rest = name.strip_prefix("backbone.layers.")?;
+/// The names of the whole model: (tantra's name, llama.cpp's name), one row each. Both
+/// directions of the map read this table, and tantra's side is built from
+/// [`crate::mamba::names`].
+fn model_names() -> [(String, &'static str); 3] {
+    let root = Scope::root();
+    let [embeddings, _] = names::embeddings(&root);
+    [
+        (embeddings.weight(), "token_embd.weight"),
+        (names::norm_f(&root).weight(), "output_norm.weight"),
+        (names::lm_head(&root).weight(), "output.weight"),
+    ]
+}
+
+/// The names inside one block: (tantra's name below `backbone.layers.{i}`, llama.cpp's below
+/// `blk.{i}`), one row each, as [`model_names`].
+fn block_names() -> [(String, &'static str); 12] {
+    let layer = Scope::root();
+    let m = names::mixer(&layer);
+    let (in_proj, conv1d) = (m.pp(names::IN_PROJ), m.pp(names::CONV1D));
+    let (dt_proj, out_proj) = (m.pp(names::DT_PROJ), m.pp(names::OUT_PROJ));
+    [
+        (names::norm(&layer).weight(), "attn_norm.weight"),
+        (in_proj.weight(), "ssm_in.weight"),
+        (in_proj.bias(), "ssm_in.bias"),
+        (conv1d.weight(), "ssm_conv1d.weight"),
+        (conv1d.bias(), "ssm_conv1d.bias"),
+        (m.pp(names::X_PROJ).weight(), "ssm_x.weight"),
+        (dt_proj.weight(), "ssm_dt.weight"),
+        (dt_proj.bias(), "ssm_dt.bias"),
+        (m.name(names::A_LOG), "ssm_a"),
+        (m.name(names::D), "ssm_d"),
+        (out_proj.weight(), "ssm_out.weight"),
+        (out_proj.bias(), "ssm_out.bias"),
+    ]
+}
+
+/// llama.cpp's block prefix.
+const BLK: &str = "blk";
+
+/// `name` split as `{prefix}.{layer}.{rest}` with a decimal layer number.
+fn split_layer<'n>(name: &'n str, prefix: &str) -> Option<(&'n str, &'n str)> {
+    let rest = name.strip_prefix(prefix)?.strip_prefix('.')?;
     let (layer, part) = rest.split_once('.')?;
     if layer.is_empty() || !layer.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    let blk = |p: &str| Some(format!("blk.{layer}.{p}"));
-    match part {
-        "norm.weight" => blk("attn_norm.weight"),
-        "mixer.in_proj.weight" => blk("ssm_in.weight"),
-        "mixer.in_proj.bias" => blk("ssm_in.bias"),
-        "mixer.conv1d.weight" => blk("ssm_conv1d.weight"),
-        "mixer.conv1d.bias" => blk("ssm_conv1d.bias"),
-        "mixer.x_proj.weight" => blk("ssm_x.weight"),
-        "mixer.dt_proj.weight" => blk("ssm_dt.weight"),
-        "mixer.dt_proj.bias" => blk("ssm_dt.bias"),
-        "mixer.A_log" => blk("ssm_a"),
-        "mixer.D" => blk("ssm_d"),
-        "mixer.out_proj.weight" => blk("ssm_out.weight"),
-        "mixer.out_proj.bias" => blk("ssm_out.bias"),
-        _ => None,
+    Some((layer, part))
+}
+
+/// llama.cpp's name of a tantra Mamba tensor, `None` for a name llama.cpp's Mamba has no
+/// place for.
+pub fn llama_cpp_name(name: &str) -> Option<String> {
+    if let Some((_, l)) = model_names().into_iter().find(|(t, _)| t == name) {
+        return Some(l.to_string());
     }
+    let layers = names::layers(&Scope::root());
+    let (layer, part) = split_layer(name, layers.path())?;
+    let (_, l) = block_names().into_iter().find(|(t, _)| t == part)?;
+    Some(Scope::new(BLK).pp(layer).name(l))
 }
 
 /// GPT-2's `bytes_to_unicode`: the printable character that stands for byte `b`.
@@ -178,7 +209,7 @@ pub fn mamba_tensors(
 ) -> Result<MemorySource, FormatError> {
     let mut out = MemorySource::new();
     for (i, t) in src.tensors().iter().enumerate() {
-        if t.name == "lm_head.weight" && config.tie_word_embeddings {
+        if config.tie_word_embeddings && t.name == names::lm_head(&Scope::root()).weight() {
             continue;
         }
         let name = llama_cpp_name(&t.name).ok_or_else(|| {
@@ -288,38 +319,18 @@ pub fn export_gguf_from_store(
     })
 }
 
-/// The tantra name of a llama.cpp Mamba tensor name.
+/// The tantra name of a llama.cpp Mamba tensor name (the inverse of [`llama_cpp_name`]); a
+/// name it does not know is kept as it is.
 pub fn tantra_name(name: &str) -> String {
-    match name {
-        "token_embd.weight" => return "backbone.embeddings.weight".into(),
-        "output_norm.weight" => return "backbone.norm_f.weight".into(),
-        "output.weight" => return "lm_head.weight".into(),
-        _ => {}
+    if let Some((t, _)) = model_names().into_iter().find(|(_, l)| *l == name) {
+        return t;
     }
-    let Some(rest) = name.strip_prefix("blk.") else {
+    let Some((layer, part)) = split_layer(name, BLK) else {
         return name.into();
     };
-    let Some((layer, part)) = rest.split_once('.') else {
-        return name.into();
-    };
-    if layer.is_empty() || !layer.bytes().all(|b| b.is_ascii_digit()) {
-        return name.into();
-    }
-    let mixer = |p: &str| format!("backbone.layers.{layer}.mixer.{p}");
-    match part {
-        "attn_norm.weight" => format!("backbone.layers.{layer}.norm.weight"),
-        "ssm_in.weight" => mixer("in_proj.weight"),
-        "ssm_in.bias" => mixer("in_proj.bias"),
-        "ssm_conv1d.weight" => mixer("conv1d.weight"),
-        "ssm_conv1d.bias" => mixer("conv1d.bias"),
-        "ssm_x.weight" => mixer("x_proj.weight"),
-        "ssm_dt.weight" => mixer("dt_proj.weight"),
-        "ssm_dt.bias" => mixer("dt_proj.bias"),
-        "ssm_a" => mixer("A_log"),
-        "ssm_d" => mixer("D"),
-        "ssm_out.weight" => mixer("out_proj.weight"),
-        "ssm_out.bias" => mixer("out_proj.bias"),
-        _ => name.into(),
+    match block_names().into_iter().find(|(_, l)| *l == part) {
+        Some((t, _)) => names::layers(&Scope::root()).pp(layer).name(&t),
+        None => name.into(),
     }
 }
 
@@ -380,6 +391,18 @@ mod tests {
             assert_eq!(tantra_name(&l), n);
         }
         assert_eq!(llama_cpp_name("backbone.layers.x.mixer.D"), None);
+        assert_eq!(llama_cpp_name("backbone.layers.0.mixer.E"), None);
+        assert_eq!(llama_cpp_name("backbone.layersx.0.mixer.D"), None);
+        // Every parameter of every variant has a llama.cpp name that maps back to it.
+        let mut c = MambaConfig::new(300, 16, 2);
+        c.use_bias = true;
+        c.tie_word_embeddings = false;
+        let params = c.parameters();
+        assert_eq!(params.len(), 2 + 2 * 12 + 1);
+        for p in params {
+            let l = llama_cpp_name(&p.name).unwrap();
+            assert_eq!(tantra_name(&l), p.name);
+        }
     }
 
     #[test]
@@ -397,6 +420,8 @@ mod tests {
             "backbone.layers.0.norm.weight"
         );
         assert_eq!(tantra_name("blk.x.ssm_a"), "blk.x.ssm_a");
+        assert_eq!(tantra_name("blk.3.ssm_zz"), "blk.3.ssm_zz");
+        assert_eq!(tantra_name("blk.3"), "blk.3");
         assert_eq!(tantra_name("other"), "other");
     }
 }

@@ -29,7 +29,8 @@ use tantra_store::{
 
 use crate::arch::{check_against, Architecture, TensorMismatch};
 use crate::error::ConfigError;
-use crate::mamba::MambaConfig;
+use crate::mamba::{names, MambaConfig};
+use crate::names::Scope;
 use crate::open::{OpenError, OpenWeights};
 use crate::schema::schemas;
 
@@ -40,8 +41,15 @@ pub const SAFETENSORS_INDEX: &str = "model.safetensors.index.json";
 /// The config file.
 pub const CONFIG_FILE: &str = "config.json";
 
-const EMBEDDINGS: &str = "backbone.embeddings.weight";
-const LM_HEAD: &str = "lm_head.weight";
+/// `backbone.embeddings.weight` and `backbone.embedding.weight` (mamba_ssm), from the table.
+fn embeddings_names() -> [String; 2] {
+    names::embeddings(&Scope::root()).map(|s| s.weight())
+}
+
+/// `lm_head.weight`, from the table.
+fn lm_head_name() -> String {
+    names::lm_head(&Scope::root()).weight()
+}
 
 /// An error of export or import.
 #[derive(Debug, thiserror::Error)]
@@ -212,7 +220,7 @@ pub fn export_hf(
         .tensors()
         .iter()
         .enumerate()
-        .filter(|(_, t)| !(config.tie_word_embeddings && t.name == LM_HEAD))
+        .filter(|(_, t)| !(config.tie_word_embeddings && t.name == lm_head_name()))
         .map(|(i, _)| i)
         .collect();
     let view = View::new(weights, picks);
@@ -372,14 +380,16 @@ impl std::fmt::Debug for HfCheckpoint {
 /// becomes `backbone.embeddings.weight`; with `bare` (a `MambaModel` saved without the
 /// `backbone.` prefix) everything but `lm_head.weight` gets the prefix.
 fn map_name(name: &str, bare: bool) -> String {
-    let name = if bare && name != LM_HEAD {
-        format!("backbone.{name}")
+    let name = if bare && name != lm_head_name() {
+        Scope::root().pp(names::BACKBONE).name(name)
     } else {
         name.to_string()
     };
-    match name.as_str() {
-        "backbone.embedding.weight" => EMBEDDINGS.to_string(),
-        _ => name,
+    let [embeddings, mamba_ssm] = embeddings_names();
+    if name == mamba_ssm {
+        embeddings
+    } else {
+        name
     }
 }
 
@@ -410,7 +420,7 @@ pub fn import_hf(dir: &Path) -> Result<HfCheckpoint, HfError> {
     let bare = !sources
         .iter()
         .flat_map(|s| s.tensors())
-        .any(|t| t.name.starts_with("backbone."));
+        .any(|t| t.name.starts_with(&format!("{}.", names::BACKBONE)));
 
     let mut picks = Vec::new();
     let mut infos: Vec<TensorInfo> = Vec::new();
@@ -433,11 +443,12 @@ pub fn import_hf(dir: &Path) -> Result<HfCheckpoint, HfError> {
         }
     }
 
-    let head = infos.iter().position(|t| t.name == LM_HEAD);
+    let head = infos.iter().position(|t| t.name == lm_head_name());
     let mut dropped_tied_head = false;
     match (config.tie_word_embeddings, head) {
         (true, Some(h)) => {
-            let emb = infos.iter().position(|t| t.name == EMBEDDINGS);
+            let [embeddings, _] = embeddings_names();
+            let emb = infos.iter().position(|t| t.name == embeddings);
             let same = match emb {
                 Some(e) => {
                     let (es, ei) = picks[e];
@@ -661,8 +672,9 @@ mod tests {
 
     #[test]
     fn names_map() {
-        assert_eq!(map_name("backbone.embedding.weight", false), EMBEDDINGS);
-        assert_eq!(map_name("embedding.weight", true), EMBEDDINGS);
+        let emb = "backbone.embeddings.weight";
+        assert_eq!(map_name("backbone.embedding.weight", false), emb);
+        assert_eq!(map_name("embedding.weight", true), emb);
         assert_eq!(
             map_name("layers.0.norm.weight", true),
             "backbone.layers.0.norm.weight"

@@ -25,6 +25,7 @@ pub mod hf;
 pub mod init;
 pub mod mamba;
 pub mod mamba_multimodal;
+pub mod names;
 pub mod ocr_native;
 pub mod open;
 pub mod params;

@@ -1,10 +1,12 @@
-//! Building blocks shared by the runtimes: a linear layer loaded by name and checked against
-//! the shape its config implies.
+//! Building blocks shared by the runtimes: a linear layer loaded from its scope (the names
+//! `weight` and `bias` below it) and checked against the shape its config implies.
+
+use tantra_models::names::{BIAS, WEIGHT};
 
 use super::error::Result;
 use super::kernels::{self, Matrix};
 use super::precision::Precision;
-use super::weights::Weights;
+use super::weights::Vars;
 
 /// `y = W x + b` with `W` row-major `[out, in]`, as torch stores `nn.Linear`.
 #[derive(Debug, Clone)]
@@ -16,21 +18,20 @@ pub struct Linear {
 }
 
 impl Linear {
-    /// Reads `{prefix}.weight` (`[out, in]`, at the weights' precision) and, when `bias`,
-    /// `{prefix}.bias` (`[out]`, f32).
+    /// Reads `{scope}.weight` (`[out, in]`, at the weights' precision) and, when `bias`,
+    /// `{scope}.bias` (`[out]`, f32), `scope` being the layer's (`vars.pp("in_proj")`).
     ///
     /// # Errors
-    /// A missing tensor or one of another shape, named.
+    /// A missing tensor or one of another shape, under its full name.
     pub fn load(
-        weights: &Weights<'_>,
-        prefix: &str,
+        vars: &Vars<'_>,
         out_features: usize,
         in_features: usize,
         bias: bool,
     ) -> Result<Self> {
-        let weight = weights.get_matrix(&format!("{prefix}.weight"), out_features, in_features)?;
+        let weight = vars.matrix(WEIGHT, out_features, in_features)?;
         let bias = if bias {
-            Some(weights.get(&format!("{prefix}.bias"), &[out_features])?)
+            Some(vars.get(BIAS, &[out_features])?)
         } else {
             None
         };

@@ -52,7 +52,7 @@ pub use sampling::{argmax, Sampler, SamplingConfig};
 pub use tantra_models::OpenWeights;
 pub use text::{infer_mamba_config, MambaRuntime};
 pub use threads::Threads;
-pub use weights::Weights;
+pub use weights::{Vars, Weights};
 
 /// Sets the number of threads the runtimes compute on (rayon's global pool). Call it before
 /// the first model runs; later calls fail, as the pool is then fixed.

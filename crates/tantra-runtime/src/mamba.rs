@@ -12,17 +12,16 @@
 
 use rayon::prelude::*;
 
+use tantra_models::mamba::names::{self, A_LOG, CONV1D, D, DT_PROJ, IN_PROJ, OUT_PROJ, X_PROJ};
 use tantra_models::mamba::{MambaBlockConfig, MambaConfig};
+use tantra_models::names::{Scope, BIAS, WEIGHT};
 
 use super::decode;
 use super::error::{Result, RuntimeError};
 use super::kernels::{rms_norm, scatter_bands, Matrix};
 use super::layers::Linear;
 use super::scan::{self, Rows};
-use super::weights::Weights;
-
-/// Names of the embedding table: transformers writes `embeddings`, mamba_ssm `embedding`.
-const EMBEDDING_NAMES: [&str; 2] = ["embeddings.weight", "embedding.weight"];
+use super::weights::{Vars, Weights};
 
 /// The sizes of a stack of Mamba blocks, read once from the config.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -134,13 +133,13 @@ pub struct RmsNorm {
 }
 
 impl RmsNorm {
-    /// Reads `name` (`[d]`).
+    /// Reads `{scope}.weight` (`[d]`), `scope` being the norm's (`names::norm_f(&root)`).
     ///
     /// # Errors
-    /// A missing tensor or one of another shape.
-    pub fn load(weights: &Weights<'_>, name: &str, d: usize, eps: f64) -> Result<Self> {
+    /// A missing tensor or one of another shape, under its full name.
+    pub fn load(vars: &Vars<'_>, d: usize, eps: f64) -> Result<Self> {
         Ok(RmsNorm {
-            weight: weights.get(name, &[d])?,
+            weight: vars.get(WEIGHT, &[d])?,
             eps: eps as f32,
         })
     }
@@ -170,12 +169,14 @@ pub struct MambaBlocks {
 }
 
 impl MambaBlocks {
-    /// Reads layers `{prefix}{i}.` for `i` in `0..num_hidden_layers` (`prefix` =
-    /// `"backbone.layers."` in every family), each checked against `config`.
+    /// Reads blocks `{layers}.{i}` for `i` in `0..num_hidden_layers` (`layers` =
+    /// [`names::layers`] of the model's root in every family), each checked against `config`,
+    /// by the names of [`tantra_models::mamba::names`]. A convolution stored `[E, K]` (as
+    /// others than transformers write it) is read as transformers' `[E, 1, K]`.
     ///
     /// # Errors
-    /// An invalid config, a missing tensor or one of another shape or dtype, named.
-    pub fn load(weights: &Weights<'_>, config: &MambaBlockConfig, prefix: &str) -> Result<Self> {
+    /// An invalid config, a missing tensor or one of another shape or dtype, named in full.
+    pub fn load(layers: &Vars<'_>, config: &MambaBlockConfig) -> Result<Self> {
         config.validate("")?;
         let dims = BlockDims::of(config);
         let BlockDims {
@@ -186,37 +187,34 @@ impl MambaBlocks {
             dt_rank: r,
             layers: nl,
         } = dims;
-        let mut layers = Vec::with_capacity(nl);
+        let mut out = Vec::with_capacity(nl);
         for i in 0..nl {
-            let p = format!("{prefix}{i}");
-            let m = format!("{p}.mixer");
-            let conv_weight = transpose(
-                &weights.get_any(&format!("{m}.conv1d.weight"), &[&[e, 1, k], &[e, k]])?,
-                e,
-                k,
-            );
+            let layer = layers.pp(i);
+            let m = names::mixer(&layer);
+            let conv = m.pp(CONV1D);
+            let conv_weight = transpose(&conv.get_any(WEIGHT, &[&[e, 1, k], &[e, k]])?, e, k);
             let conv_bias = if config.use_conv_bias {
-                weights.get(&format!("{m}.conv1d.bias"), &[e])?
+                conv.get(BIAS, &[e])?
             } else {
                 vec![0.0; e]
             };
-            let a_log = weights.get(&format!("{m}.A_log"), &[e, n])?;
-            layers.push(Layer {
-                norm: weights.get(&format!("{p}.norm.weight"), &[d])?,
-                in_proj: Linear::load(weights, &format!("{m}.in_proj"), 2 * e, d, config.use_bias)?,
+            let a_log = m.get(A_LOG, &[e, n])?;
+            out.push(Layer {
+                norm: names::norm(&layer).get(WEIGHT, &[d])?,
+                in_proj: Linear::load(&m.pp(IN_PROJ), 2 * e, d, config.use_bias)?,
                 conv_weight,
                 conv_bias,
-                x_proj: Linear::load(weights, &format!("{m}.x_proj"), r + 2 * n, e, false)?,
-                dt_proj: Linear::load(weights, &format!("{m}.dt_proj"), e, r, true)?,
+                x_proj: Linear::load(&m.pp(X_PROJ), r + 2 * n, e, false)?,
+                dt_proj: Linear::load(&m.pp(DT_PROJ), e, r, true)?,
                 a: transpose(&a_log, e, n).iter().map(|x| -x.exp()).collect(),
-                d: weights.get(&format!("{m}.D"), &[e])?,
-                out_proj: Linear::load(weights, &format!("{m}.out_proj"), d, e, config.use_bias)?,
+                d: m.get(D, &[e])?,
+                out_proj: Linear::load(&m.pp(OUT_PROJ), d, e, config.use_bias)?,
             });
         }
         Ok(MambaBlocks {
             dims,
             eps: config.layer_norm_epsilon as f32,
-            layers,
+            layers: out,
         })
     }
 
@@ -422,14 +420,15 @@ pub struct MambaModel {
 impl MambaModel {
     /// Builds the model from tensors named as transformers names them
     /// (`backbone.embeddings.weight`, `backbone.layers.{i}.mixer.in_proj.weight`, ...,
-    /// `backbone.norm_f.weight`, `lm_head.weight` unless tied), checking every shape against
-    /// the config and that no tensor is left over.
+    /// `backbone.norm_f.weight`, `lm_head.weight` unless tied; the table is
+    /// [`tantra_models::mamba::names`]), checking every shape against the config and that no
+    /// tensor is left over.
     ///
     /// # Errors
     /// A missing tensor, a tensor of another shape or dtype, a leftover tensor, or a config
     /// the runtime cannot build; the error names the tensor or field.
     pub fn load(weights: &Weights<'_>, config: &MambaConfig) -> Result<Self> {
-        let model = Self::load_prefixed(weights, config, "")?;
+        let model = Self::load_at(&weights.root(), config)?;
         weights.check_all_used()?;
         Ok(model)
     }
@@ -444,46 +443,39 @@ impl MambaModel {
         config: &MambaConfig,
         prefix: &str,
     ) -> Result<Self> {
+        Self::load_at(&weights.at(Scope::new(prefix)), config)
+    }
+
+    /// [`MambaModel::load`] for tensors below `root` (the model's own scope, where
+    /// `backbone` and `lm_head` are), without the leftover check, which the caller does once
+    /// for the whole file. The embeddings are read under transformers' `embeddings` or, when
+    /// only that exists, mamba_ssm's `embedding`; a tied head stored beside the embeddings is
+    /// accounted for without being read.
+    ///
+    /// # Errors
+    /// As [`MambaModel::load`].
+    pub fn load_at(root: &Vars<'_>, config: &MambaConfig) -> Result<Self> {
         config.validate("")?;
         let blocks_config = config.blocks();
         let d = blocks_config.hidden_size;
         let v = config.vocab_size;
-        let emb_names: Vec<String> = EMBEDDING_NAMES
-            .iter()
-            .map(|s| format!("{prefix}backbone.{s}"))
-            .collect();
-        let emb_refs: Vec<&str> = emb_names.iter().map(String::as_str).collect();
-        let emb_name = emb_refs
-            .iter()
-            .copied()
-            .find(|n| weights.contains(n))
-            .unwrap_or(emb_refs[0]);
-        let embeddings = weights.get_matrix(emb_name, v, d)?;
-        let blocks = MambaBlocks::load(
-            weights,
-            &blocks_config,
-            &format!("{prefix}backbone.layers."),
-        )?;
-        let norm_f = RmsNorm::load(
-            weights,
-            &format!("{prefix}backbone.norm_f.weight"),
-            d,
-            config.layer_norm_epsilon,
-        )?;
-        let head_name = format!("{prefix}lm_head.weight");
+        let [transformers, mamba_ssm] = names::embeddings(root);
+        let emb = if !transformers.contains(WEIGHT) && mamba_ssm.contains(WEIGHT) {
+            mamba_ssm
+        } else {
+            transformers
+        };
+        let embeddings = emb.matrix(WEIGHT, v, d)?;
+        let blocks = MambaBlocks::load(&names::layers(root), &blocks_config)?;
+        let norm_f = RmsNorm::load(&names::norm_f(root), d, config.layer_norm_epsilon)?;
+        let head = names::lm_head(root);
         let lm_head = if config.tie_word_embeddings {
             // transformers ties the head to the embeddings whatever the file says; a .bin
             // often stores the shared tensor under both names.
-            weights.mark_used(&head_name);
+            head.mark_used(WEIGHT);
             None
         } else {
-            Some(Linear::load(
-                weights,
-                &format!("{prefix}lm_head"),
-                v,
-                d,
-                false,
-            )?)
+            Some(Linear::load(&head, v, d, false)?)
         };
         Ok(MambaModel {
             config: config.clone(),

@@ -8,7 +8,8 @@ use std::time::Instant;
 
 use ::image::DynamicImage;
 
-use tantra_models::mamba_multimodal::MambaMultimodalConfig;
+use tantra_models::mamba_multimodal::{names, MambaMultimodalConfig};
+use tantra_models::names::WEIGHT;
 
 use super::error::{Result, RuntimeError};
 use super::generate::{generate, GenerateOptions, Generation};
@@ -36,7 +37,8 @@ pub struct MultimodalModel {
 
 impl MultimodalModel {
     /// Builds the model from tensors named as the config's parameter list names them
-    /// (`backbone.*`, `vision.*`, `projector.*`), each checked against the config, nothing
+    /// (`backbone.*`, `vision.*`, `projector.*`; the table is
+    /// [`tantra_models::mamba_multimodal::names`]), each checked against the config, nothing
     /// left over.
     ///
     /// # Errors
@@ -55,13 +57,14 @@ impl MultimodalModel {
         let dv = v.hidden_size;
         let dh = config.projector_hidden_size;
         let d = config.text_config.hidden_size;
-        let language = MambaModel::load_prefixed(weights, &config.text_config, "")?;
+        let root = weights.root();
+        let language = MambaModel::load_at(&names::language(&root), &config.text_config)?;
         let patch_embedding =
-            Linear::load(weights, "vision.patch_embedding", dv, v.patch_dim(), true)?;
+            Linear::load(&names::patch_embedding(&root), dv, v.patch_dim(), true)?;
         let position_embedding =
-            weights.get("vision.position_embedding.weight", &[v.num_patches(), dv])?;
-        let linear_1 = Linear::load(weights, "projector.linear_1", dh, dv, true)?;
-        let linear_2 = Linear::load(weights, "projector.linear_2", d, dh, true)?;
+            names::position_embedding(&root).get(WEIGHT, &[v.num_patches(), dv])?;
+        let linear_1 = Linear::load(&names::linear_1(&root), dh, dv, true)?;
+        let linear_2 = Linear::load(&names::linear_2(&root), d, dh, true)?;
         weights.check_all_used()?;
         Ok(MultimodalModel {
             config: config.clone(),

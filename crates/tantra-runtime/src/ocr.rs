@@ -6,7 +6,8 @@
 
 use ::image::DynamicImage;
 
-use tantra_models::ocr_native::{greedy_decode, OcrNativeConfig};
+use tantra_models::mamba::names as mamba_names;
+use tantra_models::ocr_native::{greedy_decode, names, OcrNativeConfig};
 
 use super::error::{Result, RuntimeError};
 use super::image::gray_line;
@@ -40,7 +41,8 @@ pub struct OcrModel {
 
 impl OcrModel {
     /// Builds the model from tensors named as the config's parameter list names them
-    /// (`patch_embedding.*`, `backbone.*`, `ctc_head.*`), checked, nothing left over.
+    /// (`patch_embedding.*`, `backbone.*`, `ctc_head.*`; the table is
+    /// [`tantra_models::ocr_native::names`]), checked, nothing left over.
     ///
     /// # Errors
     /// An invalid config, a missing tensor, one of another shape or dtype, or a leftover
@@ -48,16 +50,16 @@ impl OcrModel {
     pub fn load(weights: &Weights<'_>, config: &OcrNativeConfig) -> Result<Self> {
         config.validate()?;
         let d = config.mamba.hidden_size;
+        let root = weights.root();
         let patch_embedding =
-            Linear::load(weights, "patch_embedding", d, config.patch_dim(), true)?;
-        let blocks = MambaBlocks::load(weights, &config.mamba, "backbone.layers.")?;
+            Linear::load(&names::patch_embedding(&root), d, config.patch_dim(), true)?;
+        let blocks = MambaBlocks::load(&mamba_names::layers(&root), &config.mamba)?;
         let norm_f = RmsNorm::load(
-            weights,
-            "backbone.norm_f.weight",
+            &mamba_names::norm_f(&root),
             d,
             config.mamba.layer_norm_epsilon,
         )?;
-        let head = Linear::load(weights, "ctc_head", config.num_classes(), d, true)?;
+        let head = Linear::load(&names::ctc_head(&root), config.num_classes(), d, true)?;
         weights.check_all_used()?;
         Ok(OcrModel {
             config: config.clone(),

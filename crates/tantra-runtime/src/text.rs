@@ -7,14 +7,16 @@ use tantra_formats::OutputFormat;
 
 use tantra_models::arch::Architecture;
 use tantra_models::mamba::config::TimeStepRank;
+use tantra_models::mamba::names::{self, A_LOG, CONV1D, DT_PROJ, IN_PROJ};
 use tantra_models::mamba::MambaConfig;
+use tantra_models::names::{BIAS, WEIGHT};
 
 use super::error::{Result, RuntimeError};
 use super::generate::{generate, GenerateOptions, Generation};
 use super::load::LoadedModel;
 use super::mamba::MambaModel;
 use super::precision::Precision;
-use super::weights::Weights;
+use super::weights::{Vars, Weights};
 
 /// A Mamba model ready to generate.
 #[derive(Debug, Clone)]
@@ -156,42 +158,45 @@ impl MambaRuntime {
 /// [`RuntimeError::MissingTensor`] or [`RuntimeError::Shape`] for weights that are not a
 /// Mamba language model.
 pub fn infer_mamba_config(weights: &Weights<'_>) -> Result<MambaConfig> {
-    let dims = |name: &str, rank: &[usize]| -> Result<Vec<usize>> {
-        let shape = weights
-            .shape(name)
-            .ok_or_else(|| RuntimeError::MissingTensor {
-                name: name.to_string(),
-            })?;
+    let dims = |vars: &Vars<'_>, leaf: &str, rank: &[usize]| -> Result<Vec<usize>> {
+        let name = vars.name(leaf);
+        let shape = vars
+            .shape(leaf)
+            .ok_or_else(|| RuntimeError::MissingTensor { name: name.clone() })?;
         if !rank.contains(&shape.len()) || shape.iter().any(|&d| d == 0 || d > u32::MAX as u64) {
             return Err(RuntimeError::Shape {
-                name: name.to_string(),
+                name,
                 expected: Vec::new(),
                 found: shape.to_vec(),
             });
         }
         Ok(shape.iter().map(|&d| d as usize).collect())
     };
-    let emb_name = ["backbone.embeddings.weight", "backbone.embedding.weight"]
-        .into_iter()
-        .find(|n| weights.contains(n))
-        .unwrap_or("backbone.embeddings.weight");
-    let emb = dims(emb_name, &[2])?;
+    let root = weights.root();
+    let [transformers, mamba_ssm] = names::embeddings(&root);
+    let emb_vars = if !transformers.contains(WEIGHT) && mamba_ssm.contains(WEIGHT) {
+        mamba_ssm
+    } else {
+        transformers
+    };
+    let emb = dims(&emb_vars, WEIGHT, &[2])?;
+    let layers_vars = names::layers(&root);
     let layers = (0..)
-        .take_while(|i| weights.contains(&format!("backbone.layers.{i}.norm.weight")))
+        .take_while(|&i| names::norm(&layers_vars.pp(i)).contains(WEIGHT))
         .count();
-    let m = "backbone.layers.0.mixer";
-    let in_proj = dims(&format!("{m}.in_proj.weight"), &[2])?;
-    let a_log = dims(&format!("{m}.A_log"), &[2])?;
-    let conv = dims(&format!("{m}.conv1d.weight"), &[2, 3])?;
-    let dt = dims(&format!("{m}.dt_proj.weight"), &[2])?;
+    let m = names::mixer(&layers_vars.pp(0));
+    let in_proj = dims(&m.pp(IN_PROJ), WEIGHT, &[2])?;
+    let a_log = dims(&m, A_LOG, &[2])?;
+    let conv = dims(&m.pp(CONV1D), WEIGHT, &[2, 3])?;
+    let dt = dims(&m.pp(DT_PROJ), WEIGHT, &[2])?;
     let mut c = MambaConfig::new(emb[0], emb[1], layers);
     c.intermediate_size = Some(in_proj[0] / 2);
     c.expand = (in_proj[0] / 2) / emb[1].max(1);
     c.state_size = a_log[1];
     c.conv_kernel = conv[conv.len() - 1];
     c.time_step_rank = TimeStepRank::Fixed(dt[1]);
-    c.use_bias = weights.contains(&format!("{m}.in_proj.bias"));
-    c.use_conv_bias = weights.contains(&format!("{m}.conv1d.bias"));
-    c.tie_word_embeddings = !weights.contains("lm_head.weight");
+    c.use_bias = m.pp(IN_PROJ).contains(BIAS);
+    c.use_conv_bias = m.pp(CONV1D).contains(BIAS);
+    c.tie_word_embeddings = !names::lm_head(&root).contains(WEIGHT);
     Ok(c)
 }

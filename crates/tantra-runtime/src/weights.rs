@@ -7,6 +7,8 @@
 //! archive or memory, and whether it was stored as f16 or bf16, is settled here. Every tensor
 //! handed out is marked used, so that after loading the runtime can refuse weights that hold
 //! more than the config accounts for (a sign that config and weights do not belong together).
+//! Loaders read through the scoped view [`Vars`] (`weights.root().pp("backbone")`), with the
+//! names of the model's table in tantra-models, so that no name is spelled here or in them.
 
 use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap};
@@ -16,6 +18,9 @@ use tantra_formats::{DType, TensorInfo, TensorSource};
 use super::error::{Result, RuntimeError};
 use super::kernels::{Matrix, MatrixBuilder};
 use super::precision::Precision;
+
+mod vars;
+pub use vars::Vars;
 
 /// One or more tensor sources seen as one set of named tensors.
 pub struct Weights<'a> {

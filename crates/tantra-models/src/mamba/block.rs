@@ -3,9 +3,10 @@
 //! [`MambaConfig`](super::MambaConfig) (the language model) views itself as a
 //! `MambaBlockConfig` through [`MambaConfig::blocks`](super::MambaConfig::blocks); the OCR model
 //! embeds one directly (it has no token embeddings). Runtimes build their layers from this one
-//! type, and the parameter list of a layer is written once, here.
+//! type, and the parameter list of a layer is written once, here, from the names in
+//! [`super::names`] (which the runtimes read the weights by).
 //!
-//! # Parameters of layer `i` (prefix `backbone.layers.{i}.`)
+//! # Parameters of layer `i` (scope `backbone.layers.{i}`)
 //! d = `hidden_size`, E = `expand * hidden_size`, N = `state_size`, K = `conv_kernel`,
 //! R = [`MambaBlockConfig::dt_rank`]. Shapes are torch `[out, in]`.
 //!
@@ -31,7 +32,9 @@
 use serde::{Deserialize, Serialize};
 
 use super::config::{AutoTag, TimeStepRank};
+use super::names;
 use crate::error::{check_positive, check_range, ConfigError};
+use crate::names::Scope;
 use crate::params::{shape, Init, ParamSpec};
 
 /// Upper bounds that keep every size product far inside `u64` (and refuse configs that are
@@ -211,46 +214,45 @@ impl MambaBlockConfig {
         Ok(())
     }
 
-    /// The parameters of layer `layer`, named `{prefix}{layer}.` + the names in the module docs.
-    /// Call on a validated config.
-    pub fn layer_params(&self, prefix: &str, layer: usize) -> Vec<ParamSpec> {
+    /// The parameters of the block at `layer` (`backbone.layers.{i}` in every family), named
+    /// from the table in [`super::names`] (see the module docs for the list). Call on a
+    /// validated config.
+    pub fn layer_params(&self, layer: &Scope) -> Vec<ParamSpec> {
         let d = self.hidden_size;
         let e = self.intermediate();
         let n = self.state_size;
         let k = self.conv_kernel;
         let r = self.dt_rank();
         let std = self.initializer_range;
-        let p = |s: &str| format!("{prefix}{layer}.{s}");
         let dt_init = r as f64;
         // R^-0.5 * scale, computed with sqrt (exact in IEEE 754).
         let dt_std = self.time_step_scale / dt_init.sqrt();
-        let mut v = vec![ParamSpec::new(p("norm.weight"), shape(&[d]), Init::Ones)];
+        let m = names::mixer(layer);
+        let (in_proj, conv1d) = (m.pp(names::IN_PROJ), m.pp(names::CONV1D));
+        let (dt_proj, out_proj) = (m.pp(names::DT_PROJ), m.pp(names::OUT_PROJ));
+        let mut v = vec![ParamSpec::new(
+            names::norm(layer).weight(),
+            shape(&[d]),
+            Init::Ones,
+        )];
         v.push(ParamSpec::new(
-            p("mixer.in_proj.weight"),
+            in_proj.weight(),
             shape(&[2 * e, d]),
             Init::Normal { std },
         ));
         if self.use_bias {
-            v.push(ParamSpec::new(
-                p("mixer.in_proj.bias"),
-                shape(&[2 * e]),
-                Init::Zeros,
-            ));
+            v.push(ParamSpec::new(in_proj.bias(), shape(&[2 * e]), Init::Zeros));
         }
         v.push(ParamSpec::new(
-            p("mixer.conv1d.weight"),
+            conv1d.weight(),
             shape(&[e, 1, k]),
             Init::KaimingUniform { fan_in: k as u64 },
         ));
         if self.use_conv_bias {
-            v.push(ParamSpec::new(
-                p("mixer.conv1d.bias"),
-                shape(&[e]),
-                Init::Zeros,
-            ));
+            v.push(ParamSpec::new(conv1d.bias(), shape(&[e]), Init::Zeros));
         }
         v.push(ParamSpec::new(
-            p("mixer.x_proj.weight"),
+            m.pp(names::X_PROJ).weight(),
             shape(&[r + 2 * n, e]),
             Init::Normal { std },
         ));
@@ -259,13 +261,9 @@ impl MambaBlockConfig {
         } else {
             Init::Uniform { bound: dt_std }
         };
+        v.push(ParamSpec::new(dt_proj.weight(), shape(&[e, r]), dt_w));
         v.push(ParamSpec::new(
-            p("mixer.dt_proj.weight"),
-            shape(&[e, r]),
-            dt_w,
-        ));
-        v.push(ParamSpec::new(
-            p("mixer.dt_proj.bias"),
+            dt_proj.bias(),
             shape(&[e]),
             Init::InverseSoftplusDt {
                 min: self.time_step_min,
@@ -274,31 +272,27 @@ impl MambaBlockConfig {
             },
         ));
         v.push(ParamSpec::new(
-            p("mixer.A_log"),
+            m.name(names::A_LOG),
             shape(&[e, n]),
             Init::S4dRealLog,
         ));
-        v.push(ParamSpec::new(p("mixer.D"), shape(&[e]), Init::Ones));
+        v.push(ParamSpec::new(m.name(names::D), shape(&[e]), Init::Ones));
         v.push(ParamSpec::new(
-            p("mixer.out_proj.weight"),
+            out_proj.weight(),
             shape(&[d, e]),
             Init::KaimingUniform { fan_in: e as u64 },
         ));
         if self.use_bias {
-            v.push(ParamSpec::new(
-                p("mixer.out_proj.bias"),
-                shape(&[d]),
-                Init::Zeros,
-            ));
+            v.push(ParamSpec::new(out_proj.bias(), shape(&[d]), Init::Zeros));
         }
         v
     }
 
-    /// The parameters of all layers, `{prefix}0.` to `{prefix}{L-1}.`
-    /// (`prefix` = `"backbone.layers."` in every family).
-    pub fn all_layer_params(&self, prefix: &str) -> Vec<ParamSpec> {
+    /// The parameters of all blocks, `{layers}.0` to `{layers}.{L-1}` (`layers` =
+    /// [`names::layers`] of the model's root in every family).
+    pub fn all_layer_params(&self, layers: &Scope) -> Vec<ParamSpec> {
         (0..self.num_hidden_layers)
-            .flat_map(|i| self.layer_params(prefix, i))
+            .flat_map(|i| self.layer_params(&layers.pp(i)))
             .collect()
     }
 
@@ -354,7 +348,7 @@ mod tests {
             b.use_bias = bias;
             b.use_conv_bias = conv_bias;
             b.validate("").unwrap();
-            let l = b.layer_params("backbone.layers.", 0);
+            let l = b.layer_params(&names::layers(&Scope::root()).pp(0));
             assert_eq!(count(&l).unwrap(), b.params_per_layer());
         }
     }
@@ -366,7 +360,7 @@ mod tests {
             time_step_rank: TimeStepRank::Fixed(2),
             ..MambaBlockConfig::new(32, 1)
         };
-        let l = b.layer_params("backbone.layers.", 0);
+        let l = b.layer_params(&names::layers(&Scope::root()).pp(0));
         let find = |n: &str| {
             l.iter()
                 .find(|p| p.name == format!("backbone.layers.0.{n}"))

@@ -5,7 +5,9 @@
 use serde::{Deserialize, Serialize};
 
 use super::block::{mul, sum, MambaBlockConfig};
+use super::names;
 use crate::error::{check_model_type, check_range, parse_config, ConfigError};
+use crate::names::Scope;
 use crate::params::{shape, Init, ParamSpec};
 use crate::tokenizer::ByteTokenizer;
 
@@ -275,23 +277,30 @@ impl MambaConfig {
     /// A tied head is not a parameter of its own and is not stored, as transformers' own
     /// safetensors files do not store it. Call on a validated config.
     pub fn parameters(&self) -> Vec<ParamSpec> {
+        self.parameters_at(&Scope::root())
+    }
+
+    /// [`MambaConfig::parameters`] with every name below `root` (a model that nests its
+    /// language model; see [`names`]).
+    pub fn parameters_at(&self, root: &Scope) -> Vec<ParamSpec> {
         let d = self.hidden_size;
         let v = self.vocab_size;
         let std = self.initializer_range;
+        let [embeddings, _] = names::embeddings(root);
         let mut out = vec![ParamSpec::new(
-            "backbone.embeddings.weight",
+            embeddings.weight(),
             shape(&[v, d]),
             Init::Normal { std },
         )];
-        out.extend(self.blocks().all_layer_params("backbone.layers."));
+        out.extend(self.blocks().all_layer_params(&names::layers(root)));
         out.push(ParamSpec::new(
-            "backbone.norm_f.weight",
+            names::norm_f(root).weight(),
             shape(&[d]),
             Init::Ones,
         ));
         if !self.tie_word_embeddings {
             out.push(ParamSpec::new(
-                "lm_head.weight",
+                names::lm_head(root).weight(),
                 shape(&[v, d]),
                 Init::Normal { std },
             ));

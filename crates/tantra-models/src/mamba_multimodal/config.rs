@@ -37,7 +37,10 @@ use serde::{Deserialize, Serialize};
 use crate::error::{check_model_type, check_positive, check_range, parse_config, ConfigError};
 use crate::mamba::block::{mul, sum, MambaBlockConfig, MAX_WIDTH};
 use crate::mamba::MambaConfig;
+use crate::names::Scope;
 use crate::params::{shape, Init, ParamSpec};
+
+use super::names;
 
 /// The `model_type` of this family.
 pub const MODEL_TYPE: &str = "mamba_multimodal";
@@ -242,35 +245,30 @@ impl MambaMultimodalConfig {
         let std = v.initializer_range;
         let d = self.text_config.hidden_size;
         let dh = self.projector_hidden_size;
-        let mut out = self.text_config.parameters();
+        let root = Scope::root();
+        let mut out = self.text_config.parameters_at(&names::language(&root));
+        let patch = names::patch_embedding(&root);
+        let (l1, l2) = (names::linear_1(&root), names::linear_2(&root));
         out.extend([
             ParamSpec::new(
-                "vision.patch_embedding.weight",
+                patch.weight(),
                 shape(&[v.hidden_size, v.patch_dim()]),
                 Init::Normal { std },
             ),
+            ParamSpec::new(patch.bias(), shape(&[v.hidden_size]), Init::Zeros),
             ParamSpec::new(
-                "vision.patch_embedding.bias",
-                shape(&[v.hidden_size]),
-                Init::Zeros,
-            ),
-            ParamSpec::new(
-                "vision.position_embedding.weight",
+                names::position_embedding(&root).weight(),
                 shape(&[v.num_patches(), v.hidden_size]),
                 Init::Normal { std },
             ),
             ParamSpec::new(
-                "projector.linear_1.weight",
+                l1.weight(),
                 shape(&[dh, v.hidden_size]),
                 Init::Normal { std },
             ),
-            ParamSpec::new("projector.linear_1.bias", shape(&[dh]), Init::Zeros),
-            ParamSpec::new(
-                "projector.linear_2.weight",
-                shape(&[d, dh]),
-                Init::Normal { std },
-            ),
-            ParamSpec::new("projector.linear_2.bias", shape(&[d]), Init::Zeros),
+            ParamSpec::new(l1.bias(), shape(&[dh]), Init::Zeros),
+            ParamSpec::new(l2.weight(), shape(&[d, dh]), Init::Normal { std }),
+            ParamSpec::new(l2.bias(), shape(&[d]), Init::Zeros),
         ]);
         out
     }

@@ -2,8 +2,9 @@
 //!
 //! An image becomes `P` embeddings that are fed to the language model as input embeddings
 //! before the text tokens; decoding then continues from the recurrent state. The config and
-//! the parameter list are in [`config`]; the forward pass is the runtime's.
+//! the parameter list are in [`config`], the tensor names in [`names`]; the forward pass is the runtime's.
 
 pub mod config;
+pub mod names;
 
 pub use config::{MambaMultimodalConfig, VisionConfig};

@@ -32,8 +32,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{check_model_type, check_positive, check_range, parse_config, ConfigError};
 use crate::mamba::block::{mul, sum, MambaBlockConfig, MAX_WIDTH};
+use crate::mamba::names as mamba_names;
 use crate::mamba::TimeStepRank;
+use crate::names::Scope;
 use crate::params::{shape, Init, ParamSpec};
+
+use super::names;
 
 /// The `model_type` of this family.
 pub const MODEL_TYPE: &str = "ocr_native";
@@ -188,26 +192,29 @@ impl OcrNativeConfig {
         let d = self.mamba.hidden_size;
         let c = self.num_classes();
         let std = self.mamba.initializer_range;
+        let root = Scope::root();
+        let patch = names::patch_embedding(&root);
+        let head = names::ctc_head(&root);
         let mut out = vec![
             ParamSpec::new(
-                "patch_embedding.weight",
+                patch.weight(),
                 shape(&[d, self.patch_dim()]),
                 Init::Normal { std },
             ),
-            ParamSpec::new("patch_embedding.bias", shape(&[d]), Init::Zeros),
+            ParamSpec::new(patch.bias(), shape(&[d]), Init::Zeros),
         ];
-        out.extend(self.mamba.all_layer_params("backbone.layers."));
+        out.extend(self.mamba.all_layer_params(&mamba_names::layers(&root)));
         out.push(ParamSpec::new(
-            "backbone.norm_f.weight",
+            mamba_names::norm_f(&root).weight(),
             shape(&[d]),
             Init::Ones,
         ));
         out.push(ParamSpec::new(
-            "ctc_head.weight",
+            head.weight(),
             shape(&[c, d]),
             Init::Normal { std },
         ));
-        out.push(ParamSpec::new("ctc_head.bias", shape(&[c]), Init::Zeros));
+        out.push(ParamSpec::new(head.bias(), shape(&[c]), Init::Zeros));
         out
     }
 
