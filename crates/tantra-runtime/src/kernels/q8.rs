@@ -174,14 +174,18 @@ impl Q8Input {
     }
 }
 
-/// Builds a [`Q8Matrix`] row by row (each row quantized as it comes), for loading a tensor
-/// while it streams from the file without an f32 copy of it.
+/// Builds a [`Q8Matrix`] row by row (each row quantized as it comes), or block by block from
+/// blocks already quantized (a `Q8_0` file's), for loading a tensor while it streams from the
+/// file without an f32 copy of it.
 #[derive(Debug)]
 pub(crate) struct Q8Builder {
     m: Q8Matrix,
     q1: Vec<i8>,
     d1: Vec<f32>,
+    /// Whole rows pushed.
     pushed: usize,
+    /// Blocks of the row being pushed block by block.
+    row_blocks: usize,
 }
 
 impl Q8Builder {
@@ -198,12 +202,14 @@ impl Q8Builder {
             q1: Vec::new(),
             d1: Vec::new(),
             pushed: 0,
+            row_blocks: 0,
         }
     }
 
-    /// Quantizes and appends the next row (`row.len() == cols`); rows past `rows` are ignored.
+    /// Quantizes and appends the next row (`row.len() == cols`); rows past `rows` are ignored,
+    /// and so is a row pushed while one is being pushed block by block.
     pub(crate) fn push_row(&mut self, row: &[f32]) {
-        if self.pushed == self.m.rows || row.len() != self.m.cols {
+        if self.pushed == self.m.rows || row.len() != self.m.cols || self.row_blocks != 0 {
             return;
         }
         self.pushed += 1;
@@ -212,10 +218,39 @@ impl Q8Builder {
         self.m.d.extend_from_slice(&self.d1);
     }
 
+    /// Appends the next block as it is stored: 32 values `q` (`q.len() == 32`) and the scale
+    /// `d` (`w = q * d`), rows filled in order, `ceil(cols / 32)` blocks a row. Blocks past
+    /// the last row are ignored. A block that holds -128, which the AVX2 product cannot take
+    /// (it takes absolute values of bytes) and which a quantizer of this module never writes,
+    /// is quantized again from its values `q * d` (exact in f32): its largest magnitude
+    /// becomes 127 with the scale `128 d / 127`, as quantizing the dequantized matrix gives.
+    pub(crate) fn push_block(&mut self, q: &[i8], d: f32) {
+        if self.pushed == self.m.rows || q.len() != QK {
+            return;
+        }
+        if q.contains(&i8::MIN) {
+            let mut values = [0.0f32; QK];
+            for (v, &x) in values.iter_mut().zip(q) {
+                *v = f32::from(x) * d;
+            }
+            quantize(&values, &mut self.q1, &mut self.d1);
+            self.m.qs.extend_from_slice(&self.q1);
+            self.m.d.extend_from_slice(&self.d1);
+        } else {
+            self.m.qs.extend_from_slice(q);
+            self.m.d.push(d);
+        }
+        self.row_blocks += 1;
+        if self.row_blocks == self.m.blocks {
+            self.row_blocks = 0;
+            self.pushed += 1;
+        }
+    }
+
     /// The matrix, equal to [`Q8Matrix::from_row_major`] of the rows pushed; `None` unless
-    /// exactly `rows` rows were pushed.
+    /// exactly `rows` rows were pushed (whole, or as all their blocks).
     pub(crate) fn finish(self) -> Option<Q8Matrix> {
-        (self.pushed == self.m.rows).then_some(self.m)
+        (self.pushed == self.m.rows && self.row_blocks == 0).then_some(self.m)
     }
 }
 
@@ -243,6 +278,13 @@ impl Q8Matrix {
             cols,
             blocks,
         }
+    }
+
+    /// The stored values (`ceil(cols / 32)` blocks of 32 a row, rows in order) and the scale
+    /// of each block.
+    #[cfg(test)]
+    pub(crate) fn blocks(&self) -> (&[i8], &[f32]) {
+        (&self.qs, &self.d)
     }
 
     /// Bytes of the weights (values and scales).
