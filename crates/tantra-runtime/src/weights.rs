@@ -135,7 +135,7 @@ impl<'a> Weights<'a> {
         if let Some(blocks) = src.stored_blocks(i) {
             // Rows of whole blocks only: the matrix pads a partial last block with zeros, which
             // a file's block would not hold.
-            let whole = cols > 0 && cols % Q8_BLOCK == 0;
+            let whole = cols > 0 && cols.is_multiple_of(Q8_BLOCK);
             if self.precision == Precision::Q8 && blocks.layout == BlockLayout::Q8_0 && whole {
                 let matrix = q8_from_blocks(src, i, name, rows, cols, blocks)?;
                 self.used.borrow_mut().insert(name.to_string());

@@ -218,7 +218,10 @@ fn q8_0_export_runs_at_q8_as_stored_and_at_f32_as_before() {
     // Measured: rel 7.8e-3, top-1 1.0 (tantra's own q8: 7.3e-3, 1.0). Bounds: about 3.5x, and
     // within twice the error of tantra's q8 (the file's scales are f16, tantra's f32).
     assert!(rel > 0.0 && rel <= 2.8e-2, "rel {rel}");
-    assert!(rel <= 2.0 * own_rel, "rel {rel} against tantra's q8 {own_rel}");
+    assert!(
+        rel <= 2.0 * own_rel,
+        "rel {rel} against tantra's q8 {own_rel}"
+    );
     assert!(top1 >= 0.97, "top-1 {top1}");
 
     // f32: the lazy view gives what the old in-memory f32 copy gave.
