@@ -495,4 +495,35 @@ mod tests {
             }
         }
     }
+
+    #[test]
+    fn blocks_are_kept_as_pushed_except_those_holding_minus_128() {
+        let (rows, cols) = (2, 64);
+        let w = data(rows * cols, 11);
+        let m = Q8Matrix::from_row_major(&w, rows, cols);
+        let (qs, d) = m.blocks();
+        let mut b = Q8Builder::new(rows, cols);
+        for k in 0..d.len() {
+            b.push_block(&qs[k * QK..(k + 1) * QK], d[k]);
+        }
+        assert_eq!(b.finish().as_ref(), Some(&m));
+        // Three blocks of four: not a whole matrix.
+        let mut b = Q8Builder::new(rows, cols);
+        for k in 0..3 {
+            b.push_block(&qs[k * QK..(k + 1) * QK], d[k]);
+        }
+        assert_eq!(b.finish(), None);
+
+        let mut q = [5i8; QK];
+        q[7] = i8::MIN;
+        let mut b = Q8Builder::new(1, QK);
+        b.push_block(&q, 0.5);
+        let got = b.finish().unwrap();
+        let (gq, gd) = got.blocks();
+        assert!(!gq.contains(&i8::MIN));
+        assert_eq!(gq[7], -127);
+        assert_eq!(gd[0], 64.0 / 127.0);
+        let exact: Vec<f32> = q.iter().map(|&v| f32::from(v) * 0.5).collect();
+        assert_eq!(got, Q8Matrix::from_row_major(&exact, 1, QK));
+    }
 }
