@@ -178,7 +178,7 @@ mod linux {
 
     /// A Q8_0 GGUF run at q8 is loaded from its blocks: no f32 copy of the model, no second
     /// copy of a matrix, the file's pages released range by range. Reading a GGUF used to copy
-    /// every tensor into memory as f32 first (4.5x the q8 weights on its own).
+    /// every tensor into memory as f32 first (3.6x the q8 weights on its own).
     #[test]
     fn a_q8_0_gguf_at_q8_stays_within_the_weights_plus_a_fifth() {
         let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
