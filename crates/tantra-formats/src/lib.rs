@@ -50,7 +50,7 @@ pub use progress::{NoProgress, Progress};
 /// The PyTorch archive writer, under the name it had before `pytorch/` held it.
 pub use pytorch::write as pytorch_write;
 pub use structure::Structure;
-pub use tensor::{MemorySource, TensorInfo, TensorSource, Value};
+pub use tensor::{BlockLayout, MemorySource, StoredBlocks, TensorInfo, TensorSource, Value};
 
 /// The `__metadata__` key under which non-tensor checkpoint values travel in a safetensors
 /// file: a JSON object from dotted name to [`Value::to_json`].

@@ -115,6 +115,49 @@ impl Value {
     }
 }
 
+/// A block-quantized layout whose blocks a source can hand out as stored
+/// ([`TensorSource::stored_blocks`]), for a consumer that computes on the blocks themselves
+/// (the runtime's 8-bit matrices) instead of on dequantized values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum BlockLayout {
+    /// ggml's `Q8_0`: blocks of 34 bytes, a little-endian f16 scale `d` then 32 signed bytes
+    /// `q`; element `i` of a block is `q[i] * d`. Blocks run along the last (innermost) torch
+    /// dimension, and each row holds whole blocks.
+    Q8_0,
+}
+
+impl BlockLayout {
+    /// Elements per block.
+    pub const fn block_elements(self) -> usize {
+        match self {
+            BlockLayout::Q8_0 => 32,
+        }
+    }
+
+    /// Bytes per block.
+    pub const fn block_bytes(self) -> usize {
+        match self {
+            BlockLayout::Q8_0 => 34,
+        }
+    }
+
+    /// The layout's usual name (`Q8_0`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            BlockLayout::Q8_0 => "Q8_0",
+        }
+    }
+}
+
+/// The stored blocks of one tensor: their layout and their length in bytes (what
+/// [`TensorSource::stream_blocks`] serves ranges of).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoredBlocks {
+    pub layout: BlockLayout,
+    pub bytes: u64,
+}
+
 /// Anything that can hand out tensors: an open file of any format, or tensors in memory.
 ///
 /// Tensor bytes are always row-major, little-endian, with `bool` as one byte (0 or 1) and
@@ -167,6 +210,37 @@ pub trait TensorSource {
     fn file_range(&self, index: usize) -> Option<Range<u64>> {
         let _ = index;
         None
+    }
+
+    /// The layout and length of tensor `index`'s blocks when it is stored block-quantized and
+    /// the source can hand the blocks out as stored ([`TensorSource::stream_blocks`]); `None`
+    /// (the default) for plain tensors and for sources that only hand out values. Such a tensor
+    /// is still described by [`TensorSource::tensors`] as the type its values dequantize to,
+    /// and every other method still hands out those values: the blocks are an extra view.
+    fn stored_blocks(&self, index: usize) -> Option<StoredBlocks> {
+        let _ = index;
+        None
+    }
+
+    /// Feeds bytes `range` of tensor `index`'s stored blocks (offsets into the blocks, within
+    /// [`StoredBlocks::bytes`]) to `sink` as they lie in the source, in one or more chunks, in
+    /// order; chunks need not end on a block boundary. A memory-mapped file hands out bounded
+    /// chunks and releases the pages it is done with, as [`TensorSource::stream_tensor`] does.
+    ///
+    /// # Errors
+    /// A tensor without [`TensorSource::stored_blocks`] (the default for every tensor), a range
+    /// beyond the blocks, and the source's and the sink's errors.
+    fn stream_blocks(
+        &self,
+        index: usize,
+        range: Range<u64>,
+        sink: &mut dyn FnMut(&[u8]) -> Result<(), FormatError>,
+    ) -> Result<(), FormatError> {
+        let _ = (range, sink);
+        let name = self.tensors().get(index).map_or("?", |t| t.name.as_str());
+        Err(FormatError::memory(format!(
+            "tensor {name:?} is not stored as quantized blocks"
+        )))
     }
 
     /// An earlier tensor whose bytes are the same as those of tensor `index` by construction

@@ -232,3 +232,57 @@ fn reads_llama_quantize_output_and_matches_its_bytes() {
         assert_eq!(quantized, 7, "{file}");
     }
 }
+
+/// `stored_blocks`/`stream_blocks` hand out llama-quantize's Q8_0 blocks exactly as the file
+/// holds them, in any ranges, and nothing for other types; a range past the blocks and a plain
+/// tensor are refused with errors that name the file and the tensor.
+#[test]
+fn q8_0_blocks_stream_as_stored() {
+    use tantra_formats::{BlockLayout, StoredBlocks};
+    let path = fixture("mamba_tiny_q8_0.gguf");
+    let f = GgufFile::open(&path).unwrap();
+    let mut q8 = 0;
+    for (i, t) in f.header().tensors.iter().enumerate() {
+        let Some(blocks) = f.stored_blocks(i) else {
+            assert_ne!(t.ty, GgmlType::Q8_0, "{}", t.name);
+            let err = f.stream_blocks(i, 0..0, &mut |_| Ok(())).unwrap_err();
+            let msg = tantra_formats::chain(&err).to_string();
+            assert!(msg.contains(&t.name), "{msg}");
+            assert!(msg.contains("mamba_tiny_q8_0.gguf"), "{msg}");
+            continue;
+        };
+        q8 += 1;
+        assert_eq!(
+            blocks,
+            StoredBlocks {
+                layout: BlockLayout::Q8_0,
+                bytes: t.numel() / 32 * 34,
+            }
+        );
+        let raw = f.raw_bytes(i).unwrap();
+        // Whole, and in ranges that cut blocks.
+        for step in [blocks.bytes, 100, 7] {
+            let mut got = Vec::new();
+            let mut pos = 0;
+            while pos < blocks.bytes {
+                let end = (pos + step).min(blocks.bytes);
+                f.stream_blocks(i, pos..end, &mut |c| {
+                    got.extend_from_slice(c);
+                    Ok(())
+                })
+                .unwrap();
+                pos = end;
+            }
+            assert!(got == raw, "{} in steps of {step}", t.name);
+        }
+        let err = f
+            .stream_blocks(i, 0..blocks.bytes + 1, &mut |_| Ok(()))
+            .unwrap_err();
+        let msg = tantra_formats::chain(&err).to_string();
+        assert!(
+            msg.contains(&t.name) && msg.contains("mamba_tiny_q8_0.gguf"),
+            "{msg}"
+        );
+    }
+    assert_eq!(q8, 7);
+}

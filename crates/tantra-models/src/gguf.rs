@@ -12,10 +12,11 @@
 //! tokens, and an empty merge list. The writing itself is `tantra_formats::gguf`'s, verified.
 //!
 //! # Reading back
-//! [`mamba_source`] is the inverse, so that a llama.cpp Mamba GGUF runs as tantra's Mamba: the
-//! names map back and `A_log = ln(-A)`. That inverse is not bit-exact (`-exp(ln(-A))` may differ
-//! from `A` in the last bit), the one way a GGUF run can differ from a run of the original
-//! weights. An unknown name is kept as it is, so the runtime's "unused tensor" check names it.
+//! [`crate::gguf_source::MambaGgufSource`] is the inverse, so that a llama.cpp Mamba GGUF runs
+//! as tantra's Mamba: the names map back ([`tantra_name`]) and `A_log = ln(-A)`. That inverse is
+//! not bit-exact (`-exp(ln(-A))` may differ from `A` in the last bit), the one way a GGUF run can
+//! differ from a run of the original weights. An unknown name is kept as it is, so the runtime's
+//! "unused tensor" check names it.
 
 use std::path::Path;
 
@@ -337,31 +338,6 @@ pub fn tantra_name(name: &str) -> String {
 /// True when `file` is a llama.cpp Mamba model.
 pub fn is_llama_cpp_mamba(file: &GgufFile) -> bool {
     file.header().architecture() == Some("mamba")
-}
-
-/// The tensors of a llama.cpp Mamba GGUF under tantra's names, in f32 where they are floats.
-///
-/// # Errors
-/// A tensor that cannot be read (a ggml type tantra does not decode, say).
-pub fn mamba_source(file: &GgufFile) -> Result<MemorySource, FormatError> {
-    let mut out = MemorySource::new();
-    for (i, t) in file.tensors().iter().enumerate() {
-        let name = tantra_name(&t.name);
-        let bytes = file.tensor_bytes(i)?;
-        let data = if name.ends_with(".A_log") && t.dtype == DType::F32 {
-            f32s(&bytes)
-                .iter()
-                .flat_map(|&a| (-a).ln().to_le_bytes())
-                .collect()
-        } else {
-            bytes.into_owned()
-        };
-        out.push(TensorInfo::new(name, t.dtype, t.shape.clone()), data)?;
-    }
-    for (k, v) in file.metadata() {
-        out.metadata_mut().insert(k.clone(), v.clone());
-    }
-    Ok(out)
 }
 
 #[cfg(test)]

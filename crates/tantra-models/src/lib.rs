@@ -21,6 +21,7 @@ pub mod arch;
 pub mod create;
 pub mod error;
 pub mod gguf;
+pub mod gguf_source;
 pub mod hf;
 pub mod init;
 pub mod mamba;

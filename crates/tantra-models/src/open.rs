@@ -14,7 +14,8 @@ use serde::Deserialize;
 use tantra_formats::gguf::GgufFile;
 use tantra_formats::{detect, open, DynSource, Format, FormatError, TensorSource};
 
-use crate::gguf::{is_llama_cpp_mamba, mamba_source};
+use crate::gguf::is_llama_cpp_mamba;
+use crate::gguf_source::MambaGgufSource;
 
 /// An error of opening a checkpoint: its files, its index, its shard names.
 #[derive(Debug, thiserror::Error)]
@@ -68,7 +69,7 @@ pub struct OpenWeights {
 
 impl OpenWeights {
     /// Opens one weight file of any format tantra reads; a llama.cpp Mamba GGUF is read under
-    /// tantra's names (see [`crate::gguf::mamba_source`]).
+    /// tantra's names, from the file on demand (see [`MambaGgufSource`]).
     ///
     /// # Errors
     /// The file's read error.
@@ -76,10 +77,9 @@ impl OpenWeights {
         if detect(path)? == Format::Gguf {
             let g = GgufFile::open(path)?;
             if is_llama_cpp_mamba(&g) {
-                let m = mamba_source(&g).map_err(|e| e.with_path(path))?;
                 return Ok(OpenWeights {
                     files: vec![path.to_path_buf()],
-                    sources: vec![Box::new(m)],
+                    sources: vec![Box::new(MambaGgufSource::new(g))],
                 });
             }
         }

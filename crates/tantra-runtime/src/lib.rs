@@ -26,6 +26,7 @@ mod decode;
 mod error;
 mod generate;
 pub mod image;
+mod join;
 mod kernels;
 mod layers;
 mod load;

@@ -13,10 +13,11 @@
 use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap};
 
-use tantra_formats::{DType, TensorInfo, TensorSource};
+use tantra_formats::{BlockLayout, DType, FormatError, StoredBlocks, TensorInfo, TensorSource};
 
 use super::error::{Result, RuntimeError};
-use super::kernels::{Matrix, MatrixBuilder};
+use super::join::Joiner;
+use super::kernels::{Matrix, MatrixBuilder, Q8Builder, Q8_BLOCK};
 use super::precision::Precision;
 
 mod vars;
@@ -120,7 +121,8 @@ impl<'a> Weights<'a> {
     /// [`MATRIX_RANGE_BYTES`] of the file) and is converted row by row as it comes: loading
     /// holds no f32 or row-major copy of the tensor and, for a memory-mapped file, no more than
     /// one range of its pages, so the peak resident set stays close to the weights at their
-    /// precision. A BF16 tensor read at bf16 keeps its bits.
+    /// precision. A BF16 tensor read at bf16 keeps its bits, and a tensor stored as `Q8_0`
+    /// blocks (a GGUF's) read at q8 keeps its blocks ([`q8_from_blocks`]).
     ///
     /// # Errors
     /// As [`Weights::get`].
@@ -134,6 +136,16 @@ impl<'a> Weights<'a> {
         };
         if info.shape != [rows as u64, cols as u64] {
             return Err(shape_error());
+        }
+        if let Some(blocks) = src.stored_blocks(i) {
+            // Rows of whole blocks only: the matrix pads a partial last block with zeros, which
+            // a file's block would not hold.
+            let whole = cols > 0 && cols.is_multiple_of(Q8_BLOCK);
+            if self.precision == Precision::Q8 && blocks.layout == BlockLayout::Q8_0 && whole {
+                let matrix = q8_from_blocks(src, i, name, rows, cols, blocks)?;
+                self.used.borrow_mut().insert(name.to_string());
+                return Ok(matrix);
+            }
         }
         let size = element_size(info.dtype).ok_or_else(|| RuntimeError::DType {
             name: name.to_string(),
@@ -282,7 +294,7 @@ fn element_size(dtype: DType) -> Option<usize> {
 
 /// Why [`stream_elements`] stopped.
 enum StreamError {
-    Source(tantra_formats::FormatError),
+    Source(FormatError),
     /// The bytes ended inside an element.
     Partial,
 }
@@ -298,24 +310,9 @@ fn stream_elements(
     range: u64,
     sink: &mut dyn FnMut(&[u8]),
 ) -> std::result::Result<(), StreamError> {
-    // Bytes of an element split across two chunks.
-    let mut carry: Vec<u8> = Vec::with_capacity(8);
+    let mut elements = Joiner::new(size);
     let mut feed = |chunk: &[u8]| {
-        let mut chunk = chunk;
-        if !carry.is_empty() {
-            let take = (size - carry.len()).min(chunk.len());
-            carry.extend_from_slice(&chunk[..take]);
-            chunk = &chunk[take..];
-            if carry.len() == size {
-                sink(&carry);
-                carry.clear();
-            }
-        }
-        let whole = chunk.len() / size * size;
-        if whole > 0 {
-            sink(&chunk[..whole]);
-        }
-        carry.extend_from_slice(&chunk[whole..]);
+        elements.push(chunk, &mut |run| sink(run));
         Ok(())
     };
     match src.file_range(index) {
@@ -333,11 +330,86 @@ fn stream_elements(
             .stream_tensor(index, &mut feed)
             .map_err(StreamError::Source)?,
     }
-    if carry.is_empty() {
+    if elements.is_empty() {
         Ok(())
     } else {
         Err(StreamError::Partial)
     }
+}
+
+/// A q8 matrix built from tensor `index`'s stored `Q8_0` blocks as they are: each block's 32
+/// signed bytes kept, its f16 scale widened to f32 (exactly), so the matrix holds the file's
+/// weights bit for bit and nothing is dequantized or quantized again. The one exception is a
+/// block holding -128, which llama.cpp never writes but other writers may: the 8-bit product
+/// cannot take it, so that block alone is quantized again from its exact values
+/// ([`Q8Builder::push_block`]), which is what quantizing the dequantized matrix would give it.
+/// The blocks stream a bounded range at a time, as [`Weights::get_matrix`] streams values.
+///
+/// # Errors
+/// Blocks whose length does not fit `[rows, cols]`, a scale that is infinite or NaN
+/// ([`RuntimeError::NonFinite`], at the block's first element), a read error of the source.
+fn q8_from_blocks(
+    src: &dyn TensorSource,
+    index: usize,
+    name: &str,
+    rows: usize,
+    cols: usize,
+    blocks: StoredBlocks,
+) -> Result<Matrix> {
+    let block_bytes = blocks.layout.block_bytes();
+    let expected = (rows as u64)
+        .checked_mul((cols / Q8_BLOCK) as u64)
+        .and_then(|n| n.checked_mul(block_bytes as u64));
+    if expected != Some(blocks.bytes) {
+        return Err(RuntimeError::Format(FormatError::memory(format!(
+            "tensor {name:?}: {} bytes of {} blocks, its shape [{rows}, {cols}] needs {}",
+            blocks.bytes,
+            blocks.layout.name(),
+            expected.map_or_else(|| "more than 2^64".to_string(), |n| n.to_string())
+        ))));
+    }
+    let mut builder = Q8Builder::new(rows, cols);
+    let mut joiner = Joiner::new(block_bytes);
+    let mut non_finite: Option<usize> = None;
+    let mut seen = 0usize;
+    let mut q = [0i8; Q8_BLOCK];
+    let range = (MATRIX_RANGE_BYTES / block_bytes * block_bytes) as u64;
+    let mut pos = 0u64;
+    while pos < blocks.bytes {
+        let end = pos.saturating_add(range).min(blocks.bytes);
+        src.stream_blocks(index, pos..end, &mut |chunk| {
+            joiner.push(chunk, &mut |run: &[u8]| {
+                for b in run.chunks_exact(block_bytes) {
+                    let d = half::f16::from_le_bytes([b[0], b[1]]).to_f32();
+                    if !d.is_finite() && non_finite.is_none() {
+                        non_finite = Some(seen * Q8_BLOCK);
+                    }
+                    for (o, &v) in q.iter_mut().zip(&b[2..]) {
+                        *o = v as i8;
+                    }
+                    builder.push_block(&q, d);
+                    seen += 1;
+                }
+            });
+            Ok(())
+        })?;
+        pos = end;
+    }
+    if let Some(index) = non_finite {
+        return Err(RuntimeError::NonFinite {
+            name: name.to_string(),
+            index,
+        });
+    }
+    let shape_error = || RuntimeError::Shape {
+        name: name.to_string(),
+        expected: vec![rows, cols],
+        found: vec![seen as u64 * Q8_BLOCK as u64 / cols as u64, cols as u64],
+    };
+    if !joiner.is_empty() {
+        return Err(shape_error());
+    }
+    builder.finish().map(Matrix::Q8).ok_or_else(shape_error)
 }
 
 /// Tensor `index` of `src` as f32, converted chunk by chunk as the source streams it: a
@@ -556,5 +628,164 @@ mod tests {
                 Err(RuntimeError::Shape { .. })
             ));
         }
+    }
+
+    /// The blocks `m` holds (a q8 matrix), as (values, scales).
+    fn q8_blocks(m: &Matrix) -> (Vec<i8>, Vec<f32>) {
+        match m {
+            Matrix::Q8(q) => {
+                let (qs, d) = q.blocks();
+                (qs.to_vec(), d.to_vec())
+            }
+            other => panic!("not q8: {:?}", other.precision()),
+        }
+    }
+
+    /// A `Q8_0` file's blocks as (values, scales): the bytes as i8, the f16 scales widened.
+    fn file_blocks(raw: &[u8]) -> (Vec<i8>, Vec<f32>) {
+        let qs = raw
+            .chunks_exact(34)
+            .flat_map(|b| b[2..].iter().map(|&v| v as i8))
+            .collect();
+        let d = raw
+            .chunks_exact(34)
+            .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect();
+        (qs, d)
+    }
+
+    fn f32s(bytes: &[u8]) -> Vec<f32> {
+        bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect()
+    }
+
+    /// `tantra export-gguf --type q8_0` of a Mamba, read back: at q8 every matrix stored as
+    /// Q8_0 holds the file's blocks bit for bit; at f32 and bf16 it holds the dequantized values
+    /// as before.
+    #[test]
+    fn a_q8_0_gguf_keeps_its_blocks_at_q8() {
+        use tantra_formats::gguf::{GgufFile, GgufOptions, TargetType};
+        use tantra_models::gguf::export_gguf;
+        use tantra_models::gguf_source::MambaGgufSource;
+        use tantra_models::{init_weights, Architecture, ModelConfig, Preset};
+
+        let ModelConfig::Mamba(mut config) = Architecture::Mamba.preset(Preset::SampleSmall) else {
+            panic!("mamba preset");
+        };
+        config.hidden_size = 64;
+        config.intermediate_size = None;
+        config.num_hidden_layers = 2;
+        let src = init_weights(&ModelConfig::Mamba(config.clone()), 3).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("q8.gguf");
+        let opts = GgufOptions {
+            target: TargetType::Q8_0,
+            ..Default::default()
+        };
+        let progress = tantra_formats::NoProgress;
+        export_gguf(&config, &src, "mamba:test", &path, &opts, &progress).unwrap();
+        let file = GgufFile::open(&path).unwrap();
+        let gguf = MambaGgufSource::new(GgufFile::open(&path).unwrap());
+        let mut checked = 0;
+        for (i, t) in gguf.tensors().iter().enumerate() {
+            if gguf.stored_blocks(i).is_none() {
+                continue;
+            }
+            let [rows, cols] = t.shape[..] else {
+                panic!("{}: {:?}", t.name, t.shape);
+            };
+            let (rows, cols) = (rows as usize, cols as usize);
+            let q8 = Weights::new(&gguf).unwrap().with_precision(Precision::Q8);
+            let got = q8_blocks(&q8.get_matrix(&t.name, rows, cols).unwrap());
+            let want = file_blocks(file.raw_bytes(i).unwrap());
+            assert_eq!(got.0, want.0, "{}: values", t.name);
+            let bits = |d: &[f32]| d.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&got.1), bits(&want.1), "{}: scales", t.name);
+            let values = f32s(&file.tensor_bytes(i).unwrap());
+            for p in [Precision::F32, Precision::Bf16] {
+                let w = Weights::new(&gguf).unwrap().with_precision(p);
+                assert_eq!(
+                    w.get_matrix(&t.name, rows, cols).unwrap(),
+                    Matrix::from_f32(&values, rows, cols, p),
+                    "{} at {p}",
+                    t.name
+                );
+            }
+            checked += 1;
+        }
+        // in_proj, x_proj, out_proj of both layers and the embeddings.
+        assert_eq!(checked, 7);
+    }
+
+    /// A hand-made Q8_0 file with a block holding -128 (which llama.cpp never writes): that
+    /// block is quantized again from its exact values, every other block kept, and products
+    /// stay right; an infinite scale is refused.
+    #[test]
+    fn a_block_holding_minus_128_is_quantized_again() {
+        use tantra_formats::gguf::write::write_gguf_file;
+        use tantra_formats::gguf::{GgufFile, GgufOptions, TargetType};
+
+        let (rows, cols) = (3, 96);
+        let v: Vec<f32> = (0..rows * cols).map(|i| (i as f32 * 0.61).sin()).collect();
+        let mut m = MemorySource::new();
+        m.push_f32("w.weight", vec![rows as u64, cols as u64], &v)
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.gguf");
+        let opts = GgufOptions {
+            target: TargetType::Q8_0,
+            ..Default::default()
+        };
+        write_gguf_file(&m, None, &path, &opts, &tantra_formats::NoProgress).unwrap();
+        let start = GgufFile::open(&path).unwrap().gguf_tensor(0).unwrap().start as usize;
+        let mut bytes = std::fs::read(&path).unwrap();
+        // Block 4 (row 1, second block): its value 5 becomes -128.
+        bytes[start + 4 * 34 + 2 + 5] = 0x80;
+        std::fs::write(&path, &bytes).unwrap();
+
+        let file = GgufFile::open(&path).unwrap();
+        let raw = file.raw_bytes(0).unwrap().to_vec();
+        let values = f32s(&file.tensor_bytes(0).unwrap());
+        let w = Weights::new(&file).unwrap().with_precision(Precision::Q8);
+        let matrix = w.get_matrix("w.weight", rows, cols).unwrap();
+        let (qs, d) = q8_blocks(&matrix);
+        let (fq, fd) = file_blocks(&raw);
+        assert!(!qs.contains(&i8::MIN));
+        // Quantizing the dequantized matrix: what the -128 block must become.
+        let (rq, rd) = q8_blocks(&Matrix::from_f32(&values, rows, cols, Precision::Q8));
+        for b in 0..rows * cols / 32 {
+            let (q, want_q, want_d) = if b == 4 {
+                (&qs[b * 32..][..32], &rq[b * 32..][..32], rd[b])
+            } else {
+                (&qs[b * 32..][..32], &fq[b * 32..][..32], fd[b])
+            };
+            assert_eq!(q, want_q, "block {b}");
+            assert_eq!(d[b].to_bits(), want_d.to_bits(), "block {b}");
+        }
+        assert_eq!(d[4], fd[4] * 128.0 / 127.0);
+        // The product of the row with -128 is still close to the exact one.
+        let x: Vec<f32> = (0..cols).map(|i| (i as f32 * 0.3).cos()).collect();
+        let mut y = vec![0.0; rows];
+        matrix.matvec(&x, &mut y);
+        for (r, yr) in y.iter().enumerate() {
+            let exact: f32 = values[r * cols..][..cols]
+                .iter()
+                .zip(&x)
+                .map(|(a, b)| a * b)
+                .sum();
+            assert!((yr - exact).abs() < 0.05, "row {r}: {yr} vs {exact}");
+        }
+
+        // An infinite scale in block 5.
+        bytes[start + 5 * 34..][..2].copy_from_slice(&half::f16::INFINITY.to_le_bytes());
+        std::fs::write(&path, &bytes).unwrap();
+        let file = GgufFile::open(&path).unwrap();
+        let w = Weights::new(&file).unwrap().with_precision(Precision::Q8);
+        assert!(matches!(
+            w.get_matrix("w.weight", rows, cols),
+            Err(RuntimeError::NonFinite { index: 160, .. })
+        ));
     }
 }

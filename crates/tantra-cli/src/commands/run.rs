@@ -77,7 +77,7 @@ pub struct Args {
     pub ignore_eos: bool,
     /// The precision weight matrices are kept at: f32, bf16 (half the bytes, computed in
     /// f32) or q8 (blocks of 32 int8 values with one scale each). Converted on load from any
-    /// file; a bf16 file run at bf16 is kept as it is.
+    /// file; a bf16 file run at bf16 and a Q8_0 GGUF run at q8 are kept as they are.
     #[arg(long, default_value = "f32", value_name = "f32|bf16|q8")]
     pub dtype: Precision,
     /// Threads to compute on (default: all cores).

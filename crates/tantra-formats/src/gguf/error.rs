@@ -112,6 +112,15 @@ pub enum GgufError {
     NoSuchTensor { index: usize },
     #[error("tensor {tensor:?}: tantra cannot decode ggml type {ty} (it decodes F32, F16, BF16, F64, I8-I64, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K-Q6_K)")]
     CannotDecode { tensor: String, ty: String },
+    #[error("tensor {tensor:?}: not stored as blocks tantra hands out as they are (only Q8_0 is)")]
+    NotBlocks { tensor: String },
+    #[error("tensor {tensor:?}: bytes {start}..{end} of its blocks asked for; it has {len}")]
+    BlocksOutside {
+        tensor: String,
+        start: u64,
+        end: u64,
+        len: u64,
+    },
     #[error("tensor {tensor:?}: GGUF has no type for {dtype}")]
     UnsupportedDType { tensor: String, dtype: String },
     #[error("tensor {tensor:?}: {rank} dimensions, GGUF holds at most 4")]

@@ -16,11 +16,12 @@ use std::path::{Path, PathBuf};
 use super::error::GgufError;
 use super::parse::{parse_header, GgufTensor, Header};
 use super::quant::dequantize;
+use super::types::GgmlType;
 use super::value::MetaValue;
 use crate::dtype::DType;
 use crate::error::{FormatError, ResultExt};
 use crate::mmap::{sub_range, Backing};
-use crate::tensor::{range_outside, TensorInfo, TensorSource, Value};
+use crate::tensor::{range_outside, BlockLayout, StoredBlocks, TensorInfo, TensorSource, Value};
 use crate::{Format, VALUES_METADATA_KEY};
 
 /// Blocks dequantized per piece when a quantized tensor is streamed (256 Ki elements at most).
@@ -248,6 +249,46 @@ impl TensorSource for GgufFile {
         let skip = (range.start - first * block_bytes) as usize;
         let len = (range.end - range.start) as usize;
         sink(values.get(skip..skip + len).ok_or_else(outside)?)
+    }
+
+    /// `Q8_0` tensors, whose blocks the runtime's 8-bit matrices take as they are.
+    fn stored_blocks(&self, index: usize) -> Option<StoredBlocks> {
+        let t = self.header.tensors.get(index)?;
+        let layout = match t.ty {
+            GgmlType::Q8_0 => BlockLayout::Q8_0,
+            _ => return None,
+        };
+        Some(StoredBlocks {
+            layout,
+            bytes: t.nbytes,
+        })
+    }
+
+    fn stream_blocks(
+        &self,
+        index: usize,
+        range: Range<u64>,
+        sink: &mut dyn FnMut(&[u8]) -> Result<(), FormatError>,
+    ) -> Result<(), FormatError> {
+        let Some(blocks) = self.stored_blocks(index) else {
+            let name = self.infos.get(index).map_or("?", |t| t.name.as_str());
+            return Err(self.error(GgufError::NotBlocks {
+                tensor: name.to_string(),
+            }));
+        };
+        let r = self.range(index)?;
+        let part = sub_range(&r, &range).ok_or_else(|| {
+            let name = self.infos.get(index).map_or("?", |t| t.name.as_str());
+            self.error(GgufError::BlocksOutside {
+                tensor: name.to_string(),
+                start: range.start,
+                end: range.end,
+                len: blocks.bytes,
+            })
+        })?;
+        self.backing.stream(part, sink, &|| {
+            self.error(GgufError::NoSuchTensor { index })
+        })
     }
 
     fn file_range(&self, index: usize) -> Option<Range<u64>> {

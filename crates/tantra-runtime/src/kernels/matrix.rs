@@ -1,5 +1,6 @@
 //! [`Matrix`]: a weight matrix at any [`Precision`], behind one set of products.
 
+use crate::join::Joiner;
 use crate::precision::Precision;
 
 use super::packed::{Bf16, Packed, PackedBuilder};
@@ -96,33 +97,20 @@ pub(crate) struct MatrixBuilder {
     values: usize,
 }
 
+/// The builder of each precision, and the rows of values it is fed in.
 #[derive(Debug)]
 enum Kind {
-    F32(PackedBuilder<f32>, Vec<f32>),
-    Bf16(PackedBuilder<Bf16>, Vec<Bf16>),
-    Q8(Q8Builder, Vec<f32>),
-}
-
-/// Appends `values` to the partial `row`, handing each completed row to `emit`.
-fn feed<T: Copy>(row: &mut Vec<T>, cols: usize, values: &[T], mut emit: impl FnMut(&[T])) {
-    let mut values = values;
-    while !values.is_empty() {
-        let take = (cols - row.len()).min(values.len());
-        row.extend_from_slice(&values[..take]);
-        values = &values[take..];
-        if row.len() == cols {
-            emit(row);
-            row.clear();
-        }
-    }
+    F32(PackedBuilder<f32>, Joiner<f32>),
+    Bf16(PackedBuilder<Bf16>, Joiner<Bf16>),
+    Q8(Q8Builder, Joiner<f32>),
 }
 
 impl MatrixBuilder {
     pub(crate) fn new(rows: usize, cols: usize, precision: Precision) -> Self {
         let kind = match precision {
-            Precision::F32 => Kind::F32(PackedBuilder::new(rows, cols), Vec::with_capacity(cols)),
-            Precision::Bf16 => Kind::Bf16(PackedBuilder::new(rows, cols), Vec::with_capacity(cols)),
-            Precision::Q8 => Kind::Q8(Q8Builder::new(rows, cols), Vec::with_capacity(cols)),
+            Precision::F32 => Kind::F32(PackedBuilder::new(rows, cols), Joiner::new(cols)),
+            Precision::Bf16 => Kind::Bf16(PackedBuilder::new(rows, cols), Joiner::new(cols)),
+            Precision::Q8 => Kind::Q8(Q8Builder::new(rows, cols), Joiner::new(cols)),
         };
         MatrixBuilder {
             kind,
@@ -140,15 +128,21 @@ impl MatrixBuilder {
             return;
         }
         match &mut self.kind {
-            Kind::F32(b, row) => feed(row, cols, values, |r| b.push_row(r)),
-            Kind::Q8(b, row) => feed(row, cols, values, |r| b.push_row(r)),
-            Kind::Bf16(b, row) => {
+            Kind::F32(b, rows) => rows.push(values, &mut |run| {
+                run.chunks_exact(cols).for_each(|r| b.push_row(r));
+            }),
+            Kind::Q8(b, rows) => rows.push(values, &mut |run| {
+                run.chunks_exact(cols).for_each(|r| b.push_row(r));
+            }),
+            Kind::Bf16(b, rows) => {
                 for chunk in values.chunks(256) {
                     let mut conv = [Bf16(0); 256];
                     for (c, &v) in conv.iter_mut().zip(chunk) {
                         *c = Bf16::from_f32(v);
                     }
-                    feed(row, cols, &conv[..chunk.len()], |r| b.push_row(r));
+                    rows.push(&conv[..chunk.len()], &mut |run| {
+                        run.chunks_exact(cols).for_each(|r| b.push_row(r));
+                    });
                 }
             }
         }
@@ -162,14 +156,16 @@ impl MatrixBuilder {
             self.values = self.values.saturating_add(bits.len());
             return;
         }
-        if let Kind::Bf16(b, row) = &mut self.kind {
+        if let Kind::Bf16(b, rows) = &mut self.kind {
             self.values = self.values.saturating_add(bits.len());
             for chunk in bits.chunks(256) {
                 let mut conv = [Bf16(0); 256];
                 for (c, &v) in conv.iter_mut().zip(chunk) {
                     *c = Bf16(v);
                 }
-                feed(row, cols, &conv[..chunk.len()], |r| b.push_row(r));
+                rows.push(&conv[..chunk.len()], &mut |run| {
+                    run.chunks_exact(cols).for_each(|r| b.push_row(r));
+                });
             }
             return;
         }
@@ -188,9 +184,9 @@ impl MatrixBuilder {
             return None;
         }
         match self.kind {
-            Kind::F32(b, row) => row.is_empty().then(|| b.finish().map(Matrix::F32))?,
-            Kind::Bf16(b, row) => row.is_empty().then(|| b.finish().map(Matrix::Bf16))?,
-            Kind::Q8(b, row) => row.is_empty().then(|| b.finish().map(Matrix::Q8))?,
+            Kind::F32(b, rows) => rows.is_empty().then(|| b.finish().map(Matrix::F32))?,
+            Kind::Bf16(b, rows) => rows.is_empty().then(|| b.finish().map(Matrix::Bf16))?,
+            Kind::Q8(b, rows) => rows.is_empty().then(|| b.finish().map(Matrix::Q8))?,
         }
     }
 }

@@ -21,6 +21,7 @@ mod q8gemm;
 
 pub(crate) use matrix::{Matrix, MatrixBuilder};
 pub(crate) use packed::dot;
+pub(crate) use q8::{Q8Builder, QK as Q8_BLOCK};
 
 /// Below this many multiply-adds a product runs on the calling thread: handing work to the
 /// pool costs a few microseconds.

@@ -220,14 +220,18 @@ impl Q8Input {
     }
 }
 
-/// Builds a [`Q8Matrix`] row by row (each row quantized as it comes), for loading a tensor
-/// while it streams from the file without an f32 copy of it.
+/// Builds a [`Q8Matrix`] row by row (each row quantized as it comes), or block by block from
+/// blocks already quantized (a `Q8_0` file's), for loading a tensor while it streams from the
+/// file without an f32 copy of it.
 #[derive(Debug)]
 pub(crate) struct Q8Builder {
     m: Q8Matrix,
     q1: Vec<i8>,
     d1: Vec<f32>,
+    /// Whole rows pushed.
     pushed: usize,
+    /// Blocks of the row being pushed block by block.
+    row_blocks: usize,
 }
 
 impl Q8Builder {
@@ -244,12 +248,14 @@ impl Q8Builder {
             q1: Vec::new(),
             d1: Vec::new(),
             pushed: 0,
+            row_blocks: 0,
         }
     }
 
-    /// Quantizes and appends the next row (`row.len() == cols`); rows past `rows` are ignored.
+    /// Quantizes and appends the next row (`row.len() == cols`); rows past `rows` are ignored,
+    /// and so is a row pushed while one is being pushed block by block.
     pub(crate) fn push_row(&mut self, row: &[f32]) {
-        if self.pushed == self.m.rows || row.len() != self.m.cols {
+        if self.pushed == self.m.rows || row.len() != self.m.cols || self.row_blocks != 0 {
             return;
         }
         self.pushed += 1;
@@ -258,10 +264,39 @@ impl Q8Builder {
         self.m.d.extend_from_slice(&self.d1);
     }
 
+    /// Appends the next block as it is stored: 32 values `q` (`q.len() == 32`) and the scale
+    /// `d` (`w = q * d`), rows filled in order, `ceil(cols / 32)` blocks a row. Blocks past
+    /// the last row are ignored. A block that holds -128, which the AVX2 product cannot take
+    /// (it takes absolute values of bytes) and which a quantizer of this module never writes,
+    /// is quantized again from its values `q * d` (exact in f32): its largest magnitude
+    /// becomes 127 with the scale `128 d / 127`, as quantizing the dequantized matrix gives.
+    pub(crate) fn push_block(&mut self, q: &[i8], d: f32) {
+        if self.pushed == self.m.rows || q.len() != QK {
+            return;
+        }
+        if q.contains(&i8::MIN) {
+            let mut values = [0.0f32; QK];
+            for (v, &x) in values.iter_mut().zip(q) {
+                *v = f32::from(x) * d;
+            }
+            quantize(&values, &mut self.q1, &mut self.d1);
+            self.m.qs.extend_from_slice(&self.q1);
+            self.m.d.extend_from_slice(&self.d1);
+        } else {
+            self.m.qs.extend_from_slice(q);
+            self.m.d.push(d);
+        }
+        self.row_blocks += 1;
+        if self.row_blocks == self.m.blocks {
+            self.row_blocks = 0;
+            self.pushed += 1;
+        }
+    }
+
     /// The matrix, equal to [`Q8Matrix::from_row_major`] of the rows pushed; `None` unless
-    /// exactly `rows` rows were pushed.
+    /// exactly `rows` rows were pushed (whole, or as all their blocks).
     pub(crate) fn finish(self) -> Option<Q8Matrix> {
-        (self.pushed == self.m.rows).then_some(self.m)
+        (self.pushed == self.m.rows && self.row_blocks == 0).then_some(self.m)
     }
 }
 
@@ -289,6 +324,13 @@ impl Q8Matrix {
             cols,
             blocks,
         }
+    }
+
+    /// The stored values (`ceil(cols / 32)` blocks of 32 a row, rows in order) and the scale
+    /// of each block.
+    #[cfg(test)]
+    pub(crate) fn blocks(&self) -> (&[i8], &[f32]) {
+        (&self.qs, &self.d)
     }
 
     /// Bytes of the weights (values and scales).
@@ -567,5 +609,36 @@ mod tests {
                 assert!((a - b).abs() <= 1.0 / 127.0 * 0.5 + 1e-6);
             }
         }
+    }
+
+    #[test]
+    fn blocks_are_kept_as_pushed_except_those_holding_minus_128() {
+        let (rows, cols) = (2, 64);
+        let w = data(rows * cols, 11);
+        let m = Q8Matrix::from_row_major(&w, rows, cols);
+        let (qs, d) = m.blocks();
+        let mut b = Q8Builder::new(rows, cols);
+        for k in 0..d.len() {
+            b.push_block(&qs[k * QK..(k + 1) * QK], d[k]);
+        }
+        assert_eq!(b.finish().as_ref(), Some(&m));
+        // Three blocks of four: not a whole matrix.
+        let mut b = Q8Builder::new(rows, cols);
+        for k in 0..3 {
+            b.push_block(&qs[k * QK..(k + 1) * QK], d[k]);
+        }
+        assert_eq!(b.finish(), None);
+
+        let mut q = [5i8; QK];
+        q[7] = i8::MIN;
+        let mut b = Q8Builder::new(1, QK);
+        b.push_block(&q, 0.5);
+        let got = b.finish().unwrap();
+        let (gq, gd) = got.blocks();
+        assert!(!gq.contains(&i8::MIN));
+        assert_eq!(gq[7], -127);
+        assert_eq!(gd[0], 64.0 / 127.0);
+        let exact: Vec<f32> = q.iter().map(|&v| f32::from(v) * 0.5).collect();
+        assert_eq!(got, Q8Matrix::from_row_major(&exact, 1, QK));
     }
 }
