@@ -189,6 +189,20 @@ pub(super) fn step(blocks: &MambaBlocks, h: &mut [f32], state: &mut MambaState, 
         .zip(ssm_parts)
         .map(|p| Mutex::new(Some(p)))
         .collect();
+    if threads == 1 {
+        // On the calling thread alone: no hand-off, and no wait for a pool thread that may
+        // be without a core (see `pacer.rs`).
+        if let Some((conv, ssm)) = parts
+            .into_iter()
+            .next()
+            .and_then(|m| m.into_inner().unwrap_or_else(PoisonError::into_inner))
+        {
+            let out = run(blocks, 0, start, conv, ssm, &plan, &exchange);
+            h.copy_from_slice(&out);
+        }
+        state.position += 1;
+        return;
+    }
     // The pool's threads, already running: no thread is created per step.
     let results = rayon::broadcast(|ctx| {
         let t = ctx.index();

@@ -33,6 +33,7 @@ mod load;
 mod mamba;
 mod multimodal;
 mod ocr;
+mod pacer;
 mod precision;
 mod sampling;
 mod scan;

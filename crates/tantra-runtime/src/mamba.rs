@@ -10,6 +10,8 @@
 //! and every kernel gives bit-identical results per token whatever the batch, so a prefill
 //! leaves exactly the states that token-by-token feeding leaves.
 
+use std::time::Instant;
+
 use rayon::prelude::*;
 
 use tantra_models::mamba::names::{self, A_LOG, CONV1D, D, DT_PROJ, IN_PROJ, OUT_PROJ, X_PROJ};
@@ -20,6 +22,7 @@ use super::decode;
 use super::error::{Result, RuntimeError};
 use super::kernels::{rms_norm, scatter_bands, Matrix};
 use super::layers::Linear;
+use super::pacer::Pacer;
 use super::scan::{self, Rows};
 use super::weights::{Vars, Weights};
 
@@ -166,6 +169,8 @@ pub struct MambaBlocks {
     dims: BlockDims,
     eps: f32,
     layers: Vec<Layer>,
+    /// Chooses between the threaded and the one-thread decoding step by their times.
+    pacer: Pacer,
 }
 
 impl MambaBlocks {
@@ -215,6 +220,7 @@ impl MambaBlocks {
             dims,
             eps: config.layer_norm_epsilon as f32,
             layers: out,
+            pacer: Pacer::default(),
         })
     }
 
@@ -289,7 +295,10 @@ impl MambaBlocks {
         for part in h.chunks_mut(CHUNK * d) {
             let len = part.len() / d;
             if len == 1 && threads > 1 {
-                decode::step(self, part, state, threads);
+                let alone = self.pacer.alone();
+                let start = Instant::now();
+                decode::step(self, part, state, if alone { 1 } else { threads });
+                self.pacer.record(alone, start.elapsed());
                 continue;
             }
             for (i, layer) in self.layers.iter().enumerate() {
