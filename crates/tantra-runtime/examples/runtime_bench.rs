@@ -8,13 +8,12 @@
 //! runtime_bench bytes DIR DTYPE                 weight bytes one decoding step reads, JSON
 //! ```
 
-use std::io::{BufWriter, Write};
 use std::path::Path;
 use std::time::Instant;
 
 use rayon::prelude::*;
-use tantra_formats::{write_to, NoProgress, OutputFormat};
-use tantra_models::{init_weights, Architecture, ModelConfig, Preset};
+use tantra_models::hf::export_seeded;
+use tantra_models::{Architecture, ModelConfig, Preset};
 use tantra_runtime::{kernel_name, GenerateOptions, MambaRuntime, Precision};
 
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
@@ -49,27 +48,11 @@ fn main() -> Res<()> {
 }
 
 fn write(dir: &Path, preset: &str) -> Res<()> {
-    let config = Architecture::Mamba.preset(Preset::parse(preset)?);
-    let src = init_weights(&config, 0)?;
-    std::fs::create_dir_all(dir)?;
-    let cfg = serde_json::to_string_pretty(&config.to_json())?;
-    std::fs::write(dir.join("config.json"), cfg)?;
-    let mut out = BufWriter::new(std::fs::File::create(dir.join("model.safetensors"))?);
-    write_to(
-        &mut out,
-        OutputFormat::Safetensors,
-        &src,
-        "model",
-        &NoProgress,
-    )?;
-    out.flush()?;
-    if let ModelConfig::Mamba(c) = &config {
-        eprintln!(
-            "wrote {} ({} parameters)",
-            dir.display(),
-            c.parameter_count()
-        );
-    }
+    let ModelConfig::Mamba(config) = Architecture::Mamba.preset(Preset::parse(preset)?) else {
+        return Err("the mamba architecture gave a config of another family".into());
+    };
+    let report = export_seeded(&config, 0, dir)?;
+    eprintln!("wrote {} ({} parameters)", dir.display(), report.parameters);
     Ok(())
 }
 
