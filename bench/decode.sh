@@ -4,6 +4,7 @@
 #
 #   bench/decode.sh                               PROMPT_LEN=64 TOKENS=128 THREADS=2 ROUNDS=3
 #   LLAMA_CPP_DIR=/work/llama/build bench/decode.sh    (a build with bin/llama-completion)
+#   TRANSFORMERS_PYTHON=/path/to/python TRANSFORMERS_PYTHONPATH=/dir/with/transformers ...
 #
 # Writes the `full` preset (seed 0) as a Hugging Face directory into a temp dir, then:
 #   - tantra: `tantra run --dtype f32|bf16|q8 --threads THREADS --json` (the command people
@@ -12,6 +13,13 @@
 #     written by tantra's GGUF writer (`tantra export-gguf --type f32|bf16|q8_0`: llama.cpp's
 #     names and keys, tantra's byte-level vocabulary), run by `llama-completion` greedy with
 #     the same thread count and the same prompt bytes; its own timings (prompt eval, eval);
+#   - transformers, when TRANSFORMERS_PYTHON (default /root/.cache/torch-check-venv/bin/python,
+#     if it exists) imports torch and transformers (TRANSFORMERS_PYTHONPATH is added to its
+#     PYTHONPATH): MambaForCausalLM at f32 on the same directory, offline, THREADS torch
+#     threads, the ids `tantra run` fed, greedy TOKENS tokens (bench/hf_decode.py, best of 3,
+#     run once after the rounds); its prefill and decode tokens/s beside tantra's f32, the
+#     ratios tantra / transformers at each precision, and how many of its tokens equal tantra
+#     f32's before the first difference (a check that both run the same model);
 #   - the bandwidth limit of each precision: bytes of weights one decoding step reads /
 #     measured read bandwidth (THREADS threads);
 #   - greedy agreement: how many of the TOKENS generated tokens equal the f32 run's before the
@@ -65,6 +73,17 @@ if [ -n "${LLAMA_CPP_DIR:-}" ]; then
   fi
 fi
 
+HF_PY="${TRANSFORMERS_PYTHON:-}"
+if [ -z "$HF_PY" ] && [ -x /root/.cache/torch-check-venv/bin/python ]; then
+  HF_PY=/root/.cache/torch-check-venv/bin/python
+fi
+HF_PATH="${TRANSFORMERS_PYTHONPATH:+$TRANSFORMERS_PYTHONPATH${PYTHONPATH:+:$PYTHONPATH}}"
+HF_PATH="${HF_PATH:-${PYTHONPATH:-}}"
+if [ -n "$HF_PY" ] && ! PYTHONPATH="$HF_PATH" "$HF_PY" -c "import torch, transformers" 2> /dev/null; then
+  echo "$HF_PY cannot import torch and transformers (set TRANSFORMERS_PYTHONPATH?); transformers skipped" >&2
+  HF_PY=""
+fi
+
 tantra_run() { # dtype round
   /usr/bin/time -f '%M' -o "$WORK/tantra_$1_$2.rss" \
     "$TANTRA" run mamba --weights "$MODEL" --prompt "$PROMPT" --max-new-tokens "$TOKENS" \
@@ -87,6 +106,14 @@ for r in $(seq 1 "$ROUNDS"); do
     fi
   done
 done
+
+if [ -n "$HF_PY" ]; then
+  echo "transformers..." >&2
+  IDS="$(python3 -c 'import json, sys; print(",".join(map(str, json.load(open(sys.argv[1]))["input_ids"])))' "$WORK/tantra_f32_1.json")"
+  PYTHONPATH="$HF_PATH" "$HF_PY" bench/hf_decode.py "$MODEL" "$IDS" "$TOKENS" "$THREADS" \
+    > "$WORK/transformers.json" 2> "$WORK/transformers.err" \
+    || { echo "transformers failed:" >&2; tail -3 "$WORK/transformers.err" >&2; }
+fi
 
 python3 - "$WORK" "$PROMPT_LEN" "$TOKENS" "$THREADS" "$ROUNDS" "${LLAMA_BIN:-}" <<'EOF'
 import json, os, re, sys
@@ -159,10 +186,22 @@ for d in ("f32", "bf16", "q8"):
     if l and L.get("f32"):
         row += f" {agree(l['ids'], L['f32']['ids']):5}/{len(L['f32']['ids'])}"
     print(row)
+H = load("transformers.json")
+if H:
+    hf_ids = H["output_ids"][len(H["input_ids"]):]
+    print(f"{'transformers f32':16} {'':9} {'':9} {H['decode_tokens_per_second']:8.1f} "
+          f"{H['prefill_tokens_per_second']:8.1f} {mib(H['peak_rss_bytes']):8.0f}   "
+          f"(torch {H['torch']}, transformers {H['transformers']}, {H['threads']} threads; "
+          f"tokens = tantra f32's: {agree(hf_ids, T['f32']['ids'])}/{len(T['f32']['ids'])})")
+    for d in ("f32", "bf16", "q8"):
+        print(f"  tantra {d} / transformers f32: decode "
+              f"{T[d]['decode'] / H['decode_tokens_per_second']:.2f}x, prefill "
+              f"{T[d]['prefill'] / H['prefill_tokens_per_second']:.2f}x")
 print("ratios: tantra / llama.cpp at the same precision (> 1: tantra faster); BW limit: decode "
       "tokens/s if every weight byte were read once at the measured read bandwidth; greedy=f32: "
       "generated tokens equal to the f32 run's before the first difference (llama.cpp: bytes of "
       "its output text against its F32 output)")
 print(json.dumps({"tantra": {d: {k: v for k, v in T[d].items() if k != "ids"} for d in T},
-                  "llama_cpp": {d: ({k: v for k, v in L[d].items() if k != "ids"} if L.get(d) else None) for d in L}}))
+                  "llama_cpp": {d: ({k: v for k, v in L[d].items() if k != "ids"} if L.get(d) else None) for d in L},
+                  "transformers": ({k: v for k, v in H.items() if not k.endswith("_ids")} if H else None)}))
 EOF

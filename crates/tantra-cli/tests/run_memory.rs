@@ -12,16 +12,19 @@
 
 #![allow(clippy::unwrap_used)] // tests may unwrap
 
+mod common;
+
 #[cfg(target_os = "linux")]
 mod linux {
-    use std::io::{BufWriter, Write};
-    use std::os::unix::process::ExitStatusExt;
     use std::path::Path;
-    use std::process::{Command, Stdio};
+    use std::process::Command;
 
-    use tantra_formats::{write_to, NoProgress, OutputFormat};
-    use tantra_models::{init_weights, ModelConfig};
+    use tantra_models::hf::export_seeded;
+    use tantra_models::mamba::TimeStepRank;
+    use tantra_models::{Architecture, ModelConfig, Preset};
     use tantra_runtime::{MambaRuntime, Precision};
+
+    use crate::common::rss::{own_rss, peak_rss};
 
     /// Peak resident set over the weights at their precision the issue allows.
     const BUDGET: f64 = 1.2;
@@ -30,72 +33,16 @@ mod linux {
     /// test's loading would raise.
     static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-    /// This process's resident set in bytes (`VmRSS`).
-    fn own_rss() -> u64 {
-        let status = std::fs::read_to_string("/proc/self/status").unwrap();
-        let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-        let kb: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
-        kb * 1024
-    }
-
-    /// Runs `tantra args` and returns its peak resident set in bytes.
-    ///
-    /// A child's `ru_maxrss` starts from the high-water mark of the address space it was
-    /// spawned from (the kernel carries it over at `exec`, and std spawns with `vfork`): this
-    /// process's, which loading and writing models raised. So the mark is first reset to the
-    /// current resident set (`/proc/self/clear_refs`, "5"), and the caller checks that this is
-    /// below what it measures.
-    #[allow(clippy::zombie_processes)] // reaped by `wait4`, which std cannot do with rusage
-    fn peak_rss(args: &[&str]) -> u64 {
-        std::fs::write("/proc/self/clear_refs", "5").unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tantra"))
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let pid = child.id() as libc::pid_t;
-        let stderr = child.stderr.take().unwrap();
-        let reader = std::thread::spawn(move || std::io::read_to_string(stderr).unwrap());
-        let mut status = 0;
-        // SAFETY: an all-zero rusage is a valid value; wait4 fills it for our own child.
-        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-        // SAFETY: `pid` is our child, not yet reaped (std never waited on it).
-        let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-        assert_eq!(r, pid);
-        let err = reader.join().unwrap();
-        let status = std::process::ExitStatus::from_raw(status);
-        assert!(status.success(), "tantra {args:?}: {status}: {err}");
-        u64::try_from(usage.ru_maxrss).unwrap() * 1024
-    }
-
     /// Writes a seeded Mamba of the given shape (f32 safetensors and its `config.json`).
     fn write_model(dir: &Path, hidden: usize, layers: usize) {
-        let mut json = tantra_models::Architecture::Mamba
-            .preset(tantra_models::Preset::SampleSmall)
-            .to_json();
-        json["hidden_size"] = hidden.into();
-        json["intermediate_size"] = (2 * hidden).into();
-        json["num_hidden_layers"] = layers.into();
-        json["time_step_rank"] = hidden.div_ceil(16).into();
-        let config = ModelConfig::from_json(&json).unwrap();
-        let src = init_weights(&config, 0).unwrap();
-        std::fs::create_dir_all(dir).unwrap();
-        std::fs::write(
-            dir.join("config.json"),
-            serde_json::to_string(&config.to_json()).unwrap(),
-        )
-        .unwrap();
-        let mut out = BufWriter::new(std::fs::File::create(dir.join("model.safetensors")).unwrap());
-        write_to(
-            &mut out,
-            OutputFormat::Safetensors,
-            &src,
-            "model",
-            &NoProgress,
-        )
-        .unwrap();
-        out.flush().unwrap();
+        let ModelConfig::Mamba(mut config) = Architecture::Mamba.preset(Preset::SampleSmall) else {
+            unreachable!("the mamba preset is a mamba config")
+        };
+        config.hidden_size = hidden;
+        config.intermediate_size = Some(2 * hidden);
+        config.num_hidden_layers = layers;
+        config.time_step_rank = TimeStepRank::Fixed(hidden.div_ceil(16));
+        export_seeded(&config, 0, dir).unwrap();
     }
 
     fn run(dir: &Path, dtype: &str) -> u64 {

@@ -301,6 +301,48 @@ pub fn export_hf(
     })
 }
 
+/// Writes a Mamba of `config` with the seeded initial weights of [`crate::arch::init_weights`]
+/// as a Hugging Face directory (through [`export_hf`], one `model.safetensors`, existing files
+/// replaced): a model of any shape without a checkpoint, for benchmarks and tests that need
+/// real files of a given size. The same `config` and `seed` give the same bytes.
+///
+/// # Errors
+/// An invalid config (named as `dir/config.json`) or a write error.
+///
+/// # Examples
+/// ```
+/// use tantra_models::{hf::export_seeded, Architecture, ModelConfig, Preset};
+/// let ModelConfig::Mamba(config) = Architecture::Mamba.preset(Preset::SampleSmall) else {
+///     unreachable!()
+/// };
+/// let dir = tempfile::tempdir()?;
+/// let report = export_seeded(&config, 0, dir.path())?;
+/// assert!(dir.path().join("model.safetensors").exists());
+/// assert_eq!(report.parameters, config.parameter_count());
+///
+/// // A config that breaks a rule is refused before anything is written.
+/// let mut bad = config.clone();
+/// bad.hidden_size = 0;
+/// let empty = tempfile::tempdir()?;
+/// assert!(export_seeded(&bad, 0, empty.path()).is_err());
+/// assert!(!empty.path().join("config.json").exists());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn export_seeded(config: &MambaConfig, seed: u64, dir: &Path) -> Result<ExportReport, HfError> {
+    let as_config_error = |source| HfError::Config {
+        path: dir.join(CONFIG_FILE),
+        source,
+    };
+    config.validate("").map_err(as_config_error)?;
+    let weights = crate::arch::init_weights(&crate::arch::ModelConfig::Mamba(config.clone()), seed)
+        .map_err(as_config_error)?;
+    let options = ExportOptions {
+        shard_size: None,
+        force: true,
+    };
+    export_hf(config, &weights, dir, &options, &tantra_formats::NoProgress)
+}
+
 /// Groups tensors in order so that each group's data stays within `limit` bytes (a tensor
 /// larger than `limit` alone in its group).
 fn shard_groups(tensors: &[TensorInfo], limit: u64) -> Vec<Vec<usize>> {

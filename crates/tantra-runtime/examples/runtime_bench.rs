@@ -6,16 +6,28 @@
 //! runtime_bench bandwidth                       copy and read bandwidth, JSON
 //! runtime_bench decode DIR PROMPT_LEN TOKENS [DTYPE]  prefill + greedy decode (best of 3), JSON
 //! runtime_bench bytes DIR DTYPE                 weight bytes one decoding step reads, JSON
+//! runtime_bench gguf DIR TYPE OUT.gguf           the directory as llama.cpp's GGUF (f32|bf16|q8_0)
+//! runtime_bench score DIR DTYPE IDS_FILE OUT.f32  logits of every position of each line
+//! runtime_bench greedy DIR DTYPE IDS_FILE TOKENS  TOKENS greedy tokens after each line, JSON
 //! ```
+//!
+//! `score` and `greedy` are tantra's half of `bench/accuracy.sh` and behave as its llama.cpp
+//! half, `bench/llama_logits.cpp`, does: IDS_FILE holds one sequence of token ids per line;
+//! `score` feeds each line as a prefill from a fresh state and appends the logits of every
+//! position to OUT.f32 (f32 little-endian, `[positions, vocab]`); `greedy` feeds each line,
+//! then feeds back the argmax (lowest id on ties) TOKENS times, never stopping at `<eos>`.
 
 use std::io::{BufWriter, Write};
 use std::path::Path;
 use std::time::Instant;
 
 use rayon::prelude::*;
-use tantra_formats::{write_to, NoProgress, OutputFormat};
-use tantra_models::{init_weights, Architecture, ModelConfig, Preset};
-use tantra_runtime::{kernel_name, GenerateOptions, MambaRuntime, Precision};
+use tantra_formats::gguf::{GgufOptions, TargetType};
+use tantra_formats::NoProgress;
+use tantra_models::gguf::export_gguf;
+use tantra_models::hf::{export_seeded, import_hf};
+use tantra_models::{Architecture, ModelConfig, Preset};
+use tantra_runtime::{argmax, kernel_name, GenerateOptions, Logits, MambaRuntime, Precision};
 
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
@@ -33,6 +45,23 @@ fn main() -> Res<()> {
             args[3].parse()?,
             args.get(4).map_or(Ok(Precision::F32), |d| d.parse())?,
         ),
+        Some("gguf") if args.len() == 4 => gguf(
+            Path::new(&args[1]),
+            args[2].parse()?,
+            Path::new(&args[3]),
+        ),
+        Some("score") if args.len() == 5 => score(
+            Path::new(&args[1]),
+            args[2].parse()?,
+            Path::new(&args[3]),
+            Path::new(&args[4]),
+        ),
+        Some("greedy") if args.len() == 5 => greedy(
+            Path::new(&args[1]),
+            args[2].parse()?,
+            Path::new(&args[3]),
+            args[4].parse()?,
+        ),
         Some("bytes") if args.len() == 3 => {
             let rt = MambaRuntime::from_path_as(Path::new(&args[1]), args[2].parse()?)?;
             println!(
@@ -42,34 +71,18 @@ fn main() -> Res<()> {
             Ok(())
         }
         _ => Err(
-            "usage: runtime_bench write DIR [preset] | bandwidth | decode DIR PROMPT_LEN TOKENS [DTYPE] | bytes DIR DTYPE"
+            "usage: runtime_bench write DIR [preset] | bandwidth | decode DIR PROMPT_LEN TOKENS [DTYPE] | bytes DIR DTYPE | gguf DIR TYPE OUT.gguf | score DIR DTYPE IDS_FILE OUT.f32 | greedy DIR DTYPE IDS_FILE TOKENS"
                 .into(),
         ),
     }
 }
 
 fn write(dir: &Path, preset: &str) -> Res<()> {
-    let config = Architecture::Mamba.preset(Preset::parse(preset)?);
-    let src = init_weights(&config, 0)?;
-    std::fs::create_dir_all(dir)?;
-    let cfg = serde_json::to_string_pretty(&config.to_json())?;
-    std::fs::write(dir.join("config.json"), cfg)?;
-    let mut out = BufWriter::new(std::fs::File::create(dir.join("model.safetensors"))?);
-    write_to(
-        &mut out,
-        OutputFormat::Safetensors,
-        &src,
-        "model",
-        &NoProgress,
-    )?;
-    out.flush()?;
-    if let ModelConfig::Mamba(c) = &config {
-        eprintln!(
-            "wrote {} ({} parameters)",
-            dir.display(),
-            c.parameter_count()
-        );
-    }
+    let ModelConfig::Mamba(config) = Architecture::Mamba.preset(Preset::parse(preset)?) else {
+        return Err("the mamba architecture gave a config of another family".into());
+    };
+    let report = export_seeded(&config, 0, dir)?;
+    eprintln!("wrote {} ({} parameters)", dir.display(), report.parameters);
     Ok(())
 }
 
@@ -183,6 +196,101 @@ fn decode(dir: &Path, prompt_len: usize, tokens: usize, precision: Precision) ->
             "peak_rss_bytes": peak_rss_bytes(),
             "output_ids": g.output_ids(),
         })
+    );
+    Ok(())
+}
+
+/// What `tantra import-hf` then `tantra export-gguf --type TYPE` write, without a weights
+/// root: the directory's tensors through the same GGUF export, verified.
+fn gguf(dir: &Path, target: TargetType, out: &Path) -> Res<()> {
+    let checkpoint = import_hf(dir)?;
+    let options = GgufOptions {
+        target,
+        force: true,
+        verify: true,
+        ..GgufOptions::default()
+    };
+    export_gguf(
+        &checkpoint.config,
+        &checkpoint,
+        "mamba",
+        out,
+        &options,
+        &NoProgress,
+    )?;
+    eprintln!("wrote {} ({target})", out.display());
+    Ok(())
+}
+
+/// The sequences of an ids file: one per non-empty line, ids below `vocab` separated by spaces.
+fn read_ids(path: &Path, vocab: usize) -> Res<Vec<Vec<u32>>> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut lines = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let ids = line
+            .split_whitespace()
+            .map(|w| match w.parse::<u32>() {
+                Ok(id) if (id as usize) < vocab => Ok(id),
+                _ => Err(format!(
+                    "{}:{}: {w} is not a token id below {vocab}",
+                    path.display(),
+                    n + 1
+                )),
+            })
+            .collect::<Result<Vec<u32>, String>>()?;
+        if !ids.is_empty() {
+            lines.push(ids);
+        }
+    }
+    if lines.is_empty() {
+        return Err(format!("{}: no sequences", path.display()).into());
+    }
+    Ok(lines)
+}
+
+fn score(dir: &Path, precision: Precision, ids: &Path, out: &Path) -> Res<()> {
+    let rt = MambaRuntime::from_path_as(dir, precision)?;
+    let model = rt.model();
+    let vocab = model.vocab_size();
+    let mut file =
+        BufWriter::new(std::fs::File::create(out).map_err(|e| format!("{}: {e}", out.display()))?);
+    let mut positions = 0;
+    for line in read_ids(ids, vocab)? {
+        let mut state = model.new_state();
+        let logits = model.forward(&line, &mut state, Logits::All)?;
+        for x in &logits {
+            file.write_all(&x.to_le_bytes())?;
+        }
+        positions += line.len();
+    }
+    file.flush()?;
+    println!(
+        "{}",
+        serde_json::json!({"vocab": vocab, "positions": positions})
+    );
+    Ok(())
+}
+
+fn greedy(dir: &Path, precision: Precision, ids: &Path, tokens: usize) -> Res<()> {
+    let rt = MambaRuntime::from_path_as(dir, precision)?;
+    let model = rt.model();
+    let vocab = model.vocab_size();
+    let mut generated = Vec::new();
+    for line in read_ids(ids, vocab)? {
+        let mut state = model.new_state();
+        let mut next = argmax(&model.forward(&line, &mut state, Logits::Last)?);
+        let mut gen = Vec::with_capacity(tokens);
+        for t in 0..tokens {
+            gen.push(next);
+            if t + 1 < tokens {
+                next = argmax(&model.step(next, &mut state)?);
+            }
+        }
+        generated.push(gen);
+    }
+    println!(
+        "{}",
+        serde_json::json!({"vocab": vocab, "generated": generated})
     );
     Ok(())
 }

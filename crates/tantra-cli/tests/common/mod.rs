@@ -4,6 +4,9 @@
 //! Each test file includes this with `mod common;` and uses what it needs.
 #![allow(dead_code)]
 
+#[cfg(target_os = "linux")]
+pub mod rss;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
