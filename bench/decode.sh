@@ -87,7 +87,7 @@ fi
 tantra_run() { # dtype round
   /usr/bin/time -f '%M' -o "$WORK/tantra_$1_$2.rss" \
     "$TANTRA" run mamba --weights "$MODEL" --prompt "$PROMPT" --max-new-tokens "$TOKENS" \
-    --dtype "$1" --threads "$THREADS" --json > "$WORK/tantra_$1_$2.json" 2> "$WORK/tantra_$1_$2.err"
+    --dtype "$1" --threads "$THREADS" --ignore-eos --json > "$WORK/tantra_$1_$2.json" 2> "$WORK/tantra_$1_$2.err"
 }
 llama_run() { # type round
   /usr/bin/time -f '%M' -o "$WORK/llama_$1_$2.rss" \
