@@ -244,8 +244,8 @@ fn ocr_blocks_prefill_equals_stepping_at_every_precision() {
     let d = c.mamba.hidden_size;
     for p in Precision::ALL {
         let w = Weights::new(&mem).unwrap().with_precision(p);
-        let patch = Linear::load(&w, "patch_embedding", d, c.patch_dim(), true).unwrap();
-        let blocks = MambaBlocks::load(&w, &c.mamba, "backbone.layers.").unwrap();
+        let patch = Linear::load(&w.pp("patch_embedding"), d, c.patch_dim(), true).unwrap();
+        let blocks = MambaBlocks::load(&w.pp("backbone").pp("layers"), &c.mamba).unwrap();
         let h = patch.apply(&frames);
         assert!(h.len() >= 8 * d, "{p}: too few frames");
         let mut all = h.clone();
