@@ -57,3 +57,18 @@ pub fn peak_rss<S: AsRef<OsStr> + std::fmt::Debug>(args: &[S]) -> u64 {
     assert!(status.success(), "tantra {args:?}: {status}: {err}");
     u64::try_from(usage.ru_maxrss).expect("a non-negative ru_maxrss") * 1024
 }
+
+/// Writes a seeded Mamba of the given width and depth (f32 safetensors and its `config.json`)
+/// into `dir`, for the memory tests.
+pub fn write_mamba(dir: &std::path::Path, hidden: usize, layers: usize) {
+    use tantra_models::mamba::TimeStepRank;
+    use tantra_models::{Architecture, ModelConfig, Preset};
+    let ModelConfig::Mamba(mut config) = Architecture::Mamba.preset(Preset::SampleSmall) else {
+        unreachable!("the mamba preset is a mamba config")
+    };
+    config.hidden_size = hidden;
+    config.intermediate_size = Some(2 * hidden);
+    config.num_hidden_layers = layers;
+    config.time_step_rank = TimeStepRank::Fixed(hidden.div_ceil(16));
+    tantra_models::hf::export_seeded(&config, 0, dir).expect("write a seeded Mamba");
+}
