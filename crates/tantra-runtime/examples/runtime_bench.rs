@@ -5,6 +5,7 @@
 //! runtime_bench write DIR [sample_small|full]   config.json + model.safetensors (seed 0)
 //! runtime_bench bandwidth                       copy and read bandwidth, JSON
 //! runtime_bench decode DIR PROMPT_LEN TOKENS [DTYPE]  prefill + greedy decode (best of 3), JSON
+//! runtime_bench prefill DIR PROMPT_LEN ROUNDS [DTYPE]  prefill only, ROUNDS times, JSON
 //! runtime_bench bytes DIR DTYPE                 weight bytes one decoding step reads, JSON
 //! runtime_bench gguf DIR TYPE OUT.gguf           the directory as llama.cpp's GGUF (f32|bf16|q8_0)
 //! runtime_bench score DIR DTYPE IDS_FILE OUT.f32  logits of every position of each line
@@ -62,6 +63,12 @@ fn main() -> Res<()> {
             Path::new(&args[3]),
             args[4].parse()?,
         ),
+        Some("prefill") if args.len() == 4 || args.len() == 5 => prefill(
+            Path::new(&args[1]),
+            args[2].parse()?,
+            args[3].parse()?,
+            args.get(4).map_or(Ok(Precision::F32), |d| d.parse())?,
+        ),
         Some("bytes") if args.len() == 3 => {
             let rt = MambaRuntime::from_path_as(Path::new(&args[1]), args[2].parse()?)?;
             println!(
@@ -71,7 +78,7 @@ fn main() -> Res<()> {
             Ok(())
         }
         _ => Err(
-            "usage: runtime_bench write DIR [preset] | bandwidth | decode DIR PROMPT_LEN TOKENS [DTYPE] | bytes DIR DTYPE | gguf DIR TYPE OUT.gguf | score DIR DTYPE IDS_FILE OUT.f32 | greedy DIR DTYPE IDS_FILE TOKENS"
+            "usage: runtime_bench write DIR [preset] | bandwidth | decode DIR PROMPT_LEN TOKENS [DTYPE] | prefill DIR PROMPT_LEN ROUNDS [DTYPE] | bytes DIR DTYPE | gguf DIR TYPE OUT.gguf | score DIR DTYPE IDS_FILE OUT.f32 | greedy DIR DTYPE IDS_FILE TOKENS"
                 .into(),
         ),
     }
@@ -144,6 +151,44 @@ fn peak_rss_bytes() -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
+}
+
+/// Prefill alone, `rounds` times from a fresh state (the last position's logits, as
+/// `tantra run` asks for), for profiling: the median and the best rate.
+fn prefill(dir: &Path, prompt_len: usize, rounds: usize, precision: Precision) -> Res<()> {
+    let rt = MambaRuntime::from_path_as(dir, precision)?;
+    let model = rt.model();
+    let vocab = model.vocab_size() as u32;
+    let prompt: Vec<u32> = (0..prompt_len as u32)
+        .map(|i| (i * 7 + 3) % vocab.min(256))
+        .collect();
+    let mut rates = Vec::with_capacity(rounds);
+    let mut first: Option<Vec<f32>> = None;
+    for _ in 0..rounds.max(1) {
+        let mut state = model.new_state();
+        let t = Instant::now();
+        let logits = model.forward(&prompt, &mut state, Logits::Last)?;
+        rates.push(prompt_len as f64 / t.elapsed().as_secs_f64());
+        match &first {
+            Some(f) if *f != logits => return Err("prefill is not deterministic".into()),
+            Some(_) => {}
+            None => first = Some(logits),
+        }
+    }
+    let in_order = rates.clone();
+    rates.sort_by(f64::total_cmp);
+    println!(
+        "{}",
+        serde_json::json!({
+            "dtype": precision.name(),
+            "threads": rayon::current_num_threads(),
+            "prompt_tokens": prompt_len,
+            "median_tokens_per_second": rates[rates.len() / 2],
+            "best_tokens_per_second": rates[rates.len() - 1],
+            "tokens_per_second": in_order,
+        })
+    );
+    Ok(())
 }
 
 fn decode(dir: &Path, prompt_len: usize, tokens: usize, precision: Precision) -> Res<()> {
@@ -294,3 +339,4 @@ fn greedy(dir: &Path, precision: Precision, ids: &Path, tokens: usize) -> Res<()
     );
     Ok(())
 }
+

@@ -14,13 +14,12 @@
 //! kernel, the same per-channel convolution and scan), so the result is bit-identical to it,
 //! and so to a prefill.
 
-use std::hint::spin_loop;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, PoisonError};
 
 use super::kernels::rms_norm;
 use super::mamba::{MambaBlocks, MambaState};
 use super::scan::{self, Rows};
+use super::sync::{lock, AbortOnPanic, SpinBarrier};
 
 /// Threads for a step of `blocks`: rayon's (which follows `RAYON_NUM_THREADS`), at most 8,
 /// when the layers are big enough to be worth splitting; 0 or 1 means "run it the usual way".
@@ -43,72 +42,12 @@ fn split(n: usize, parts: usize) -> Vec<(usize, usize)> {
         .collect()
 }
 
-/// A barrier that spins (then yields) instead of sleeping, and that lets everyone out if a
-/// thread panicked, so that the others do not wait forever.
-struct SpinBarrier {
-    n: usize,
-    count: AtomicUsize,
-    generation: AtomicUsize,
-    abort: AtomicBool,
-}
-
-impl SpinBarrier {
-    fn new(n: usize) -> Self {
-        SpinBarrier {
-            n,
-            count: AtomicUsize::new(0),
-            generation: AtomicUsize::new(0),
-            abort: AtomicBool::new(false),
-        }
-    }
-
-    /// Waits for all `n` threads; false when the step was aborted.
-    fn wait(&self) -> bool {
-        let gen = self.generation.load(Ordering::Acquire);
-        if self.count.fetch_add(1, Ordering::AcqRel) + 1 == self.n {
-            self.count.store(0, Ordering::Relaxed);
-            self.generation.fetch_add(1, Ordering::AcqRel);
-            return !self.abort.load(Ordering::Acquire);
-        }
-        let mut spins = 0u32;
-        while self.generation.load(Ordering::Acquire) == gen {
-            if self.abort.load(Ordering::Acquire) {
-                return false;
-            }
-            if spins < 2_000 {
-                spins += 1;
-                spin_loop();
-            } else {
-                // Another process has the core: give it back rather than burn the slice.
-                std::thread::yield_now();
-            }
-        }
-        !self.abort.load(Ordering::Acquire)
-    }
-}
-
-/// Sets the barrier's abort flag if the thread that owns it unwinds.
-struct AbortOnPanic<'a>(&'a SpinBarrier);
-
-impl Drop for AbortOnPanic<'_> {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            self.0.abort.store(true, Ordering::Release);
-        }
-    }
-}
-
 /// Where threads publish their parts: one slot per thread, two sets used alternately, so that
 /// a thread can publish its next part while a slower one still reads the last (the barrier in
 /// between guarantees everyone has finished reading a set before it is written again).
 struct Exchange {
     sets: [Vec<Mutex<Vec<f32>>>; 2],
     barrier: SpinBarrier,
-}
-
-fn lock(m: &Mutex<Vec<f32>>) -> MutexGuard<'_, Vec<f32>> {
-    // A poisoned slot means another thread panicked; the barrier already aborts the step.
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl Exchange {
@@ -315,24 +254,5 @@ mod tests {
             }
             assert!(s.iter().all(|&(a, _)| a % 4 == 0 || a == n));
         }
-    }
-
-    #[test]
-    fn barrier_releases_everyone_many_times() {
-        let b = SpinBarrier::new(3);
-        let count = AtomicUsize::new(0);
-        std::thread::scope(|s| {
-            for _ in 0..3 {
-                s.spawn(|| {
-                    for round in 0..200 {
-                        count.fetch_add(1, Ordering::SeqCst);
-                        assert!(b.wait());
-                        assert!(count.load(Ordering::SeqCst) >= 3 * (round + 1));
-                        assert!(b.wait());
-                    }
-                });
-            }
-        });
-        assert_eq!(count.load(Ordering::SeqCst), 600);
     }
 }

@@ -4,7 +4,7 @@
 use tantra_models::names::{BIAS, WEIGHT};
 
 use super::error::Result;
-use super::kernels::{self, Matrix};
+use super::kernels::{self, Matrix, Prepared};
 use super::precision::Precision;
 use super::weights::Vars;
 
@@ -89,6 +89,33 @@ impl Linear {
         if let Some(b) = &self.bias {
             for (o, bv) in out.iter_mut().zip(b.get(r0..r1).unwrap_or_default()) {
                 *o += bv;
+            }
+        }
+    }
+
+    /// `xs` made ready for [`Linear::forward_rows_batch`] (quantized once for an 8-bit
+    /// layer).
+    pub(crate) fn prepare<'a>(&self, xs: &'a [f32]) -> Prepared<'a> {
+        self.weight.prepare(xs)
+    }
+
+    /// Outputs `r0..r1` of the layer for every prepared input vector, on the calling thread,
+    /// into `out` laid out `[t][r - r0]`: bit-identical to those outputs of
+    /// [`Linear::forward`].
+    pub(crate) fn forward_rows_batch(
+        &self,
+        r0: usize,
+        r1: usize,
+        xs: &Prepared<'_>,
+        out: &mut [f32],
+    ) {
+        self.weight.matmul_rows(r0, r1, xs, out);
+        if let (Some(b), Some(w)) = (&self.bias, r1.checked_sub(r0).filter(|&w| w > 0)) {
+            let b = b.get(r0..r1).unwrap_or_default();
+            for row in out.chunks_exact_mut(w) {
+                for (o, bv) in row.iter_mut().zip(b) {
+                    *o += bv;
+                }
             }
         }
     }

@@ -23,6 +23,7 @@ use super::error::{Result, RuntimeError};
 use super::kernels::{rms_norm, scatter_bands, Matrix};
 use super::layers::Linear;
 use super::pacer::Pacer;
+use super::prefill;
 use super::scan::{self, Rows};
 use super::weights::{Vars, Weights};
 
@@ -299,6 +300,10 @@ impl MambaBlocks {
                 let start = Instant::now();
                 decode::step(self, part, state, if alone { 1 } else { threads });
                 self.pacer.record(alone, start.elapsed());
+                continue;
+            }
+            if threads > 1 {
+                prefill::chunk(self, part, len, state, threads);
                 continue;
             }
             for (i, layer) in self.layers.iter().enumerate() {

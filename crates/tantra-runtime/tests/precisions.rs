@@ -173,7 +173,7 @@ fn bf16_and_q8_logits_stay_close_to_f32_on_the_sample_weights() {
 }
 
 /// Prefill and token-by-token feeding leave the same states and logits, bit for bit, at every
-/// precision, on one thread and on several (the threaded decoding step).
+/// precision, on one thread and on several (the threaded prefill and decoding step).
 #[test]
 fn prefill_equals_stepping_at_every_precision() {
     let (tiny, tiny_config) = tiny_fixture();
@@ -184,7 +184,7 @@ fn prefill_equals_stepping_at_every_precision() {
             let ids: Vec<u32> = (0..300u32)
                 .map(|i| (i * 37 + 11) % model.vocab_size() as u32)
                 .collect();
-            for threads in [1, 2] {
+            for threads in [1, 2, 3] {
                 let pool = rayon::ThreadPoolBuilder::new()
                     .num_threads(threads)
                     .build()

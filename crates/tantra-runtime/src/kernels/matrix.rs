@@ -4,7 +4,7 @@ use crate::join::Joiner;
 use crate::precision::Precision;
 
 use super::packed::{Bf16, Packed, PackedBuilder};
-use super::q8::{Q8Builder, Q8Matrix};
+use super::q8::{Q8Builder, Q8Input, Q8Matrix};
 
 /// A `[rows, cols]` weight matrix (torch's `[out, in]`) stored at f32, bf16 or 8 bits. Every
 /// product gives, for one row and one input vector, the same bits whatever the batch size,
@@ -76,11 +76,38 @@ impl Matrix {
         each!(self, m => m.matvec_rows(r0, r1, x, out))
     }
 
+    /// `xs` (row-major vectors of `cols` values) made ready for [`Matrix::matmul_rows`].
+    pub(crate) fn prepare<'a>(&self, xs: &'a [f32]) -> Prepared<'a> {
+        match self {
+            Matrix::Q8(m) => Prepared::Q8(Q8Input::new(xs, m.cols())),
+            _ => Prepared::Plain(xs),
+        }
+    }
+
+    /// Rows `r0..r1` of `Y = X W^T` for the prepared vectors, on the calling thread, into
+    /// `out` laid out `[t][r - r0]`, each value bit-identical to [`Matrix::matvec`]'s for
+    /// that row and vector. Input prepared for another precision writes nothing.
+    pub(crate) fn matmul_rows(&self, r0: usize, r1: usize, xs: &Prepared<'_>, out: &mut [f32]) {
+        match (self, xs) {
+            (Matrix::F32(m), Prepared::Plain(x)) => m.matmul_rows(r0, r1, x, out),
+            (Matrix::Bf16(m), Prepared::Plain(x)) => m.matmul_rows(r0, r1, x, out),
+            (Matrix::Q8(m), Prepared::Q8(x)) => m.matmul_rows(r0, r1, x, out),
+            _ => {}
+        }
+    }
+
     /// `Y = X W^T` for `n` row-major input vectors, each output bit-identical to
     /// [`Matrix::matvec`] of its vector.
     pub(crate) fn matmul(&self, xs: &[f32], ys: &mut [f32]) {
         each!(self, m => m.matmul(xs, ys))
     }
+}
+
+/// Input vectors made ready once for several row ranges of one matrix (quantized for an
+/// 8-bit one), so that threads splitting a product by rows do not each redo it per range.
+pub(crate) enum Prepared<'a> {
+    Plain(&'a [f32]),
+    Q8(Q8Input),
 }
 
 /// Builds a [`Matrix`] at a precision from row-major values that arrive in pieces of any
@@ -194,6 +221,35 @@ impl MatrixBuilder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Any range of rows, cut anywhere (inside a packed group of four or not), over several
+    /// prepared inputs, gives the bits of the matrix-vector product of each input.
+    #[test]
+    fn row_ranges_of_prepared_inputs_are_bitwise_matvec() {
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        for (rows, cols, n) in [(70, 257, 5), (45, 1408, 3), (9, 40, 7)] {
+            let w = super::super::test_data(rows * cols, 11);
+            let xs = super::super::test_data(cols * n, 12);
+            for p in Precision::ALL {
+                let m = Matrix::from_f32(&w, rows, cols, p);
+                let input = m.prepare(&xs);
+                for (r0, r1) in [(0, rows), (0, 4), (3, 9), (4, rows), (5, rows - 1), (8, 8)] {
+                    let width = r1 - r0;
+                    let mut out = vec![f32::NAN; n * width];
+                    m.matmul_rows(r0, r1, &input, &mut out);
+                    for t in 0..n {
+                        let mut y = vec![0.0; rows];
+                        m.matvec(&xs[t * cols..(t + 1) * cols], &mut y);
+                        assert_eq!(
+                            bits(&out[t * width..(t + 1) * width]),
+                            bits(&y[r0..r1]),
+                            "{p}: {rows}x{cols}, rows {r0}..{r1}, input {t}"
+                        );
+                    }
+                }
+            }
+        }
+    }
 
     #[test]
     fn every_precision_is_close_to_f32_and_reports_its_size() {

@@ -19,7 +19,7 @@ mod q8;
 #[cfg(target_arch = "x86_64")]
 mod q8gemm;
 
-pub(crate) use matrix::{Matrix, MatrixBuilder};
+pub(crate) use matrix::{Matrix, MatrixBuilder, Prepared};
 pub(crate) use packed::dot;
 pub(crate) use q8::{Q8Builder, QK as Q8_BLOCK};
 

@@ -485,6 +485,49 @@ impl<W: Elem> Packed<W> {
         }
     }
 
+    /// Rows `r0..r1` of `Y = X W^T` for the `xs.len() / cols` input vectors of `xs`, on the
+    /// calling thread, into `out` laid out `[t][r - r0]`; each value bit-identical to
+    /// [`Packed::matvec`]'s for that row and vector. The rows of a group cut by the range go
+    /// one by one; the others through the matrix-matrix kernel. Ranges past the end are cut
+    /// to it, and nothing is written when `out` is too short.
+    pub(crate) fn matmul_rows(&self, r0: usize, r1: usize, xs: &[f32], out: &mut [f32]) {
+        let cols = self.cols;
+        let r1 = r1.min(self.rows);
+        if r0 >= r1 {
+            return;
+        }
+        let m = r1 - r0;
+        let n = xs.len().checked_div(cols).unwrap_or(0);
+        let Some(out) = out.get_mut(..n * m) else {
+            return;
+        };
+        if cols == 0 {
+            out.fill(0.0);
+            return;
+        }
+        let a0 = r0.next_multiple_of(4).min(r1);
+        let a1 = if r1 == self.rows {
+            r1
+        } else {
+            (r1 / 4 * 4).max(a0)
+        };
+        for (x, o) in xs.chunks_exact(cols).zip(out.chunks_exact_mut(m)) {
+            for r in (r0..a0).chain(a1..r1) {
+                o[r - r0] = row_dot(&self.data, self.rows, cols, r, x);
+            }
+        }
+        if a0 < a1 {
+            tile(
+                &self.data[a0 * cols..a1 * cols],
+                cols,
+                &xs[..n * cols],
+                m,
+                out,
+                a0 - r0,
+            );
+        }
+    }
+
     /// `Y = X W^T` for `n` input vectors `X` (`[n, cols]`, row-major):
     /// `Y[t, r] = dot(W[r], X[t])`, each element bit-identical to what
     /// [`Packed::matvec`] gives for that vector.

@@ -333,6 +333,10 @@ impl Q8Matrix {
         (&self.qs, &self.d)
     }
 
+    pub(crate) fn cols(&self) -> usize {
+        self.cols
+    }
+
     /// Bytes of the weights (values and scales).
     pub(crate) fn bytes(&self) -> usize {
         self.qs.len() + self.d.len() * 4
@@ -400,6 +404,44 @@ impl Q8Matrix {
             return;
         }
         self.rows_into(r0, &xin, 0, &mut out[..r1 - r0]);
+    }
+
+    /// Rows `r0..r1` of `Y = X W^T` for the vectors of `x` (quantized once for several
+    /// products), on the calling thread, into `out` laid out `[t][r - r0]`; each value
+    /// bit-identical to [`Q8Matrix::matvec`]'s. Nothing is written when `out` is too short.
+    pub(crate) fn matmul_rows(&self, r0: usize, r1: usize, x: &Q8Input, out: &mut [f32]) {
+        let r1 = r1.min(self.rows);
+        if r0 >= r1 || x.blocks != self.blocks {
+            return;
+        }
+        let (m, n, bl) = (r1 - r0, x.len(), self.blocks);
+        let Some(out) = out.get_mut(..n * m) else {
+            return;
+        };
+        if bl == 0 {
+            out.fill(0.0);
+            return;
+        }
+        #[cfg(target_arch = "x86_64")]
+        if has_avx2() {
+            // SAFETY: the CPU supports AVX2 and FMA (checked just above); `out` is `[n][m]`,
+            // as `band` writes it.
+            unsafe {
+                super::q8gemm::band(
+                    &self.qs[r0 * bl * QK..r1 * bl * QK],
+                    &self.d[r0 * bl..r1 * bl],
+                    &x.qs,
+                    &x.d,
+                    bl,
+                    out,
+                    m,
+                )
+            };
+            return;
+        }
+        for (t, o) in out.chunks_exact_mut(m).enumerate() {
+            self.rows_into(r0, x, t, o);
+        }
     }
 
     /// `Y = X W^T` for `n` input vectors (`[n, cols]`), each element bit-identical to
