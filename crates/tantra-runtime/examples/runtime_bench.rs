@@ -339,4 +339,3 @@ fn greedy(dir: &Path, precision: Precision, ids: &Path, tokens: usize) -> Res<()
     );
     Ok(())
 }
-
