@@ -16,7 +16,10 @@
 //! add on its own, so a channel's value does not depend on the band, the thread or the number
 //! of positions per call: a prefill and token-by-token decoding leave bit-identical states
 //! (tested below and in `tests/precisions.rs`). The bodies are compiled twice, for baseline
-//! x86-64 and for AVX2 (picked at run time), with the same results.
+//! x86-64 and for AVX2 (picked at run time); the AVX2 build fuses the multiply-adds inside
+//! `exp`, `ln`, `silu` and `softplus` (`kernels::fma_or`), which shortens the dependency chain
+//! the scan waits on (1.5 times as fast), so the two builds may differ in the last bit, as the
+//! matrix kernels' do; one machine always takes the same build.
 
 use super::kernels::{exp_fast, has_fma, silu, softplus};
 use super::mamba::Layer;
@@ -52,7 +55,7 @@ pub(super) fn conv(
         // SAFETY: the CPU supports AVX2 and FMA (checked just above).
         return unsafe { x86::conv(layer, c0, windows, len, x, out, out_stride) };
     }
-    conv_body(layer, c0, windows, len, x, out, out_stride)
+    conv_body::<false>(layer, c0, windows, len, x, out, out_stride)
 }
 
 /// The selective scan of channels `c0..c0 + m` over `len` positions, continuing from `ssm`
@@ -77,11 +80,11 @@ pub(super) fn scan(
         // SAFETY: the CPU supports AVX2 and FMA (checked just above).
         return unsafe { x86::scan(layer, c0, ssm, len, dt, u, z, bc, out, out_stride) };
     }
-    scan_body(layer, c0, ssm, len, dt, u, z, bc, out, out_stride)
+    scan_body::<false>(layer, c0, ssm, len, dt, u, z, bc, out, out_stride)
 }
 
 #[inline(always)]
-fn conv_body(
+fn conv_body<const FMA: bool>(
     layer: &Layer,
     c0: usize,
     windows: &mut [&mut [f32]],
@@ -118,7 +121,7 @@ fn conv_body(
             }
         }
         for (o, a) in out[t * out_stride..t * out_stride + m].iter_mut().zip(&acc) {
-            *o = silu(*a);
+            *o = silu::<FMA>(*a);
         }
     }
     for (i, window) in windows.iter_mut().enumerate() {
@@ -128,7 +131,7 @@ fn conv_body(
 
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn scan_body(
+fn scan_body<const FMA: bool>(
     layer: &Layer,
     c0: usize,
     ssm: &mut [&mut [f32]],
@@ -152,18 +155,18 @@ fn scan_body(
     if len > 1 {
         let mut local: Vec<f32> = ssm.iter().flat_map(|r| r.iter().copied()).collect();
         let mut rows: Vec<&mut [f32]> = local.chunks_exact_mut(m).collect();
-        scan_rows(layer, c0, &mut rows, len, dt, u, z, bc, out, out_stride);
+        scan_rows::<FMA>(layer, c0, &mut rows, len, dt, u, z, bc, out, out_stride);
         for (dst, src) in ssm.iter_mut().zip(local.chunks_exact(m)) {
             dst.copy_from_slice(src);
         }
     } else {
-        scan_rows(layer, c0, ssm, len, dt, u, z, bc, out, out_stride);
+        scan_rows::<FMA>(layer, c0, ssm, len, dt, u, z, bc, out, out_stride);
     }
 }
 
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn scan_rows(
+fn scan_rows<const FMA: bool>(
     layer: &Layer,
     c0: usize,
     ssm: &mut [&mut [f32]],
@@ -186,7 +189,7 @@ fn scan_rows(
             .iter_mut()
             .zip(&dt.data[t * dt.stride..t * dt.stride + m])
         {
-            *o = softplus(*v);
+            *o = softplus::<FMA>(*v);
         }
         let xr = &u.data[t * u.stride..t * u.stride + m];
         let row = &bc.data[t * bc.stride..t * bc.stride + 2 * n];
@@ -197,14 +200,14 @@ fn scan_rows(
             for ((((sv, av), dv), xv), accv) in
                 s.iter_mut().zip(a).zip(&dtv).zip(xr).zip(acc.iter_mut())
             {
-                *sv = exp_fast(dv * av) * *sv + (dv * bi) * xv;
+                *sv = exp_fast::<FMA>(dv * av) * *sv + (dv * bi) * xv;
                 *accv += *sv * ci;
             }
         }
         let zr = &z.data[t * z.stride..t * z.stride + m];
         let dst = &mut out[t * out_stride..t * out_stride + m];
         for ((((o, a), xv), dv), zv) in dst.iter_mut().zip(&acc).zip(xr).zip(d).zip(zr) {
-            *o = (a + xv * dv) * silu(*zv);
+            *o = (a + xv * dv) * silu::<FMA>(*zv);
         }
     }
 }
@@ -249,7 +252,7 @@ mod x86 {
         out: &mut [f32],
         out_stride: usize,
     ) {
-        super::conv_body(layer, c0, windows, len, x, out, out_stride)
+        super::conv_body::<true>(layer, c0, windows, len, x, out, out_stride)
     }
 
     /// # Safety
@@ -268,7 +271,7 @@ mod x86 {
         out: &mut [f32],
         out_stride: usize,
     ) {
-        super::scan_body(layer, c0, ssm, len, dt, u, z, bc, out, out_stride)
+        super::scan_body::<true>(layer, c0, ssm, len, dt, u, z, bc, out, out_stride)
     }
 }
 
