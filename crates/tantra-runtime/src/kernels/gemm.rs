@@ -102,6 +102,13 @@ pub(super) unsafe fn tile<W: Elem>(
     }
 }
 
+/// Chunks of 16 columns per pass of the micro-kernel: its four weight rows and `T` inputs
+/// over 48 chunks take 21 KiB at f32, which stay in L1 between the two halves' passes. Wider
+/// rows (1408 columns: `out_proj`, `x_proj`) go through in several passes, the lane sums
+/// kept in memory between them; each lane still adds its columns in order, so the bits are
+/// those of one pass (and of the row kernel).
+const KC: usize = 48;
+
 /// One group of four rows (`body`: its whole 16-column chunks, `tails`: each row's last
 /// `cols % 16` columns) against `K` inputs (`xs`, `K * cols` values); output `(t, r)` goes
 /// to `out[t * out_stride + col + r]`.
@@ -126,35 +133,72 @@ unsafe fn group<W: Elem, const K: usize>(
     let chunks = full / LANES;
     let mut lanes = [[[0.0f32; LANES]; K]; 4];
     let (wp, xp) = (body.as_ptr(), xs.as_ptr());
-    for half in 0..2 {
-        let h = half * 8;
-        let mut acc = [[_mm256_setzero_ps(); K]; 4];
-        for c in 0..chunks {
-            let mut xv = [_mm256_setzero_ps(); K];
-            for (i, v) in xv.iter_mut().enumerate() {
-                // SAFETY: i * cols + c * 16 + h + 8 <= K * cols <= xs.len().
-                *v = unsafe { _mm256_loadu_ps(xp.add(i * cols + c * LANES + h)) };
+    let mut c0 = 0;
+    while c0 < chunks {
+        let c1 = (c0 + KC).min(chunks);
+        for half in 0..2 {
+            let h = half * 8;
+            let mut acc = [[_mm256_setzero_ps(); K]; 4];
+            for (acc_r, lanes_r) in acc.iter_mut().zip(lanes.iter()) {
+                for (a, l) in acc_r.iter_mut().zip(lanes_r.iter()) {
+                    // SAFETY: h + 8 <= 16 = l.len().
+                    *a = unsafe { _mm256_loadu_ps(l.as_ptr().add(h)) };
+                }
             }
-            for (r, acc_r) in acc.iter_mut().enumerate() {
-                // SAFETY: c * 64 + r * 16 + h + 8 <= 4 * full == body.len().
-                let wv = unsafe { load8(wp.add(c * 4 * LANES + r * LANES + h)) };
-                for (a, x) in acc_r.iter_mut().zip(xv) {
-                    *a = _mm256_fmadd_ps(wv, x, *a);
+            for c in c0..c1 {
+                let mut xv = [_mm256_setzero_ps(); K];
+                for (i, v) in xv.iter_mut().enumerate() {
+                    // SAFETY: i * cols + c * 16 + h + 8 <= K * cols <= xs.len().
+                    *v = unsafe { _mm256_loadu_ps(xp.add(i * cols + c * LANES + h)) };
+                }
+                for (r, acc_r) in acc.iter_mut().enumerate() {
+                    // SAFETY: c * 64 + r * 16 + h + 8 <= 4 * full == body.len().
+                    let wv = unsafe { load8(wp.add(c * 4 * LANES + r * LANES + h)) };
+                    for (a, x) in acc_r.iter_mut().zip(xv) {
+                        *a = _mm256_fmadd_ps(wv, x, *a);
+                    }
+                }
+            }
+            for (acc_r, lanes_r) in acc.iter().zip(lanes.iter_mut()) {
+                for (a, l) in acc_r.iter().zip(lanes_r.iter_mut()) {
+                    // SAFETY: h + 8 <= 16 = l.len().
+                    unsafe { _mm256_storeu_ps(l.as_mut_ptr().add(h), *a) };
                 }
             }
         }
-        for (acc_r, lanes_r) in acc.iter().zip(lanes.iter_mut()) {
-            for (a, l) in acc_r.iter().zip(lanes_r.iter_mut()) {
-                // SAFETY: h + 8 <= 16 = l.len().
-                unsafe { _mm256_storeu_ps(l.as_mut_ptr().add(h), *a) };
-            }
-        }
+        c0 = c1;
     }
     for (r, lanes_r) in lanes.iter().enumerate() {
         let w_tail = &tails[r * tail..(r + 1) * tail];
         for (i, l) in lanes_r.iter().enumerate() {
-            let x_tail = &xs[i * cols + full..(i + 1) * cols];
-            out[i * out_stride + col + r] = finish::<W, true>(*l, w_tail, x_tail);
+            out[i * out_stride + col + r] = if tail == 0 {
+                // SAFETY: AVX2 (this function's contract).
+                unsafe { reduce16(l) }
+            } else {
+                finish::<W, true>(*l, w_tail, &xs[i * cols + full..(i + 1) * cols])
+            };
         }
     }
+}
+
+/// [`finish`] without a tail, in registers: the pairwise reduction 16 -> 8 -> 4 -> 2 -> 1,
+/// each step adding the same pairs of lanes (`i` and `i + width`) as `finish` does.
+///
+/// # Safety
+/// AVX2.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn reduce16(l: &[f32; LANES]) -> f32 {
+    // SAFETY: l holds 16 values.
+    let (lo, hi) = unsafe {
+        (
+            _mm256_loadu_ps(l.as_ptr()),
+            _mm256_loadu_ps(l.as_ptr().add(8)),
+        )
+    };
+    let v8 = _mm256_add_ps(lo, hi);
+    let v4 = _mm_add_ps(_mm256_castps256_ps128(v8), _mm256_extractf128_ps::<1>(v8));
+    let v2 = _mm_add_ps(v4, _mm_movehl_ps(v4, v4));
+    let v1 = _mm_add_ss(v2, _mm_shuffle_ps::<1>(v2, v2));
+    _mm_cvtss_f32(v1)
 }
