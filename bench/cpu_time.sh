@@ -21,33 +21,10 @@ TOKENS="${TOKENS:-512}"
 ROUNDS="${ROUNDS:-3}"
 cd "$(dirname "$0")/.."
 
-echo "building (release)..." >&2
-cargo build --release --quiet -p tantra-cli --bin tantra
-cargo build --release --quiet -p tantra-runtime --example runtime_bench
-
-WORK="$(mktemp -d)"
-trap 'rm -rf "$WORK"' EXIT
-TANTRA=target/release/tantra
-MODEL="$WORK/mamba_full"
-target/release/examples/runtime_bench write "$MODEL" full
-
-LLAMA_BIN=""
-if [ -n "${LLAMA_CPP_DIR:-}" ]; then
-  for cand in "$LLAMA_CPP_DIR/bin/llama-completion" "$LLAMA_CPP_DIR/build/bin/llama-completion"; do
-    [ -x "$cand" ] && LLAMA_BIN="$cand" && break
-  done
-  if [ -z "$LLAMA_BIN" ]; then
-    echo "LLAMA_CPP_DIR=$LLAMA_CPP_DIR has no bin/llama-completion; llama.cpp skipped" >&2
-  else
-    "$TANTRA" --root "$WORK/root" import-hf "$MODEL" --model mamba --version full > /dev/null
-    for t in f32 bf16 q8_0; do
-      "$TANTRA" --root "$WORK/root" export-gguf mamba:full "$WORK/full_$t.gguf" --type "$t" > /dev/null
-    done
-  fi
-fi
-
-# The prompt: printable ASCII bytes, one token each in both vocabularies.
-PROMPT="$(python3 -c "print(''.join(chr(97 + (i * 7 + 3) % 26) for i in range($PROMPT_LEN)))")"
+. bench/common.sh
+bench_setup
+bench_llama
+PROMPT="$(bench_prompt "$PROMPT_LEN")"
 
 # cpu NAME PROGRAM ARGS...: user + system CPU seconds of one run, appended to $WORK/NAME.
 cpu() {
@@ -57,9 +34,9 @@ cpu() {
     || { echo "failed: $*" >&2; tail -3 "$WORK/err" >&2; return 1; }
   awk '{ print $1 + $2 }' "$WORK/time" >> "$WORK/$name"
 }
-tantra() { # name dtype prompt new_tokens
-  cpu "$1" "$TANTRA" run mamba --weights "$MODEL" --prompt "$3" --max-new-tokens "$4" --ignore-eos \
-    --dtype "$2" --threads 1 --json
+tantra() { # name dtype prompt new_tokens (the prompt's bytes as ids, as llama.cpp feeds them)
+  cpu "$1" "$TANTRA" run mamba --weights "$MODEL" --input-ids "$(bench_ids "$3")" \
+    --max-new-tokens "$4" --ignore-eos --dtype "$2" --threads 1 --json
 }
 llama() { # name type prompt new_tokens
   cpu "$1" "$LLAMA_BIN" -m "$WORK/full_$2.gguf" -p "$3" -n "$4" -t 1 --temp 0 --ignore-eos \

@@ -8,7 +8,8 @@
 #
 # Writes the `full` preset (seed 0) as a Hugging Face directory into a temp dir, then:
 #   - tantra: `tantra run --dtype f32|bf16|q8 --threads THREADS --json` (the command people
-#     use), prefill and decode tokens/s, peak resident memory;
+#     use; the prompt's bytes given as `--input-ids`, so that both tools prefill the same
+#     PROMPT_LEN tokens, without <bos>), prefill and decode tokens/s, peak resident memory;
 #   - llama.cpp, when LLAMA_CPP_DIR is set: the same weights registered in a temp root and
 #     written by tantra's GGUF writer (`tantra export-gguf --type f32|bf16|q8_0`: llama.cpp's
 #     names and keys, tantra's byte-level vocabulary), run by `llama-completion` greedy with
@@ -36,16 +37,8 @@ THREADS="${THREADS:-2}"
 ROUNDS="${ROUNDS:-3}"
 cd "$(dirname "$0")/.."
 
-echo "building (release)..." >&2
-cargo build --release --quiet -p tantra-cli --bin tantra
-cargo build --release --quiet -p tantra-runtime --example runtime_bench
-
-WORK="$(mktemp -d)"
-trap 'rm -rf "$WORK"' EXIT
-HELPER=target/release/examples/runtime_bench
-TANTRA=target/release/tantra
-MODEL="$WORK/mamba_full"
-"$HELPER" write "$MODEL" full
+. bench/common.sh
+bench_setup
 
 echo "measuring memory bandwidth..." >&2
 RAYON_NUM_THREADS="$THREADS" "$HELPER" bandwidth > "$WORK/bandwidth.json"
@@ -53,25 +46,11 @@ for d in f32 bf16 q8; do
   "$HELPER" bytes "$MODEL" "$d" > "$WORK/bytes_$d.json"
 done
 
-# The prompt: PROMPT_LEN printable ASCII bytes, one token each in both vocabularies.
-PROMPT="$(python3 -c "print(''.join(chr(97 + (i * 7 + 3) % 26) for i in range($PROMPT_LEN)))")"
-
-LLAMA_BIN=""
-if [ -n "${LLAMA_CPP_DIR:-}" ]; then
-  for cand in "$LLAMA_CPP_DIR/bin/llama-completion" "$LLAMA_CPP_DIR/build/bin/llama-completion"; do
-    [ -x "$cand" ] && LLAMA_BIN="$cand" && break
-  done
-  if [ -z "$LLAMA_BIN" ]; then
-    echo "LLAMA_CPP_DIR=$LLAMA_CPP_DIR has no bin/llama-completion; llama.cpp skipped" >&2
-  else
-    echo "writing GGUF files (tantra export-gguf)..." >&2
-    ROOT="$WORK/root"
-    "$TANTRA" --root "$ROOT" import-hf "$MODEL" --model mamba --version full > /dev/null
-    for t in f32 bf16 q8_0; do
-      "$TANTRA" --root "$ROOT" export-gguf mamba:full "$WORK/full_$t.gguf" --type "$t" > /dev/null
-    done
-  fi
-fi
+# The prompt: PROMPT_LEN printable ASCII bytes; tantra gets them as ids, which is what
+# llama.cpp feeds (no <bos> in either).
+PROMPT="$(bench_prompt "$PROMPT_LEN")"
+PROMPT_IDS="$(bench_ids "$PROMPT")"
+bench_llama
 
 HF_PY="${TRANSFORMERS_PYTHON:-}"
 if [ -z "$HF_PY" ] && [ -x /root/.cache/torch-check-venv/bin/python ]; then
@@ -86,7 +65,7 @@ fi
 
 tantra_run() { # dtype round
   /usr/bin/time -f '%M' -o "$WORK/tantra_$1_$2.rss" \
-    "$TANTRA" run mamba --weights "$MODEL" --prompt "$PROMPT" --max-new-tokens "$TOKENS" \
+    "$TANTRA" run mamba --weights "$MODEL" --input-ids "$PROMPT_IDS" --max-new-tokens "$TOKENS" \
     --dtype "$1" --threads "$THREADS" --ignore-eos --json > "$WORK/tantra_$1_$2.json" 2> "$WORK/tantra_$1_$2.err"
 }
 llama_run() { # type round
