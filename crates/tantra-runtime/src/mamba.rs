@@ -6,13 +6,13 @@
 //! reference logits come from: RMSNorm in f32, `[x | z] = in_proj(n)`, a causal depthwise
 //! convolution, `x_proj` split into `dt_r, B, C`, `delta = softplus(dt_proj(dt_r))`, the scan
 //! `s = exp(delta A) s + (delta B) u`, `y = s C + D u`, gated by `silu(z)`, and a residual in
-//! f32. There is one code path for any number of tokens: a step is a prefill of length one,
-//! and every kernel gives bit-identical results per token whatever the batch, so a prefill
-//! leaves exactly the states that token-by-token feeding leaves.
+//! f32. Several positions go through `prefill.rs` (matrix-matrix products, the pool's threads
+//! taking bands of each layer between barriers), one position through `decode.rs` (the row
+//! kernels, on one thread or several as the pacer finds faster); every kernel gives
+//! bit-identical results per token whatever the batch, the split or the thread count, so a
+//! prefill leaves exactly the states that token-by-token feeding leaves.
 
 use std::time::Instant;
-
-use rayon::prelude::*;
 
 use tantra_models::mamba::names::{self, A_LOG, CONV1D, D, DT_PROJ, IN_PROJ, OUT_PROJ, X_PROJ};
 use tantra_models::mamba::{MambaBlockConfig, MambaConfig};
@@ -20,11 +20,10 @@ use tantra_models::names::{Scope, BIAS, WEIGHT};
 
 use super::decode;
 use super::error::{Result, RuntimeError};
-use super::kernels::{rms_norm, scatter_bands, Matrix};
+use super::kernels::{rms_norm, Matrix};
 use super::layers::Linear;
 use super::pacer::Pacer;
 use super::prefill;
-use super::scan::{self, Rows};
 use super::weights::{Vars, Weights};
 
 /// The sizes of a stack of Mamba blocks, read once from the config.
@@ -295,115 +294,20 @@ impl MambaBlocks {
         let threads = decode::threads_for(self);
         for part in h.chunks_mut(CHUNK * d) {
             let len = part.len() / d;
-            if len == 1 && threads > 1 {
-                let alone = self.pacer.alone();
-                let start = Instant::now();
-                decode::step(self, part, state, if alone { 1 } else { threads });
-                self.pacer.record(alone, start.elapsed());
+            if len == 1 {
+                if threads > 1 {
+                    let alone = self.pacer.alone();
+                    let start = Instant::now();
+                    decode::step(self, part, state, if alone { 1 } else { threads });
+                    self.pacer.record(alone, start.elapsed());
+                } else {
+                    decode::step(self, part, state, 1);
+                }
                 continue;
             }
-            if threads > 1 {
-                prefill::chunk(self, part, len, state, threads);
-                continue;
-            }
-            for (i, layer) in self.layers.iter().enumerate() {
-                self.layer_forward(layer, part, len, &mut state.conv[i], &mut state.ssm[i]);
-            }
-            state.position += len;
+            prefill::chunk(self, part, len, state, threads);
         }
         Ok(())
-    }
-
-    /// One block over `len` positions: `h += mixer(norm(h))`, updating the layer's states
-    /// (whose sizes the caller checked).
-    fn layer_forward(
-        &self,
-        layer: &Layer,
-        h: &mut [f32],
-        len: usize,
-        conv_state: &mut [f32],
-        ssm_state: &mut [f32],
-    ) {
-        let BlockDims {
-            hidden: d,
-            inner: e,
-            state: n,
-            dt_rank: r,
-            ..
-        } = self.dims;
-
-        let mut normed = vec![0.0; len * d];
-        for (src, dst) in h.chunks_exact(d).zip(normed.chunks_exact_mut(d)) {
-            rms_norm(src, &layer.norm, self.eps, dst);
-        }
-        let xz = layer.in_proj.apply(&normed);
-
-        // Causal depthwise convolution over time, continuing from the stored window.
-        let mut u = vec![0.0; len * e];
-        scan::conv(
-            layer,
-            0,
-            &mut scan::rows_of(conv_state, e),
-            len,
-            Rows::new(&xz, 2 * e),
-            &mut u,
-            e,
-        );
-
-        let x_dbl = layer.x_proj.apply(&u);
-        let stride = r + 2 * n;
-        let dt_in: Vec<f32> = x_dbl
-            .chunks_exact(stride)
-            .flat_map(|row| row[..r].iter().copied())
-            .collect();
-        // The time steps before softplus; softplus is applied in the scan.
-        let dt_raw = layer.dt_proj.apply(&dt_in);
-
-        // Selective scan in bands of channels (channels are independent), each band writing
-        // its outputs `[t][channel in band]` into its own part of a scratch.
-        let mut y = vec![0.0; len * e];
-        let band = |c0: usize, ssm: &mut Vec<&mut [f32]>, out: &mut [f32]| {
-            let m = ssm.first().map_or(0, |s| s.len());
-            scan::scan(
-                layer,
-                c0,
-                ssm,
-                len,
-                Rows::new(&dt_raw[c0..], e),
-                Rows::new(&u[c0..], e),
-                Rows::new(&xz[e + c0..], 2 * e),
-                Rows::new(&x_dbl[r..], stride),
-                out,
-                m,
-            );
-        };
-        const SCAN_PARALLEL_MIN: usize = 1 << 14;
-        let threads = rayon::current_num_threads();
-        let rows = scan::rows_of(ssm_state, e);
-        if e * n * len >= SCAN_PARALLEL_MIN && threads > 1 {
-            // Bands of channels (whole blocks of eight), a few per thread, each a column band
-            // of the state rows, writing `[t][channel in band]` into its part of a scratch.
-            let per = e.div_ceil(threads * 4).next_multiple_of(8).max(8);
-            let ranges: Vec<(usize, usize)> = (0..e)
-                .step_by(per)
-                .map(|c0| (c0, (c0 + per).min(e)))
-                .collect();
-            let mut parts = scan::split_columns(rows, &ranges);
-            let mut scratch = vec![0.0; len * e];
-            parts
-                .par_iter_mut()
-                .zip(scratch.par_chunks_mut(per * len))
-                .enumerate()
-                .for_each(|(i, (s, out))| band(i * per, s, out));
-            scatter_bands(&scratch, per, len, e, &mut y);
-        } else {
-            band(0, &mut { rows }, &mut y);
-        }
-
-        let out = layer.out_proj.apply(&y);
-        for (hv, o) in h.iter_mut().zip(&out) {
-            *hv += o;
-        }
     }
 }
 

@@ -1,13 +1,14 @@
-//! A prefill of several positions through the Mamba blocks on several threads at once.
+//! A prefill of several positions through the Mamba blocks, on one thread or several.
 //!
-//! Why not hand each product to the thread pool, as a one-thread prefill would have it: a
-//! layer is five products, a convolution and a scan, each a parallel region that ends with a
-//! join, a copy of the bands into place on one thread, and work between them (the
-//! normalization, the convolution, the slicing of `x_proj`'s output) that ran on one thread
-//! while the other waited. Two threads made a 64-token prefill only 1.2-1.5 times faster than
-//! one. Here the pool's threads get the whole chunk once (`rayon::broadcast`, as the decoding
-//! step in `decode.rs` does) and meet at a spinning barrier four times per layer; between two
-//! meetings they take tasks from a shared counter until none is left:
+//! Why not hand each product to the thread pool, as the first threaded prefill did: a layer is
+//! five products, a convolution and a scan, each a parallel region that ended with a join, a
+//! copy of the bands into place on one thread, and work between them (the normalization, the
+//! convolution, the slicing of `x_proj`'s output) that ran on one thread while the other
+//! waited. Two threads made a 64-token prefill only 1.2-1.5 times faster than one. Here the
+//! pool's threads get the whole chunk once (`rayon::broadcast`, as the decoding step in
+//! `decode.rs` does; one thread runs it on the caller) and meet at a spinning barrier four
+//! times per layer; between two meetings they take tasks from a shared counter until none is
+//! left:
 //!
 //! 1. bands of inner channels: their rows of `in_proj` (`x` and `z`) for every position, then
 //!    the convolution of the band, which advances that band of the convolution state;
@@ -179,7 +180,12 @@ pub(super) fn chunk(
         plan,
     };
     let start: &[f32] = h;
-    let results = rayon::broadcast(|_| run(&shared, start));
+    let results = if threads > 1 {
+        rayon::broadcast(|_| run(&shared, start))
+    } else {
+        // One thread: on the caller, no hand-off.
+        vec![run(&shared, start)]
+    };
     drop(shared);
     if let Some(Some(out)) = results.into_iter().next() {
         h.copy_from_slice(&out);
