@@ -23,10 +23,10 @@
 //! tasks from a counter, not a fixed share, is what keeps a thread whose core another process
 //! took from holding the others up for more than one task.
 //!
-//! Every value is computed with the arithmetic of the one-thread path (the same matrix kernels
-//! per row and vector, the same convolution and scan per channel), so the result is
-//! bit-identical to it, to decoding token by token and to any number of threads (tested in
-//! `tests/precisions.rs` and below).
+//! Every value is computed with the arithmetic of the decoding step (the same result per row
+//! and vector from the matrix kernels, the same convolution and scan per channel), so the
+//! result is bit-identical to decoding token by token, whatever the number of threads (tested
+//! in `tests/precisions.rs` on 1, 2 and 3 threads).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
