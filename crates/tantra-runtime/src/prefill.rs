@@ -106,6 +106,35 @@ impl Shared<'_> {
             task(i);
         }
     }
+
+    /// Phase `phase` of layer `layer`, a product by bands of rows: the tasks (`ranges`, each
+    /// writing its `[len, rows]` part into its slot), the meeting, then the whole output
+    /// (`[len, out_features]`) assembled into `full`. False when another thread panicked.
+    #[allow(clippy::too_many_arguments)]
+    fn product_by_rows(
+        &self,
+        layer: usize,
+        phase: usize,
+        linear: &Linear,
+        xs: &[f32],
+        ranges: &[(usize, usize)],
+        slots: &[Mutex<Vec<f32>>],
+        full: &mut [f32],
+    ) -> bool {
+        let input = linear.prepare(xs);
+        self.take(layer, phase, ranges.len(), |b| {
+            let (a, z) = ranges[b];
+            let mut slot = lock(&slots[b]);
+            slot.resize(self.len * (z - a), 0.0);
+            linear.forward_rows_batch(a, z, &input, &mut slot);
+        });
+        if !self.barrier.wait() {
+            return false;
+        }
+        let width = linear.out_features();
+        assemble(slots, |s| s, ranges, self.len, width, full);
+        true
+    }
 }
 
 /// Copies the `[len, b - a]` parts of `slots` (one per range of `ranges`) into `full`
@@ -250,17 +279,9 @@ fn run(sh: &Shared<'_>, start: &[f32]) -> Option<Vec<f32>> {
         assemble(&sh.band_out, |s| &s.u, &plan.channels, len, e, &mut u);
 
         // 2. x_proj by bands of rows.
-        let input = layer.x_proj.prepare(&u);
-        sh.take(i, 1, plan.x_rows.len(), |b| {
-            let (a, z) = plan.x_rows[b];
-            let mut slot = lock(&sh.x_out[b]);
-            slot.resize(len * (z - a), 0.0);
-            layer.x_proj.forward_rows_batch(a, z, &input, &mut slot);
-        });
-        if !sh.barrier.wait() {
+        if !sh.product_by_rows(i, 1, &layer.x_proj, &u, &plan.x_rows, &sh.x_out, &mut x_dbl) {
             return None;
         }
-        assemble(&sh.x_out, |s| s, &plan.x_rows, len, stride, &mut x_dbl);
         for (dst, row) in dt_in
             .chunks_exact_mut(r.max(1))
             .zip(x_dbl.chunks_exact(stride))
@@ -300,17 +321,17 @@ fn run(sh: &Shared<'_>, start: &[f32]) -> Option<Vec<f32>> {
         assemble(&sh.band_out, |s| &s.y, &plan.channels, len, e, &mut y);
 
         // 4. out_proj by bands of rows, then the residual.
-        let input = layer.out_proj.prepare(&y);
-        sh.take(i, 3, plan.out_rows.len(), |b| {
-            let (a, z) = plan.out_rows[b];
-            let mut slot = lock(&sh.o_out[b]);
-            slot.resize(len * (z - a), 0.0);
-            layer.out_proj.forward_rows_batch(a, z, &input, &mut slot);
-        });
-        if !sh.barrier.wait() {
+        if !sh.product_by_rows(
+            i,
+            3,
+            &layer.out_proj,
+            &y,
+            &plan.out_rows,
+            &sh.o_out,
+            &mut out,
+        ) {
             return None;
         }
-        assemble(&sh.o_out, |s| s, &plan.out_rows, len, d, &mut out);
         for (hv, o) in h.iter_mut().zip(&out) {
             *hv += o;
         }

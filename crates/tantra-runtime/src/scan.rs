@@ -75,12 +75,29 @@ pub(super) fn scan(
     out: &mut [f32],
     out_stride: usize,
 ) {
-    #[cfg(target_arch = "x86_64")]
-    if has_fma() {
-        // SAFETY: the CPU supports AVX2 and FMA (checked just above).
-        return unsafe { x86::scan(layer, c0, ssm, len, dt, u, z, bc, out, out_stride) };
+    let run = |ssm: &mut [&mut [f32]], out: &mut [f32]| {
+        #[cfg(target_arch = "x86_64")]
+        if has_fma() {
+            // SAFETY: the CPU supports AVX2 and FMA (checked just above).
+            return unsafe { x86::scan(layer, c0, ssm, len, dt, u, z, bc, out, out_stride) };
+        }
+        scan_body::<false>(layer, c0, ssm, len, dt, u, z, bc, out, out_stride)
+    };
+    let m = ssm.first().map_or(0, |s| s.len());
+    // Over several positions the band's state is updated in a copy of its own: the rows of
+    // neighbouring bands, which other threads update at the same time, can share a cache
+    // line at the band's edges, and writing those lines at every position from two cores
+    // made the scan of a prefill twice as slow.
+    if len > 1 && m > 0 {
+        let mut local: Vec<f32> = ssm.iter().flat_map(|r| r.iter().copied()).collect();
+        let mut rows: Vec<&mut [f32]> = local.chunks_exact_mut(m).collect();
+        run(&mut rows, out);
+        for (dst, src) in ssm.iter_mut().zip(local.chunks_exact(m)) {
+            dst.copy_from_slice(src);
+        }
+    } else {
+        run(ssm, out);
     }
-    scan_body::<false>(layer, c0, ssm, len, dt, u, z, bc, out, out_stride)
 }
 
 #[inline(always)]
@@ -143,44 +160,12 @@ fn scan_body<const FMA: bool>(
     out: &mut [f32],
     out_stride: usize,
 ) {
+    let e = layer.d.len();
     let n = ssm.len();
     let m = ssm.first().map_or(0, |s| s.len());
     if n == 0 || len == 0 || m == 0 {
         return;
     }
-    // Over several positions the band's state is updated in a copy of its own: the rows of
-    // neighbouring bands, which other threads update at the same time, can share a cache
-    // line at the band's edges, and writing those lines at every position from two cores
-    // made the scan of a prefill twice as slow.
-    if len > 1 {
-        let mut local: Vec<f32> = ssm.iter().flat_map(|r| r.iter().copied()).collect();
-        let mut rows: Vec<&mut [f32]> = local.chunks_exact_mut(m).collect();
-        scan_rows::<FMA>(layer, c0, &mut rows, len, dt, u, z, bc, out, out_stride);
-        for (dst, src) in ssm.iter_mut().zip(local.chunks_exact(m)) {
-            dst.copy_from_slice(src);
-        }
-    } else {
-        scan_rows::<FMA>(layer, c0, ssm, len, dt, u, z, bc, out, out_stride);
-    }
-}
-
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn scan_rows<const FMA: bool>(
-    layer: &Layer,
-    c0: usize,
-    ssm: &mut [&mut [f32]],
-    len: usize,
-    dt: Rows<'_>,
-    u: Rows<'_>,
-    z: Rows<'_>,
-    bc: Rows<'_>,
-    out: &mut [f32],
-    out_stride: usize,
-) {
-    let e = layer.d.len();
-    let n = ssm.len();
-    let m = ssm.first().map_or(0, |s| s.len());
     let d = &layer.d[c0..c0 + m];
     let mut dtv = vec![0.0f32; m];
     let mut acc = vec![0.0f32; m];

@@ -521,28 +521,7 @@ impl Q8Matrix {
             .enumerate()
             .for_each(|(b, out)| {
                 let r0 = b * per;
-                let band_rows = out.len() / n;
-                #[cfg(target_arch = "x86_64")]
-                if has_avx2() {
-                    let (r1, bl) = (r0 + band_rows, self.blocks);
-                    // SAFETY: the CPU supports AVX2 and FMA (checked just above); `out` is
-                    // `[n][band_rows]`, as `band` writes it.
-                    unsafe {
-                        super::q8gemm::band(
-                            &self.qs[r0 * bl * QK..r1 * bl * QK],
-                            &self.d[r0 * bl..r1 * bl],
-                            &xin.qs,
-                            &xin.d,
-                            bl,
-                            out,
-                            band_rows,
-                        )
-                    };
-                    return;
-                }
-                for t in 0..n {
-                    self.rows_into(r0, &xin, t, &mut out[t * band_rows..(t + 1) * band_rows]);
-                }
+                self.matmul_rows(r0, r0 + out.len() / n, &xin, out);
             });
         super::scatter_bands(&scratch, per, n, rows_n, ys);
     }
